@@ -1,0 +1,76 @@
+// Ranking metrics and the evaluator: full ranking (default) or sampled negatives, per domain and cohort.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "xdrec/common.h"
+#include "xdrec/recommender.h"
+
+namespace xdrec {
+
+// ---- Per-list metrics (hand-checkable, binary relevance) -------------------------------------------------
+// `ranked`: recommended items in order (length >= k considered up to k); `relevant`: sorted held-out items.
+double precision_at_k(std::span<const uint32_t> ranked, std::span<const uint32_t> relevant, size_t k);
+double recall_at_k(std::span<const uint32_t> ranked, std::span<const uint32_t> relevant, size_t k);
+double f1_at_k(std::span<const uint32_t> ranked, std::span<const uint32_t> relevant, size_t k);
+double ndcg_at_k(std::span<const uint32_t> ranked, std::span<const uint32_t> relevant, size_t k);
+double hit_rate_at_k(std::span<const uint32_t> ranked, std::span<const uint32_t> relevant, size_t k);
+double average_precision_at_k(std::span<const uint32_t> ranked, std::span<const uint32_t> relevant, size_t k);
+double reciprocal_rank_at_k(std::span<const uint32_t> ranked, std::span<const uint32_t> relevant, size_t k);
+
+// ---- Beyond-accuracy over all lists ----------------------------------------------------------------------
+// Fraction of the catalogue (n_items) that appears in at least one list.
+double catalogue_coverage(const std::vector<std::vector<uint32_t>>& lists, uint32_t n_items);
+// 1 - mean pairwise cosine of item vectors within each list, averaged over lists (lists of < 2 skipped).
+double intra_list_diversity(const std::vector<std::vector<uint32_t>>& lists, const Matrix& item_vectors);
+// Mean self-information -log2(pop(i)/n_users) of recommended items; pop from training counts.
+double novelty(const std::vector<std::vector<uint32_t>>& lists, std::span<const uint32_t> item_popularity,
+               uint32_t n_users);
+// Gini coefficient of how often each item is recommended (0 = even, 1 = one item only).
+double gini_index(const std::vector<std::vector<uint32_t>>& lists, uint32_t n_items);
+
+// Mean and half-width of the 95% confidence interval (Student t) of a sample.
+struct MeanCI {
+  double mean = 0, ci95 = 0;
+  size_t n = 0;
+};
+MeanCI mean_ci95(std::span<const double> values);
+
+// ---- Evaluator -------------------------------------------------------------------------------------------
+struct EvalOptions {
+  std::vector<size_t> ks{10};
+  int threads = 1;
+  // 0: full ranking over every item not in the user's train row. N > 0: the sampled protocol, each test
+  // item ranked against N negatives drawn uniformly from its own domain among items the user never
+  // interacted with (train or test).
+  size_t sampled_negatives = 0;
+  uint64_t seed = 42;
+  bool per_domain = true;    // restrict candidates and targets to each domain separately and report them
+  const Matrix* item_vectors = nullptr;  // for intra-list diversity (category or text vectors)
+  std::vector<uint8_t> cold_user;         // per user, optional: cohort "cold" vs "warm"
+  double head_fraction = 0.2;             // items in the top fraction by training popularity are "head"
+  ProgressFn progress;
+};
+
+// Metrics keyed by name ("ndcg@10", "precision@10", "coverage@10", ...), each a mean over evaluated users.
+using MetricMap = std::map<std::string, double>;
+
+struct EvalResult {
+  MetricMap overall;
+  std::map<std::string, MetricMap> by_domain;  // domain name -> metrics
+  std::map<std::string, MetricMap> by_cohort;  // "cold-users", "warm-users", "head-items", "tail-items"
+  size_t n_users = 0;
+  double seconds = 0;
+  nlohmann::json to_json() const;
+};
+
+// Evaluates `model` on test interactions. `train` (users x items) gives the items excluded from ranking and
+// the popularity; `test` gives the relevant items per user. Users with no test items are skipped.
+EvalResult evaluate(const Recommender& model, const Csr& train, const Csr& test, const Dataset* ds,
+                    const EvalOptions& opt);
+
+}  // namespace xdrec

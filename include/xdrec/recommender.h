@@ -1,0 +1,111 @@
+// Recommender: the one interface every model implements, a registry of models by spec string, and the
+// top-K recommendation helpers shared by the CLI, evaluation and serving.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "xdrec/common.h"
+#include "xdrec/dataset.h"
+#include "xdrec/params.h"
+#include "xdrec/tensor_io.h"
+
+namespace xdrec {
+
+// What a model sees at fit time besides the interaction matrix.
+struct FitContext {
+  int threads = 1;      // fixed thread count from the caller; results must not depend on it where possible
+  uint64_t seed = 42;
+  const Dataset* dataset = nullptr;              // ids, domains, text (may be null for matrix-only fits)
+  std::span<const uint16_t> item_domain;         // domain of each item (may be empty: one domain)
+  ProgressFn progress;                            // may be empty
+  bool verbose = false;
+};
+
+class Recommender {
+ public:
+  virtual ~Recommender() = default;
+
+  // Registry name ("ials") and the canonical full spec with every parameter ("ials:alpha=...,factors=...").
+  virtual std::string name() const = 0;
+  virtual std::string spec() const = 0;
+
+  // Trains on a users x items matrix of interaction weights (1 for implicit feedback).
+  virtual void fit(const Csr& user_items, const FitContext& ctx) = 0;
+
+  virtual uint32_t n_users() const = 0;
+  virtual uint32_t n_items() const = 0;
+
+  // Scores every item for each user in `users`: out is resized to users.size() x n_items(). Higher is better.
+  // Seen items are not removed here (see recommend()).
+  virtual void score(std::span<const uint32_t> users, Matrix& out, int threads) const = 0;
+
+  // Fold-in: computes the representation of a user from a history (items and weights) without retraining
+  // the rest of the model. `user` < n_users() replaces that user's state; `user` == n_users() appends a new
+  // user. Returns the user's index. The history is also what the model remembers as the user's row where
+  // it needs one (ItemKNN, EASE score directly from it).
+  virtual uint32_t fold_in(uint32_t user, std::span<const uint32_t> items, std::span<const float> weights) = 0;
+
+  // Model state as tensors plus JSON extras (e.g. dimensions), used by save_model / load_model.
+  virtual void save(TensorMap& tensors, nlohmann::json& extra) const = 0;
+  virtual void load(const TensorMap& tensors, const nlohmann::json& extra) = 0;
+};
+
+// ---- Registry -------------------------------------------------------------------------------------------
+
+struct ModelInfo {
+  std::string name;
+  std::string summary;
+  // Creates a model from spec values (unknown keys and bad values throw Error).
+  std::function<std::unique_ptr<Recommender>(const Spec&)> create;
+  std::function<std::string()> param_help;  // ParamSet::help() of a default instance
+};
+
+// Register at static-initialisation time: `XDREC_REGISTER_MODEL(ials, "...", IalsModel)` in the model's file.
+bool register_model(ModelInfo info);
+const std::vector<ModelInfo>& registered_models();
+// "ials:factors=128,reg=0.05" -> configured, unfitted model. Throws Error for unknown model names.
+std::unique_ptr<Recommender> create_model(const std::string& spec);
+
+#define XDREC_REGISTER_MODEL(NAME, SUMMARY, CLASS)                                                          \
+  static const bool xdrec_registered_##NAME = ::xdrec::register_model(::xdrec::ModelInfo{                   \
+      #NAME, SUMMARY, [](const ::xdrec::Spec& s) -> std::unique_ptr<::xdrec::Recommender> {                 \
+        return std::make_unique<CLASS>(s);                                                                    \
+      },                                                                                                      \
+      [] { return CLASS(::xdrec::Spec{#NAME, {}}).param_help(); }})
+
+// Saves into directory `dir` (created if needed): model.safetensors + manifest.json (format version, spec,
+// dataset fingerprint, sha of the tensor file). Both written atomically.
+void save_model(const Recommender& model, const std::string& dir, uint64_t data_fingerprint = 0);
+// Loads what save_model wrote; clear Error for a missing directory, a missing or corrupt file, a checksum
+// mismatch, or an unknown model name.
+std::unique_ptr<Recommender> load_model(const std::string& dir, uint64_t* data_fingerprint = nullptr);
+
+// ---- Top-K ----------------------------------------------------------------------------------------------
+
+struct ScoredItem {
+  uint32_t item;
+  float score;
+};
+
+struct RecommendOptions {
+  size_t k = 10;
+  const Csr* exclude = nullptr;          // users x items; items in the user's row are never returned
+  std::span<const uint16_t> item_domain;  // required when domain >= 0
+  int domain = -1;                         // restrict to one domain (-1: any)
+  int threads = 1;
+};
+
+// Top-K of one score row, ties broken by lower item index. Excluded and filtered items are skipped.
+std::vector<ScoredItem> top_k(const float* scores, uint32_t n_items, size_t k, std::span<const uint32_t> exclude,
+                              std::span<const uint16_t> item_domain, int domain);
+
+// Batched: scores users in blocks and returns one top-K list per user.
+std::vector<std::vector<ScoredItem>> recommend(const Recommender& model, std::span<const uint32_t> users,
+                                               const RecommendOptions& opt);
+
+}  // namespace xdrec

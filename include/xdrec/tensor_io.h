@@ -1,0 +1,48 @@
+// Model files: tensors in safetensors format plus a JSON manifest, both written atomically.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "xdrec/common.h"
+
+namespace xdrec {
+
+enum class DType { F32, I32, U32, I64, U64, U8 };
+
+struct Tensor {
+  DType dtype = DType::F32;
+  std::vector<int64_t> shape;
+  std::vector<uint8_t> bytes;
+
+  static Tensor from_f32(std::vector<int64_t> shape, const float* data);
+  static Tensor from_u32(std::vector<int64_t> shape, const uint32_t* data);
+  static Tensor from_u64(std::vector<int64_t> shape, const uint64_t* data);
+  static Tensor from_matrix(const Matrix& m);
+  static Tensor from_csr_part(const std::vector<uint64_t>& v);
+  size_t numel() const;
+  // Typed copies out; throw Error naming the tensor when the dtype or element count is wrong.
+  std::vector<float> to_f32(const std::string& name) const;
+  std::vector<uint32_t> to_u32(const std::string& name) const;
+  std::vector<uint64_t> to_u64(const std::string& name) const;
+  Matrix to_matrix(const std::string& name) const;  // requires a 2-D F32 tensor
+};
+
+using TensorMap = std::map<std::string, Tensor>;
+
+// Writes a .safetensors file (8-byte little-endian header length, JSON header, raw data), atomically.
+void save_safetensors(const std::string& path, const TensorMap& tensors,
+                      const std::map<std::string, std::string>& metadata = {});
+// Reads a .safetensors file; throws Error with the path and reason on a truncated or malformed file.
+TensorMap load_safetensors(const std::string& path, std::map<std::string, std::string>* metadata = nullptr);
+
+// Helpers for Csr <-> tensors under a name prefix ("<prefix>.indptr", ".indices", ".values", ".shape").
+void put_csr(TensorMap& t, const std::string& prefix, const Csr& m);
+Csr get_csr(const TensorMap& t, const std::string& prefix);
+const Tensor& get_tensor(const TensorMap& t, const std::string& name);  // throws Error if missing
+
+}  // namespace xdrec
