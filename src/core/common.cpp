@@ -1,6 +1,7 @@
 #include "xdrec/common.h"
 
 #include <omp.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>

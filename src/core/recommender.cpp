@@ -1,0 +1,146 @@
+// Model registry, model files (save/load) and top-K selection.
+#include <algorithm>
+#include <cmath>
+#include <filesystem>
+#include <map>
+
+#include "xdrec/recommender.h"
+
+namespace xdrec {
+
+namespace {
+std::vector<ModelInfo>& registry() {
+  static std::vector<ModelInfo> r;
+  return r;
+}
+constexpr int kModelFormatVersion = 1;
+}  // namespace
+
+bool register_model(ModelInfo info) {
+  auto& r = registry();
+  auto it = std::lower_bound(r.begin(), r.end(), info.name,
+                             [](const ModelInfo& m, const std::string& n) { return m.name < n; });
+  r.insert(it, std::move(info));
+  return true;
+}
+
+const std::vector<ModelInfo>& registered_models() { return registry(); }
+
+std::unique_ptr<Recommender> create_model(const std::string& spec_text) {
+  Spec spec = Spec::parse(spec_text);
+  for (auto& m : registry())
+    if (m.name == spec.name) return m.create(spec);
+  std::string known;
+  for (auto& m : registry()) known += (known.empty() ? "" : ", ") + m.name;
+  throw Error("unknown model '" + spec.name + "' (known: " + known + ")");
+}
+
+void save_model(const Recommender& model, const std::string& dir, uint64_t data_fingerprint) {
+  namespace fs = std::filesystem;
+  std::error_code ec;
+  fs::create_directories(dir, ec);
+  check(!ec && fs::is_directory(dir), "cannot create model directory '" + dir + "'");
+  TensorMap tensors;
+  nlohmann::json extra = nlohmann::json::object();
+  model.save(tensors, extra);
+  const std::string tensor_path = (fs::path(dir) / "model.safetensors").string();
+  save_safetensors(tensor_path, tensors, {{"format", "xdrec"}, {"spec", model.spec()}});
+  std::string bytes = read_file(tensor_path);
+  nlohmann::json manifest = {{"format", "xdrec-model"},
+                             {"version", kModelFormatVersion},
+                             {"model", model.name()},
+                             {"spec", model.spec()},
+                             {"n_users", model.n_users()},
+                             {"n_items", model.n_items()},
+                             {"data_fingerprint", hex64(data_fingerprint)},
+                             {"tensors", "model.safetensors"},
+                             {"tensors_fnv1a64", hex64(fnv1a64(bytes.data(), bytes.size()))},
+                             {"extra", extra}};
+  write_file_atomic((fs::path(dir) / "manifest.json").string(), manifest.dump(2) + "\n");
+}
+
+std::unique_ptr<Recommender> load_model(const std::string& dir, uint64_t* data_fingerprint) {
+  namespace fs = std::filesystem;
+  check(fs::is_directory(dir), "model directory '" + dir + "' does not exist (train one with `xdrec train`)");
+  const std::string manifest_path = (fs::path(dir) / "manifest.json").string();
+  check(fs::exists(manifest_path), "'" + dir + "' is not an xdrec model directory: manifest.json is missing");
+  nlohmann::json manifest;
+  try {
+    manifest = nlohmann::json::parse(read_file(manifest_path));
+  } catch (const nlohmann::json::exception& e) {
+    throw Error(manifest_path + ": malformed JSON: " + e.what());
+  }
+  check(manifest.value("format", "") == "xdrec-model", manifest_path + ": not an xdrec model manifest");
+  const int version = manifest.value("version", 0);
+  check(version == kModelFormatVersion, manifest_path + ": model format version " + std::to_string(version) +
+                                            " is not supported (expected " +
+                                            std::to_string(kModelFormatVersion) + ")");
+  const std::string tensor_path = (fs::path(dir) / manifest.value("tensors", "model.safetensors")).string();
+  check(fs::exists(tensor_path), "model directory '" + dir + "': tensor file '" + tensor_path + "' is missing");
+  std::string bytes = read_file(tensor_path);
+  check(hex64(fnv1a64(bytes.data(), bytes.size())) == manifest.value("tensors_fnv1a64", ""),
+        tensor_path + ": checksum mismatch (the file is corrupt or was modified)");
+  auto model = create_model(manifest.at("spec").get<std::string>());
+  TensorMap tensors = load_safetensors(tensor_path);
+  model->load(tensors, manifest.value("extra", nlohmann::json::object()));
+  if (data_fingerprint) *data_fingerprint = std::stoull(manifest.value("data_fingerprint", "0"), nullptr, 16);
+  return model;
+}
+
+std::vector<ScoredItem> top_k(const float* scores, uint32_t n_items, size_t k, std::span<const uint32_t> exclude,
+                              std::span<const uint16_t> item_domain, int domain) {
+  std::vector<ScoredItem> heap;
+  if (k == 0) return heap;
+  heap.reserve(k + 1);
+  // "better" = higher score, then lower item index. The heap keeps the worst of the current top-k at front.
+  auto better = [](const ScoredItem& a, const ScoredItem& b) {
+    return a.score > b.score || (a.score == b.score && a.item < b.item);
+  };
+  const bool filter_domain = domain >= 0 && !item_domain.empty();
+  size_t ex = 0;
+  for (uint32_t i = 0; i < n_items; ++i) {
+    while (ex < exclude.size() && exclude[ex] < i) ++ex;
+    if (ex < exclude.size() && exclude[ex] == i) continue;
+    if (filter_domain && item_domain[i] != domain) continue;
+    float s = scores[i];
+    if (std::isnan(s)) s = -INFINITY;
+    ScoredItem cand{i, s};
+    if (heap.size() < k) {
+      heap.push_back(cand);
+      std::push_heap(heap.begin(), heap.end(), better);
+    } else if (better(cand, heap.front())) {
+      std::pop_heap(heap.begin(), heap.end(), better);
+      heap.back() = cand;
+      std::push_heap(heap.begin(), heap.end(), better);
+    }
+  }
+  std::sort(heap.begin(), heap.end(), better);
+  return heap;
+}
+
+std::vector<std::vector<ScoredItem>> recommend(const Recommender& model, std::span<const uint32_t> users,
+                                               const RecommendOptions& opt) {
+  check(opt.domain < 0 || !opt.item_domain.empty(), "recommend: a domain filter needs the item domains");
+  for (uint32_t u : users)
+    check(u < model.n_users(), "recommend: user index " + std::to_string(u) + " is out of range (model has " +
+                                   std::to_string(model.n_users()) + " users)");
+  std::vector<std::vector<ScoredItem>> out(users.size());
+  const size_t block = 256;
+  const int threads = resolve_threads(opt.threads);
+  Matrix scores;
+  for (size_t b = 0; b < users.size(); b += block) {
+    const size_t e = std::min(users.size(), b + block);
+    model.score(users.subspan(b, e - b), scores, threads);
+    parallel_for(e - b, threads, 16, [&](size_t lo, size_t hi) {
+      for (size_t r = lo; r < hi; ++r) {
+        const uint32_t u = users[b + r];
+        std::span<const uint32_t> ex;
+        if (opt.exclude && u < opt.exclude->n_rows) ex = opt.exclude->row_indices(u);
+        out[b + r] = top_k(scores.row(r), model.n_items(), opt.k, ex, opt.item_domain, opt.domain);
+      }
+    });
+  }
+  return out;
+}
+
+}  // namespace xdrec
