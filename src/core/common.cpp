@@ -163,7 +163,10 @@ void write_file_atomic(const std::string& path, const std::function<void(std::FI
   namespace fs = std::filesystem;
   fs::path p(path);
   fs::path dir = p.has_parent_path() ? p.parent_path() : fs::path(".");
-  std::string tmpl = (dir / ("." + p.filename().string() + ".tmpXXXXXX")).string();
+  std::string base = ".";
+  base += p.filename().string();
+  base += ".tmpXXXXXX";
+  std::string tmpl = (dir / base).string();
   std::vector<char> buf(tmpl.begin(), tmpl.end());
   buf.push_back('\0');
   int fd = mkstemp(buf.data());
