@@ -1,3 +1,126 @@
+// xdrec command-line tool: a thin layer over the library. Every command prints one clear line and exits
+// non-zero on an error.
+#include <CLI/CLI.hpp>
+#include <algorithm>
 #include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+#include <sstream>
 
-int main() { return 0; }
+#include "cli/commands.h"
+#include "xdrec/common.h"
+
+int main(int argc, char** argv) {
+  using namespace xdrec::cli;
+  CLI::App app{"xdrec: cross-domain recommendation engine"};
+  app.require_subcommand(1);
+  app.set_version_flag("--version", std::string("xdrec 0.1.0"));
+
+  Common common;
+  auto add_common = [&](CLI::App* sub) {
+    sub->add_option("--threads", common.threads, "worker threads (0 = all cores)")->capture_default_str();
+    sub->add_option("--seed", common.seed, "random seed")->capture_default_str();
+    sub->add_flag("--quiet", common.quiet, "no progress bars");
+  };
+
+  // import
+  ImportArgs imp;
+  auto* c_import = app.add_subcommand("import", "read a dataset (canonical files or a known format), validate it "
+                                                "and write a binary dataset file");
+  c_import->add_option("input", imp.input, "input directory or file")->required();
+  c_import->add_option("--format", imp.format, "auto, canonical, ml-100k, ml-latest-small, douban, food-kitchen, "
+                                               "disencdr, lastfm")
+      ->capture_default_str();
+  c_import->add_option("--on-error", imp.on_error, "fail (default) or skip malformed records")
+      ->check(CLI::IsMember({"fail", "skip"}))
+      ->capture_default_str();
+  c_import->add_option("-o,--output", imp.output, "output: FILE.xdb (binary) or a directory (canonical TSV)");
+  add_common(c_import);
+
+  // split
+  SplitArgs spl;
+  auto* c_split = app.add_subcommand("split", "split a dataset into train / validation / test without leakage");
+  c_split->add_option("data", spl.data.path, "dataset: directory, FILE.xdb or synthetic[:k=v,...]")->required();
+  c_split->add_option("--format", spl.data.format, "input format")->capture_default_str();
+  c_split->add_option("--protocol", spl.protocol, "random, leave-last-out, cold-users, cold-items, fixed")
+      ->capture_default_str();
+  c_split->add_option("--test", spl.opt.test_ratio, "test fraction (random)")->capture_default_str();
+  c_split->add_option("--val", spl.opt.val_ratio, "validation fraction of the rest")->capture_default_str();
+  c_split->add_option("--cold", spl.opt.cold_ratio, "fraction of users/items made cold")->capture_default_str();
+  c_split->add_option("--target-domain", spl.target_domain, "target domain name (cold-users)");
+  c_split->add_option("-o,--output", spl.output, "output directory")->required();
+  add_common(c_split);
+
+  // train
+  TrainArgs tr;
+  auto* c_train = app.add_subcommand("train", "fit a model and save it");
+  c_train->add_option("data", tr.data.path, "dataset: directory, FILE.xdb or synthetic[:k=v,...]")->required();
+  c_train->add_option("--format", tr.data.format, "input format")->capture_default_str();
+  c_train->add_option("--split", tr.split_dir, "split directory written by `xdrec split` (trains on its train part)");
+  c_train->add_option("-m,--model", tr.model, "model spec, e.g. ials:factors=128,reg=0.05")->required();
+  c_train->add_option("-o,--output", tr.output, "model directory")->required();
+  add_common(c_train);
+
+  // eval
+  EvalArgs ev;
+  auto* c_eval = app.add_subcommand("eval", "train and evaluate models on a split (full ranking by default)");
+  c_eval->add_option("data", ev.data.path, "dataset: directory, FILE.xdb or synthetic[:k=v,...]")->required();
+  c_eval->add_option("--format", ev.data.format, "input format")->capture_default_str();
+  c_eval->add_option("--split", ev.split_dir, "split directory written by `xdrec split`");
+  c_eval->add_option("--protocol", ev.protocol, "split protocol when no --split is given")->capture_default_str();
+  c_eval->add_option("--test", ev.split_opt.test_ratio, "test fraction")->capture_default_str();
+  c_eval->add_option("--cold", ev.split_opt.cold_ratio, "cold fraction")->capture_default_str();
+  c_eval->add_option("--target-domain", ev.target_domain, "target domain name (cold-users)");
+  c_eval->add_option("-m,--model", ev.models, "model spec (repeatable)")->required();
+  c_eval->add_option("-k,--k", ev.ks, "cut-offs (repeatable)");
+  c_eval->add_option("--sampled", ev.sampled, "sampled protocol: rank each target against N same-domain negatives");
+  c_eval->add_option("--seeds", ev.n_seeds, "number of split seeds (seed, seed+1, ...) for mean ± 95% CI")
+      ->capture_default_str();
+  c_eval->add_option("-o,--output", ev.output, "write metrics as JSON");
+  add_common(c_eval);
+
+  // recommend
+  RecommendArgs rec;
+  auto* c_rec = app.add_subcommand("recommend", "top-K items for users (known users, or a new user's history)");
+  c_rec->add_option("--model", rec.model_dir, "model directory written by `xdrec train`")->required();
+  c_rec->add_option("--data", rec.data.path, "the dataset the model was trained on")->required();
+  c_rec->add_option("--format", rec.data.format, "input format")->capture_default_str();
+  c_rec->add_option("--split", rec.split_dir, "split used in training (seen items = its train part)");
+  c_rec->add_option("-u,--user", rec.users, "user id (repeatable)");
+  c_rec->add_option("--history", rec.history, "comma-separated item ids of a new user (fold-in)");
+  c_rec->add_option("-k,--k", rec.k, "list length")->capture_default_str();
+  c_rec->add_option("--domain", rec.domain, "restrict to one domain");
+  c_rec->add_flag("--json", rec.json, "JSON output");
+  add_common(c_rec);
+
+  // quickstart
+  QuickstartArgs qs;
+  auto* c_qs = app.add_subcommand("quickstart", "synthetic multi-domain data -> split -> train -> evaluate -> recommend");
+  c_qs->add_option("--users", qs.users, "synthetic users")->capture_default_str();
+  c_qs->add_option("--items", qs.items_per_domain, "items per domain")->capture_default_str();
+  c_qs->add_option("-o,--output", qs.output, "write metrics as JSON");
+  add_common(c_qs);
+
+  // models
+  auto* c_models = app.add_subcommand("models", "list the registered models and their parameters");
+
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e);
+  }
+  try {
+    if (*c_import) return cmd_import(imp, common);
+    if (*c_split) return cmd_split(spl, common);
+    if (*c_train) return cmd_train(tr, common);
+    if (*c_eval) return cmd_eval(ev, common);
+    if (*c_rec) return cmd_recommend(rec, common);
+    if (*c_qs) return cmd_quickstart(qs, common);
+    if (*c_models) return cmd_models();
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "xdrec: error: %s\n", e.what());
+    return 1;
+  }
+  return 0;
+}

@@ -1,0 +1,556 @@
+#include "cli/commands.h"
+
+#include <algorithm>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+#include <map>
+#include <sstream>
+
+#include "cli/progress.h"
+#include "xdrec/metrics.h"
+#include "xdrec/params.h"
+#include "xdrec/readers.h"
+#include "xdrec/recommender.h"
+#include "xdrec/synthetic.h"
+
+namespace fs = std::filesystem;
+
+namespace xdrec::cli {
+
+namespace {
+
+SyntheticOptions synthetic_options(const std::string& spec_text, uint64_t seed) {
+  Spec spec = Spec::parse(spec_text);
+  SyntheticOptions o;
+  o.seed = seed;
+  int users = static_cast<int>(o.n_users), items = static_cast<int>(o.items_per_domain),
+      topics = static_cast<int>(o.n_topics);
+  double mean = o.mean_interactions, overlap = o.overlap, skew = o.popularity_skew;
+  std::string domains = "books|films|kitchen";
+  ParamSet p("synthetic");
+  p.add("users", &users, users, 1, 100000000, "number of users")
+      .add("items", &items, items, 1, 10000000, "items per domain")
+      .add("topics", &topics, topics, 1, 1000, "latent topics")
+      .add("mean", &mean, mean, 1, 100000, "mean interactions per user and active domain")
+      .add("overlap", &overlap, overlap, 0, 1, "fraction of users active in several domains")
+      .add("skew", &skew, skew, 0, 5, "popularity skew")
+      .add("domains", &domains, domains, {}, "domain names separated by |");
+  p.apply(spec.values);
+  o.n_users = users;
+  o.items_per_domain = items;
+  o.n_topics = topics;
+  o.mean_interactions = mean;
+  o.overlap = overlap;
+  o.popularity_skew = skew;
+  o.domains.clear();
+  std::stringstream ss(domains);
+  for (std::string d; std::getline(ss, d, '|');)
+    if (!d.empty()) o.domains.push_back(d);
+  check(!o.domains.empty(), "synthetic: at least one domain is needed");
+  return o;
+}
+
+int domain_index(const Dataset& ds, const std::string& name) {
+  if (name.empty()) return -1;
+  auto d = ds.domains.find(name);
+  if (!d) {
+    std::string known;
+    for (auto& n : ds.domains.names()) known += (known.empty() ? "" : ", ") + n;
+    throw Error("unknown domain '" + name + "' (domains: " + known + ")");
+  }
+  return static_cast<int>(*d);
+}
+
+std::string fmt(double v, int prec = 4) {
+  char buf[64];
+  std::snprintf(buf, sizeof buf, "%.*f", prec, v);
+  return buf;
+}
+
+// Prints a left-aligned table; first row is the header.
+void print_table(const std::vector<std::vector<std::string>>& rows) {
+  if (rows.empty()) return;
+  std::vector<size_t> w(rows[0].size(), 0);
+  for (auto& r : rows)
+    for (size_t j = 0; j < r.size() && j < w.size(); ++j) w[j] = std::max(w[j], r[j].size());
+  for (size_t i = 0; i < rows.size(); ++i) {
+    std::string line;
+    for (size_t j = 0; j < rows[i].size(); ++j) {
+      std::string cell = rows[i][j];
+      cell.resize(w[j], ' ');
+      line += (j ? "  " : "") + cell;
+    }
+    while (!line.empty() && line.back() == ' ') line.pop_back();
+    std::printf("%s\n", line.c_str());
+    if (i == 0) {
+      size_t total = 0;
+      for (auto x : w) total += x + 2;
+      std::printf("%s\n", std::string(total - 2, '-').c_str());
+    }
+  }
+}
+
+FitContext fit_context(const Dataset& ds, const Common& c) {
+  FitContext ctx;
+  ctx.threads = resolve_threads(c.threads);
+  ctx.seed = c.seed;
+  ctx.dataset = &ds;
+  ctx.item_domain = ds.item_domain;
+  ctx.progress = progress_bar(!c.quiet);
+  return ctx;
+}
+
+Split split_from(const Dataset& ds, const std::string& protocol, SplitOptions opt, const std::string& target,
+                 uint64_t seed) {
+  opt.seed = seed;
+  if (!target.empty()) opt.target_domain = domain_index(ds, target);
+  return make_split(ds, protocol, opt);
+}
+
+// One evaluation run of one model on one split.
+struct RunResult {
+  EvalResult eval;
+  double fit_seconds = 0;
+  double peak_rss_mb = 0;
+  std::string spec;
+};
+
+RunResult train_and_eval(const Dataset& ds, const Split& split, const std::string& spec, const EvalOptions& eopt,
+                         const Common& c, uint64_t seed) {
+  RunResult r;
+  auto model = create_model(spec);
+  Csr train = ds.user_item_matrix(split.train);
+  Csr test = ds.user_item_matrix(split.test);
+  FitContext ctx = fit_context(ds, c);
+  ctx.seed = seed;
+  Timer t;
+  model->fit(train, ctx);
+  r.fit_seconds = t.seconds();
+  r.spec = model->spec();
+  r.eval = evaluate(*model, train, test, &ds, eopt);
+  r.peak_rss_mb = peak_rss_mb();
+  return r;
+}
+
+std::vector<std::string> kMainMetrics(size_t k) {
+  std::string s = "@" + std::to_string(k);
+  return {"ndcg" + s, "precision" + s, "recall" + s, "hr" + s, "map" + s, "coverage" + s};
+}
+
+void print_recommendations(const Dataset& ds, const Recommender& model, const Csr& seen, uint32_t user,
+                           size_t k, int domain, int threads) {
+  RecommendOptions ro;
+  ro.k = k;
+  ro.exclude = &seen;
+  ro.item_domain = ds.item_domain;
+  ro.domain = domain;
+  ro.threads = threads;
+  uint32_t users[1] = {user};
+  auto lists = recommend(model, users, ro);
+  for (size_t r = 0; r < lists[0].size(); ++r) {
+    const auto& si = lists[0][r];
+    std::printf("  %2zu. [%s] %s  (%.3f)\n", r + 1, ds.domains.name(ds.item_domain[si.item]).c_str(),
+                ds.item_text[si.item].title.empty() ? ds.items.name(si.item).c_str()
+                                                    : ds.item_text[si.item].title.c_str(),
+                si.score);
+  }
+}
+
+}  // namespace
+
+Dataset load_data(const DataArg& d, bool quiet) {
+  if (d.path.rfind("synthetic", 0) == 0) {
+    std::string spec = d.path;
+    uint64_t seed = 42;
+    Spec s = Spec::parse(spec);
+    if (s.values.count("seed")) {
+      seed = std::stoull(s.values["seed"]);
+      s.values.erase("seed");
+    }
+    return make_synthetic(synthetic_options(s.str(), seed));
+  }
+  if (d.path.size() > 4 && d.path.substr(d.path.size() - 4) == ".xdb") return load_dataset_binary(d.path);
+  ReadReport rep;
+  Dataset ds = read_dataset(d.path, d.format, ReadOptions{}, &rep);
+  if (!quiet)
+    std::fprintf(stderr, "read %s: %s%s\n", d.path.c_str(), ds.summary().c_str(), rep.from_cache ? " (cached)" : "");
+  return ds;
+}
+
+void write_split(const Dataset& ds, const Split& s, const std::string& dir) {
+  fs::create_directories(dir);
+  auto write_part = [&](const std::string& name, const std::vector<Interaction>& part) {
+    std::string out = "user\titem\tdomain\trating\ttimestamp\n";
+    for (auto& it : part) {
+      out += ds.users.name(it.user) + "\t" + ds.items.name(it.item) + "\t" +
+             ds.domains.name(ds.item_domain[it.item]) + "\t" + (it.has_rating() ? fmt(it.rating, 6) : "") + "\t" +
+             (it.has_timestamp() ? std::to_string(it.timestamp) : "") + "\n";
+    }
+    write_file_atomic((fs::path(dir) / name).string(), out);
+  };
+  write_part("train.tsv", s.train);
+  write_part("validation.tsv", s.validation);
+  write_part("test.tsv", s.test);
+  nlohmann::json meta = {{"protocol", s.protocol},
+                         {"dataset_fingerprint", hex64(ds.fingerprint())},
+                         {"train", s.train.size()},
+                         {"validation", s.validation.size()},
+                         {"test", s.test.size()}};
+  std::vector<std::string> cold_users, cold_items;
+  for (uint32_t u = 0; u < s.cold_user.size(); ++u)
+    if (s.cold_user[u]) cold_users.push_back(ds.users.name(u));
+  for (uint32_t i = 0; i < s.cold_item.size(); ++i)
+    if (s.cold_item[i]) cold_items.push_back(ds.items.name(i));
+  meta["cold_users"] = cold_users;
+  meta["cold_items"] = cold_items;
+  meta["target_domain"] = s.target_domain >= 0 ? ds.domains.name(s.target_domain) : "";
+  write_file_atomic((fs::path(dir) / "split.json").string(), meta.dump(2) + "\n");
+}
+
+Split read_split(const Dataset& ds, const std::string& dir) {
+  const std::string meta_path = (fs::path(dir) / "split.json").string();
+  check(fs::exists(meta_path), "'" + dir + "' is not a split directory (no split.json; make one with `xdrec split`)");
+  nlohmann::json meta;
+  try {
+    meta = nlohmann::json::parse(read_file(meta_path));
+  } catch (const nlohmann::json::exception& e) {
+    throw Error(meta_path + ": malformed JSON: " + e.what());
+  }
+  check(meta.value("dataset_fingerprint", "") == hex64(ds.fingerprint()),
+        "split '" + dir + "' was made from a different dataset (fingerprint mismatch)");
+  Split s;
+  s.protocol = meta.value("protocol", "");
+  auto read_part = [&](const std::string& name, std::vector<Interaction>& part) {
+    const std::string path = (fs::path(dir) / name).string();
+    std::ifstream f(path);
+    check(bool(f), "cannot open '" + path + "'");
+    std::string line;
+    size_t lineno = 0;
+    while (std::getline(f, line)) {
+      ++lineno;
+      if (lineno == 1 || line.empty()) continue;
+      std::vector<std::string> col;
+      std::stringstream ss(line);
+      for (std::string x; std::getline(ss, x, '\t');) col.push_back(x);
+      while (col.size() < 5) col.emplace_back();
+      auto u = ds.users.find(col[0]);
+      auto i = ds.items.find(col[1]);
+      if (!u) throw ParseError(path, lineno, 1, "unknown user '" + col[0] + "'");
+      if (!i) throw ParseError(path, lineno, col[0].size() + 2, "unknown item '" + col[1] + "'");
+      Interaction it;
+      it.user = *u;
+      it.item = *i;
+      if (!col[3].empty()) it.rating = std::stof(col[3]);
+      if (!col[4].empty()) it.timestamp = std::stoll(col[4]);
+      part.push_back(it);
+    }
+  };
+  read_part("train.tsv", s.train);
+  read_part("validation.tsv", s.validation);
+  read_part("test.tsv", s.test);
+  s.cold_user.assign(ds.n_users(), 0);
+  s.cold_item.assign(ds.n_items(), 0);
+  for (auto& id : meta.value("cold_users", std::vector<std::string>{}))
+    if (auto u = ds.users.find(id)) s.cold_user[*u] = 1;
+  for (auto& id : meta.value("cold_items", std::vector<std::string>{}))
+    if (auto i = ds.items.find(id)) s.cold_item[*i] = 1;
+  std::string target = meta.value("target_domain", "");
+  s.target_domain = target.empty() ? -1 : domain_index(ds, target);
+  check_no_leakage(ds, s);
+  return s;
+}
+
+int cmd_import(const ImportArgs& a, const Common& c) {
+  ReadOptions ro;
+  ro.skip_errors = a.on_error == "skip";
+  ro.use_cache = false;
+  ReadReport rep;
+  Dataset ds = read_dataset(a.input, a.format, ro, &rep);
+  ds.validate();
+  std::printf("%s\n", ds.summary().c_str());
+  std::printf("parsed %zu records (%.1f MB) in %.3f s: %.0f lines/s\n", rep.records, rep.bytes / 1e6, rep.seconds,
+              rep.lines_per_second());
+  if (rep.skipped) {
+    std::printf("skipped %zu malformed records; first ones:\n", rep.skipped);
+    for (auto& e : rep.examples) std::printf("  %s\n", e.c_str());
+  }
+  if (!a.output.empty()) {
+    if (a.output.size() > 4 && a.output.substr(a.output.size() - 4) == ".xdb") {
+      save_dataset_binary(ds, a.output);
+    } else {
+      write_canonical(ds, a.output);
+    }
+    std::printf("wrote %s\n", a.output.c_str());
+  }
+  (void)c;
+  return 0;
+}
+
+int cmd_split(const SplitArgs& a, const Common& c) {
+  Dataset ds = load_data(a.data, c.quiet);
+  Split s = split_from(ds, a.protocol, a.opt, a.target_domain, c.seed);
+  write_split(ds, s, a.output);
+  std::printf("%s: train %zu, validation %zu, test %zu interactions (leakage check passed) -> %s\n",
+              s.protocol.c_str(), s.train.size(), s.validation.size(), s.test.size(), a.output.c_str());
+  return 0;
+}
+
+int cmd_train(const TrainArgs& a, const Common& c) {
+  Dataset ds = load_data(a.data, c.quiet);
+  Csr train = a.split_dir.empty() ? ds.user_item_matrix() : ds.user_item_matrix(read_split(ds, a.split_dir).train);
+  auto model = create_model(a.model);
+  Timer t;
+  model->fit(train, fit_context(ds, c));
+  const double secs = t.seconds();
+  save_model(*model, a.output, ds.fingerprint());
+  std::printf("trained %s on %zu interactions in %.2f s (peak memory %.0f MB) -> %s\n", model->spec().c_str(),
+              train.nnz(), secs, peak_rss_mb(), a.output.c_str());
+  return 0;
+}
+
+int cmd_eval(const EvalArgs& a, const Common& c) {
+  Dataset ds = load_data(a.data, c.quiet);
+  EvalOptions eopt;
+  if (!a.ks.empty()) eopt.ks = a.ks;
+  eopt.threads = resolve_threads(c.threads);
+  eopt.sampled_negatives = a.sampled;
+  eopt.seed = c.seed;
+  const size_t k = eopt.ks.front();
+  const int n_seeds = a.split_dir.empty() ? std::max(1, a.n_seeds) : 1;
+
+  // results[spec][seed index]
+  std::map<std::string, std::vector<RunResult>> results;
+  std::vector<std::string> order;
+  std::string protocol;
+  for (int si = 0; si < n_seeds; ++si) {
+    const uint64_t seed = c.seed + si;
+    Split split = a.split_dir.empty() ? split_from(ds, a.protocol, a.split_opt, a.target_domain, seed)
+                                      : read_split(ds, a.split_dir);
+    protocol = split.protocol;
+    eopt.cold_user = split.cold_user;
+    eopt.seed = seed;
+    for (auto& spec : a.models) {
+      RunResult r = train_and_eval(ds, split, spec, eopt, c, seed);
+      if (!results.count(spec)) order.push_back(spec);
+      results[spec].push_back(std::move(r));
+    }
+  }
+
+  nlohmann::json out = {{"dataset", ds.name}, {"protocol", protocol}, {"ks", eopt.ks}, {"seeds", n_seeds},
+                        {"sampled_negatives", a.sampled}};
+  std::vector<std::vector<std::string>> table;
+  std::vector<std::string> header{"model"};
+  for (auto& m : kMainMetrics(k)) header.push_back(m);
+  header.push_back("fit s");
+  table.push_back(header);
+  for (auto& spec : order) {
+    auto& runs = results[spec];
+    nlohmann::json jm;
+    jm["spec"] = runs[0].spec;
+    // Mean and CI of every overall metric over seeds.
+    nlohmann::json overall, ci;
+    for (auto& [name, v0] : runs[0].eval.overall) {
+      std::vector<double> vals;
+      for (auto& r : runs) vals.push_back(r.eval.overall.at(name));
+      MeanCI m = mean_ci95(vals);
+      overall[name] = m.mean;
+      ci[name] = m.ci95;
+      (void)v0;
+    }
+    jm["overall"] = overall;
+    if (n_seeds > 1) jm["ci95"] = ci;
+    jm["by_domain"] = runs[0].eval.to_json()["by_domain"];
+    jm["by_cohort"] = runs[0].eval.to_json()["by_cohort"];
+    double fit = 0;
+    for (auto& r : runs) fit += r.fit_seconds;
+    jm["fit_seconds"] = fit / runs.size();
+    jm["eval_seconds"] = runs[0].eval.seconds;
+    jm["peak_rss_mb"] = runs.back().peak_rss_mb;
+    out["models"][spec] = jm;
+    std::vector<std::string> row{spec};
+    for (auto& m : kMainMetrics(k)) {
+      double v = overall.contains(m) ? overall[m].get<double>() : 0.0;
+      row.push_back(n_seeds > 1 ? fmt(v) + "±" + fmt(ci[m].get<double>(), 3) : fmt(v));
+    }
+    row.push_back(fmt(fit / runs.size(), 2));
+    table.push_back(row);
+  }
+  std::printf("%s, %s, %s ranking, %d seed%s\n", ds.name.c_str(), protocol.c_str(),
+              a.sampled ? ("sampled (" + std::to_string(a.sampled) + " negatives)").c_str() : "full", n_seeds,
+              n_seeds > 1 ? "s" : "");
+  print_table(table);
+  if (ds.n_domains() > 1) {
+    std::printf("\nper domain (ndcg@%zu):\n", k);
+    std::vector<std::vector<std::string>> dt;
+    std::vector<std::string> h{"model"};
+    for (auto& d : ds.domains.names()) h.push_back(d);
+    dt.push_back(h);
+    for (auto& spec : order) {
+      std::vector<std::string> row{spec};
+      auto& bd = results[spec][0].eval.by_domain;
+      for (auto& d : ds.domains.names()) {
+        auto it = bd.find(d);
+        row.push_back(it == bd.end() ? "-" : fmt(it->second.count("ndcg@" + std::to_string(k))
+                                                     ? it->second.at("ndcg@" + std::to_string(k))
+                                                     : 0.0));
+      }
+      dt.push_back(row);
+    }
+    print_table(dt);
+  }
+  if (!a.output.empty()) {
+    write_file_atomic(a.output, out.dump(2) + "\n");
+    std::printf("wrote %s\n", a.output.c_str());
+  }
+  return 0;
+}
+
+int cmd_recommend(const RecommendArgs& a, const Common& c) {
+  Dataset ds = load_data(a.data, c.quiet);
+  uint64_t fp = 0;
+  auto model = load_model(a.model_dir, &fp);
+  check(fp == 0 || fp == ds.fingerprint(), "model '" + a.model_dir + "' was trained on a different dataset");
+  Csr seen = a.split_dir.empty() ? ds.user_item_matrix() : ds.user_item_matrix(read_split(ds, a.split_dir).train);
+  const int domain = domain_index(ds, a.domain);
+  std::vector<uint32_t> users;
+  for (auto& id : a.users) {
+    auto u = ds.users.find(id);
+    check(u.has_value(), "unknown user '" + id + "'");
+    check(*u < model->n_users(), "user '" + id + "' is not in the model");
+    users.push_back(*u);
+  }
+  if (!a.history.empty()) {
+    // A new user: fold in their history without retraining.
+    std::vector<uint32_t> items;
+    std::stringstream ss(a.history);
+    for (std::string id; std::getline(ss, id, ',');) {
+      auto i = ds.items.find(id);
+      check(i.has_value(), "--history: unknown item '" + id + "'");
+      items.push_back(*i);
+    }
+    std::sort(items.begin(), items.end());
+    items.erase(std::unique(items.begin(), items.end()), items.end());
+    std::vector<float> w(items.size(), 1.0f);
+    uint32_t nu = model->fold_in(model->n_users(), items, w);
+    // Extend the seen matrix with the new user's row.
+    seen.n_rows = nu + 1;
+    seen.indptr.resize(nu + 1, seen.indptr.back());
+    for (uint32_t i : items) {
+      seen.indices.push_back(i);
+      seen.values.push_back(1.0f);
+    }
+    seen.indptr.push_back(seen.indices.size());
+    users.push_back(nu);
+  }
+  check(!users.empty(), "give --user ID and/or --history ITEM,ITEM,...");
+  RecommendOptions ro;
+  ro.k = a.k;
+  ro.exclude = &seen;
+  ro.item_domain = ds.item_domain;
+  ro.domain = domain;
+  ro.threads = resolve_threads(c.threads);
+  auto lists = recommend(*model, users, ro);
+  nlohmann::json out = nlohmann::json::array();
+  for (size_t r = 0; r < users.size(); ++r) {
+    const std::string uid = r < a.users.size() ? a.users[r] : "(new user)";
+    nlohmann::json items = nlohmann::json::array();
+    if (!a.json) std::printf("%s:\n", uid.c_str());
+    for (size_t j = 0; j < lists[r].size(); ++j) {
+      auto& si = lists[r][j];
+      const std::string& title = ds.item_text[si.item].title;
+      items.push_back({{"item", ds.items.name(si.item)},
+                       {"domain", ds.domains.name(ds.item_domain[si.item])},
+                       {"title", title},
+                       {"score", si.score}});
+      if (!a.json)
+        std::printf("  %2zu. %s [%s] %s (%.4f)\n", j + 1, ds.items.name(si.item).c_str(),
+                    ds.domains.name(ds.item_domain[si.item]).c_str(), title.c_str(), si.score);
+    }
+    out.push_back({{"user", uid}, {"items", items}});
+  }
+  if (a.json) std::printf("%s\n", out.dump(2).c_str());
+  return 0;
+}
+
+int cmd_quickstart(const QuickstartArgs& a, const Common& c) {
+  SyntheticOptions so;
+  so.n_users = a.users;
+  so.items_per_domain = a.items_per_domain;
+  so.seed = c.seed;
+  Timer total;
+  Dataset ds = make_synthetic(so);
+  std::printf("synthetic data: %s\n", ds.summary().c_str());
+  SplitOptions sopt;
+  sopt.test_ratio = 0.2;
+  sopt.seed = c.seed;
+  Split split = make_split(ds, "random", sopt);
+  std::printf("split %s: train %zu, test %zu (leakage check passed)\n\n", split.protocol.c_str(), split.train.size(),
+              split.test.size());
+  EvalOptions eopt;
+  eopt.threads = resolve_threads(c.threads);
+  eopt.seed = c.seed;
+  const std::vector<std::string> specs{"popular", "itemknn", "ease", "ials", "bpr"};
+  std::vector<std::vector<std::string>> table;
+  std::vector<std::string> header{"model"};
+  for (auto& m : kMainMetrics(10)) header.push_back(m);
+  header.push_back("fit s");
+  table.push_back(header);
+  nlohmann::json out;
+  std::string best_spec;
+  double best = -1;
+  Common quiet = c;
+  quiet.quiet = true;
+  for (auto& spec : specs) {
+    RunResult r = train_and_eval(ds, split, spec, eopt, quiet, c.seed);
+    std::vector<std::string> row{spec};
+    for (auto& m : kMainMetrics(10)) row.push_back(fmt(r.eval.overall.count(m) ? r.eval.overall.at(m) : 0.0));
+    row.push_back(fmt(r.fit_seconds, 2));
+    table.push_back(row);
+    out[spec] = r.eval.to_json();
+    const double nd = r.eval.overall.count("ndcg@10") ? r.eval.overall.at("ndcg@10") : 0.0;
+    if (nd > best) {
+      best = nd;
+      best_spec = spec;
+    }
+  }
+  print_table(table);
+
+  // Recommendations from the best model for a user active in several domains.
+  auto model = create_model(best_spec);
+  Csr train = ds.user_item_matrix(split.train);
+  FitContext ctx = fit_context(ds, quiet);
+  model->fit(train, ctx);
+  uint32_t user = 0;
+  for (uint32_t u = 0; u < train.n_rows; ++u) {
+    std::vector<int> seen_domains(ds.n_domains(), 0);
+    for (uint32_t i : train.row_indices(u)) seen_domains[ds.item_domain[i]] = 1;
+    if (std::count(seen_domains.begin(), seen_domains.end(), 1) >= 2 && train.row_size(u) >= 8) {
+      user = u;
+      break;
+    }
+  }
+  std::printf("\nuser %s (%s) has interacted with:\n", ds.users.name(user).c_str(),
+              ds.user_profile[user].text.c_str());
+  auto hist = train.row_indices(user);
+  for (size_t j = 0; j < std::min<size_t>(hist.size(), 6); ++j)
+    std::printf("  - [%s] %s\n", ds.domains.name(ds.item_domain[hist[j]]).c_str(),
+                ds.item_text[hist[j]].title.c_str());
+  for (uint32_t d = 0; d < ds.n_domains(); ++d) {
+    std::printf("top 3 in %s from %s:\n", ds.domains.name(d).c_str(), best_spec.c_str());
+    print_recommendations(ds, *model, train, user, 3, static_cast<int>(d), ctx.threads);
+  }
+  std::printf("\nquickstart finished in %.1f s\n", total.seconds());
+  if (!a.output.empty()) write_file_atomic(a.output, out.dump(2) + "\n");
+  return 0;
+}
+
+int cmd_models() {
+  for (auto& m : registered_models()) {
+    std::printf("%s: %s\n%s", m.name.c_str(), m.summary.c_str(), m.param_help().c_str());
+  }
+  return 0;
+}
+
+}  // namespace xdrec::cli

@@ -1,0 +1,71 @@
+// The xdrec commands. Each returns the process exit status and throws xdrec::Error on bad input.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "xdrec/dataset.h"
+#include "xdrec/split.h"
+
+namespace xdrec::cli {
+
+struct Common {
+  int threads = 0;
+  uint64_t seed = 42;
+  bool quiet = false;
+};
+
+// A dataset argument: a directory/file in a known format, a binary FILE.xdb, or "synthetic[:k=v,...]".
+struct DataArg {
+  std::string path;
+  std::string format = "auto";
+};
+
+struct ImportArgs {
+  std::string input, format = "auto", on_error = "fail", output;
+};
+struct SplitArgs {
+  DataArg data;
+  std::string protocol = "random", target_domain, output;
+  SplitOptions opt;
+};
+struct TrainArgs {
+  DataArg data;
+  std::string split_dir, model, output;
+};
+struct EvalArgs {
+  DataArg data;
+  std::string split_dir, protocol = "random", target_domain, output;
+  SplitOptions split_opt;
+  std::vector<std::string> models;
+  std::vector<size_t> ks;
+  size_t sampled = 0;
+  int n_seeds = 1;
+};
+struct RecommendArgs {
+  DataArg data;
+  std::string model_dir, split_dir, history, domain;
+  std::vector<std::string> users;
+  size_t k = 10;
+  bool json = false;
+};
+struct QuickstartArgs {
+  uint32_t users = 3000, items_per_domain = 400;
+  std::string output;
+};
+
+int cmd_import(const ImportArgs& a, const Common& c);
+int cmd_split(const SplitArgs& a, const Common& c);
+int cmd_train(const TrainArgs& a, const Common& c);
+int cmd_eval(const EvalArgs& a, const Common& c);
+int cmd_recommend(const RecommendArgs& a, const Common& c);
+int cmd_quickstart(const QuickstartArgs& a, const Common& c);
+int cmd_models();
+
+// Shared helpers (also used by tests).
+Dataset load_data(const DataArg& d, bool quiet);
+void write_split(const Dataset& ds, const Split& s, const std::string& dir);
+Split read_split(const Dataset& ds, const std::string& dir);
+
+}  // namespace xdrec::cli
