@@ -30,7 +30,8 @@ double intra_list_diversity(const std::vector<std::vector<uint32_t>>& lists, con
 // Mean self-information -log2(pop(i)/n_users) of recommended items; pop from training counts.
 double novelty(const std::vector<std::vector<uint32_t>>& lists, std::span<const uint32_t> item_popularity,
                uint32_t n_users);
-// Gini coefficient of how often each item is recommended (0 = even, 1 = one item only).
+// Gini coefficient of how often each item is recommended (0 = even; (n_items-1)/n_items, i.e. close to 1,
+// when one item gets every recommendation).
 double gini_index(const std::vector<std::vector<uint32_t>>& lists, uint32_t n_items);
 
 // Mean and half-width of the 95% confidence interval (Student t) of a sample.
@@ -39,6 +40,8 @@ struct MeanCI {
   size_t n = 0;
 };
 MeanCI mean_ci95(std::span<const double> values);
+// 0.975 quantile of Student's t distribution with `df` > 0 degrees of freedom (two-sided 95%).
+double student_t_975(size_t df);
 
 // ---- Evaluator -------------------------------------------------------------------------------------------
 struct EvalOptions {
@@ -49,11 +52,12 @@ struct EvalOptions {
   // interacted with (train or test).
   size_t sampled_negatives = 0;
   uint64_t seed = 42;
-  bool per_domain = true;    // restrict candidates and targets to each domain separately and report them
+  bool per_domain = true;  // restrict candidates and targets to each domain separately and report them
   const Matrix* item_vectors = nullptr;  // for intra-list diversity (category or text vectors)
-  std::vector<uint8_t> cold_user;         // per user, optional: cohort "cold" vs "warm"
-  double head_fraction = 0.2;             // items in the top fraction by training popularity are "head"
-  ProgressFn progress;
+  std::vector<uint8_t> cold_user;        // per user, optional: cohort "cold" vs "warm"
+  double head_fraction = 0.2;            // items in the top fraction by training popularity are "head"
+  ProgressFn progress;                   // called (serialised) after each block of users
+  size_t block_users = 0;                // users scored per model.score() call; 0: chosen from n_items
 };
 
 // Metrics keyed by name ("ndcg@10", "precision@10", "coverage@10", ...), each a mean over evaluated users.
@@ -65,6 +69,9 @@ struct EvalResult {
   std::map<std::string, MetricMap> by_cohort;  // "cold-users", "warm-users", "head-items", "tail-items"
   size_t n_users = 0;
   double seconds = 0;
+  std::string protocol;    // "full" or "sampled:N"
+  MetricMap overall_ci95;  // half-width of the 95% CI (Student t) of each per-user mean in `overall`
+  // {"overall", "by_domain", "by_cohort", "n_users", "seconds", "protocol", "overall_ci95"}
   nlohmann::json to_json() const;
 };
 
