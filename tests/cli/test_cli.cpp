@@ -1,0 +1,126 @@
+// End-to-end tests of the xdrec command on synthetic data and on bad input.
+#include <gtest/gtest.h>
+
+#include <array>
+#include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <string>
+
+#include <nlohmann/json.hpp>
+
+namespace fs = std::filesystem;
+
+namespace {
+
+struct Result {
+  int status;
+  std::string out;
+};
+
+std::string cli() {
+  const char* p = std::getenv("XDREC_CLI");
+  return p ? p : std::string(XDREC_BINARY_DIR) + "/xdrec";
+}
+
+Result run(const std::string& args) {
+  std::string cmd = cli() + " " + args + " 2>&1";
+  FILE* f = popen(cmd.c_str(), "r");
+  Result r{-1, ""};
+  if (!f) return r;
+  std::array<char, 4096> buf;
+  size_t n;
+  while ((n = fread(buf.data(), 1, buf.size(), f)) > 0) r.out.append(buf.data(), n);
+  int st = pclose(f);
+  r.status = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+  return r;
+}
+
+class CliTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    dir = fs::temp_directory_path() / ("xdrec_cli_" + std::to_string(::getpid()) + "_" +
+                                       ::testing::UnitTest::GetInstance()->current_test_info()->name());
+    fs::remove_all(dir);
+    fs::create_directories(dir);
+  }
+  void TearDown() override { fs::remove_all(dir); }
+  void write(const std::string& name, const std::string& content) {
+    std::ofstream(dir / name, std::ios::binary) << content;
+  }
+  fs::path dir;
+};
+
+}  // namespace
+
+TEST_F(CliTest, HelpForEveryCommand) {
+  for (std::string c : {"import", "split", "train", "eval", "recommend", "quickstart", "models"}) {
+    Result r = run(c + " --help");
+    EXPECT_EQ(r.status, 0) << c << ": " << r.out;
+    EXPECT_NE(r.out.find("--"), std::string::npos) << c;
+  }
+}
+
+TEST_F(CliTest, ModelsListsEveryModelWithParameters) {
+  Result r = run("models");
+  ASSERT_EQ(r.status, 0) << r.out;
+  for (std::string m : {"popular", "itemknn", "ease", "ials", "bpr"}) EXPECT_NE(r.out.find(m + ":"), std::string::npos) << m;
+}
+
+TEST_F(CliTest, QuickstartRunsAndRecommends) {
+  Result r = run("quickstart --users 800 --items 150 --threads 2 -o " + (dir / "qs.json").string());
+  ASSERT_EQ(r.status, 0) << r.out;
+  EXPECT_NE(r.out.find("ndcg@10"), std::string::npos);
+  EXPECT_NE(r.out.find("top 3 in films"), std::string::npos) << r.out;
+  auto j = nlohmann::json::parse(std::ifstream(dir / "qs.json"));
+  // On data with taste structure a personalised model beats popularity.
+  EXPECT_GT(j["ease"]["overall"]["ndcg@10"].get<double>(), j["popular"]["overall"]["ndcg@10"].get<double>());
+}
+
+TEST_F(CliTest, SplitTrainRecommendEvalRoundTrip) {
+  const std::string data = "synthetic:users=600,items=120";
+  Result s = run("split " + data + " --protocol random --test 0.2 --val 0.1 -o " + (dir / "split").string());
+  ASSERT_EQ(s.status, 0) << s.out;
+  EXPECT_TRUE(fs::exists(dir / "split" / "train.tsv"));
+  EXPECT_TRUE(fs::exists(dir / "split" / "split.json"));
+  Result t = run("train " + data + " --split " + (dir / "split").string() + " -m ials:factors=16,iterations=5 -o " +
+                 (dir / "model").string());
+  ASSERT_EQ(t.status, 0) << t.out;
+  EXPECT_TRUE(fs::exists(dir / "model" / "manifest.json"));
+  EXPECT_TRUE(fs::exists(dir / "model" / "model.safetensors"));
+  Result rec = run("recommend --model " + (dir / "model").string() + " --data " + data + " --split " +
+                   (dir / "split").string() + " --user u0 --domain films -k 5 --json");
+  ASSERT_EQ(rec.status, 0) << rec.out;
+  auto j = nlohmann::json::parse(rec.out);
+  ASSERT_EQ(j.size(), 1u);
+  EXPECT_EQ(j[0]["items"].size(), 5u);
+  for (auto& it : j[0]["items"]) EXPECT_EQ(it["domain"], "films");
+  Result ev = run("eval " + data + " --split " + (dir / "split").string() + " -m popular -m itemknn -o " +
+                  (dir / "m.json").string());
+  ASSERT_EQ(ev.status, 0) << ev.out;
+  auto m = nlohmann::json::parse(std::ifstream(dir / "m.json"));
+  EXPECT_TRUE(m["models"]["popular"]["overall"].contains("ndcg@10"));
+  EXPECT_TRUE(m["models"]["itemknn"]["overall"].contains("precision@10"));
+  EXPECT_TRUE(m["models"]["itemknn"]["by_domain"].contains("books"));
+}
+
+TEST_F(CliTest, MalformedInputNamesFileLineAndColumn) {
+  write("interactions.csv", "user,item,rating\nu1,i1,5\nu2,i2,notanumber\n");
+  Result r = run("import " + dir.string());
+  EXPECT_EQ(r.status, 1) << r.out;
+  EXPECT_NE(r.out.find("interactions.csv:3:"), std::string::npos) << r.out;
+  EXPECT_EQ(r.out.find('\n'), r.out.size() - 1) << "one line: " << r.out;
+  Result skip = run("import " + dir.string() + " --on-error skip");
+  EXPECT_EQ(skip.status, 0) << skip.out;
+  EXPECT_NE(skip.out.find("skipped 1"), std::string::npos) << skip.out;
+}
+
+TEST_F(CliTest, BadModelSpecAndMissingModelAreClearErrors) {
+  Result r = run("eval synthetic:users=200,items=50 -m ials:factorz=3");
+  EXPECT_EQ(r.status, 1);
+  EXPECT_NE(r.out.find("unknown parameter 'factorz'"), std::string::npos) << r.out;
+  Result m = run("recommend --model " + (dir / "nope").string() + " --data synthetic:users=200,items=50 --user u0");
+  EXPECT_EQ(m.status, 1);
+  EXPECT_NE(m.out.find("does not exist"), std::string::npos) << m.out;
+}
