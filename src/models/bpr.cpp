@@ -1,0 +1,231 @@
+// BPR-MF (Rendle et al. 2009): matrix factorisation with an item bias trained by stochastic gradient ascent
+// on log sigmoid(x_u . (y_i - y_j) + b_i - b_j) for sampled (user, positive item i, negative item j) triples.
+// A positive is an entry drawn uniformly from the observed entries with a value > 0; the negative is drawn
+// uniformly from all items, rejecting items in the user's row. Several threads update the shared factors
+// without locks (Hogwild); each thread draws from its own seeded stream, so a run with threads=1 is fully
+// deterministic, while with more threads the interleaving of updates varies from run to run.
+#include <algorithm>
+#include <climits>
+#include <cmath>
+#include <cstdio>
+
+#include "models/mf_kernels.h"
+#include "xdrec/recommender.h"
+
+namespace xdrec {
+
+namespace {
+
+// Streams of the per-epoch, per-thread generators (epoch e, thread t -> (e + 1) * kStreamsPerEpoch + t).
+constexpr uint64_t kStreamsPerEpoch = 1 << 16;
+constexpr uint64_t kItemStreamBase = uint64_t(1) << 40;
+constexpr uint64_t kFoldInStreamBase = uint64_t(1) << 50;
+constexpr int kNegativeTries = 32;
+
+// Draws a negative for a user whose row (sorted item indices) is `seen`; returns false when every try hit a
+// seen item.
+inline bool draw_negative(Rng& rng, uint32_t n_items, std::span<const uint32_t> seen, bool verify,
+                          uint32_t& j) {
+  for (int t = 0; t < kNegativeTries; ++t) {
+    j = uint32_t(rng.below(n_items));
+    if (!verify || !std::binary_search(seen.begin(), seen.end(), j)) return true;
+  }
+  return false;
+}
+
+}  // namespace
+
+class BprModel final : public Recommender {
+ public:
+  explicit BprModel(const Spec& spec) : params_("bpr") {
+    params_.add("factors", &factors_, 64, 1, mf::kMaxFactors, "number of latent factors")
+        .add("lr", &lr_, 0.05, 1e-9, 10.0, "SGD learning rate")
+        .add("reg", &reg_, 0.01, 0.0, 1e3, "L2 regularisation of the factors and biases updated by a step")
+        .add("epochs", &epochs_, 100, 0, 100000,
+             "epochs; one epoch draws as many triples as positive entries")
+        .add("bias", &bias_, true, "learn an item bias")
+        .add("verify_negatives", &verify_negatives_, true, "reject sampled negatives that the user has seen")
+        .add("init", &init_, 0.01, 0.0, 10.0, "standard deviation of the normal initial factors")
+        .add("foldin_epochs", &foldin_epochs_, 30, 1, 100000,
+             "fold-in: passes over the new user's history, updating only that user's factors")
+        .add("seed", &seed_, 0, 0, INT_MAX, "random seed (0: the fit context's seed)");
+    params_.apply(spec.values);
+  }
+
+  std::string param_help() const { return params_.help(); }
+  std::string name() const override { return "bpr"; }
+  std::string spec() const override { return name() + ":" + params_.current(); }
+  uint32_t n_users() const override { return uint32_t(users_.rows); }
+  uint32_t n_items() const override { return uint32_t(items_.rows); }
+
+  void fit(const Csr& user_items, const FitContext& ctx) override {
+    for (size_t k = 0; k < user_items.values.size(); ++k)
+      check(std::isfinite(user_items.values[k]),
+            "bpr: interaction value " + std::to_string(k) + " is not finite");
+    const int threads = resolve_threads(ctx.threads);
+    seed_used_ = seed_ != 0 ? uint64_t(seed_) : ctx.seed;
+    users_.resize(user_items.n_rows, size_t(factors_));
+    items_.resize(user_items.n_cols, size_t(factors_));
+    users_.init_normal(seed_used_, 0, float(init_));
+    items_.init_normal(seed_used_, kItemStreamBase, float(init_));
+    item_bias_.assign(user_items.n_cols, 0.0f);
+
+    // Positive entries packed as (user << 32 | item).
+    std::vector<uint64_t> pos;
+    pos.reserve(user_items.nnz());
+    for (uint32_t u = 0; u < user_items.n_rows; ++u)
+      for (uint64_t p = user_items.indptr[u]; p < user_items.indptr[u + 1]; ++p)
+        if (user_items.values[p] > 0) pos.push_back((uint64_t(u) << 32) | user_items.indices[p]);
+
+    last_epoch_accuracy_ = 0;
+    if (ctx.progress) ctx.progress(0, size_t(epochs_), "bpr epochs");
+    if (pos.empty() || user_items.n_cols == 0) {
+      if (ctx.progress) ctx.progress(size_t(epochs_), size_t(epochs_), "bpr epochs");
+      return;
+    }
+    const int nv = int(users_.ld / 8);
+    for (int e = 0; e < epochs_; ++e) {
+      std::vector<uint64_t> correct(size_t(threads), 0), done(size_t(threads), 0);
+      parallel_for(size_t(threads), threads, 1, [&](size_t lo, size_t hi) {
+        for (size_t t = lo; t < hi; ++t) {
+          const uint64_t n = pos.size() / threads + (t < pos.size() % threads ? 1 : 0);
+          Rng rng(seed_used_, uint64_t(e + 1) * kStreamsPerEpoch + t);
+          mf::dispatch_width(
+              nv, [&]<int NV>() { run_samples<NV>(user_items, pos, n, rng, nv, correct[t], done[t]); });
+        }
+      });
+      uint64_t c = 0, d = 0;
+      for (int t = 0; t < threads; ++t) c += correct[size_t(t)], d += done[size_t(t)];
+      last_epoch_accuracy_ = d ? double(c) / double(d) : 0.0;
+      if (ctx.verbose)
+        std::fprintf(stderr, "bpr epoch %d: %.4f of sampled triples ranked correctly\n", e + 1,
+                     last_epoch_accuracy_);
+      if (ctx.progress) ctx.progress(size_t(e) + 1, size_t(epochs_), "bpr epochs");
+    }
+  }
+
+  void score(std::span<const uint32_t> users, Matrix& out, int threads) const override {
+    mf::gemm_scores(users_, users, items_, item_bias_.data(), out, resolve_threads(threads));
+  }
+
+  uint32_t fold_in(uint32_t user, std::span<const uint32_t> items, std::span<const float> weights) override {
+    check(user <= users_.rows, "bpr fold_in: user index " + std::to_string(user) +
+                                   " is beyond the next new user (" + std::to_string(users_.rows) + ")");
+    check(weights.empty() || weights.size() == items.size(), "bpr fold_in: " + std::to_string(items.size()) +
+                                                                 " items but " +
+                                                                 std::to_string(weights.size()) + " weights");
+    std::vector<uint32_t> seen(items.begin(), items.end()), positives;
+    for (size_t k = 0; k < items.size(); ++k) {
+      check(items[k] < items_.rows, "bpr fold_in: item index " + std::to_string(items[k]) +
+                                        " is out of range (model has " + std::to_string(items_.rows) +
+                                        " items)");
+      const float w = weights.empty() ? 1.0f : weights[k];
+      check(std::isfinite(w), "bpr fold_in: weight " + std::to_string(k) + " is not finite");
+      if (w > 0) positives.push_back(items[k]);
+    }
+    std::sort(seen.begin(), seen.end());
+    seen.erase(std::unique(seen.begin(), seen.end()), seen.end());
+    std::sort(positives.begin(), positives.end());
+    if (user == users_.rows) users_.append_row();
+    float* x = users_.row(user);
+    std::fill(x, x + users_.ld, 0.0f);
+    Rng init(seed_used_, kFoldInStreamBase + user);
+    for (size_t k = 0; k < users_.f; ++k) x[k] = float(init_) * init.normal();
+    if (positives.empty()) return user;
+    Rng rng(seed_used_, kFoldInStreamBase + (uint64_t(1) << 32) + user);
+    const int nv = int(users_.ld / 8);
+    const float lr = float(lr_), reg = float(reg_);
+    for (int e = 0; e < foldin_epochs_; ++e) {
+      for (size_t s = 0; s < positives.size(); ++s) {
+        const uint32_t i = positives[rng.below(positives.size())];
+        uint32_t j;
+        if (!draw_negative(rng, uint32_t(items_.rows), seen, true, j)) continue;
+        float* bi = bias_ ? &item_bias_[i] : nullptr;
+        float* bj = bias_ ? &item_bias_[j] : nullptr;
+        mf::dispatch_width(nv, [&]<int NV>() {
+          return mf::detail::bpr_step<NV>(x, items_.row(i), items_.row(j), bi, bj, lr, reg, false, nv);
+        });
+      }
+    }
+    return user;
+  }
+
+  void save(TensorMap& tensors, nlohmann::json& extra) const override {
+    tensors["user_factors"] = Tensor::from_matrix(users_.to_matrix());
+    tensors["item_factors"] = Tensor::from_matrix(items_.to_matrix());
+    tensors["item_bias"] = Tensor::from_f32({int64_t(item_bias_.size())}, item_bias_.data());
+    extra["factors"] = factors_;
+    extra["seed"] = seed_used_;
+  }
+
+  void load(const TensorMap& tensors, const nlohmann::json& extra) override {
+    Matrix u = get_tensor(tensors, "user_factors").to_matrix("user_factors");
+    Matrix v = get_tensor(tensors, "item_factors").to_matrix("item_factors");
+    std::vector<float> b = get_tensor(tensors, "item_bias").to_f32("item_bias");
+    check(u.cols == size_t(factors_) && v.cols == size_t(factors_),
+          "bpr load: factor matrices have " + std::to_string(u.cols) + " and " + std::to_string(v.cols) +
+              " columns but the spec says factors=" + std::to_string(factors_));
+    check(b.size() == v.rows, "bpr load: item_bias has " + std::to_string(b.size()) + " entries for " +
+                                  std::to_string(v.rows) + " items");
+    users_.from_matrix(u);
+    items_.from_matrix(v);
+    item_bias_ = std::move(b);
+    seed_used_ = extra.contains("seed") ? extra["seed"].get<uint64_t>() : uint64_t(seed_);
+  }
+
+  double last_epoch_accuracy() const { return last_epoch_accuracy_; }
+
+ private:
+  // n SGD steps on sampled triples. The next triple's rows are fetched one step ahead to hide memory latency.
+  template <int NV>
+  void run_samples(const Csr& m, const std::vector<uint64_t>& pos, uint64_t n, Rng& rng, int nv,
+                   uint64_t& correct, uint64_t& done) {
+    const float lr = float(lr_), reg = float(reg_);
+    const uint32_t n_items = uint32_t(items_.rows);
+    const size_t ld = users_.ld;
+    const size_t row_bytes = ld * sizeof(float);
+    auto prefetch_row = [&](const float* p) {
+      const char* q = reinterpret_cast<const char*>(p);
+      for (size_t off = 0; off < row_bytes; off += 64) _mm_prefetch(q + off, _MM_HINT_T0);
+    };
+    uint64_t c = 0, d = 0;
+    uint64_t next = pos.empty() ? 0 : pos[rng.below(pos.size())];
+    for (uint64_t s = 0; s < n; ++s) {
+      const uint64_t cur = next;
+      const uint32_t u = uint32_t(cur >> 32), i = uint32_t(cur);
+      const std::span<const uint32_t> seen = m.row_indices(u);
+      uint32_t j;
+      const bool ok = draw_negative(rng, n_items, seen, verify_negatives_, j);
+      if (s + 1 < n) {
+        next = pos[rng.below(pos.size())];
+        const uint32_t nu = uint32_t(next >> 32), ni = uint32_t(next);
+        prefetch_row(users_.row(nu));
+        prefetch_row(items_.row(ni));
+        _mm_prefetch(reinterpret_cast<const char*>(m.indices.data() + m.indptr[nu]), _MM_HINT_T0);
+      }
+      if (!ok) continue;
+      float* bi = bias_ ? &item_bias_[i] : nullptr;
+      float* bj = bias_ ? &item_bias_[j] : nullptr;
+      const float z =
+          mf::detail::bpr_step<NV>(users_.row(u), items_.row(i), items_.row(j), bi, bj, lr, reg, true, nv);
+      c += z > 0;
+      ++d;
+    }
+    correct = c;
+    done = d;
+  }
+
+  ParamSet params_;
+  int factors_ = 64, epochs_ = 100, foldin_epochs_ = 30, seed_ = 0;
+  double lr_ = 0.05, reg_ = 0.01, init_ = 0.01;
+  bool bias_ = true, verify_negatives_ = true;
+  uint64_t seed_used_ = 0;
+  mf::Factors users_, items_;
+  std::vector<float> item_bias_;
+  double last_epoch_accuracy_ = 0;
+};
+
+XDREC_REGISTER_MODEL(bpr, "BPR-MF: pairwise ranking matrix factorisation with item bias, Hogwild SGD",
+                     BprModel);
+
+}  // namespace xdrec

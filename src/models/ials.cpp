@@ -1,0 +1,227 @@
+// Implicit-feedback ALS (Hu, Koren & Volinsky 2008): confidence c = 1 + alpha*|r| on observed entries,
+// preference 1 for r > 0, solved alternately for users and items. Each row is solved with a few warm-started
+// conjugate-gradient steps (or exactly with a Cholesky factorisation). A row's solve reads only the other
+// side's factors and their Gram matrix, which is computed once per half-iteration in a fixed order, so the
+// result is bitwise independent of the thread count.
+#include <cblas.h>
+
+#include <algorithm>
+#include <climits>
+#include <cmath>
+#include <numeric>
+
+#include "models/mf_kernels.h"
+#include "xdrec/recommender.h"
+
+extern "C" void openblas_set_num_threads(int num_threads);
+
+namespace xdrec {
+
+namespace mf {
+
+void gram(const Factors& y, AlignedFloats& g, int threads) {
+  openblas_set_num_threads(1);
+  const size_t ld = y.ld;
+  constexpr size_t kBlock = 4096;
+  const size_t nb = (y.rows + kBlock - 1) / kBlock;
+  g.assign(ld * ld, 0.0f);
+  if (nb == 0) return;
+  AlignedFloats partial(nb * ld * ld);
+  parallel_for(nb, threads, 1, [&](size_t lo, size_t hi) {
+    for (size_t b = lo; b < hi; ++b) {
+      const size_t r0 = b * kBlock, m = std::min(y.rows, r0 + kBlock) - r0;
+      cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, int(ld), int(ld), int(m), 1.0f, y.row(r0), int(ld),
+                  y.row(r0), int(ld), 0.0f, partial.data() + b * ld * ld, int(ld));
+    }
+  });
+  for (size_t b = 0; b < nb; ++b) {
+    const float* p = partial.data() + b * ld * ld;
+    for (size_t k = 0; k < ld * ld; ++k) g[k] += p[k];
+  }
+}
+
+void gemm_scores(const Factors& u, std::span<const uint32_t> users, const Factors& y, const float* bias,
+                 Matrix& out, int threads) {
+  for (uint32_t user : users)
+    check(user < u.rows, "score: user index " + std::to_string(user) + " is out of range (model has " +
+                             std::to_string(u.rows) + " users)");
+  out.resize(users.size(), y.rows);
+  if (users.empty() || y.rows == 0) return;
+  openblas_set_num_threads(1);
+  const size_t ld = u.ld;
+  constexpr size_t kBlock = 64;
+  parallel_for(users.size(), threads, kBlock, [&](size_t lo, size_t hi) {
+    AlignedFloats a((hi - lo) * ld);
+    for (size_t i = lo; i < hi; ++i)
+      std::copy(u.row(users[i]), u.row(users[i]) + ld, a.data() + (i - lo) * ld);
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, int(hi - lo), int(y.rows), int(u.f), 1.0f, a.data(),
+                int(ld), y.data.data(), int(ld), 0.0f, out.row(lo), int(out.cols));
+    if (bias) {
+      for (size_t i = lo; i < hi; ++i) {
+        float* o = out.row(i);
+        for (size_t j = 0; j < y.rows; ++j) o[j] += bias[j];
+      }
+    }
+  });
+}
+
+}  // namespace mf
+
+namespace {
+
+void check_finite_values(const Csr& m, const std::string& who) {
+  for (size_t k = 0; k < m.values.size(); ++k)
+    check(std::isfinite(m.values[k]), who + ": interaction value " + std::to_string(k) + " is not finite");
+}
+
+}  // namespace
+
+class IalsModel final : public Recommender {
+ public:
+  explicit IalsModel(const Spec& spec) : params_("ials") {
+    params_.add("factors", &factors_, 64, 1, mf::kMaxFactors, "number of latent factors")
+        .add("reg", &reg_, 0.01, 0.0, 1e6, "L2 regularisation of every factor row")
+        .add(
+            "reg_exponent", &reg_exponent_, 0.0, 0.0, 2.0,
+            "frequency-scaled regularisation: a row with n entries uses reg*(1+n)^reg_exponent (0: constant)")
+        .add("alpha", &alpha_, 10.0, 0.0, 1e6, "confidence of an observed entry: c = 1 + alpha*|value|")
+        .add("iterations", &iterations_, 15, 0, 100000, "alternating iterations (users then items)")
+        .add("cg_steps", &cg_steps_, 3, 1, 1024, "conjugate-gradient steps per row and half-iteration")
+        .add("solver", &solver_, "cg", {"cg", "cholesky"},
+             "per-row solver: warm-started conjugate gradient, or exact Cholesky (slow, f^2 per entry)")
+        .add("init", &init_, 0.01, 0.0, 10.0, "standard deviation of the normal initial factors")
+        .add("seed", &seed_, 0, 0, INT_MAX, "random seed of the initial factors (0: the fit context's seed)");
+    params_.apply(spec.values);
+  }
+
+  std::string param_help() const { return params_.help(); }
+  std::string name() const override { return "ials"; }
+  std::string spec() const override { return name() + ":" + params_.current(); }
+  uint32_t n_users() const override { return uint32_t(users_.rows); }
+  uint32_t n_items() const override { return uint32_t(items_.rows); }
+
+  void fit(const Csr& user_items, const FitContext& ctx) override {
+    check_finite_values(user_items, "ials");
+    const int threads = resolve_threads(ctx.threads);
+    const uint64_t seed = seed_ != 0 ? uint64_t(seed_) : ctx.seed;
+    const Csr item_users = user_items.transpose();
+    users_.resize(user_items.n_rows, size_t(factors_));
+    items_.resize(user_items.n_cols, size_t(factors_));
+    users_.init_normal(seed, 0, float(init_));
+    items_.init_normal(seed, uint64_t(1) << 40, float(init_));
+    item_gram_valid_ = false;
+    mf::AlignedFloats g;
+    if (ctx.progress) ctx.progress(0, size_t(iterations_), "ials iterations");
+    for (int it = 0; it < iterations_; ++it) {
+      mf::gram(items_, g, threads);
+      solve_side(user_items, items_, g, users_, threads);
+      mf::gram(users_, g, threads);
+      solve_side(item_users, users_, g, items_, threads);
+      if (ctx.progress) ctx.progress(size_t(it) + 1, size_t(iterations_), "ials iterations");
+    }
+  }
+
+  void score(std::span<const uint32_t> users, Matrix& out, int threads) const override {
+    mf::gemm_scores(users_, users, items_, nullptr, out, resolve_threads(threads));
+  }
+
+  uint32_t fold_in(uint32_t user, std::span<const uint32_t> items, std::span<const float> weights) override {
+    check(user <= users_.rows, "ials fold_in: user index " + std::to_string(user) +
+                                   " is beyond the next new user (" + std::to_string(users_.rows) + ")");
+    check(weights.empty() || weights.size() == items.size(), "ials fold_in: " + std::to_string(items.size()) +
+                                                                 " items but " +
+                                                                 std::to_string(weights.size()) + " weights");
+    // Sorted history with repeated items summed (as in a Csr row).
+    std::vector<std::pair<uint32_t, float>> hist;
+    hist.reserve(items.size());
+    for (size_t k = 0; k < items.size(); ++k) {
+      check(items[k] < items_.rows, "ials fold_in: item index " + std::to_string(items[k]) +
+                                        " is out of range (model has " + std::to_string(items_.rows) +
+                                        " items)");
+      const float w = weights.empty() ? 1.0f : weights[k];
+      check(std::isfinite(w), "ials fold_in: weight " + std::to_string(k) + " is not finite");
+      hist.emplace_back(items[k], w);
+    }
+    std::stable_sort(hist.begin(), hist.end(), [](auto& a, auto& b) { return a.first < b.first; });
+    std::vector<uint32_t> idx;
+    std::vector<float> val;
+    for (auto& [i, w] : hist) {
+      if (!idx.empty() && idx.back() == i) {
+        val.back() += w;
+      } else {
+        idx.push_back(i);
+        val.push_back(w);
+      }
+    }
+    if (!item_gram_valid_) {
+      mf::gram(items_, item_gram_, 1);
+      item_gram_valid_ = true;
+    }
+    if (user == users_.rows) users_.append_row();
+    const mf::IalsRow row{idx.data(), val.data(), idx.size()};
+    mf::CholScratch chol(users_.f);
+    mf::ials_exact_solve(item_gram_.data(), row_reg(row), items_.data.data(), items_.ld, items_.f, row,
+                         float(alpha_), users_.row(user), chol);
+    return user;
+  }
+
+  void save(TensorMap& tensors, nlohmann::json& extra) const override {
+    tensors["user_factors"] = Tensor::from_matrix(users_.to_matrix());
+    tensors["item_factors"] = Tensor::from_matrix(items_.to_matrix());
+    extra["factors"] = factors_;
+  }
+
+  void load(const TensorMap& tensors, const nlohmann::json&) override {
+    Matrix u = get_tensor(tensors, "user_factors").to_matrix("user_factors");
+    Matrix v = get_tensor(tensors, "item_factors").to_matrix("item_factors");
+    check(u.cols == size_t(factors_) && v.cols == size_t(factors_),
+          "ials load: factor matrices have " + std::to_string(u.cols) + " and " + std::to_string(v.cols) +
+              " columns but the spec says factors=" + std::to_string(factors_));
+    users_.from_matrix(u);
+    items_.from_matrix(v);
+    item_gram_valid_ = false;
+  }
+
+ private:
+  float row_reg(const mf::IalsRow& row) const {
+    if (reg_exponent_ == 0.0) return float(reg_);
+    size_t n = 0;
+    for (size_t e = 0; e < row.n; ++e) n += row.val[e] != 0.0f;
+    return float(reg_ * std::pow(1.0 + double(n), reg_exponent_));
+  }
+
+  // Solves every row of `m` (rows of `target`) against the fixed factors `other` with Gram matrix g.
+  void solve_side(const Csr& m, const mf::Factors& other, const mf::AlignedFloats& g, mf::Factors& target,
+                  int threads) const {
+    const bool exact = solver_ == "cholesky";
+    parallel_for(m.n_rows, threads, 64, [&](size_t lo, size_t hi) {
+      mf::CgScratch cg(target.ld);
+      mf::CholScratch chol(exact ? target.f : 0);
+      for (size_t r = lo; r < hi; ++r) {
+        const mf::IalsRow row{m.indices.data() + m.indptr[r], m.values.data() + m.indptr[r],
+                              m.row_size(uint32_t(r))};
+        if (exact) {
+          mf::ials_exact_solve(g.data(), row_reg(row), other.data.data(), other.ld, other.f, row,
+                               float(alpha_), target.row(r), chol);
+        } else {
+          mf::ials_cg_solve(g.data(), row_reg(row), other.data.data(), other.ld, row, float(alpha_),
+                            cg_steps_, target.row(r), cg);
+        }
+      }
+    });
+  }
+
+  ParamSet params_;
+  int factors_ = 64, iterations_ = 15, cg_steps_ = 3, seed_ = 0;
+  double reg_ = 0.01, reg_exponent_ = 0.0, alpha_ = 10.0, init_ = 0.01;
+  std::string solver_ = "cg";
+  mf::Factors users_, items_;
+  mf::AlignedFloats item_gram_;
+  bool item_gram_valid_ = false;
+};
+
+XDREC_REGISTER_MODEL(ials,
+                     "implicit-feedback ALS (confidence 1 + alpha*r), conjugate-gradient or exact row solves",
+                     IalsModel);
+
+}  // namespace xdrec
