@@ -59,9 +59,7 @@ class BprModel final : public Recommender {
   uint32_t n_items() const override { return uint32_t(items_.rows); }
 
   void fit(const Csr& user_items, const FitContext& ctx) override {
-    for (size_t k = 0; k < user_items.values.size(); ++k)
-      check(std::isfinite(user_items.values[k]),
-            "bpr: interaction value " + std::to_string(k) + " is not finite");
+    mf::check_interactions(user_items, "bpr");
     const int threads = resolve_threads(ctx.threads);
     seed_used_ = seed_ != 0 ? uint64_t(seed_) : ctx.seed;
     users_.resize(user_items.n_rows, size_t(factors_));
@@ -129,10 +127,12 @@ class BprModel final : public Recommender {
     if (user == users_.rows) users_.append_row();
     float* x = users_.row(user);
     std::fill(x, x + users_.ld, 0.0f);
-    Rng init(seed_used_, kFoldInStreamBase + user);
-    for (size_t k = 0; k < users_.f; ++k) x[k] = float(init_) * init.normal();
+    // The random stream depends on the history only (not on the user's index).
+    const uint64_t h = fnv1a64(positives.data(), positives.size() * sizeof(uint32_t),
+                               fnv1a64(seen.data(), seen.size() * sizeof(uint32_t)));
+    Rng rng(seed_used_, kFoldInStreamBase ^ h);
+    for (size_t k = 0; k < users_.f; ++k) x[k] = float(init_) * rng.normal();
     if (positives.empty()) return user;
-    Rng rng(seed_used_, kFoldInStreamBase + (uint64_t(1) << 32) + user);
     const int nv = int(users_.ld / 8);
     const float lr = float(lr_), reg = float(reg_);
     for (int e = 0; e < foldin_epochs_; ++e) {

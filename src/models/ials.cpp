@@ -67,15 +67,6 @@ void gemm_scores(const Factors& u, std::span<const uint32_t> users, const Factor
 
 }  // namespace mf
 
-namespace {
-
-void check_finite_values(const Csr& m, const std::string& who) {
-  for (size_t k = 0; k < m.values.size(); ++k)
-    check(std::isfinite(m.values[k]), who + ": interaction value " + std::to_string(k) + " is not finite");
-}
-
-}  // namespace
-
 class IalsModel final : public Recommender {
  public:
   explicit IalsModel(const Spec& spec) : params_("ials") {
@@ -101,7 +92,7 @@ class IalsModel final : public Recommender {
   uint32_t n_items() const override { return uint32_t(items_.rows); }
 
   void fit(const Csr& user_items, const FitContext& ctx) override {
-    check_finite_values(user_items, "ials");
+    mf::check_interactions(user_items, "ials");
     const int threads = resolve_threads(ctx.threads);
     const uint64_t seed = seed_ != 0 ? uint64_t(seed_) : ctx.seed;
     const Csr item_users = user_items.transpose();

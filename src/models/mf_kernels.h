@@ -95,6 +95,24 @@ struct Factors {
   }
 };
 
+// Checks that a users x items matrix is consistent (sizes, column range, sorted rows) and its values finite.
+inline void check_interactions(const Csr& m, const std::string& who) {
+  check(m.indptr.size() == size_t(m.n_rows) + 1 && m.indptr.back() == m.indices.size() &&
+            m.values.size() == m.indices.size(),
+        who + ": the interaction matrix is inconsistent (indptr/indices/values sizes differ)");
+  for (uint32_t r = 0; r < m.n_rows; ++r) {
+    check(m.indptr[r] <= m.indptr[r + 1], who + ": indptr decreases at row " + std::to_string(r));
+    for (uint64_t p = m.indptr[r]; p < m.indptr[r + 1]; ++p) {
+      check(m.indices[p] < m.n_cols, who + ": row " + std::to_string(r) + " has column " +
+                                         std::to_string(m.indices[p]) + " out of range (" +
+                                         std::to_string(m.n_cols) + " columns)");
+      check(p == m.indptr[r] || m.indices[p - 1] < m.indices[p],
+            who + ": row " + std::to_string(r) + " is not sorted by column or repeats a column");
+      check(std::isfinite(m.values[p]), who + ": interaction value " + std::to_string(p) + " is not finite");
+    }
+  }
+}
+
 // ---- Small vector helpers (n a multiple of 8, pointers to padded rows)
 // ---------------------------------------
 
