@@ -21,7 +21,7 @@ inline constexpr int64_t kNoTimestamp = std::numeric_limits<int64_t>::min();
 struct Interaction {
   uint32_t user = 0;
   uint32_t item = 0;
-  float rating = kNoRating;         // NaN when the source has no rating
+  float rating = kNoRating;          // NaN when the source has no rating
   int64_t timestamp = kNoTimestamp;  // seconds since epoch, or kNoTimestamp
   bool has_rating() const { return !std::isnan(rating); }
   bool has_timestamp() const { return timestamp != kNoTimestamp; }
@@ -33,8 +33,18 @@ struct ItemText {
   std::vector<std::string> categories;  // categories, genres or tags
 };
 
+// One user's free-text tag on an item (MovieLens tags.csv, Last.fm user_taggedartists.dat). Tags are kept
+// apart from ItemText because most are written by users who also interacted with the item, so copying them
+// into item text leaks held-out interactions; item_text_with_tags() (split.h) adds only the fair ones.
+struct TagAssignment {
+  uint32_t user = 0;
+  uint32_t item = 0;
+  uint32_t tag = 0;                  // index into Dataset::tag_names
+  int64_t timestamp = kNoTimestamp;  // when known
+};
+
 struct UserProfile {
-  std::string text;                             // free profile text
+  std::string text;                               // free profile text
   std::map<std::string, std::string> attributes;  // e.g. age, gender, occupation
 };
 
@@ -46,6 +56,7 @@ class IdMap {
   const std::string& name(uint32_t index) const { return names_[index]; }
   uint32_t size() const { return static_cast<uint32_t>(names_.size()); }
   const std::vector<std::string>& names() const { return names_; }
+  void reserve(size_t n);
 
  private:
   std::vector<std::string> names_;
@@ -56,13 +67,16 @@ class Dataset {
  public:
   std::string name;  // e.g. "ml-100k"
   IdMap users, items, domains;
-  std::vector<uint16_t> item_domain;  // domain index of each item (size items.size())
-  std::vector<ItemText> item_text;     // size items.size() (empty strings when unknown)
+  std::vector<uint16_t> item_domain;      // domain index of each item (size items.size())
+  std::vector<ItemText> item_text;        // size items.size() (empty strings when unknown)
   std::vector<UserProfile> user_profile;  // size users.size()
   std::vector<Interaction> interactions;
   // Fixed split shipped with the data (e.g. Food-Kitchen valid/test users): 0 = train, 1 = validation,
   // 2 = test, per interaction. Empty when the dataset has none.
   std::vector<uint8_t> fixed_split;
+  // User-written tags (may be empty). Not part of item_text: see TagAssignment.
+  IdMap tag_names;
+  std::vector<TagAssignment> tags;
 
   uint32_t n_users() const { return users.size(); }
   uint32_t n_items() const { return items.size(); }
