@@ -1,6 +1,7 @@
 // Model registry, model files (save/load) and top-K selection.
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
 #include <filesystem>
 #include <map>
 
@@ -65,25 +66,44 @@ std::unique_ptr<Recommender> load_model(const std::string& dir, uint64_t* data_f
   const std::string manifest_path = (fs::path(dir) / "manifest.json").string();
   check(fs::exists(manifest_path), "'" + dir + "' is not an xdrec model directory: manifest.json is missing");
   nlohmann::json manifest;
+  std::string spec, tensor_file, checksum;
+  uint64_t fingerprint = 0, want_users = 0, want_items = 0;
+  nlohmann::json extra;
   try {
     manifest = nlohmann::json::parse(read_file(manifest_path));
+    check(manifest.is_object() && manifest.value("format", "") == "xdrec-model",
+          manifest_path + ": not an xdrec model manifest");
+    const int version = manifest.value("version", 0);
+    check(version == kModelFormatVersion, manifest_path + ": model format version " +
+                                              std::to_string(version) + " is not supported (expected " +
+                                              std::to_string(kModelFormatVersion) + ")");
+    spec = manifest.at("spec").get<std::string>();
+    tensor_file = manifest.value("tensors", "model.safetensors");
+    checksum = manifest.value("tensors_fnv1a64", "");
+    want_users = manifest.at("n_users").get<uint64_t>();
+    want_items = manifest.at("n_items").get<uint64_t>();
+    extra = manifest.value("extra", nlohmann::json::object());
+    const std::string fp = manifest.value("data_fingerprint", "0");
+    char* end = nullptr;
+    fingerprint = std::strtoull(fp.c_str(), &end, 16);
+    check(!fp.empty() && end == fp.c_str() + fp.size(),
+          manifest_path + ": malformed data_fingerprint '" + fp + "'");
   } catch (const nlohmann::json::exception& e) {
     throw Error(manifest_path + ": malformed JSON: " + e.what());
   }
-  check(manifest.value("format", "") == "xdrec-model", manifest_path + ": not an xdrec model manifest");
-  const int version = manifest.value("version", 0);
-  check(version == kModelFormatVersion, manifest_path + ": model format version " + std::to_string(version) +
-                                            " is not supported (expected " +
-                                            std::to_string(kModelFormatVersion) + ")");
-  const std::string tensor_path = (fs::path(dir) / manifest.value("tensors", "model.safetensors")).string();
+  const std::string tensor_path = (fs::path(dir) / tensor_file).string();
   check(fs::exists(tensor_path), "model directory '" + dir + "': tensor file '" + tensor_path + "' is missing");
   std::string bytes = read_file(tensor_path);
-  check(hex64(fnv1a64(bytes.data(), bytes.size())) == manifest.value("tensors_fnv1a64", ""),
+  check(hex64(fnv1a64(bytes.data(), bytes.size())) == checksum,
         tensor_path + ": checksum mismatch (the file is corrupt or was modified)");
-  auto model = create_model(manifest.at("spec").get<std::string>());
+  auto model = create_model(spec);
   TensorMap tensors = load_safetensors(tensor_path);
-  model->load(tensors, manifest.value("extra", nlohmann::json::object()));
-  if (data_fingerprint) *data_fingerprint = std::stoull(manifest.value("data_fingerprint", "0"), nullptr, 16);
+  model->load(tensors, extra);
+  check(model->n_users() == want_users && model->n_items() == want_items,
+        tensor_path + ": the tensors hold " + std::to_string(model->n_users()) + " users and " +
+            std::to_string(model->n_items()) + " items but the manifest says " + std::to_string(want_users) +
+            " and " + std::to_string(want_items));
+  if (data_fingerprint) *data_fingerprint = fingerprint;
   return model;
 }
 
@@ -97,6 +117,9 @@ std::vector<ScoredItem> top_k(const float* scores, uint32_t n_items, size_t k, s
     return a.score > b.score || (a.score == b.score && a.item < b.item);
   };
   const bool filter_domain = domain >= 0 && !item_domain.empty();
+  check(!filter_domain || item_domain.size() >= n_items,
+        "top_k: item domains are given for " + std::to_string(item_domain.size()) + " items, but there are " +
+            std::to_string(n_items));
   size_t ex = 0;
   for (uint32_t i = 0; i < n_items; ++i) {
     while (ex < exclude.size() && exclude[ex] < i) ++ex;

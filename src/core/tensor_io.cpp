@@ -148,8 +148,13 @@ TensorMap load_safetensors(const std::string& path, std::map<std::string, std::s
   TensorMap out;
   for (auto& [name, info] : header.items()) {
     if (name == "__metadata__") {
-      if (metadata)
-        for (auto& [k, v] : info.items()) (*metadata)[k] = v.get<std::string>();
+      if (metadata) {
+        check(info.is_object(), path + ": __metadata__ is not a JSON object");
+        for (auto& [k, v] : info.items()) {
+          check(v.is_string(), path + ": __metadata__ value '" + k + "' is not a string");
+          (*metadata)[k] = v.get<std::string>();
+        }
+      }
       continue;
     }
     try {
