@@ -19,6 +19,7 @@ struct SyntheticOptions {
   double overlap = 0.4;           // fraction of users active in more than one domain
   double popularity_skew = 1.0;   // Zipf-like exponent of item popularity
   uint64_t seed = 42;
+  int threads = 1;  // generation threads (0: all); the data does not depend on it
 };
 
 Dataset make_synthetic(const SyntheticOptions& opt);

@@ -4,6 +4,8 @@
 #include <cstring>
 #include <sstream>
 
+#include "data/text.h"
+
 namespace xdrec {
 
 uint32_t IdMap::get_or_add(const std::string& id) {
@@ -73,8 +75,8 @@ Csr Dataset::user_item_matrix(const std::vector<Interaction>& subset, bool use_r
 namespace {
 
 struct Hasher {
-  uint64_t h = 0xcbf29ce484222325ULL;
-  void bytes(const void* p, size_t n) { h = fnv1a64(p, n, h); }
+  uint64_t h = 0x6a09e667f3bcc908ULL;
+  void bytes(const void* p, size_t n) { h = data::hash_bytes(p, n, h); }
   template <class T>
   void pod(const T& v) {
     bytes(&v, sizeof v);
@@ -101,7 +103,7 @@ uint64_t Dataset::fingerprint() const {
   }
   h.pod(static_cast<uint64_t>(interactions.size()));
   // Interactions are hashed field by field in blocks (the struct has padding bytes).
-  constexpr size_t kBlock = 4096;
+  constexpr size_t kBlock = 16384;
   std::vector<unsigned char> buf;
   buf.reserve(kBlock * 20);
   for (size_t b = 0; b < interactions.size(); b += kBlock) {

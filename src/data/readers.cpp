@@ -27,8 +27,8 @@ namespace {
 // ---- Binary dataset file ---------------------------------------------------------------------------------
 //
 // Layout (little-endian): magic "XDRECDS\n", u32 version, u32 byte-order check 0x01020304, u64 payload size,
-// u64 FNV-1a of the payload, then the payload: cache metadata, name, id maps, item domains, item text, user
-// profiles, interactions (column arrays), fixed split, tags.
+// u64 hash of the payload (data::hash_bytes), then the payload: cache metadata, name, id maps, item domains,
+// item text, user profiles, interactions (column arrays), fixed split, tags.
 
 constexpr char kMagic[8] = {'X', 'D', 'R', 'E', 'C', 'D', 'S', '\n'};
 constexpr uint32_t kVersion = 1;
@@ -58,6 +58,19 @@ class Writer {
   void array(const T* p, size_t n) {
     pod(static_cast<uint64_t>(n));
     out.append(reinterpret_cast<const char*>(p), n * sizeof(T));
+  }
+  // A column of n values get(0..n-1), stored like array().
+  template <class Get>
+  void column(size_t n, Get get) {
+    using T = decltype(get(size_t{0}));
+    pod(static_cast<uint64_t>(n));
+    const size_t off = out.size();
+    out.resize(off + n * sizeof(T));
+    char* dst = out.data() + off;
+    for (size_t k = 0; k < n; ++k) {
+      const T v = get(k);
+      std::memcpy(dst + k * sizeof(T), &v, sizeof(T));
+    }
   }
   void ids(const IdMap& m) {
     pod(static_cast<uint64_t>(m.size()));
@@ -94,6 +107,28 @@ class Reader {
     if (n) std::memcpy(v.data(), data_.data() + pos_, n * sizeof(T));
     pos_ += n * sizeof(T);
     return v;
+  }
+  // Count of the next array without consuming it (checked against the bytes left).
+  uint64_t peek_count(size_t elem_size) {
+    const size_t save = pos_;
+    const uint64_t n = count(elem_size);
+    pos_ = save;
+    return n;
+  }
+  // Reads a column written by Writer::column, calling set(k, value) for each k below its length when that
+  // length is at most `limit`; returns the length.
+  template <class T, class Set>
+  uint64_t column(Set set, uint64_t limit) {
+    const uint64_t n = count(sizeof(T));
+    if (n > limit) return n;
+    const char* src = data_.data() + pos_;
+    for (uint64_t k = 0; k < n; ++k) {
+      T v;
+      std::memcpy(&v, src + k * sizeof(T), sizeof(T));
+      set(k, v);
+    }
+    pos_ += n * sizeof(T);
+    return n;
   }
   void ids(IdMap& m) {
     const uint64_t n = count(8);
@@ -150,34 +185,17 @@ std::string encode(const Dataset& ds, const CacheMeta& meta) {
     }
   }
   const size_t n = ds.interactions.size();
-  std::vector<uint32_t> u(n), i(n);
-  std::vector<float> r(n);
-  std::vector<int64_t> t(n);
-  for (size_t k = 0; k < n; ++k) {
-    u[k] = ds.interactions[k].user;
-    i[k] = ds.interactions[k].item;
-    r[k] = ds.interactions[k].rating;
-    t[k] = ds.interactions[k].timestamp;
-  }
-  w.array(u.data(), n);
-  w.array(i.data(), n);
-  w.array(r.data(), n);
-  w.array(t.data(), n);
+  w.column(n, [&](size_t k) { return ds.interactions[k].user; });
+  w.column(n, [&](size_t k) { return ds.interactions[k].item; });
+  w.column(n, [&](size_t k) { return ds.interactions[k].rating; });
+  w.column(n, [&](size_t k) { return ds.interactions[k].timestamp; });
   w.array(ds.fixed_split.data(), ds.fixed_split.size());
   w.ids(ds.tag_names);
   const size_t nt = ds.tags.size();
-  std::vector<uint32_t> tu(nt), ti(nt), tt(nt);
-  std::vector<int64_t> ts(nt);
-  for (size_t k = 0; k < nt; ++k) {
-    tu[k] = ds.tags[k].user;
-    ti[k] = ds.tags[k].item;
-    tt[k] = ds.tags[k].tag;
-    ts[k] = ds.tags[k].timestamp;
-  }
-  w.array(tu.data(), nt);
-  w.array(ti.data(), nt);
-  w.array(tt.data(), nt);
-  w.array(ts.data(), nt);
+  w.column(nt, [&](size_t k) { return ds.tags[k].user; });
+  w.column(nt, [&](size_t k) { return ds.tags[k].item; });
+  w.column(nt, [&](size_t k) { return ds.tags[k].tag; });
+  w.column(nt, [&](size_t k) { return ds.tags[k].timestamp; });
   return std::move(w.out);
 }
 
@@ -189,7 +207,7 @@ void save_binary(const Dataset& ds, const std::string& path, const CacheMeta& me
   head.pod(kVersion);
   head.pod(kByteOrder);
   head.pod(static_cast<uint64_t>(payload.size()));
-  head.pod(fnv1a64(payload.data(), payload.size()));
+  head.pod(data::hash_bytes(payload.data(), payload.size()));
   write_file_atomic(path, [&](std::FILE* f) {
     if (std::fwrite(head.out.data(), 1, head.out.size(), f) != head.out.size() ||
         std::fwrite(payload.data(), 1, payload.size(), f) != payload.size())
@@ -198,12 +216,7 @@ void save_binary(const Dataset& ds, const std::string& path, const CacheMeta& me
 }
 
 Dataset load_binary(const std::string& path, CacheMeta* meta_out) {
-  std::string bytes;
-  try {
-    bytes = data::FileData::load(path).bytes;
-  } catch (const Error& e) {
-    throw Error(std::string(e.what()));
-  }
+  const std::string bytes = data::FileData::load(path).bytes;
   if (bytes.size() < 8 || std::memcmp(bytes.data(), kMagic, 8) != 0)
     throw Error("'" + path + "' is not an xdrec dataset file (bad magic)");
   if (bytes.size() < kHeaderSize)
@@ -224,7 +237,7 @@ Dataset load_binary(const std::string& path, CacheMeta* meta_out) {
     throw Error("'" + path + "': truncated dataset file (expected " + std::to_string(kHeaderSize + size) +
                 " bytes, found " + std::to_string(bytes.size()) + ")");
   const std::string_view payload = std::string_view(bytes).substr(kHeaderSize);
-  if (fnv1a64(payload.data(), payload.size()) != sum)
+  if (data::hash_bytes(payload.data(), payload.size()) != sum)
     throw Error("'" + path + "': corrupt dataset file (checksum mismatch)");
 
   Reader r(path, payload);
@@ -262,24 +275,33 @@ Dataset load_binary(const std::string& path, CacheMeta* meta_out) {
       p.attributes[std::move(key)] = r.str();
     }
   }
-  const auto u = r.array<uint32_t>();
-  const auto i = r.array<uint32_t>();
-  const auto rt = r.array<float>();
-  const auto t = r.array<int64_t>();
-  if (i.size() != u.size() || rt.size() != u.size() || t.size() != u.size())
-    r.corrupt("interaction arrays differ");
-  ds.interactions.resize(u.size());
-  for (size_t k = 0; k < u.size(); ++k) ds.interactions[k] = Interaction{u[k], i[k], rt[k], t[k]};
+  {
+    // Four columns of equal length: user, item, rating, timestamp.
+    auto& v = ds.interactions;
+    const uint64_t n = r.peek_count(sizeof(uint32_t));
+    v.resize(n);
+    auto expect_len = [&](uint64_t m) {
+      if (m != n) r.corrupt("interaction columns differ in length");
+    };
+    expect_len(r.column<uint32_t>([&](uint64_t k, uint32_t x) { v[k].user = x; }, n));
+    expect_len(r.column<uint32_t>([&](uint64_t k, uint32_t x) { v[k].item = x; }, n));
+    expect_len(r.column<float>([&](uint64_t k, float x) { v[k].rating = x; }, n));
+    expect_len(r.column<int64_t>([&](uint64_t k, int64_t x) { v[k].timestamp = x; }, n));
+  }
   ds.fixed_split = r.array<uint8_t>();
   r.ids(ds.tag_names);
-  const auto tu = r.array<uint32_t>();
-  const auto ti = r.array<uint32_t>();
-  const auto tt = r.array<uint32_t>();
-  const auto ts = r.array<int64_t>();
-  if (ti.size() != tu.size() || tt.size() != tu.size() || ts.size() != tu.size())
-    r.corrupt("tag arrays differ");
-  ds.tags.resize(tu.size());
-  for (size_t k = 0; k < tu.size(); ++k) ds.tags[k] = TagAssignment{tu[k], ti[k], tt[k], ts[k]};
+  {
+    auto& v = ds.tags;
+    const uint64_t n = r.peek_count(sizeof(uint32_t));
+    v.resize(n);
+    auto expect_len = [&](uint64_t m) {
+      if (m != n) r.corrupt("tag columns differ in length");
+    };
+    expect_len(r.column<uint32_t>([&](uint64_t k, uint32_t x) { v[k].user = x; }, n));
+    expect_len(r.column<uint32_t>([&](uint64_t k, uint32_t x) { v[k].item = x; }, n));
+    expect_len(r.column<uint32_t>([&](uint64_t k, uint32_t x) { v[k].tag = x; }, n));
+    expect_len(r.column<int64_t>([&](uint64_t k, int64_t x) { v[k].timestamp = x; }, n));
+  }
   if (!r.at_end()) r.corrupt("trailing bytes");
   try {
     ds.validate();

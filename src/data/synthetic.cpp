@@ -171,84 +171,103 @@ Dataset make_synthetic(const SyntheticOptions& opt) {
     topic_pop.set(w);
   }
 
-  ds.users.reserve(opt.n_users);
-  ds.user_profile.resize(opt.n_users);
-  const size_t expected = static_cast<size_t>(opt.n_users * opt.mean_interactions * (1.0 + opt.overlap));
-  ds.interactions.reserve(expected + expected / 8);
+  // Users: generated in chunks (in parallel when threads > 1); user u draws only from Rng(seed, u), so the
+  // result does not depend on the thread count.
   const uint32_t cap = std::max<uint32_t>(1, ipd / 2);
-  std::vector<double> taste(n_topics);
-  std::vector<uint32_t> favourites;
-  std::vector<uint32_t> mark(n_items, 0);
-  std::vector<std::pair<uint32_t, float>> picks;  // (item, rating) of one user, all domains
-  std::vector<uint32_t> active;
-  Cdf taste_cdf;
-  for (uint32_t u = 0; u < opt.n_users; ++u) {
-    Rng rng(opt.seed, u);
-    ds.users.get_or_add("u" + std::to_string(u));
-    // Taste: 1-3 favourite topics holding 85% of the mass, the rest spread evenly.
-    const uint32_t k_fav = std::min<uint32_t>(n_topics, 1 + static_cast<uint32_t>(rng.below(3)));
-    favourites.clear();
-    while (favourites.size() < k_fav) {
-      const uint32_t t = static_cast<uint32_t>(topic_pop.sample(rng));
-      if (std::find(favourites.begin(), favourites.end(), t) == favourites.end()) favourites.push_back(t);
-    }
-    std::vector<double> fw(k_fav);
-    double fsum = 0;
-    for (auto& w : fw) fsum += (w = -std::log(1.0 - rng.uniform()) + 0.05);
-    std::fill(taste.begin(), taste.end(), 0.15 / n_topics);
-    for (uint32_t f = 0; f < k_fav; ++f) taste[favourites[f]] += 0.85 * fw[f] / fsum;
-    taste_cdf.set(taste);
-    const double tmax = *std::max_element(taste.begin(), taste.end());
+  const uint32_t n_users = opt.n_users;
+  constexpr size_t kChunk = 4096;
+  const size_t n_chunks = (size_t(n_users) + kChunk - 1) / kChunk;
+  std::vector<std::vector<Interaction>> chunk_out(n_chunks);
+  ds.user_profile.resize(n_users);
+  parallel_for(n_chunks, opt.threads, 1, [&](size_t c_begin, size_t c_end) {
+    std::vector<double> taste(n_topics), fw;
+    std::vector<uint32_t> favourites, order, active;
+    std::vector<uint32_t> mark(n_items, 0);
+    std::vector<std::pair<uint32_t, float>> picks;  // (item, rating) of one user, all domains
+    Cdf taste_cdf;
+    for (size_t c = c_begin; c < c_end; ++c) {
+      std::vector<Interaction>& out = chunk_out[c];
+      out.reserve(static_cast<size_t>(kChunk * opt.mean_interactions * (1.0 + opt.overlap)));
+      const uint32_t u_end = static_cast<uint32_t>(std::min<size_t>(n_users, (c + 1) * kChunk));
+      for (uint32_t u = static_cast<uint32_t>(c * kChunk); u < u_end; ++u) {
+        Rng rng(opt.seed, u);
+        // Taste: 1-3 favourite topics holding 85% of the mass, the rest spread evenly.
+        const uint32_t k_fav = std::min<uint32_t>(n_topics, 1 + static_cast<uint32_t>(rng.below(3)));
+        favourites.clear();
+        while (favourites.size() < k_fav) {
+          const uint32_t t = static_cast<uint32_t>(topic_pop.sample(rng));
+          if (std::find(favourites.begin(), favourites.end(), t) == favourites.end()) favourites.push_back(t);
+        }
+        fw.resize(k_fav);
+        double fsum = 0;
+        for (auto& w : fw) fsum += (w = -std::log(1.0 - rng.uniform()) + 0.05);
+        std::fill(taste.begin(), taste.end(), 0.15 / n_topics);
+        for (uint32_t f = 0; f < k_fav; ++f) taste[favourites[f]] += 0.85 * fw[f] / fsum;
+        taste_cdf.set(taste);
+        const double tmax = *std::max_element(taste.begin(), taste.end());
 
-    // Profile text from the favourite topics, strongest first.
-    std::vector<uint32_t> order(k_fav);
-    for (uint32_t f = 0; f < k_fav; ++f) order[f] = f;
-    std::sort(order.begin(), order.end(), [&](uint32_t a, uint32_t b) { return fw[a] > fw[b]; });
-    std::string text = "enjoys ";
-    for (uint32_t r = 0; r < k_fav; ++r) {
-      if (r > 0) text += r + 1 == k_fav ? " and " : ", ";
-      text += topic_name(favourites[order[r]]);
-    }
-    ds.user_profile[u].text = std::move(text);
+        // Profile text from the favourite topics, strongest first.
+        order.resize(k_fav);
+        for (uint32_t f = 0; f < k_fav; ++f) order[f] = f;
+        std::sort(order.begin(), order.end(), [&](uint32_t a, uint32_t b) { return fw[a] > fw[b]; });
+        std::string text = "enjoys ";
+        for (uint32_t r = 0; r < k_fav; ++r) {
+          if (r > 0) text += r + 1 == k_fav ? " and " : ", ";
+          text += topic_name(favourites[order[r]]);
+        }
+        ds.user_profile[u].text = std::move(text);
 
-    // Active domains: one, or with probability `overlap` between two and all of them.
-    active.clear();
-    uint32_t n_active = 1;
-    if (n_dom > 1 && rng.uniform() < opt.overlap) n_active = 2 + static_cast<uint32_t>(rng.below(n_dom - 1));
-    for (uint32_t d = 0; d < n_dom; ++d) active.push_back(d);
-    for (uint32_t k = 0; k < n_active; ++k) std::swap(active[k], active[k + rng.below(n_dom - k)]);
-    active.resize(n_active);
+        // Active domains: one, or with probability `overlap` between two and all of them.
+        uint32_t n_active = 1;
+        if (n_dom > 1 && rng.uniform() < opt.overlap)
+          n_active = 2 + static_cast<uint32_t>(rng.below(n_dom - 1));
+        active.resize(n_dom);
+        for (uint32_t d = 0; d < n_dom; ++d) active[d] = d;
+        for (uint32_t k = 0; k < n_active; ++k) std::swap(active[k], active[k + rng.below(n_dom - k)]);
+        active.resize(n_active);
 
-    picks.clear();
-    const uint32_t stamp = u + 1;
-    for (uint32_t d : active) {
-      const double g = (-std::log(1.0 - rng.uniform()) - std::log(1.0 - rng.uniform())) / 2.0;  // Gamma(2)/2
-      const uint32_t n =
-          std::clamp<uint32_t>(static_cast<uint32_t>(std::lround(opt.mean_interactions * g)), 1, cap);
-      uint32_t got = 0;
-      for (uint32_t attempt = 0; got < n && attempt < 20 * n + 20; ++attempt) {
-        const uint32_t t = static_cast<uint32_t>(taste_cdf.sample(rng));
-        const size_t cell = size_t(d) * n_topics + t;
-        uint32_t item;
-        if (members[cell].empty())
-          item = d * ipd + static_cast<uint32_t>(rng.below(ipd));
-        else
-          item = members[cell][member_cdf[cell].sample(rng)];
-        if (mark[item] == stamp) continue;
-        mark[item] = stamp;
-        const double aff = taste[item_topic[item]] / tmax;
-        const double r = 1.5 + 3.0 * aff + 0.8 * rng.normal();
-        picks.emplace_back(item, static_cast<float>(std::clamp(std::round(r), 1.0, 5.0)));
-        ++got;
+        picks.clear();
+        const uint32_t stamp = u + 1;
+        for (uint32_t d : active) {
+          const double g =
+              (-std::log(1.0 - rng.uniform()) - std::log(1.0 - rng.uniform())) / 2.0;  // Gamma(2)/2
+          const uint32_t n =
+              std::clamp<uint32_t>(static_cast<uint32_t>(std::lround(opt.mean_interactions * g)), 1, cap);
+          uint32_t got = 0;
+          for (uint32_t attempt = 0; got < n && attempt < 20 * n + 20; ++attempt) {
+            const uint32_t t = static_cast<uint32_t>(taste_cdf.sample(rng));
+            const size_t cell = size_t(d) * n_topics + t;
+            uint32_t item;
+            if (members[cell].empty())
+              item = d * ipd + static_cast<uint32_t>(rng.below(ipd));
+            else
+              item = members[cell][member_cdf[cell].sample(rng)];
+            if (mark[item] == stamp) continue;
+            mark[item] = stamp;
+            const double aff = taste[item_topic[item]] / tmax;
+            const double r = 1.5 + 3.0 * aff + 0.8 * rng.normal();
+            picks.emplace_back(item, static_cast<float>(std::clamp(std::round(r), 1.0, 5.0)));
+            ++got;
+          }
+        }
+        // Interleave the domains in time: a seeded shuffle, then increasing timestamps.
+        for (size_t k = picks.size(); k > 1; --k) std::swap(picks[k - 1], picks[rng.below(k)]);
+        int64_t ts = 1500000000 + static_cast<int64_t>(rng.below(86400 * 365));
+        for (const auto& [item, rating] : picks) {
+          ts += 60 + static_cast<int64_t>(rng.below(86400 * 3));
+          out.push_back(Interaction{u, item, rating, ts});
+        }
       }
     }
-    // Interleave the domains in time: a seeded shuffle, then increasing timestamps.
-    for (size_t k = picks.size(); k > 1; --k) std::swap(picks[k - 1], picks[rng.below(k)]);
-    int64_t ts = 1500000000 + static_cast<int64_t>(rng.below(86400 * 365));
-    for (const auto& [item, rating] : picks) {
-      ts += 60 + static_cast<int64_t>(rng.below(86400 * 3));
-      ds.interactions.push_back(Interaction{u, item, rating, ts});
-    }
+  });
+  ds.users.reserve(n_users);
+  for (uint32_t u = 0; u < n_users; ++u) ds.users.get_or_add("u" + std::to_string(u));
+  size_t total = 0;
+  for (const auto& c : chunk_out) total += c.size();
+  ds.interactions.reserve(total);
+  for (auto& c : chunk_out) {
+    ds.interactions.insert(ds.interactions.end(), c.begin(), c.end());
+    std::vector<Interaction>().swap(c);
   }
   return ds;
 }

@@ -88,6 +88,31 @@ std::optional<double> parse_double(std::string_view s) {
   return v;
 }
 
+uint64_t hash_bytes(const void* data, size_t n, uint64_t seed) {
+  constexpr uint64_t k1 = 0x9E3779B97F4A7C15ULL, k2 = 0xC2B2AE3D27D4EB4FULL;
+  const auto* p = static_cast<const unsigned char*>(data);
+  uint64_t h[4] = {seed ^ k1, seed ^ k2, (seed + 1) * k1, (seed + 2) * k2};
+  auto rotl = [](uint64_t x, int r) { return (x << r) | (x >> (64 - r)); };
+  size_t i = 0;
+  for (; i + 32 <= n; i += 32) {
+    for (int l = 0; l < 4; ++l) {
+      uint64_t w;
+      std::memcpy(&w, p + i + 8 * l, 8);
+      h[l] = rotl((h[l] ^ w) * k2, 31) * k1;
+    }
+  }
+  for (; i + 8 <= n; i += 8) {
+    uint64_t w;
+    std::memcpy(&w, p + i, 8);
+    h[0] = rotl((h[0] ^ w) * k2, 31) * k1;
+  }
+  uint64_t tail = 0;
+  for (size_t k = 0; i < n; ++i, ++k) tail |= uint64_t(p[i]) << (8 * k);
+  h[1] = rotl((h[1] ^ tail) * k2, 31) * k1;
+  uint64_t r = splitmix64(h[0]) ^ splitmix64(h[1] + k1) ^ splitmix64(h[2] + k2) ^ splitmix64(h[3] ^ n);
+  return splitmix64(r);
+}
+
 std::string quote_for_message(std::string_view s) {
   std::string out = "'";
   const size_t limit = 40;

@@ -290,6 +290,125 @@ TEST(Importers, LastFm) {
   EXPECT_EQ(ds.tags[0].timestamp, 1238544000);
 }
 
+// ---- Small made-up files in each format (no shared data needed) ----------------------------------------
+
+Dataset read_tmp(const std::string& dir, const std::string& format = "auto") {
+  ReadOptions o;
+  o.use_cache = false;
+  return read_dataset(dir, format, o);
+}
+
+template <class F>
+void expect_parse_error(F f, const std::string& file, size_t line, size_t column, const std::string& reason) {
+  try {
+    f();
+    ADD_FAILURE() << "expected ParseError " << reason;
+  } catch (const ParseError& e) {
+    EXPECT_EQ(e.file(), file);
+    EXPECT_EQ(e.line(), line);
+    EXPECT_EQ(e.column(), column);
+    EXPECT_EQ(e.reason(), reason);
+  }
+}
+
+TEST(ImporterFormats, MovieLens100kLayout) {
+  testing::TempDir t;
+  t.write("u.genre", "unknown|0\nAction|1\nDrama|2\n\n");
+  const std::string item =
+      t.write("u.item", "1|Caf\xe9 Noir (1990)|01-Jan-1990||http://x|0|1|1\n2|Blank (1991)|||x|1|0|0\n");
+  t.write("u.user", "1|24|M|technician|85711\n2|53|F|none|94043\n");
+  const std::string data = t.write("u.data", "1\t1\t3\t881250949\n2\t2\t5\t881250950\n");
+  Dataset ds = read_tmp(t.path());
+  EXPECT_EQ(ds.name, "ml-100k");
+  EXPECT_EQ(ds.item_text[0].title, "Caf\xc3\xa9 Noir (1990)");  // Latin-1 converted
+  EXPECT_EQ(ds.item_text[0].categories, (std::vector<std::string>{"Action", "Drama"}));
+  EXPECT_TRUE(ds.item_text[1].categories.empty());  // "unknown" is not a genre
+  EXPECT_EQ(ds.user_profile[1].text, "53 year old female with no occupation");
+  EXPECT_EQ(ds.interactions.size(), 2u);
+
+  t.write("u.data", "1\t1\t3\t881250949\n2\t9\t5\t881250950\n");
+  expect_parse_error([&] { read_tmp(t.path()); }, data, 2, 3, "unknown item '9' (not in u.item)");
+  t.write("u.data", "1\t1\t3\t88125x\n");
+  expect_parse_error([&] { read_tmp(t.path()); }, data, 1, 7, "bad timestamp '88125x' (expected an integer)");
+  t.write("u.data", "1\t1\t3\n");
+  expect_parse_error([&] { read_tmp(t.path()); }, data, 1, 6, "missing column: expected 4 fields, found 3");
+  t.write("u.item", "1|Film (1990)|||x|0|2|1\n");
+  expect_parse_error([&] { read_tmp(t.path()); }, item, 1, 21, "bad genre flag '2' (expected 0 or 1)");
+}
+
+TEST(ImporterFormats, DoubanLayout) {
+  testing::TempDir t;
+  t.write("book_ratings.dat", "1\t10\t4\n2\t11\t5");  // no trailing newline
+  const std::string music = t.write("music_ratings.dat", "2\t10\t3\n3\t12\tfive\n");
+  expect_parse_error([&] { read_tmp(t.path()); }, music, 2, 6, "bad rating 'five' (expected a number)");
+  t.write("music_ratings.dat", "2\t10\t3\n3\t12\t1");
+  Dataset ds = read_tmp(t.path());
+  EXPECT_EQ(ds.name, "douban");
+  EXPECT_EQ(ds.items.names(), (std::vector<std::string>{"book:10", "book:11", "music:10", "music:12"}));
+  EXPECT_EQ(ds.users.names(), (std::vector<std::string>{"1", "2", "3"}));  // shared ids
+  EXPECT_EQ(ds.interactions.size(), 4u);
+  EXPECT_EQ(ds.interactions[1].rating, 5.0f);
+}
+
+TEST(ImporterFormats, SequenceLayout) {
+  testing::TempDir t;
+  t.write("items_food.tsv",
+          "global_item_id\tdomain_item_id\tasin\ttitle\n0\t0\tA1\tTea &amp; Honey\n1\t1\tA2\tOat&#153;\n");
+  t.write("items_kitchen.tsv",
+          "global_item_id\tdomain_item_id\tasin\ttitle\n2\t0\tB1\tPan &quot;Pro&quot;\n");
+  t.write("train_A.txt", "1\t0,1\n");
+  t.write("train_overlap.txt", "1\t1,2,0\n");
+  t.write("valid.txt", "1\t0,2\n");
+  const std::string test = t.write("test.txt", "1\t2,1\n");
+  Dataset ds = read_tmp(t.path());
+  EXPECT_EQ(ds.items.names(), (std::vector<std::string>{"food:0", "food:1", "kitchen:0"}));
+  EXPECT_EQ(ds.item_text[0].title, "Tea & Honey");
+  EXPECT_EQ(ds.item_text[1].title, "Oat\xe2\x84\xa2");  // &#153; is the Windows-1252 trade mark
+  EXPECT_EQ(ds.item_text[2].title, "Pan \"Pro\"");
+  EXPECT_EQ(ds.users.names(),
+            (std::vector<std::string>{"train_A:1", "train_overlap:1", "valid:1", "test:1"}));
+  EXPECT_EQ(ds.fixed_split, (std::vector<uint8_t>{0, 0, 0, 0, 0, 0, 1, 0, 2}));
+  EXPECT_EQ(ds.interactions[4].timestamp, 3);  // third item of its sequence
+  t.write("test.txt", "1\t2,7\n");
+  expect_parse_error([&] { read_tmp(t.path()); }, test, 1, 5,
+                     "unknown item 7 (not in the items_*.tsv files)");
+}
+
+TEST(ImporterFormats, DisenCdrLayout) {
+  testing::TempDir t;
+  t.write("x_y/train.txt", "0\t5\t1\n1\t6\t1\n");
+  t.write("x_y/test.txt", "0\t6\t1\n");
+  t.write("y_x/train.txt", "0\t5\t1\n1\t7\t1\n");
+  t.write("y_x/test.txt", "1\t5\t1\n");
+  Dataset ds = read_tmp(t.file("x_y"));
+  EXPECT_EQ(ds.name, "disencdr:x_y");
+  EXPECT_EQ(ds.items.names(), (std::vector<std::string>{"x:5", "x:6", "y:5", "y:7"}));
+  EXPECT_EQ(ds.fixed_split, (std::vector<uint8_t>{0, 0, 0, 0, 2, 2}));
+  EXPECT_FALSE(ds.interactions[0].has_rating());
+  Dataset other = read_tmp(t.file("y_x"));
+  EXPECT_EQ(other.domains.name(0), "y");
+}
+
+TEST(ImporterFormats, LastFmLayout) {
+  testing::TempDir t;
+  t.write("artists.dat", "id\tname\turl\tpictureURL\n1\tBj\xc3\xb6rk\tu\tp\n2\tABBA\tu\t\n");
+  t.write("user_artists.dat", "userID\tartistID\tweight\n7\t1\t120\n8\t2\t3\n");
+  t.write("tags.dat",
+          "tagID\ttagValue\n1\tfran\xe7"
+          "ais\n2\tpop\n");
+  t.write("user_taggedartists.dat",
+          "userID\tartistID\ttagID\tday\tmonth\tyear\n7\t1\t1\t2\t1\t1970\n8\t99\t2\t1\t1\t2000\n");
+  Dataset ds = read_tmp(t.path());
+  EXPECT_EQ(ds.name, "lastfm");
+  EXPECT_EQ(ds.item_text[0].title, "Bj\xc3\xb6rk");
+  EXPECT_EQ(ds.interactions[0].rating, 120.0f);
+  ASSERT_EQ(ds.tags.size(), 1u);  // artist 99 is unknown: its tag has nothing to attach to
+  EXPECT_EQ(ds.tag_names.name(ds.tags[0].tag),
+            "fran\xc3\xa7"
+            "ais");
+  EXPECT_EQ(ds.tags[0].timestamp, 86400);
+}
+
 TEST(Importers, AutoDetectionFailsClearly) {
   testing::TempDir t;
   t.write("readme.txt", "nothing here\n");

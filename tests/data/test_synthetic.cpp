@@ -23,6 +23,18 @@ TEST(Synthetic, DeterministicBySeed) {
   EXPECT_NE(make_synthetic(o).fingerprint(), a.fingerprint());
 }
 
+TEST(Synthetic, IndependentOfThreadCount) {
+  SyntheticOptions o;
+  o.n_users = 9000;  // more than one chunk of users
+  o.threads = 1;
+  const Dataset a = make_synthetic(o);
+  o.threads = 3;
+  const Dataset b = make_synthetic(o);
+  EXPECT_EQ(a.fingerprint(), b.fingerprint());
+  ASSERT_EQ(a.n_users(), b.n_users());
+  for (uint32_t u = 0; u < a.n_users(); ++u) ASSERT_EQ(a.user_profile[u].text, b.user_profile[u].text);
+}
+
 TEST(Synthetic, Shape) {
   SyntheticOptions o;
   o.n_users = 3000;
