@@ -56,6 +56,7 @@ class ItemKnnModel final : public Recommender {
     std::vector<double> sq(n, 0.0);
     for (uint32_t i = 0; i < n; ++i)
       for (float v : wt.row_values(i)) sq[i] += double(v) * double(v);
+    const Norms sim = norms(std::move(sq));
 
     if (ctx.progress) ctx.progress(0, n, "itemknn similarities");
     std::vector<std::vector<std::pair<uint32_t, float>>> rows(n);
@@ -89,7 +90,7 @@ class ItemKnnModel final : public Recommender {
           acc[i] = 0.0;
           seen[i] = 0;
           if (i == j) continue;
-          const double s = similarity(dot, sq[j], sq[i]);
+          const double s = sim(dot, uint32_t(j), i);
           if (s > 0.0 && std::isfinite(s)) cand.emplace_back(i, float(s));
         }
         auto better = [](const auto& a, const auto& b) {
@@ -155,16 +156,40 @@ class ItemKnnModel final : public Recommender {
   }
 
  private:
-  double similarity(double dot, double sq_j, double sq_i) const {
-    if (similarity_ == "dot") return dot;
-    if (similarity_ == "jaccard") {
-      const double d = sq_j + sq_i - dot + shrink_;
+  enum class Sim { Cosine, Jaccard, Dot };
+
+  // Per-item terms of the similarity's denominator, so that the pair loop does no pow() or string tests.
+  struct Norms {
+    Sim kind = Sim::Cosine;
+    std::vector<double> sq, head, tail;  // |w_i|^2, |w_i|^(2 alpha), |w_i|^(2 (1 - alpha))
+    double shrink = 0;
+    double operator()(double dot, uint32_t j, uint32_t i) const {
+      double d;
+      switch (kind) {
+        case Sim::Dot:
+          return dot;
+        case Sim::Jaccard:
+          d = sq[j] + sq[i] - dot + shrink;
+          break;
+        default:
+          d = head[j] * tail[i] + shrink;
+      }
       return d > 0.0 ? dot / d : 0.0;
     }
-    const double d = (alpha_ == 0.5 ? std::sqrt(sq_j) * std::sqrt(sq_i)
-                                    : std::pow(sq_j, alpha_) * std::pow(sq_i, 1.0 - alpha_)) +
-                     shrink_;
-    return d > 0.0 ? dot / d : 0.0;
+  };
+
+  Norms norms(std::vector<double> sq) const {
+    Norms n;
+    n.kind = similarity_ == "dot" ? Sim::Dot : similarity_ == "jaccard" ? Sim::Jaccard : Sim::Cosine;
+    n.shrink = shrink_;
+    n.head.resize(sq.size());
+    n.tail.resize(sq.size());
+    for (size_t i = 0; i < sq.size(); ++i) {
+      n.head[i] = alpha_ == 0.5 ? std::sqrt(sq[i]) : std::pow(sq[i], alpha_);
+      n.tail[i] = alpha_ == 0.5 ? std::sqrt(sq[i]) : std::pow(sq[i], 1.0 - alpha_);
+    }
+    n.sq = std::move(sq);
+    return n;
   }
 
   // The user-item matrix with the configured column weighting applied.

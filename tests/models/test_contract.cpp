@@ -172,6 +172,13 @@ std::string slurp(const fs::path& p) {
   return read_file(p.string());
 }
 
+// Plain (non-atomic, unsynced) write: the tests rewrite model files many times.
+void put_file(const std::string& path, const std::string& bytes) {
+  std::ofstream f(path, std::ios::binary | std::ios::trunc);
+  f << bytes;
+  ASSERT_TRUE(bool(f)) << "cannot write " << path;
+}
+
 // Rewrites a saved model's tensor file and makes the manifest's checksum match, so that load_model gets past
 // the checksum and the model's own checks are exercised.
 void rewrite_tensor_file(const std::string& dir, const std::string& new_bytes) {
