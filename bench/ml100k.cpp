@@ -132,8 +132,8 @@ int main(int argc, char** argv) {
           "ials:factors=128,reg=0.5,alpha=5,iterations=15", "ials:factors=32,reg=0.05,alpha=2,iterations=15",
           "ials:factors=64,reg=1,alpha=10,iterations=15", "ials:factors=128,reg=2,alpha=20,iterations=15"}},
         {"bpr",
-         {"bpr:factors=64,learning_rate=0.05,reg=0.01,epochs=100", "bpr:factors=128,learning_rate=0.05,reg=0.005,epochs=150",
-          "bpr:factors=64,learning_rate=0.02,reg=0.001,epochs=200"}},
+         {"bpr:factors=64,lr=0.05,reg=0.01,epochs=100", "bpr:factors=128,lr=0.05,reg=0.005,epochs=150",
+          "bpr:factors=64,lr=0.02,reg=0.001,epochs=200"}},
     };
     if (const char* g = std::getenv("XDREC_ML100K_GRID")) {  // "family=spec;spec|family=spec"
       std::string s = g;
