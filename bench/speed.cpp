@@ -8,6 +8,7 @@
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
+#include <ctime>
 #include <fstream>
 #include <iostream>
 #include <nlohmann/json.hpp>
@@ -92,23 +93,48 @@ double cpu_clock_ghz() {
   return 0.0;
 }
 
-// Wall time between consecutive progress callbacks (the models report 0 after their setup, then after each
-// iteration or epoch).
+double process_cpu_seconds() {
+  timespec t{};
+  clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &t);
+  return double(t.tv_sec) + 1e-9 * double(t.tv_nsec);
+}
+
+double load_average() {
+  std::ifstream f("/proc/loadavg");
+  double v = 0;
+  f >> v;
+  return v;
+}
+
+// Wall and process CPU time between consecutive progress callbacks (the models report 0 after their setup,
+// then after each iteration or epoch).
 struct StepTimer {
-  std::vector<double> marks;
+  std::vector<double> wall, cpu;
   Timer t;
   ProgressFn fn() {
-    return [this](size_t, size_t, const std::string&) { marks.push_back(t.seconds()); };
+    return [this](size_t, size_t, const std::string&) {
+      wall.push_back(t.seconds());
+      cpu.push_back(process_cpu_seconds());
+    };
   }
-  std::vector<double> steps() const {
+  static std::vector<double> diffs(const std::vector<double>& m) {
     std::vector<double> d;
-    for (size_t k = 1; k < marks.size(); ++k) d.push_back(marks[k] - marks[k - 1]);
+    for (size_t k = 1; k < m.size(); ++k) d.push_back(m[k] - m[k - 1]);
     return d;
   }
+  std::vector<double> wall_steps() const { return diffs(wall); }
+  std::vector<double> cpu_steps() const { return diffs(cpu); }
 };
 
-double mean(const std::vector<double>& v) {
-  return v.empty() ? 0.0 : std::accumulate(v.begin(), v.end(), 0.0) / double(v.size());
+double median(std::vector<double> v) {
+  if (v.empty()) return 0.0;
+  std::sort(v.begin(), v.end());
+  const size_t n = v.size();
+  return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+}
+
+double min_of(const std::vector<double>& v) {
+  return v.empty() ? 0.0 : *std::min_element(v.begin(), v.end());
 }
 
 [[noreturn]] void usage(const std::string& why) {
@@ -164,6 +190,7 @@ int main(int argc, char** argv) {
                 m.n_cols, m.nnz(), (unsigned long long)bm.draws, gen.seconds());
 
     const double ghz = cpu_clock_ghz();
+    const double load_before = load_average();
     const double peak_gflops = 2.0 * 8 * 2 * ghz * threads;  // 2 FMA units x 8 floats x 2 flops per core
 
     // ---- iALS ----
@@ -175,8 +202,9 @@ int main(int argc, char** argv) {
     ctx.progress = it_timer.fn();
     it_timer.t.reset();
     ials->fit(m, ctx);
-    const std::vector<double> ials_steps = it_timer.steps();
-    const double ials_sec = mean(ials_steps);
+    const std::vector<double> ials_steps = it_timer.wall_steps();
+    const double ials_sec = median(ials_steps);
+    const double ials_cpu = median(it_timer.cpu_steps());
     // Flops of one iteration: per side, (1 + cg_steps) passes, each with a Gram mat-vec (2 f^2 per row) and,
     // per entry, a dot product and an axpy (4 f); plus the Gram matrix of the fixed side (2 f^2 per row).
     const double f = kFactors;
@@ -193,7 +221,9 @@ int main(int argc, char** argv) {
     ctx.progress = ep_timer.fn();
     ep_timer.t.reset();
     bpr->fit(m, ctx);
-    const double bpr_epoch_sec = mean(ep_timer.steps());
+    const std::vector<double> bpr_steps = ep_timer.wall_steps();
+    const double bpr_epoch_sec = median(bpr_steps);
+    const double bpr_cpu = median(ep_timer.cpu_steps());
     const double bpr_samples = nnz / bpr_epoch_sec;
 
     // ---- Evaluation: full ranking (GEMM scores + top-10 excluding seen items) ----
@@ -214,9 +244,14 @@ int main(int argc, char** argv) {
         {"threads", threads},
         {"factors", kFactors},
         {"matrix", {{"n_users", m.n_rows}, {"n_items", m.n_cols}, {"nnz", m.nnz()}, {"draws", bm.draws}}},
-        {"cpu", {{"clock_ghz", ghz}, {"peak_gflops", peak_gflops}}},
+        {"cpu", {{"clock_ghz", ghz}, {"peak_gflops", peak_gflops}, {"load_average_at_start", load_before}}},
+        {"timing",
+         "median over the timed iterations/epochs of wall-clock time; *_min and cpu_* for comparison "
+         "on a busy machine (cpu_* is process CPU time, summed over threads)"},
         {"ials",
          {{"seconds_per_iteration", ials_sec},
+          {"seconds_per_iteration_min", min_of(ials_steps)},
+          {"cpu_seconds_per_iteration", ials_cpu},
           {"iterations_timed", ials_steps.size()},
           {"cg_steps", cg_steps},
           {"gflop_per_iteration", ials_flops * 1e-9},
@@ -224,6 +259,9 @@ int main(int argc, char** argv) {
           {"fraction_of_peak", ials_gflops / peak_gflops}}},
         {"bpr",
          {{"epochs_per_second", 1.0 / bpr_epoch_sec},
+          {"epochs_timed", bpr_steps.size()},
+          {"seconds_per_epoch_min", min_of(bpr_steps)},
+          {"cpu_seconds_per_epoch", bpr_cpu},
           {"samples_per_second", bpr_samples},
           {"samples_per_second_per_thread", bpr_samples / threads}}},
         {"eval", {{"users_per_second", double(users.size()) / eval_sec}, {"users", users.size()}, {"k", 10}}},
@@ -239,11 +277,14 @@ int main(int argc, char** argv) {
         threads, ghz, peak_gflops);
     std::printf("%-34s %14s %16s\n", "measure", "xdrec", "reference (1 thr)");
     std::printf("%-34s %14.3f %16.2f\n", "iALS s/iteration (f=64, 3 CG)", ials_sec, kRefIalsSeconds);
+    std::printf("%-34s %14.3f %16s\n", "  fastest iteration (s)", min_of(ials_steps), "");
+    std::printf("%-34s %14.3f %16s\n", "  CPU seconds per iteration", ials_cpu, "");
     std::printf("%-34s %14.2f %16s\n", "iALS GFLOP/s", ials_gflops, "");
     std::printf("%-34s %14.3f %16s\n", "iALS fraction of peak", ials_gflops / peak_gflops, "");
     std::printf("%-34s %14.3f %16s\n", "BPR epochs/s", 1.0 / bpr_epoch_sec, "");
     std::printf("%-34s %14.3f %16.2f\n", "BPR M samples/s per thread", bpr_samples / threads * 1e-6,
                 kRefBprSamplesPerSec * 1e-6);
+    std::printf("%-34s %14.3f %16s\n", "  per thread, by CPU time", nnz / bpr_cpu * 1e-6, "");
     std::printf("%-34s %14.0f %16s\n", "eval users/s (top-10, full rank)", double(users.size()) / eval_sec,
                 "");
     std::printf("wrote %s\n", out_path.c_str());

@@ -176,38 +176,58 @@ class BprModel final : public Recommender {
   double last_epoch_accuracy() const { return last_epoch_accuracy_; }
 
  private:
-  // n SGD steps on sampled triples. The next triple's rows are fetched one step ahead to hide memory latency.
+  // n SGD steps on sampled triples, software-pipelined to hide memory latency: while triple s is applied, the
+  // packed entry of triple s + 4 is prefetched, and triple s + 2 is formed from its entry and a candidate
+  // negative whose factor rows and user row are prefetched (the negative is verified when applied).
   template <int NV>
   void run_samples(const Csr& m, const std::vector<uint64_t>& pos, uint64_t n, Rng& rng, int nv,
                    uint64_t& correct, uint64_t& done) {
     const float lr = float(lr_), reg = float(reg_);
     const uint32_t n_items = uint32_t(items_.rows);
-    const size_t ld = users_.ld;
-    const size_t row_bytes = ld * sizeof(float);
+    const size_t row_bytes = users_.ld * sizeof(float);
     auto prefetch_row = [&](const float* p) {
       const char* q = reinterpret_cast<const char*>(p);
       for (size_t off = 0; off < row_bytes; off += 64) _mm_prefetch(q + off, _MM_HINT_T0);
     };
+    struct Triple {
+      uint32_t u, i, j;
+    };
+    auto draw_entry = [&]() {
+      const uint64_t k = rng.below(pos.size());
+      _mm_prefetch(reinterpret_cast<const char*>(&pos[k]), _MM_HINT_T0);
+      return k;
+    };
+    auto make_triple = [&](uint64_t k) {
+      const uint64_t e = pos[k];
+      Triple t{uint32_t(e >> 32), uint32_t(e), uint32_t(rng.below(n_items))};
+      prefetch_row(users_.row(t.u));
+      prefetch_row(items_.row(t.i));
+      prefetch_row(items_.row(t.j));
+      _mm_prefetch(reinterpret_cast<const char*>(m.indices.data() + m.indptr[t.u]), _MM_HINT_T0);
+      return t;
+    };
+    // Ring buffers: entries drawn kAhead1 triples ahead, triples built kAhead2 ahead.
+    constexpr uint64_t kAhead1 = 4, kAhead2 = 2, kRing = 8;
+    static_assert(kAhead2 < kAhead1 && kAhead1 < kRing);
     uint64_t c = 0, d = 0;
-    uint64_t next = pos.empty() ? 0 : pos[rng.below(pos.size())];
+    uint64_t ks[kRing];
+    Triple ts[kRing];
+    for (uint64_t s = 0; s < std::min(n, kAhead1); ++s) ks[s % kRing] = draw_entry();
+    for (uint64_t s = 0; s < std::min(n, kAhead2); ++s) ts[s % kRing] = make_triple(ks[s % kRing]);
     for (uint64_t s = 0; s < n; ++s) {
-      const uint64_t cur = next;
-      const uint32_t u = uint32_t(cur >> 32), i = uint32_t(cur);
-      const std::span<const uint32_t> seen = m.row_indices(u);
-      uint32_t j;
-      const bool ok = draw_negative(rng, n_items, seen, verify_negatives_, j);
-      if (s + 1 < n) {
-        next = pos[rng.below(pos.size())];
-        const uint32_t nu = uint32_t(next >> 32), ni = uint32_t(next);
-        prefetch_row(users_.row(nu));
-        prefetch_row(items_.row(ni));
-        _mm_prefetch(reinterpret_cast<const char*>(m.indices.data() + m.indptr[nu]), _MM_HINT_T0);
+      if (s + kAhead1 < n) ks[(s + kAhead1) % kRing] = draw_entry();
+      if (s + kAhead2 < n) ts[(s + kAhead2) % kRing] = make_triple(ks[(s + kAhead2) % kRing]);
+      Triple cur = ts[s % kRing];
+      if (verify_negatives_) {
+        const std::span<const uint32_t> seen = m.row_indices(cur.u);
+        if (std::binary_search(seen.begin(), seen.end(), cur.j) &&
+            !draw_negative(rng, n_items, seen, true, cur.j))
+          continue;
       }
-      if (!ok) continue;
-      float* bi = bias_ ? &item_bias_[i] : nullptr;
-      float* bj = bias_ ? &item_bias_[j] : nullptr;
-      const float z =
-          mf::detail::bpr_step<NV>(users_.row(u), items_.row(i), items_.row(j), bi, bj, lr, reg, true, nv);
+      float* bi = bias_ ? &item_bias_[cur.i] : nullptr;
+      float* bj = bias_ ? &item_bias_[cur.j] : nullptr;
+      const float z = mf::detail::bpr_step<NV>(users_.row(cur.u), items_.row(cur.i), items_.row(cur.j), bi,
+                                               bj, lr, reg, true, nv);
       c += z > 0;
       ++d;
     }

@@ -190,7 +190,7 @@ class IalsModel final : public Recommender {
       mf::CholScratch chol(exact ? target.f : 0);
       for (size_t r = lo; r < hi; ++r) {
         const mf::IalsRow row{m.indices.data() + m.indptr[r], m.values.data() + m.indptr[r],
-                              m.row_size(uint32_t(r))};
+                              m.row_size(uint32_t(r)), m.indices.data() + m.indptr[hi]};
         if (exact) {
           mf::ials_exact_solve(g.data(), row_reg(row), other.data.data(), other.ld, other.f, row,
                                float(alpha_), target.row(r), chol);
