@@ -71,11 +71,11 @@ class IalsModel final : public Recommender {
  public:
   explicit IalsModel(const Spec& spec) : params_("ials") {
     params_.add("factors", &factors_, 64, 1, mf::kMaxFactors, "number of latent factors")
-        .add("reg", &reg_, 0.01, 0.0, 1e6, "L2 regularisation of every factor row")
-        .add(
-            "reg_exponent", &reg_exponent_, 0.0, 0.0, 2.0,
-            "frequency-scaled regularisation: a row with n entries uses reg*(1+n)^reg_exponent (0: constant)")
-        .add("alpha", &alpha_, 10.0, 0.0, 1e6, "confidence of an observed entry: c = 1 + alpha*|value|")
+        .add("reg", &reg_, 3.0, 0.0, 1e6, "L2 regularisation of a factor row (scaled by reg_exponent)")
+        .add("reg_exponent", &reg_exponent_, 0.5, 0.0, 2.0,
+             "frequency scaling: a row with n entries uses reg*(1+n)^reg_exponent (0: the same reg for all "
+             "rows)")
+        .add("alpha", &alpha_, 2.0, 0.0, 1e6, "confidence of an observed entry: c = 1 + alpha*|value|")
         .add("iterations", &iterations_, 15, 0, 100000, "alternating iterations (users then items)")
         .add("cg_steps", &cg_steps_, 3, 1, 1024, "conjugate-gradient steps per row and half-iteration")
         .add("solver", &solver_, "cg", {"cg", "cholesky"},
@@ -204,7 +204,7 @@ class IalsModel final : public Recommender {
 
   ParamSet params_;
   int factors_ = 64, iterations_ = 15, cg_steps_ = 3, seed_ = 0;
-  double reg_ = 0.01, reg_exponent_ = 0.0, alpha_ = 10.0, init_ = 0.01;
+  double reg_ = 3.0, reg_exponent_ = 0.5, alpha_ = 2.0, init_ = 0.01;
   std::string solver_ = "cg";
   mf::Factors users_, items_;
   mf::AlignedFloats item_gram_;

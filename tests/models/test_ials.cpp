@@ -63,15 +63,24 @@ Factors2 factors_of(const Recommender& m) {
 }
 
 // The iALS objective written out over every (user, item) pair:
-//   sum c_ui (p_ui - x_u . y_i)^2 + reg (sum |x_u|^2 + sum |y_i|^2),
-// c_ui = 1 + alpha |r_ui| and p_ui = [r_ui > 0] on observed entries, c = 1 and p = 0 elsewhere.
-double ials_objective(const Csr& m, const Factors2& f, double reg, double alpha) {
+//   sum c_ui (p_ui - x_u . y_i)^2 + sum reg_u |x_u|^2 + sum reg_i |y_i|^2,
+// c_ui = 1 + alpha |r_ui| and p_ui = [r_ui > 0] on observed entries, c = 1 and p = 0 elsewhere; a row with n
+// non-zero entries has reg_row = reg * (1 + n)^reg_exponent.
+double ials_objective(const Csr& m, const Factors2& f, double reg, double alpha, double reg_exponent) {
   double loss = 0;
+  std::vector<size_t> item_count(m.n_cols, 0);
   for (uint32_t u = 0; u < m.n_rows; ++u) {
     std::vector<double> r(m.n_cols, 0.0);
     auto idx = m.row_indices(u);
     auto val = m.row_values(u);
-    for (size_t k = 0; k < idx.size(); ++k) r[idx[k]] = val[k];
+    size_t n = 0;
+    for (size_t k = 0; k < idx.size(); ++k) {
+      r[idx[k]] = val[k];
+      if (val[k] != 0) ++n, ++item_count[idx[k]];
+    }
+    double norm = 0;
+    for (size_t k = 0; k < f.users.cols; ++k) norm += double(f.users(u, k)) * f.users(u, k);
+    loss += reg * std::pow(1.0 + double(n), reg_exponent) * norm;
     for (uint32_t i = 0; i < m.n_cols; ++i) {
       double s = 0;
       for (size_t k = 0; k < f.users.cols; ++k) s += double(f.users(u, k)) * f.items(i, k);
@@ -80,8 +89,11 @@ double ials_objective(const Csr& m, const Factors2& f, double reg, double alpha)
       loss += c * (p - s) * (p - s);
     }
   }
-  for (float v : f.users.data) loss += reg * double(v) * v;
-  for (float v : f.items.data) loss += reg * double(v) * v;
+  for (uint32_t i = 0; i < m.n_cols; ++i) {
+    double norm = 0;
+    for (size_t k = 0; k < f.items.cols; ++k) norm += double(f.items(i, k)) * f.items(i, k);
+    loss += reg * std::pow(1.0 + double(item_count[i]), reg_exponent) * norm;
+  }
   return loss;
 }
 
@@ -228,20 +240,25 @@ TEST(IalsKernels, ConjugateGradientConvergesToCholesky) {
 
 TEST(Ials, ObjectiveDecreasesEveryIteration) {
   Data d = make_clustered(150, 90, 5, 12, 1);
+  // Weighted entries, one of them negative (preference 0, confidence 1 + alpha*1.5).
+  for (size_t k = 0; k < d.train.values.size(); k += 7) d.train.values[k] = k % 2 ? 3.0f : -1.5f;
   for (const char* solver : {"cg", "cholesky"}) {
-    double prev = 0;
-    for (int it = 0; it <= 6; ++it) {
-      auto m = create_model(std::string("ials:factors=6,reg=0.1,alpha=4,init=0.1,seed=3,solver=") + solver +
-                            ",iterations=" + std::to_string(it));
-      m->fit(d.train, {});
-      const double loss = ials_objective(d.train, factors_of(*m), 0.1, 4.0);
-      if (it > 0) {
-        EXPECT_LE(loss, prev * (1 + 1e-6)) << solver << " iteration " << it;
+    for (double exponent : {0.0, 0.5}) {
+      double prev = 0;
+      for (int it = 0; it <= 6; ++it) {
+        auto m =
+            create_model(std::string("ials:factors=6,reg=0.1,alpha=4,init=0.1,seed=3,solver=") + solver +
+                         ",reg_exponent=" + std::to_string(exponent) + ",iterations=" + std::to_string(it));
+        m->fit(d.train, {});
+        const double loss = ials_objective(d.train, factors_of(*m), 0.1, 4.0, exponent);
+        if (it > 0) {
+          EXPECT_LE(loss, prev * (1 + 1e-6)) << solver << " exponent " << exponent << " iteration " << it;
+        }
+        if (it == 1) {
+          EXPECT_LT(loss, 0.9 * prev) << solver;
+        }
+        prev = loss;
       }
-      if (it == 1) {
-        EXPECT_LT(loss, 0.9 * prev) << solver;
-      }
-      prev = loss;
     }
   }
 }
