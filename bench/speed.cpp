@@ -273,12 +273,15 @@ int main(int argc, char** argv) {
 
     std::printf(
         "\nthreads %d, clock %.2f GHz, peak %.1f GFLOP/s (AVX2: 2 FMA x 8 floats x 2 flops x clock x "
-        "cores)\n",
-        threads, ghz, peak_gflops);
-    std::printf("%-34s %14s %16s\n", "measure", "xdrec", "reference (1 thr)");
+        "cores); load average %.2f at start\n",
+        threads, ghz, peak_gflops, load_before);
+    std::printf("wall times are medians over %zu iALS iterations and %zu BPR epochs\n", ials_steps.size(),
+                bpr_steps.size());
+    std::printf("%-34s %14s %16s\n", "measure", "xdrec", "implicit (stated)");
     std::printf("%-34s %14.3f %16.2f\n", "iALS s/iteration (f=64, 3 CG)", ials_sec, kRefIalsSeconds);
     std::printf("%-34s %14.3f %16s\n", "  fastest iteration (s)", min_of(ials_steps), "");
     std::printf("%-34s %14.3f %16s\n", "  CPU seconds per iteration", ials_cpu, "");
+    std::printf("%-34s %14.2f %16s\n", "  GFLOP per iteration", ials_flops * 1e-9, "");
     std::printf("%-34s %14.2f %16s\n", "iALS GFLOP/s", ials_gflops, "");
     std::printf("%-34s %14.3f %16s\n", "iALS fraction of peak", ials_gflops / peak_gflops, "");
     std::printf("%-34s %14.3f %16s\n", "BPR epochs/s", 1.0 / bpr_epoch_sec, "");
