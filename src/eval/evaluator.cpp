@@ -16,6 +16,7 @@
 
 namespace xdrec {
 
+using eval_detail::select_all_and_domains;
 using eval_detail::TopKSelector;
 
 namespace {
@@ -204,9 +205,10 @@ EvalResult evaluate(const Recommender& model, const Csr& train, const Csr& test,
               " item domains but there are " + std::to_string(n_items) + " items");
     n_domains = std::max<size_t>(ds->n_domains(), 1);
     for (uint32_t i = 0; i < n_items; ++i) {
-      check(ds->item_domain[i] < n_domains, "evaluate: item " + std::to_string(i) + " has domain index " +
-                                                std::to_string(ds->item_domain[i]) + " but the dataset has " +
-                                                std::to_string(n_domains) + " domains");
+      if (ds->item_domain[i] >= n_domains)
+        throw Error("evaluate: item " + std::to_string(i) + " has domain index " +
+                    std::to_string(ds->item_domain[i]) + " but the dataset has " + std::to_string(n_domains) +
+                    " domains");
       item_domain[i] = ds->item_domain[i];
     }
   }
@@ -218,6 +220,10 @@ EvalResult evaluate(const Recommender& model, const Csr& train, const Csr& test,
   }
   const bool do_domains = opt.per_domain && n_domains > 1;
   const size_t n_groups_domain = do_domains ? n_domains : 0;
+  std::vector<std::vector<uint64_t>> domain_bits(n_groups_domain,
+                                                 std::vector<uint64_t>((n_items + 63) / 64, 0));
+  for (size_t d = 0; d < n_groups_domain; ++d)
+    for (uint32_t i : domain_items[d]) domain_bits[d][i >> 6] |= uint64_t{1} << (i & 63);
 
   // Training popularity (distinct users per item) and head items.
   std::vector<uint32_t> popularity(n_items, 0);
@@ -271,40 +277,56 @@ EvalResult evaluate(const Recommender& model, const Csr& train, const Csr& test,
   std::mutex progress_mutex;
   size_t users_done = 0;
 
-  auto process_full_user = [&](size_t p, const float* row, TopKSelector& sel, std::vector<uint32_t>& list,
-                               std::vector<uint32_t>& rel_buf, std::vector<uint32_t>& rel_buf2) {
+  // Full ranking: one pass over the row feeds the overall top list and, for each domain where the user has
+  // test items, that domain's top list (candidates of that domain only).
+  struct FullScratch {
+    TopKSelector all;
+    std::vector<TopKSelector> domain;
+    std::vector<eval_detail::DomainSelector> selectors;
+    std::vector<uint32_t> list, rel_a, rel_b;
+  };
+  auto process_full_user = [&](size_t p, const float* row, FullScratch& w) {
     const uint32_t u = users[p];
     const auto exclude = train.row_indices(u);
     const auto relevant = test.row_indices(u);
-    sel.reset(max_k);
-    sel.push_all_except(row, n_items, exclude);
-    sel.finish(list);
-    overall_lists.store(p, list);
-    accuracy_metrics(list, relevant, ks, overall.at(p));
+    w.all.reset(max_k);
+    w.selectors.clear();
+    for (size_t d = 0; d < n_groups_domain; ++d) {
+      bool has = false;
+      for (uint32_t i : relevant) has = has || item_domain[i] == d;
+      if (!has) continue;  // users with no test item in a domain are not evaluated there
+      w.domain[d].reset(max_k);
+      w.selectors.push_back({&w.domain[d], domain_bits[d].data()});
+    }
+    if (w.selectors.empty())
+      w.all.push_all_except(row, n_items, exclude);
+    else
+      select_all_and_domains(row, n_items, exclude, w.all, w.selectors);
+    w.all.finish(w.list);
+    overall_lists.store(p, w.list);
+    accuracy_metrics(w.list, relevant, ks, overall.at(p));
     overall.has[p] = 1;
     // Head / tail items: the same list judged against the relevant head (tail) items only.
-    rel_buf.clear();
-    rel_buf2.clear();
-    for (uint32_t i : relevant) (is_head[i] ? rel_buf : rel_buf2).push_back(i);
-    if (!rel_buf.empty()) {
-      item_cohort_metrics(list, rel_buf, ks, head.at(p));
+    w.rel_a.clear();
+    w.rel_b.clear();
+    for (uint32_t i : relevant) (is_head[i] ? w.rel_a : w.rel_b).push_back(i);
+    if (!w.rel_a.empty()) {
+      item_cohort_metrics(w.list, w.rel_a, ks, head.at(p));
       head.has[p] = 1;
     }
-    if (!rel_buf2.empty()) {
-      item_cohort_metrics(list, rel_buf2, ks, tail.at(p));
+    if (!w.rel_b.empty()) {
+      item_cohort_metrics(w.list, w.rel_b, ks, tail.at(p));
       tail.has[p] = 1;
     }
     // Per domain: candidates and relevant items of that domain only.
-    for (size_t d = 0; d < n_groups_domain; ++d) {
-      rel_buf.clear();
+    for (const auto& sel : w.selectors) {
+      const size_t d = static_cast<size_t>(sel.sel - w.domain.data());
+      w.rel_a.clear();
       for (uint32_t i : relevant)
-        if (item_domain[i] == d) rel_buf.push_back(i);
-      if (rel_buf.empty()) continue;
-      sel.reset(max_k);
-      sel.push_subset_except(row, domain_items[d], exclude);
-      sel.finish(list);
-      domain_lists[d].store(p, list);
-      accuracy_metrics(list, rel_buf, ks, per_domain[d].at(p));
+        if (item_domain[i] == d) w.rel_a.push_back(i);
+      sel.sel->finish(w.list);
+      domain_lists[d].store(p, w.list);
+      accuracy_metrics(w.list, w.rel_a, ks, per_domain[d].at(p));
       per_domain[d].has[p] = 1;
     }
   };
@@ -362,8 +384,10 @@ EvalResult evaluate(const Recommender& model, const Csr& train, const Csr& test,
 
   auto worker = [&](size_t, size_t) {
     Matrix scores;
+    FullScratch full;
+    full.domain.resize(n_groups_domain);
     TopKSelector sel;
-    std::vector<uint32_t> list, buf1, buf2, negatives;
+    std::vector<uint32_t> list, buf1, negatives;
     std::vector<uint8_t> mark(sampled ? n_items : 0, 0);
     std::vector<double> pair(acc_width);
     try {
@@ -373,16 +397,16 @@ EvalResult evaluate(const Recommender& model, const Csr& train, const Csr& test,
         const size_t begin = b * block, end = std::min(n_pos, begin + block);
         const std::span<const uint32_t> block_users(users.data() + begin, end - begin);
         model.score(block_users, scores, 1);
-        check(scores.rows == block_users.size() && scores.cols == n_items,
-              "evaluate: model.score returned a " + std::to_string(scores.rows) + " x " +
-                  std::to_string(scores.cols) + " matrix for " + std::to_string(block_users.size()) +
-                  " users and " + std::to_string(n_items) + " items");
+        if (scores.rows != block_users.size() || scores.cols != n_items)
+          throw Error("evaluate: model.score returned a " + std::to_string(scores.rows) + " x " +
+                      std::to_string(scores.cols) + " matrix for " + std::to_string(block_users.size()) +
+                      " users and " + std::to_string(n_items) + " items");
         for (size_t p = begin; p < end; ++p) {
           const float* row = scores.row(p - begin);
           if (sampled)
             process_sampled_user(p, row, sel, list, buf1, negatives, mark, pair);
           else
-            process_full_user(p, row, sel, list, buf1, buf2);
+            process_full_user(p, row, full);
         }
         if (opt.progress) {
           std::lock_guard<std::mutex> lock(progress_mutex);

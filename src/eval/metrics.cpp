@@ -12,10 +12,11 @@ namespace xdrec {
 
 namespace {
 
+// Messages are built only on failure: these checks run once per list in the evaluator.
 void check_args(std::span<const uint32_t> relevant, size_t k, const char* fn) {
-  check(k > 0, std::string(fn) + ": k must be positive");
-  check(std::is_sorted(relevant.begin(), relevant.end()),
-        std::string(fn) + ": the relevant items must be sorted in increasing order");
+  if (k == 0) throw Error(std::string(fn) + ": k must be positive");
+  if (!std::is_sorted(relevant.begin(), relevant.end()))
+    throw Error(std::string(fn) + ": the relevant items must be sorted in increasing order");
 }
 
 inline bool is_relevant(std::span<const uint32_t> relevant, uint32_t item) {
@@ -98,8 +99,9 @@ namespace {
 void check_items(const std::vector<std::vector<uint32_t>>& lists, uint64_t n_items, const char* fn) {
   for (const auto& l : lists)
     for (uint32_t i : l)
-      check(i < n_items, std::string(fn) + ": item index " + std::to_string(i) +
-                             " is out of range (catalogue has " + std::to_string(n_items) + " items)");
+      if (i >= n_items)
+        throw Error(std::string(fn) + ": item index " + std::to_string(i) +
+                    " is out of range (catalogue has " + std::to_string(n_items) + " items)");
 }
 
 }  // namespace
@@ -166,9 +168,9 @@ double novelty(const std::vector<std::vector<uint32_t>>& lists, std::span<const 
     double s = 0.0;
     for (uint32_t i : l) {
       const uint32_t pop = item_popularity[i];
-      check(pop <= n_users, "novelty: item " + std::to_string(i) + " has popularity " + std::to_string(pop) +
-                                " > n_users " + std::to_string(n_users) +
-                                " (popularity counts distinct training users)");
+      if (pop > n_users)
+        throw Error("novelty: item " + std::to_string(i) + " has popularity " + std::to_string(pop) +
+                    " > n_users " + std::to_string(n_users) + " (popularity counts distinct training users)");
       // An item nobody interacted with in training is treated as if one user had: its self-information is
       // the largest finite value, log2(n_users), instead of infinity.
       s -= std::log2(static_cast<double>(std::max<uint32_t>(pop, 1)) / static_cast<double>(n_users));

@@ -314,35 +314,48 @@ void expect_same(const EvalResult& a, const EvalResult& b) {
 
 }  // namespace
 
-// The evaluator's lists must equal the library's top_k over the same rows, and its means the per-user
-// metrics of those lists.
+// The evaluator's lists must equal the library's top_k over the same rows (ties and NaN scores included),
+// overall and per domain, and its means the per-user metrics of those lists.
 TEST(Evaluate, FullRankingMatchesBruteForce) {
-  RandomCase c(120, 90, 7);
+  RandomCase c(120, 300, 7);
+  for (size_t j = 0; j < c.scores.data.size(); j += 37) c.scores.data[j] = std::nanf("");
   FixedScores model(c.scores);
   EvalOptions opt;
   opt.ks = {1, 5, 10};
   opt.block_users = 16;
-  const EvalResult r = evaluate(model, c.train, c.test, nullptr, opt);
-  double ndcg10 = 0, map5 = 0, p1 = 0;
-  size_t n = 0;
-  std::vector<std::vector<uint32_t>> lists10;
-  for (uint32_t u = 0; u < c.n_users; ++u) {
-    if (c.test.row_size(u) == 0) continue;
-    auto top = top_k(c.scores.row(u), c.n_items, 10, c.train.row_indices(u), {}, -1);
-    std::vector<uint32_t> l;
-    for (auto& s : top) l.push_back(s.item);
-    ndcg10 += ndcg_at_k(l, c.test.row_indices(u), 10);
-    map5 += average_precision_at_k(l, c.test.row_indices(u), 5);
-    p1 += precision_at_k(l, c.test.row_indices(u), 1);
-    lists10.push_back(l);
-    ++n;
+  const EvalResult r = evaluate(model, c.train, c.test, &c.ds, opt);
+  for (int d = -1; d < 2; ++d) {
+    double ndcg10 = 0, map5 = 0, p1 = 0;
+    size_t n = 0;
+    std::vector<std::vector<uint32_t>> lists10;
+    for (uint32_t u = 0; u < c.n_users; ++u) {
+      std::vector<uint32_t> rel;
+      for (uint32_t i : c.test.row_indices(u))
+        if (d < 0 || c.ds.item_domain[i] == d) rel.push_back(i);
+      if (rel.empty()) continue;
+      auto top = top_k(c.scores.row(u), c.n_items, 10, c.train.row_indices(u), c.ds.item_domain, d);
+      std::vector<uint32_t> l;
+      for (auto& s : top) l.push_back(d < 0 ? s.item : s.item - (d == 1 ? c.n_items / 2 : 0));
+      std::vector<uint32_t> global;
+      for (auto& s : top) global.push_back(s.item);
+      ndcg10 += ndcg_at_k(global, rel, 10);
+      map5 += average_precision_at_k(global, rel, 5);
+      p1 += precision_at_k(global, rel, 1);
+      lists10.push_back(l);  // domain-local indices for the domain's catalogue
+      ++n;
+    }
+    const MetricMap& m = d < 0 ? r.overall : r.by_domain.at(d == 0 ? "a" : "b");
+    const uint32_t catalogue = d < 0 ? c.n_items : c.n_items / 2;
+    if (d < 0)
+      ASSERT_EQ(r.n_users, n);
+    else
+      ASSERT_EQ(m.at("n_users"), static_cast<double>(n));
+    EXPECT_NEAR(m.at("ndcg@10"), ndcg10 / n, 1e-12) << "domain " << d;
+    EXPECT_NEAR(m.at("map@5"), map5 / n, 1e-12) << "domain " << d;
+    EXPECT_NEAR(m.at("precision@1"), p1 / n, 1e-12) << "domain " << d;
+    EXPECT_NEAR(m.at("coverage@10"), catalogue_coverage(lists10, catalogue), 1e-12) << "domain " << d;
+    EXPECT_NEAR(m.at("gini@10"), gini_index(lists10, catalogue), 1e-12) << "domain " << d;
   }
-  ASSERT_EQ(r.n_users, n);
-  EXPECT_NEAR(r.overall.at("ndcg@10"), ndcg10 / n, 1e-12);
-  EXPECT_NEAR(r.overall.at("map@5"), map5 / n, 1e-12);
-  EXPECT_NEAR(r.overall.at("precision@1"), p1 / n, 1e-12);
-  EXPECT_NEAR(r.overall.at("coverage@10"), catalogue_coverage(lists10, c.n_items), 1e-12);
-  EXPECT_NEAR(r.overall.at("gini@10"), gini_index(lists10, c.n_items), 1e-12);
 }
 
 TEST(Evaluate, ResultsIndependentOfThreadCount) {
