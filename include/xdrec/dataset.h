@@ -83,6 +83,7 @@ class Dataset {
   uint32_t n_domains() const { return domains.size(); }
 
   // Adds a user/item (with domain) if new and returns its index; keeps item_domain/text/profile sized.
+  // add_item throws Error when the item already exists in another domain.
   uint32_t add_user(const std::string& id);
   uint32_t add_item(const std::string& id, const std::string& domain);
 

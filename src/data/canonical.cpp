@@ -114,7 +114,11 @@ class Table {
  private:
   int known_id(std::string_view name) const {
     for (size_t k = 0; k < known_.size(); ++k)
-      if (known_[k] == name) return static_cast<int>(k);
+      if (known_[k].size() == name.size() &&
+          std::equal(name.begin(), name.end(), known_[k].begin(), [](char a, char b) {
+            return std::tolower(static_cast<unsigned char>(a)) == std::tolower(static_cast<unsigned char>(b));
+          }))
+        return static_cast<int>(k);
     return -1;
   }
 

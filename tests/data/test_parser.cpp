@@ -202,6 +202,14 @@ TEST(CsvParser, SkipModeCountsAndKeepsTheFirstExamples) {
                      "duplicate column 'user' in the header (also column 1)");
 }
 
+TEST(CsvParser, HeaderNamesIgnoreCase) {
+  TempDir t;
+  t.write("interactions.csv", "User,ITEM,Rating\nu1,i1,2\n");
+  Dataset ds = read(t.path());
+  ASSERT_EQ(ds.interactions.size(), 1u);
+  EXPECT_EQ(ds.interactions[0].rating, 2.0f);
+}
+
 TEST(TsvParser, EscapesAndNoQuoting) {
   TempDir t;
   t.write("items.tsv", "item\ttitle\tcategories\ni1\tsay \"hi\"\\there\\\\now\\x\tA|B||C\n");
