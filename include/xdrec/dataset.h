@@ -97,6 +97,10 @@ class Dataset {
   // Throws Error describing the first inconsistency (index out of range, sizes differ).
   void validate() const;
   std::string summary() const;  // one-line counts per domain
+
+  // Items x distinct categories (genres, categories; not user tags) one-hot matrix with L2-normalised rows,
+  // for intra-list diversity. Empty (0 x 0) when no item has a category.
+  Matrix category_vectors() const;
 };
 
 }  // namespace xdrec

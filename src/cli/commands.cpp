@@ -117,8 +117,8 @@ struct RunResult {
   std::string spec;
 };
 
-RunResult train_and_eval(const Dataset& ds, const Split& split, const std::string& spec, const EvalOptions& eopt,
-                         const Common& c, uint64_t seed) {
+RunResult train_and_eval(const Dataset& ds, const Split& split, const std::string& spec,
+                         const EvalOptions& eopt, const Common& c, uint64_t seed) {
   RunResult r;
   auto model = create_model(spec);
   Csr train = ds.user_item_matrix(split.train);
@@ -160,7 +160,7 @@ void print_recommendations(const Dataset& ds, const Recommender& model, const Cs
 
 }  // namespace
 
-Dataset load_data(const DataArg& d, bool quiet) {
+Dataset load_data(const DataArg& d, bool quiet, int threads) {
   if (d.path.rfind("synthetic", 0) == 0) {
     std::string spec = d.path;
     uint64_t seed = 42;
@@ -169,13 +169,16 @@ Dataset load_data(const DataArg& d, bool quiet) {
       seed = std::stoull(s.values["seed"]);
       s.values.erase("seed");
     }
-    return make_synthetic(synthetic_options(s.str(), seed));
+    SyntheticOptions so = synthetic_options(s.str(), seed);
+    so.threads = resolve_threads(threads);
+    return make_synthetic(so);
   }
   if (d.path.size() > 4 && d.path.substr(d.path.size() - 4) == ".xdb") return load_dataset_binary(d.path);
   ReadReport rep;
   Dataset ds = read_dataset(d.path, d.format, ReadOptions{}, &rep);
   if (!quiet)
-    std::fprintf(stderr, "read %s: %s%s\n", d.path.c_str(), ds.summary().c_str(), rep.from_cache ? " (cached)" : "");
+    std::fprintf(stderr, "read %s: %s%s\n", d.path.c_str(), ds.summary().c_str(),
+                 rep.from_cache ? " (cached)" : "");
   return ds;
 }
 
@@ -185,8 +188,8 @@ void write_split(const Dataset& ds, const Split& s, const std::string& dir) {
     std::string out = "user\titem\tdomain\trating\ttimestamp\n";
     for (auto& it : part) {
       out += ds.users.name(it.user) + "\t" + ds.items.name(it.item) + "\t" +
-             ds.domains.name(ds.item_domain[it.item]) + "\t" + (it.has_rating() ? fmt(it.rating, 6) : "") + "\t" +
-             (it.has_timestamp() ? std::to_string(it.timestamp) : "") + "\n";
+             ds.domains.name(ds.item_domain[it.item]) + "\t" + (it.has_rating() ? fmt(it.rating, 6) : "") +
+             "\t" + (it.has_timestamp() ? std::to_string(it.timestamp) : "") + "\n";
     }
     write_file_atomic((fs::path(dir) / name).string(), out);
   };
@@ -211,7 +214,8 @@ void write_split(const Dataset& ds, const Split& s, const std::string& dir) {
 
 Split read_split(const Dataset& ds, const std::string& dir) {
   const std::string meta_path = (fs::path(dir) / "split.json").string();
-  check(fs::exists(meta_path), "'" + dir + "' is not a split directory (no split.json; make one with `xdrec split`)");
+  check(fs::exists(meta_path),
+        "'" + dir + "' is not a split directory (no split.json; make one with `xdrec split`)");
   nlohmann::json meta;
   try {
     meta = nlohmann::json::parse(read_file(meta_path));
@@ -270,8 +274,8 @@ int cmd_import(const ImportArgs& a, const Common& c) {
   Dataset ds = read_dataset(a.input, a.format, ro, &rep);
   ds.validate();
   std::printf("%s\n", ds.summary().c_str());
-  std::printf("parsed %zu records (%.1f MB) in %.3f s: %.0f lines/s\n", rep.records, rep.bytes / 1e6, rep.seconds,
-              rep.lines_per_second());
+  std::printf("parsed %zu records (%.1f MB) in %.3f s: %.0f lines/s\n", rep.records, rep.bytes / 1e6,
+              rep.seconds, rep.lines_per_second());
   if (rep.skipped) {
     std::printf("skipped %zu malformed records; first ones:\n", rep.skipped);
     for (auto& e : rep.examples) std::printf("  %s\n", e.c_str());
@@ -289,7 +293,7 @@ int cmd_import(const ImportArgs& a, const Common& c) {
 }
 
 int cmd_split(const SplitArgs& a, const Common& c) {
-  Dataset ds = load_data(a.data, c.quiet);
+  Dataset ds = load_data(a.data, c.quiet, c.threads);
   Split s = split_from(ds, a.protocol, a.opt, a.target_domain, c.seed);
   write_split(ds, s, a.output);
   std::printf("%s: train %zu, validation %zu, test %zu interactions (leakage check passed) -> %s\n",
@@ -298,8 +302,9 @@ int cmd_split(const SplitArgs& a, const Common& c) {
 }
 
 int cmd_train(const TrainArgs& a, const Common& c) {
-  Dataset ds = load_data(a.data, c.quiet);
-  Csr train = a.split_dir.empty() ? ds.user_item_matrix() : ds.user_item_matrix(read_split(ds, a.split_dir).train);
+  Dataset ds = load_data(a.data, c.quiet, c.threads);
+  Csr train =
+      a.split_dir.empty() ? ds.user_item_matrix() : ds.user_item_matrix(read_split(ds, a.split_dir).train);
   auto model = create_model(a.model);
   Timer t;
   model->fit(train, fit_context(ds, c));
@@ -311,12 +316,14 @@ int cmd_train(const TrainArgs& a, const Common& c) {
 }
 
 int cmd_eval(const EvalArgs& a, const Common& c) {
-  Dataset ds = load_data(a.data, c.quiet);
+  Dataset ds = load_data(a.data, c.quiet, c.threads);
   EvalOptions eopt;
   if (!a.ks.empty()) eopt.ks = a.ks;
   eopt.threads = resolve_threads(c.threads);
   eopt.sampled_negatives = a.sampled;
   eopt.seed = c.seed;
+  const Matrix categories = ds.category_vectors();
+  if (categories.rows) eopt.item_vectors = &categories;
   const size_t k = eopt.ks.front();
   const int n_seeds = a.split_dir.empty() ? std::max(1, a.n_seeds) : 1;
 
@@ -338,7 +345,10 @@ int cmd_eval(const EvalArgs& a, const Common& c) {
     }
   }
 
-  nlohmann::json out = {{"dataset", ds.name}, {"protocol", protocol}, {"ks", eopt.ks}, {"seeds", n_seeds},
+  nlohmann::json out = {{"dataset", ds.name},
+                        {"protocol", protocol},
+                        {"ks", eopt.ks},
+                        {"seeds", n_seeds},
                         {"sampled_negatives", a.sampled}};
   std::vector<std::vector<std::string>> table;
   std::vector<std::string> header{"model"};
@@ -392,9 +402,10 @@ int cmd_eval(const EvalArgs& a, const Common& c) {
       auto& bd = results[spec][0].eval.by_domain;
       for (auto& d : ds.domains.names()) {
         auto it = bd.find(d);
-        row.push_back(it == bd.end() ? "-" : fmt(it->second.count("ndcg@" + std::to_string(k))
-                                                     ? it->second.at("ndcg@" + std::to_string(k))
-                                                     : 0.0));
+        row.push_back(it == bd.end() ? "-"
+                                     : fmt(it->second.count("ndcg@" + std::to_string(k))
+                                               ? it->second.at("ndcg@" + std::to_string(k))
+                                               : 0.0));
       }
       dt.push_back(row);
     }
@@ -408,11 +419,12 @@ int cmd_eval(const EvalArgs& a, const Common& c) {
 }
 
 int cmd_recommend(const RecommendArgs& a, const Common& c) {
-  Dataset ds = load_data(a.data, c.quiet);
+  Dataset ds = load_data(a.data, c.quiet, c.threads);
   uint64_t fp = 0;
   auto model = load_model(a.model_dir, &fp);
   check(fp == 0 || fp == ds.fingerprint(), "model '" + a.model_dir + "' was trained on a different dataset");
-  Csr seen = a.split_dir.empty() ? ds.user_item_matrix() : ds.user_item_matrix(read_split(ds, a.split_dir).train);
+  Csr seen =
+      a.split_dir.empty() ? ds.user_item_matrix() : ds.user_item_matrix(read_split(ds, a.split_dir).train);
   const int domain = domain_index(ds, a.domain);
   std::vector<uint32_t> users;
   for (auto& id : a.users) {
@@ -479,6 +491,7 @@ int cmd_quickstart(const QuickstartArgs& a, const Common& c) {
   so.n_users = a.users;
   so.items_per_domain = a.items_per_domain;
   so.seed = c.seed;
+  so.threads = resolve_threads(c.threads);
   Timer total;
   Dataset ds = make_synthetic(so);
   std::printf("synthetic data: %s\n", ds.summary().c_str());
@@ -486,11 +499,13 @@ int cmd_quickstart(const QuickstartArgs& a, const Common& c) {
   sopt.test_ratio = 0.2;
   sopt.seed = c.seed;
   Split split = make_split(ds, "random", sopt);
-  std::printf("split %s: train %zu, test %zu (leakage check passed)\n\n", split.protocol.c_str(), split.train.size(),
-              split.test.size());
+  std::printf("split %s: train %zu, test %zu (leakage check passed)\n\n", split.protocol.c_str(),
+              split.train.size(), split.test.size());
   EvalOptions eopt;
   eopt.threads = resolve_threads(c.threads);
   eopt.seed = c.seed;
+  const Matrix categories = ds.category_vectors();
+  if (categories.rows) eopt.item_vectors = &categories;
   const std::vector<std::string> specs{"popular", "itemknn", "ease", "ials", "bpr"};
   std::vector<std::vector<std::string>> table;
   std::vector<std::string> header{"model"};

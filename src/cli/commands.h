@@ -64,7 +64,7 @@ int cmd_quickstart(const QuickstartArgs& a, const Common& c);
 int cmd_models();
 
 // Shared helpers (also used by tests).
-Dataset load_data(const DataArg& d, bool quiet);
+Dataset load_data(const DataArg& d, bool quiet, int threads = 1);
 void write_split(const Dataset& ds, const Split& s, const std::string& dir);
 Split read_split(const Dataset& ds, const std::string& dir);
 

@@ -26,11 +26,14 @@ int main(int argc, char** argv) {
 
   // import
   ImportArgs imp;
-  auto* c_import = app.add_subcommand("import", "read a dataset (canonical files or a known format), validate it "
-                                                "and write a binary dataset file");
+  auto* c_import = app.add_subcommand("import",
+                                      "read a dataset (canonical files or a known format), validate it "
+                                      "and write a binary dataset file");
   c_import->add_option("input", imp.input, "input directory or file")->required();
-  c_import->add_option("--format", imp.format, "auto, canonical, ml-100k, ml-latest-small, douban, food-kitchen, "
-                                               "disencdr, lastfm")
+  c_import
+      ->add_option("--format", imp.format,
+                   "auto, canonical, ml-100k, ml-latest-small, douban, food-kitchen, "
+                   "disencdr, lastfm")
       ->capture_default_str();
   c_import->add_option("--on-error", imp.on_error, "fail (default) or skip malformed records")
       ->check(CLI::IsMember({"fail", "skip"}))
@@ -40,14 +43,17 @@ int main(int argc, char** argv) {
 
   // split
   SplitArgs spl;
-  auto* c_split = app.add_subcommand("split", "split a dataset into train / validation / test without leakage");
-  c_split->add_option("data", spl.data.path, "dataset: directory, FILE.xdb or synthetic[:k=v,...]")->required();
+  auto* c_split =
+      app.add_subcommand("split", "split a dataset into train / validation / test without leakage");
+  c_split->add_option("data", spl.data.path, "dataset: directory, FILE.xdb or synthetic[:k=v,...]")
+      ->required();
   c_split->add_option("--format", spl.data.format, "input format")->capture_default_str();
   c_split->add_option("--protocol", spl.protocol, "random, leave-last-out, cold-users, cold-items, fixed")
       ->capture_default_str();
   c_split->add_option("--test", spl.opt.test_ratio, "test fraction (random)")->capture_default_str();
   c_split->add_option("--val", spl.opt.val_ratio, "validation fraction of the rest")->capture_default_str();
-  c_split->add_option("--cold", spl.opt.cold_ratio, "fraction of users/items made cold")->capture_default_str();
+  c_split->add_option("--cold", spl.opt.cold_ratio, "fraction of users/items made cold")
+      ->capture_default_str();
   c_split->add_option("--target-domain", spl.target_domain, "target domain name (cold-users)");
   c_split->add_option("-o,--output", spl.output, "output directory")->required();
   add_common(c_split);
@@ -55,9 +61,11 @@ int main(int argc, char** argv) {
   // train
   TrainArgs tr;
   auto* c_train = app.add_subcommand("train", "fit a model and save it");
-  c_train->add_option("data", tr.data.path, "dataset: directory, FILE.xdb or synthetic[:k=v,...]")->required();
+  c_train->add_option("data", tr.data.path, "dataset: directory, FILE.xdb or synthetic[:k=v,...]")
+      ->required();
   c_train->add_option("--format", tr.data.format, "input format")->capture_default_str();
-  c_train->add_option("--split", tr.split_dir, "split directory written by `xdrec split` (trains on its train part)");
+  c_train->add_option("--split", tr.split_dir,
+                      "split directory written by `xdrec split` (trains on its train part)");
   c_train->add_option("-m,--model", tr.model, "model spec, e.g. ials:factors=128,reg=0.05")->required();
   c_train->add_option("-o,--output", tr.output, "model directory")->required();
   add_common(c_train);
@@ -68,13 +76,15 @@ int main(int argc, char** argv) {
   c_eval->add_option("data", ev.data.path, "dataset: directory, FILE.xdb or synthetic[:k=v,...]")->required();
   c_eval->add_option("--format", ev.data.format, "input format")->capture_default_str();
   c_eval->add_option("--split", ev.split_dir, "split directory written by `xdrec split`");
-  c_eval->add_option("--protocol", ev.protocol, "split protocol when no --split is given")->capture_default_str();
+  c_eval->add_option("--protocol", ev.protocol, "split protocol when no --split is given")
+      ->capture_default_str();
   c_eval->add_option("--test", ev.split_opt.test_ratio, "test fraction")->capture_default_str();
   c_eval->add_option("--cold", ev.split_opt.cold_ratio, "cold fraction")->capture_default_str();
   c_eval->add_option("--target-domain", ev.target_domain, "target domain name (cold-users)");
   c_eval->add_option("-m,--model", ev.models, "model spec (repeatable)")->required();
   c_eval->add_option("-k,--k", ev.ks, "cut-offs (repeatable)");
-  c_eval->add_option("--sampled", ev.sampled, "sampled protocol: rank each target against N same-domain negatives");
+  c_eval->add_option("--sampled", ev.sampled,
+                     "sampled protocol: rank each target against N same-domain negatives");
   c_eval->add_option("--seeds", ev.n_seeds, "number of split seeds (seed, seed+1, ...) for mean ± 95% CI")
       ->capture_default_str();
   c_eval->add_option("-o,--output", ev.output, "write metrics as JSON");
@@ -82,7 +92,8 @@ int main(int argc, char** argv) {
 
   // recommend
   RecommendArgs rec;
-  auto* c_rec = app.add_subcommand("recommend", "top-K items for users (known users, or a new user's history)");
+  auto* c_rec =
+      app.add_subcommand("recommend", "top-K items for users (known users, or a new user's history)");
   c_rec->add_option("--model", rec.model_dir, "model directory written by `xdrec train`")->required();
   c_rec->add_option("--data", rec.data.path, "the dataset the model was trained on")->required();
   c_rec->add_option("--format", rec.data.format, "input format")->capture_default_str();
@@ -96,7 +107,8 @@ int main(int argc, char** argv) {
 
   // quickstart
   QuickstartArgs qs;
-  auto* c_qs = app.add_subcommand("quickstart", "synthetic multi-domain data -> split -> train -> evaluate -> recommend");
+  auto* c_qs = app.add_subcommand("quickstart",
+                                  "synthetic multi-domain data -> split -> train -> evaluate -> recommend");
   c_qs->add_option("--users", qs.users, "synthetic users")->capture_default_str();
   c_qs->add_option("--items", qs.items_per_domain, "items per domain")->capture_default_str();
   c_qs->add_option("-o,--output", qs.output, "write metrics as JSON");

@@ -1,6 +1,7 @@
 #include "xdrec/dataset.h"
 
 #include <algorithm>
+#include <cmath>
 #include <cstring>
 #include <sstream>
 
@@ -215,6 +216,21 @@ std::string Dataset::summary() const {
   }
   if (!tags.empty()) os << "; " << tags.size() << " tag assignments (" << tag_names.size() << " tags)";
   return os.str();
+}
+
+Matrix Dataset::category_vectors() const {
+  IdMap cats;
+  for (auto& t : item_text)
+    for (auto& c : t.categories) cats.get_or_add(c);
+  if (cats.size() == 0) return {};
+  Matrix m(n_items(), cats.size());
+  for (uint32_t i = 0; i < n_items() && i < item_text.size(); ++i) {
+    auto& c = item_text[i].categories;
+    if (c.empty()) continue;
+    const float w = 1.0f / std::sqrt(static_cast<float>(c.size()));
+    for (auto& name : c) m(i, *cats.find(name)) = w;
+  }
+  return m;
 }
 
 }  // namespace xdrec
