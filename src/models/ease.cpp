@@ -81,7 +81,7 @@ class EaseModel final : public Recommender {
           "ease: X^T X + lambda I is not positive definite (non-implicit values with negative weights?); "
           "increase lambda");
 
-    // P in column blocks: P[:, c0:c1] = solve(e_c0 .. e_c1); B[:, c] = -P[:, c] / P[c, c], B[c, c] = 0.
+    // P in fixed column blocks: P[:, c0:c1] = solve(e_c0 .. e_c1); B[:, c] = -P[:, c] / P[c, c], B[c, c] = 0.
     if (ctx.progress) ctx.progress(2, 3, "ease inverse");
     Matrix b(nn, nn);
     constexpr size_t kBlock = 64;
@@ -89,7 +89,12 @@ class EaseModel final : public Recommender {
       const Eigen::Index m = Eigen::Index(hi - lo);
       Eigen::MatrixXd p = Eigen::MatrixXd::Zero(Eigen::Index(nn), m);
       for (Eigen::Index k = 0; k < m; ++k) p(Eigen::Index(lo) + k, k) = 1.0;
-      llt.solveInPlace(p);
+      // L y = e_c is zero above row c0 = lo, so the forward solve only needs the trailing block of L
+      // (a third of the work of a full forward solve, summed over all blocks); then L^T x = y.
+      const Eigen::Index tail = Eigen::Index(nn - lo);
+      auto y = p.bottomRows(tail);
+      g.bottomRightCorner(tail, tail).triangularView<Eigen::Lower>().solveInPlace(y);
+      llt.matrixU().solveInPlace(p);
       for (Eigen::Index k = 0; k < m; ++k) {
         const size_t c = lo + size_t(k);
         const double pcc = p(Eigen::Index(c), k);
