@@ -61,6 +61,8 @@ struct EvalOptions {
 };
 
 // Metrics keyed by name ("ndcg@10", "precision@10", "coverage@10", ...), each a mean over evaluated users.
+// The maps of by_domain and by_cohort also hold "n_users", the number of users averaged there. Definitions:
+// docs/METRICS.md.
 using MetricMap = std::map<std::string, double>;
 
 struct EvalResult {
@@ -76,7 +78,10 @@ struct EvalResult {
 };
 
 // Evaluates `model` on test interactions. `train` (users x items) gives the items excluded from ranking and
-// the popularity; `test` gives the relevant items per user. Users with no test items are skipped.
+// the popularity; `test` gives the relevant items per user. Users with no test items are skipped. `ds` gives
+// the item domains and their names (null: one domain). model.score() is called concurrently from
+// opt.threads workers (with threads = 1 each), on disjoint blocks of users; results do not depend on the
+// thread count.
 EvalResult evaluate(const Recommender& model, const Csr& train, const Csr& test, const Dataset* ds,
                     const EvalOptions& opt);
 

@@ -77,36 +77,26 @@ class TopKSelector {
       replace_worst(Cand{score, item});
   }
 
-  // Items [begin, end) of `row` except those in the sorted `exclude` (entries outside the range are ignored),
-  // in index order. With `members` (a bitset of the items plus one spare word, see member_bits16), only the
-  // items whose bit is set.
-  void push_range_except(const float* row, uint32_t begin, uint32_t end, std::span<const uint32_t> exclude,
-                         const uint64_t* members = nullptr) {
-    uint32_t start = begin;
+  // All items of `row` (n_items) except the sorted `exclude`, in index order.
+  void push_all_except(const float* row, uint32_t n_items, std::span<const uint32_t> exclude) {
+    uint32_t start = 0;
     for (uint32_t e : exclude) {
-      if (e >= end) break;
+      if (e >= n_items) break;
       if (e < start) continue;
-      push_range_ordered(row, start, e, members);
+      push_range_ordered(row, start, e);
       start = e + 1;
     }
-    if (start < end) push_range_ordered(row, start, end, members);
-  }
-  void push_all_except(const float* row, uint32_t n_items, std::span<const uint32_t> exclude) {
-    push_range_except(row, 0, n_items, exclude);
+    if (start < n_items) push_range_ordered(row, start, n_items);
   }
 
-  // Items [begin, end) of a score row (only members when `members` is given).
-  void push_range_ordered(const float* row, uint32_t begin, uint32_t end, const uint64_t* members = nullptr) {
+  // Items [begin, end) of a score row.
+  void push_range_ordered(const float* row, uint32_t begin, uint32_t end) {
     uint32_t i = begin;
-    for (; i < end && !full(); ++i)
-      if (!members || member(members, i)) push(i, row[i]);
+    for (; i < end && !full(); ++i) push(i, row[i]);
     if (k_ == 0) return;
     float b = bound();
     for (; i + 16 <= end; i += 16) {
-      uint32_t m = above_mask16(row + i, b);
-      if (m == 0) continue;
-      if (members) m &= member_bits16(members, i);
-      for (; m != 0; m &= m - 1) {
+      for (uint32_t m = above_mask16(row + i, b); m != 0; m &= m - 1) {
         const uint32_t j = i + static_cast<uint32_t>(__builtin_ctz(m));  // increasing order
         if (row[j] > b) {  // the bound may have risen since the mask was taken
           replace_worst(Cand{row[j], j});
@@ -115,19 +105,10 @@ class TopKSelector {
       }
     }
     for (; i < end; ++i)
-      if (row[i] > b && (!members || member(members, i))) {
+      if (row[i] > b) {
         replace_worst(Cand{row[i], i});
         b = bound();
       }
-  }
-
-  static bool member(const uint64_t* members, uint32_t i) { return (members[i >> 6] >> (i & 63)) & 1; }
-  // Bits i .. i+15 of the bitset (it must have a spare word after the last item's word).
-  static uint32_t member_bits16(const uint64_t* members, uint32_t i) {
-    const uint32_t w = i >> 6, o = i & 63;
-    uint64_t bits = members[w] >> o;
-    if (o > 48) bits |= members[w + 1] << (64 - o);
-    return static_cast<uint32_t>(bits & 0xFFFF);
   }
 
   // Items best first.
@@ -177,7 +158,7 @@ inline void offer_all_and_domains(const float* row, uint32_t i, TopKSelector& al
                                   std::span<const DomainSelector> domains) {
   all.offer_ordered(i, row[i]);
   for (const DomainSelector& d : domains)
-    if (TopKSelector::member(d.members, i)) d.sel->offer_ordered(i, row[i]);
+    if ((d.members[i >> 6] >> (i & 63)) & 1) d.sel->offer_ordered(i, row[i]);
 }
 
 // Offers the items of [begin, end) set in `mask` (every item when `lo` is -inf) and returns the new lowest
