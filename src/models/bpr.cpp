@@ -64,8 +64,8 @@ class BprModel final : public Recommender {
     seed_used_ = seed_ != 0 ? uint64_t(seed_) : ctx.seed;
     users_.resize(user_items.n_rows, size_t(factors_));
     items_.resize(user_items.n_cols, size_t(factors_));
-    users_.init_normal(seed_used_, 0, float(init_));
-    items_.init_normal(seed_used_, kItemStreamBase, float(init_));
+    users_.init_normal(seed_used_, 0, float(init_), threads);
+    items_.init_normal(seed_used_, kItemStreamBase, float(init_), threads);
     item_bias_.assign(user_items.n_cols, 0.0f);
 
     // Positive entries packed as (user << 32 | item).

@@ -98,8 +98,8 @@ class IalsModel final : public Recommender {
     const Csr item_users = user_items.transpose();
     users_.resize(user_items.n_rows, size_t(factors_));
     items_.resize(user_items.n_cols, size_t(factors_));
-    users_.init_normal(seed, 0, float(init_));
-    items_.init_normal(seed, uint64_t(1) << 40, float(init_));
+    users_.init_normal(seed, 0, float(init_), threads);
+    items_.init_normal(seed, uint64_t(1) << 40, float(init_), threads);
     item_gram_valid_ = false;
     mf::AlignedFloats g;
     if (ctx.progress) ctx.progress(0, size_t(iterations_), "ials iterations");

@@ -77,12 +77,14 @@ struct Factors {
   }
   // Entries drawn from N(0, scale^2); row i uses its own stream of (seed, stream_base + i) so the result does
   // not depend on how rows are divided among threads.
-  void init_normal(uint64_t seed, uint64_t stream_base, float scale) {
-    for (size_t i = 0; i < rows; ++i) {
-      Rng rng(seed, stream_base + i);
-      float* x = row(i);
-      for (size_t k = 0; k < f; ++k) x[k] = scale * rng.normal();
-    }
+  void init_normal(uint64_t seed, uint64_t stream_base, float scale, int threads = 1) {
+    parallel_for(rows, threads, 1024, [&](size_t lo, size_t hi) {
+      for (size_t i = lo; i < hi; ++i) {
+        Rng rng(seed, stream_base + i);
+        float* x = row(i);
+        for (size_t k = 0; k < f; ++k) x[k] = scale * rng.normal();
+      }
+    });
   }
   Matrix to_matrix() const {
     Matrix m(rows, f);
