@@ -381,7 +381,11 @@ int cmd_eval(const EvalArgs& a, const Common& c) {
     out["models"][spec] = jm;
     std::vector<std::string> row{spec};
     for (auto& m : kMainMetrics(k)) {
-      double v = overall.contains(m) ? overall[m].get<double>() : 0.0;
+      if (!overall.contains(m)) {
+        row.push_back("-");  // e.g. coverage under the sampled protocol
+        continue;
+      }
+      const double v = overall[m].get<double>();
       row.push_back(n_seeds > 1 ? fmt(v) + "±" + fmt(ci[m].get<double>(), 3) : fmt(v));
     }
     row.push_back(fmt(fit / runs.size(), 2));
@@ -520,7 +524,7 @@ int cmd_quickstart(const QuickstartArgs& a, const Common& c) {
   for (auto& spec : specs) {
     RunResult r = train_and_eval(ds, split, spec, eopt, quiet, c.seed);
     std::vector<std::string> row{spec};
-    for (auto& m : kMainMetrics(10)) row.push_back(fmt(r.eval.overall.count(m) ? r.eval.overall.at(m) : 0.0));
+    for (auto& m : kMainMetrics(10)) row.push_back(r.eval.overall.count(m) ? fmt(r.eval.overall.at(m)) : "-");
     row.push_back(fmt(r.fit_seconds, 2));
     table.push_back(row);
     out[spec] = r.eval.to_json();
