@@ -135,7 +135,8 @@ int main(int argc, char** argv) {
           "ials:factors=128,reg=2,reg_exponent=1,alpha=10,iterations=20"}},
         {"bpr",
          {"bpr:factors=64,lr=0.05,reg=0.01,epochs=100", "bpr:factors=128,lr=0.05,reg=0.005,epochs=150",
-          "bpr:factors=64,lr=0.02,reg=0.001,epochs=200"}},
+          "bpr:factors=64,lr=0.02,reg=0.001,epochs=200",
+          "bpr:factors=128,lr=0.05,reg=0.02,epochs=200", "bpr:factors=200,lr=0.05,reg=0.02,epochs=300"}},
     };
     if (const char* g = std::getenv("XDREC_ML100K_GRID")) {  // "family=spec;spec|family=spec"
       std::string s = g;
@@ -206,6 +207,7 @@ int main(int argc, char** argv) {
       jm["validation_ndcg@10"] = best;
       jm["tuning"] = tuning;
       jm["family"] = family;
+      jm["canonical_spec"] = create_model(best_spec)->spec();
       out["models"][best_spec] = jm;
       char buf[512];
       MeanCI nd = mean_ci95(per_metric["ndcg@10"]);
