@@ -107,23 +107,14 @@ class BprModel final : public Recommender {
   }
 
   uint32_t fold_in(uint32_t user, std::span<const uint32_t> items, std::span<const float> weights) override {
+    check(users_.ld > 0, "bpr fold_in: the model is not fitted (call fit or load first)");
     check(user <= users_.rows, "bpr fold_in: user index " + std::to_string(user) +
                                    " is beyond the next new user (" + std::to_string(users_.rows) + ")");
-    check(weights.empty() || weights.size() == items.size(), "bpr fold_in: " + std::to_string(items.size()) +
-                                                                 " items but " +
-                                                                 std::to_string(weights.size()) + " weights");
-    std::vector<uint32_t> seen(items.begin(), items.end()), positives;
-    for (size_t k = 0; k < items.size(); ++k) {
-      check(items[k] < items_.rows, "bpr fold_in: item index " + std::to_string(items[k]) +
-                                        " is out of range (model has " + std::to_string(items_.rows) +
-                                        " items)");
-      const float w = weights.empty() ? 1.0f : weights[k];
-      check(std::isfinite(w), "bpr fold_in: weight " + std::to_string(k) + " is not finite");
-      if (w > 0) positives.push_back(items[k]);
-    }
-    std::sort(seen.begin(), seen.end());
-    seen.erase(std::unique(seen.begin(), seen.end()), seen.end());
-    std::sort(positives.begin(), positives.end());
+    const mf::History hist = mf::merge_history(items, weights, items_.rows, "bpr");
+    const std::vector<uint32_t>& seen = hist.items;
+    std::vector<uint32_t> positives;
+    for (size_t k = 0; k < seen.size(); ++k)
+      if (hist.weights[k] > 0) positives.push_back(seen[k]);
     if (user == users_.rows) users_.append_row();
     float* x = users_.row(user);
     std::fill(x, x + users_.ld, 0.0f);

@@ -117,42 +117,22 @@ class IalsModel final : public Recommender {
   }
 
   uint32_t fold_in(uint32_t user, std::span<const uint32_t> items, std::span<const float> weights) override {
+    check(users_.ld > 0, "ials fold_in: the model is not fitted (call fit or load first)");
     check(user <= users_.rows, "ials fold_in: user index " + std::to_string(user) +
                                    " is beyond the next new user (" + std::to_string(users_.rows) + ")");
-    check(weights.empty() || weights.size() == items.size(), "ials fold_in: " + std::to_string(items.size()) +
-                                                                 " items but " +
-                                                                 std::to_string(weights.size()) + " weights");
-    // Sorted history with repeated items summed (as in a Csr row).
-    std::vector<std::pair<uint32_t, float>> hist;
-    hist.reserve(items.size());
-    for (size_t k = 0; k < items.size(); ++k) {
-      check(items[k] < items_.rows, "ials fold_in: item index " + std::to_string(items[k]) +
-                                        " is out of range (model has " + std::to_string(items_.rows) +
-                                        " items)");
-      const float w = weights.empty() ? 1.0f : weights[k];
-      check(std::isfinite(w), "ials fold_in: weight " + std::to_string(k) + " is not finite");
-      hist.emplace_back(items[k], w);
-    }
-    std::stable_sort(hist.begin(), hist.end(), [](auto& a, auto& b) { return a.first < b.first; });
-    std::vector<uint32_t> idx;
-    std::vector<float> val;
-    for (auto& [i, w] : hist) {
-      if (!idx.empty() && idx.back() == i) {
-        val.back() += w;
-      } else {
-        idx.push_back(i);
-        val.push_back(w);
-      }
-    }
+    const mf::History hist = mf::merge_history(items, weights, items_.rows, "ials");
     if (!item_gram_valid_) {
       mf::gram(items_, item_gram_, 1);
       item_gram_valid_ = true;
     }
-    if (user == users_.rows) users_.append_row();
-    const mf::IalsRow row{idx.data(), val.data(), idx.size()};
+    const mf::IalsRow row{hist.items.data(), hist.weights.data(), hist.items.size()};
     mf::CholScratch chol(users_.f);
+    mf::AlignedFloats x(users_.ld, 0.0f);
+    // Solve first, so that an error leaves the model unchanged.
     mf::ials_exact_solve(item_gram_.data(), row_reg(row), items_.data.data(), items_.ld, items_.f, row,
-                         float(alpha_), users_.row(user), chol);
+                         float(alpha_), x.data(), chol);
+    if (user == users_.rows) users_.append_row();
+    std::copy(x.begin(), x.end(), users_.row(user));
     return user;
   }
 

@@ -115,6 +115,41 @@ inline void check_interactions(const Csr& m, const std::string& who) {
   }
 }
 
+// A fold-in history as a sorted row without repeated items (repeated items' weights are summed, as in a Csr
+// built from triplets). Empty `weights` means weight 1 for every item. Throws Error naming `who` for a size
+// mismatch, an item out of range or a non-finite weight.
+struct History {
+  std::vector<uint32_t> items;
+  std::vector<float> weights;
+};
+
+inline History merge_history(std::span<const uint32_t> items, std::span<const float> weights, size_t n_items,
+                             const std::string& who) {
+  check(weights.empty() || weights.size() == items.size(), who + " fold_in: " + std::to_string(items.size()) +
+                                                               " items but " +
+                                                               std::to_string(weights.size()) + " weights");
+  std::vector<std::pair<uint32_t, float>> h;
+  h.reserve(items.size());
+  for (size_t k = 0; k < items.size(); ++k) {
+    check(items[k] < n_items, who + " fold_in: item index " + std::to_string(items[k]) +
+                                  " is out of range (model has " + std::to_string(n_items) + " items)");
+    const float w = weights.empty() ? 1.0f : weights[k];
+    check(std::isfinite(w), who + " fold_in: weight " + std::to_string(k) + " is not finite");
+    h.emplace_back(items[k], w);
+  }
+  std::stable_sort(h.begin(), h.end(), [](const auto& a, const auto& b) { return a.first < b.first; });
+  History out;
+  for (const auto& [i, w] : h) {
+    if (!out.items.empty() && out.items.back() == i) {
+      out.weights.back() += w;
+    } else {
+      out.items.push_back(i);
+      out.weights.push_back(w);
+    }
+  }
+  return out;
+}
+
 // ---- Small vector helpers (n a multiple of 8, pointers to padded rows)
 // ---------------------------------------
 

@@ -284,6 +284,7 @@ TEST(Bpr, FoldInValidatesInput) {
   std::vector<uint32_t> bad{1, 30};
   EXPECT_THROW(m->fold_in(0, bad, {}), Error);
   EXPECT_EQ(m->n_users(), 20u);
+  EXPECT_THROW(create_model("bpr")->fold_in(0, items, {}), Error);  // not fitted
   // An empty history gives a valid (bias-only) user.
   EXPECT_EQ(m->fold_in(20, {}, {}), 20u);
   Matrix s;

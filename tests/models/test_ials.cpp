@@ -214,6 +214,23 @@ TEST(IalsKernels, ExactSolveSatisfiesNormalEquations) {
   }
 }
 
+TEST(IalsKernels, ExactSolveRejectsSingularSystems) {
+  // One item with factors (1, 0) and no regularisation: the second direction is undetermined.
+  mf::Factors y;
+  y.resize(1, 2);
+  y.row(0)[0] = 1.0f;
+  mf::AlignedFloats g, x(y.ld, 0.0f);
+  mf::gram(y, g, 1);
+  mf::CholScratch chol(2);
+  EXPECT_THROW(mf::ials_exact_solve(g.data(), 0.0f, y.data.data(), y.ld, 2, {nullptr, nullptr, 0}, 1.0f,
+                                    x.data(), chol),
+               Error);
+  EXPECT_NO_THROW(mf::ials_exact_solve(g.data(), 0.1f, y.data.data(), y.ld, 2, {nullptr, nullptr, 0}, 1.0f,
+                                       x.data(), chol));
+  EXPECT_EQ(x[0], 0.0f);  // nothing observed: the solution is zero
+  EXPECT_EQ(x[1], 0.0f);
+}
+
 TEST(IalsKernels, ConjugateGradientConvergesToCholesky) {
   for (size_t f : {5, 8, 20, 64, 136}) {  // 136: beyond the unrolled widths (run-time vector count)
     RowProblem p = make_row_problem(f, 300, 3 + f);
@@ -376,6 +393,17 @@ TEST(Ials, FoldInValidatesInput) {
   std::vector<float> nan{1.0f, std::nanf("")};
   EXPECT_THROW(m->fold_in(0, items, nan), Error);
   EXPECT_EQ(m->n_users(), 20u);
+  // Not fitted yet.
+  EXPECT_THROW(create_model("ials")->fold_in(0, items, {}), Error);
+  // Repeated items count once with summed weights: {1: 2, 2: 1} either way.
+  std::vector<uint32_t> rep{2, 1, 1};
+  std::vector<uint32_t> uniq{1, 2};
+  std::vector<float> summed{2.0f, 1.0f};
+  const uint32_t a = m->fold_in(20, rep, {}), b = m->fold_in(21, uniq, summed);
+  Matrix sa, sb;
+  m->score(std::vector<uint32_t>{a}, sa, 1);
+  m->score(std::vector<uint32_t>{b}, sb, 1);
+  EXPECT_TRUE(same_bits(sa, sb));
 }
 
 TEST(Ials, SaveLoadRoundTrip) {
