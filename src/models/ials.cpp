@@ -43,8 +43,9 @@ void gram(const Factors& y, AlignedFloats& g, int threads) {
 void gemm_scores(const Factors& u, std::span<const uint32_t> users, const Factors& y, const float* bias,
                  Matrix& out, int threads) {
   for (uint32_t user : users)
-    check(user < u.rows, "score: user index " + std::to_string(user) + " is out of range (model has " +
-                             std::to_string(u.rows) + " users)");
+    if (user >= u.rows)
+      throw Error("score: user index " + std::to_string(user) + " is out of range (model has " +
+                  std::to_string(u.rows) + " users)");
   out.resize(users.size(), y.rows);
   if (users.empty() || y.rows == 0) return;
   openblas_set_num_threads(1);
@@ -101,13 +102,14 @@ class IalsModel final : public Recommender {
     users_.init_normal(seed, 0, float(init_), threads);
     items_.init_normal(seed, uint64_t(1) << 40, float(init_), threads);
     item_gram_valid_ = false;
+    const std::vector<float> user_regs = row_regs(user_items), item_regs = row_regs(item_users);
     mf::AlignedFloats g;
     if (ctx.progress) ctx.progress(0, size_t(iterations_), "ials iterations");
     for (int it = 0; it < iterations_; ++it) {
       mf::gram(items_, g, threads);
-      solve_side(user_items, items_, g, users_, threads);
+      solve_side(user_items, user_regs, items_, g, users_, threads);
       mf::gram(users_, g, threads);
-      solve_side(item_users, users_, g, items_, threads);
+      solve_side(item_users, item_regs, users_, g, items_, threads);
       if (ctx.progress) ctx.progress(size_t(it) + 1, size_t(iterations_), "ials iterations");
     }
   }
@@ -161,9 +163,16 @@ class IalsModel final : public Recommender {
     return float(reg_ * std::pow(1.0 + double(n), reg_exponent_));
   }
 
+  std::vector<float> row_regs(const Csr& m) const {
+    std::vector<float> regs(m.n_rows);
+    for (uint32_t r = 0; r < m.n_rows; ++r)
+      regs[r] = row_reg({m.indices.data() + m.indptr[r], m.values.data() + m.indptr[r], m.row_size(r)});
+    return regs;
+  }
+
   // Solves every row of `m` (rows of `target`) against the fixed factors `other` with Gram matrix g.
-  void solve_side(const Csr& m, const mf::Factors& other, const mf::AlignedFloats& g, mf::Factors& target,
-                  int threads) const {
+  void solve_side(const Csr& m, const std::vector<float>& regs, const mf::Factors& other,
+                  const mf::AlignedFloats& g, mf::Factors& target, int threads) const {
     const bool exact = solver_ == "cholesky";
     parallel_for(m.n_rows, threads, 64, [&](size_t lo, size_t hi) {
       mf::CgScratch cg(target.ld);
@@ -172,11 +181,11 @@ class IalsModel final : public Recommender {
         const mf::IalsRow row{m.indices.data() + m.indptr[r], m.values.data() + m.indptr[r],
                               m.row_size(uint32_t(r)), m.indices.data() + m.indptr[hi]};
         if (exact) {
-          mf::ials_exact_solve(g.data(), row_reg(row), other.data.data(), other.ld, other.f, row,
-                               float(alpha_), target.row(r), chol);
+          mf::ials_exact_solve(g.data(), regs[r], other.data.data(), other.ld, other.f, row, float(alpha_),
+                               target.row(r), chol);
         } else {
-          mf::ials_cg_solve(g.data(), row_reg(row), other.data.data(), other.ld, row, float(alpha_),
-                            cg_steps_, target.row(r), cg);
+          mf::ials_cg_solve(g.data(), regs[r], other.data.data(), other.ld, row, float(alpha_), cg_steps_,
+                            target.row(r), cg);
         }
       }
     });

@@ -26,8 +26,7 @@
 
 namespace xdrec::mf {
 
-// ---- Storage
-// ------------------------------------------------------------------------------------------------
+// ---- Storage ----------------------------------------------------------------------------------------------
 
 template <class T, size_t Align = 64>
 struct AlignedAllocator {
@@ -102,15 +101,18 @@ inline void check_interactions(const Csr& m, const std::string& who) {
   check(m.indptr.size() == size_t(m.n_rows) + 1 && m.indptr.back() == m.indices.size() &&
             m.values.size() == m.indices.size(),
         who + ": the interaction matrix is inconsistent (indptr/indices/values sizes differ)");
+  // Messages are built only on failure (this runs over every entry).
   for (uint32_t r = 0; r < m.n_rows; ++r) {
-    check(m.indptr[r] <= m.indptr[r + 1], who + ": indptr decreases at row " + std::to_string(r));
+    if (m.indptr[r] > m.indptr[r + 1]) throw Error(who + ": indptr decreases at row " + std::to_string(r));
     for (uint64_t p = m.indptr[r]; p < m.indptr[r + 1]; ++p) {
-      check(m.indices[p] < m.n_cols, who + ": row " + std::to_string(r) + " has column " +
-                                         std::to_string(m.indices[p]) + " out of range (" +
-                                         std::to_string(m.n_cols) + " columns)");
-      check(p == m.indptr[r] || m.indices[p - 1] < m.indices[p],
-            who + ": row " + std::to_string(r) + " is not sorted by column or repeats a column");
-      check(std::isfinite(m.values[p]), who + ": interaction value " + std::to_string(p) + " is not finite");
+      if (m.indices[p] >= m.n_cols)
+        throw Error(who + ": row " + std::to_string(r) + " has column " + std::to_string(m.indices[p]) +
+                    " out of range (" + std::to_string(m.n_cols) + " columns)");
+      if (p > m.indptr[r] && m.indices[p - 1] >= m.indices[p])
+        throw Error(who + ": row " + std::to_string(r) + " is not sorted by column or repeats a column");
+      if (!std::isfinite(m.values[p]))
+        throw Error(who + ": interaction value " + std::to_string(p) + " (row " + std::to_string(r) +
+                    ") is not finite");
     }
   }
 }
@@ -131,10 +133,11 @@ inline History merge_history(std::span<const uint32_t> items, std::span<const fl
   std::vector<std::pair<uint32_t, float>> h;
   h.reserve(items.size());
   for (size_t k = 0; k < items.size(); ++k) {
-    check(items[k] < n_items, who + " fold_in: item index " + std::to_string(items[k]) +
-                                  " is out of range (model has " + std::to_string(n_items) + " items)");
+    if (items[k] >= n_items)
+      throw Error(who + " fold_in: item index " + std::to_string(items[k]) + " is out of range (model has " +
+                  std::to_string(n_items) + " items)");
     const float w = weights.empty() ? 1.0f : weights[k];
-    check(std::isfinite(w), who + " fold_in: weight " + std::to_string(k) + " is not finite");
+    if (!std::isfinite(w)) throw Error(who + " fold_in: weight " + std::to_string(k) + " is not finite");
     h.emplace_back(items[k], w);
   }
   std::stable_sort(h.begin(), h.end(), [](const auto& a, const auto& b) { return a.first < b.first; });
@@ -150,8 +153,7 @@ inline History merge_history(std::span<const uint32_t> items, std::span<const fl
   return out;
 }
 
-// ---- Small vector helpers (n a multiple of 8, pointers to padded rows)
-// ---------------------------------------
+// ---- Small vector helpers (n a multiple of 8, pointers to padded rows) ------------------------------------
 
 // Sum of the 8 lanes, returned in every lane. Every lane gets bitwise the same value (the additions pair the
 // same operands in each lane, and float addition is commutative).
@@ -173,8 +175,7 @@ inline float dot(const float* a, const float* b, size_t n) {
   return _mm256_cvtss_f32(hsum_bcast(_mm256_add_ps(s0, s1)));
 }
 
-// ---- Compile-time or run-time vector count
-// --------------------------------------------------------------------
+// ---- Compile-time or run-time vector count ----------------------------------------------------------------
 
 // NV > 0: a row has exactly NV vectors of 8 floats (fully unrolled, kept in registers where they fit).
 // NV == 0: the count is taken from the run-time argument.
@@ -288,10 +289,9 @@ inline void gram_matvec(const float* g, float reg, const float* x, VecCount<NV> 
   for (int v = 0; v < nv.n; ++v) acc[v] = _mm256_add_ps(acc[v], acc2[v]);
 }
 
-// One pass over the row's entries: acc += sum_j (b_j*bscale - w_j * (y_j . x)) y_j. With bscale = 0 this is
-// the (negated) A-product term; the caller picks signs through the coefficients.
-//   mode 0: acc += (b_j - w_j * d_j) y_j   (initial residual, x = current solution)
-//   mode 1: acc += w_j * d_j * y_j         (A p)
+// One pass over the row's entries with d_j = y_j . x; the dot product and the update share the loads of y_j:
+//   mode 0: acc += (b_j - w_j d_j) y_j   (the entries' part of the residual b - A x)
+//   mode 1: acc += w_j d_j y_j           (the entries' part of A x)
 template <int NV, int Mode>
 inline void entry_pass(const float* yb, size_t ld, const IalsRow& row, float alpha, const float* x,
                        VecCount<NV> nv, __m256* acc) {
