@@ -46,7 +46,9 @@ void gemm_scores(const Factors& u, std::span<const uint32_t> users, const Factor
     if (user >= u.rows)
       throw Error("score: user index " + std::to_string(user) + " is out of range (model has " +
                   std::to_string(u.rows) + " users)");
-  out.resize(users.size(), y.rows);
+  // Every entry is overwritten below: keep the buffer (no zero fill) when the shape already matches.
+  if (out.rows != users.size() || out.cols != y.rows || out.data.size() != users.size() * y.rows)
+    out.resize(users.size(), y.rows);
   if (users.empty() || y.rows == 0) return;
   openblas_set_num_threads(1);
   const size_t ld = u.ld;
