@@ -55,6 +55,18 @@ struct QuickstartArgs {
   std::string output;
 };
 
+struct EncodeArgs {
+  std::string encoder = "use-lite";
+  bool ids = false;       // write token ids instead of vectors
+  std::string fit_on;     // for fitted encoders (tfidf): a text file to fit on (default: the input itself)
+};
+struct EmbedArgs {
+  DataArg data;
+  std::string encoder = "use-lite", output, template_text = "{title}. {categories}. {description}";
+  std::string cache_dir;  // empty: $XDG_CACHE_HOME/xdrec/embeddings
+  size_t batch = 64;
+};
+
 int cmd_import(const ImportArgs& a, const Common& c);
 int cmd_split(const SplitArgs& a, const Common& c);
 int cmd_train(const TrainArgs& a, const Common& c);
@@ -62,6 +74,8 @@ int cmd_eval(const EvalArgs& a, const Common& c);
 int cmd_recommend(const RecommendArgs& a, const Common& c);
 int cmd_quickstart(const QuickstartArgs& a, const Common& c);
 int cmd_models();
+int cmd_encode(const EncodeArgs& a, const Common& c);  // src/cli/text_commands.cpp
+int cmd_embed(const EmbedArgs& a, const Common& c);    // src/cli/text_commands.cpp
 
 // Shared helpers (also used by tests).
 Dataset load_data(const DataArg& d, bool quiet, int threads = 1);

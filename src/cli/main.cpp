@@ -114,6 +114,28 @@ int main(int argc, char** argv) {
   c_qs->add_option("-o,--output", qs.output, "write metrics as JSON");
   add_common(c_qs);
 
+  // encode
+  EncodeArgs enc;
+  auto* c_encode = app.add_subcommand("encode", "encode UTF-8 texts from standard input (one per line; \\n is a "
+                                                "newline, \\\\ a backslash) into one JSON vector per line");
+  c_encode->add_option("--encoder", enc.encoder, "encoder spec: use-lite, bert:DIR, tfidf:dim=256, glove, http:URL")
+      ->capture_default_str();
+  c_encode->add_flag("--ids", enc.ids, "write the token ids instead of the vectors");
+  c_encode->add_option("--fit-on", enc.fit_on, "text file (one text per line) to fit a corpus encoder on");
+  add_common(c_encode);
+
+  // embed
+  EmbedArgs emb;
+  auto* c_embed = app.add_subcommand("embed", "encode every item and user profile text of a dataset (cached)");
+  c_embed->add_option("data", emb.data.path, "dataset: directory, FILE.xdb or synthetic[:k=v,...]")->required();
+  c_embed->add_option("--format", emb.data.format, "input format")->capture_default_str();
+  c_embed->add_option("--encoder", emb.encoder, "encoder spec")->capture_default_str();
+  c_embed->add_option("--template", emb.template_text, "item text template")->capture_default_str();
+  c_embed->add_option("--cache-dir", emb.cache_dir, "embedding cache directory");
+  c_embed->add_option("--batch", emb.batch, "texts per batch")->capture_default_str();
+  c_embed->add_option("-o,--output", emb.output, "write item and user vectors (safetensors)");
+  add_common(c_embed);
+
   // models
   auto* c_models = app.add_subcommand("models", "list the registered models and their parameters");
 
@@ -130,6 +152,8 @@ int main(int argc, char** argv) {
     if (*c_rec) return cmd_recommend(rec, common);
     if (*c_qs) return cmd_quickstart(qs, common);
     if (*c_models) return cmd_models();
+    if (*c_encode) return cmd_encode(enc, common);
+    if (*c_embed) return cmd_embed(emb, common);
   } catch (const std::exception& e) {
     std::fprintf(stderr, "xdrec: error: %s\n", e.what());
     return 1;
