@@ -1,0 +1,98 @@
+// Randomized SVD: see rsvd.h.
+#define EIGEN_DONT_PARALLELIZE
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#include <Eigen/Dense>
+#include <Eigen/SVD>
+#pragma GCC diagnostic pop
+
+#include <algorithm>
+#include <cmath>
+
+#include "text/rsvd.h"
+
+namespace xdrec::text {
+
+namespace {
+
+using RowMat = Eigen::Matrix<double, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+
+// out = A * x, where x has one row per column of A. Each output row is summed in the order of A's entries.
+RowMat spmm(const Csr& a, const RowMat& x, int threads) {
+  RowMat out(Eigen::Index(a.n_rows), x.cols());
+  parallel_for(a.n_rows, threads, 256, [&](size_t lo, size_t hi) {
+    for (size_t i = lo; i < hi; ++i) {
+      auto row = out.row(Eigen::Index(i));
+      row.setZero();
+      auto idx = a.row_indices(uint32_t(i));
+      auto val = a.row_values(uint32_t(i));
+      for (size_t e = 0; e < idx.size(); ++e) row.noalias() += double(val[e]) * x.row(Eigen::Index(idx[e]));
+    }
+  });
+  return out;
+}
+
+// Orthonormal basis of the columns of y (thin Q of a Householder QR).
+RowMat orthonormalise(const RowMat& y) {
+  Eigen::MatrixXd m = y;
+  Eigen::HouseholderQR<Eigen::MatrixXd> qr(m);
+  Eigen::MatrixXd q = qr.householderQ() * Eigen::MatrixXd::Identity(m.rows(), m.cols());
+  return q;
+}
+
+}  // namespace
+
+RsvdResult randomized_svd(const Csr& a, const RsvdOptions& opt) {
+  check(opt.rank > 0, "randomized SVD: rank must be positive");
+  check(opt.power_iters >= 0, "randomized SVD: power_iters must be non-negative");
+  const size_t m = a.n_rows, n = a.n_cols;
+  RsvdResult res;
+  const size_t small = std::min(m, n);
+  if (small == 0) {
+    res.u.resize(m, 0);
+    res.v.resize(n, 0);
+    return res;
+  }
+  const size_t k = std::min(opt.rank, small);
+  const size_t l = std::min(k + opt.oversample, small);
+  const Csr at = a.transpose();
+
+  // Gaussian test matrix, n x l, filled in one fixed sequence.
+  RowMat omega(static_cast<Eigen::Index>(n), static_cast<Eigen::Index>(l));
+  Rng rng(opt.seed, 0x5356'4452);
+  for (Eigen::Index i = 0; i < omega.rows(); ++i)
+    for (Eigen::Index j = 0; j < omega.cols(); ++j) omega(i, j) = rng.normal();
+
+  RowMat q = orthonormalise(spmm(a, omega, opt.threads));
+  for (int it = 0; it < opt.power_iters; ++it) {
+    RowMat z = orthonormalise(spmm(at, q, opt.threads));
+    q = orthonormalise(spmm(a, z, opt.threads));
+  }
+
+  // B = Q^T A (l x n), handled through B^T = A^T Q = Q2 R2 and the SVD of the small R2 = Ur S Vr^T:
+  // A ~= Q B = (Q Vr) S (Q2 Ur)^T.
+  Eigen::MatrixXd bt = spmm(at, q, opt.threads);
+  Eigen::HouseholderQR<Eigen::MatrixXd> qr(bt);
+  Eigen::MatrixXd q2 = qr.householderQ() * Eigen::MatrixXd::Identity(bt.rows(), bt.cols());
+  Eigen::MatrixXd r2 = qr.matrixQR().topRows(Eigen::Index(l)).triangularView<Eigen::Upper>();
+  Eigen::JacobiSVD<Eigen::MatrixXd> svd(r2, Eigen::ComputeFullU | Eigen::ComputeFullV);
+  const Eigen::MatrixXd ur = svd.matrixU().leftCols(Eigen::Index(k));
+  const Eigen::MatrixXd vr = svd.matrixV().leftCols(Eigen::Index(k));
+  Eigen::MatrixXd v = q2 * ur;  // n x k
+  Eigen::MatrixXd u = q * vr;   // m x k
+
+  res.singular_values.resize(k);
+  res.u.resize(m, k);
+  res.v.resize(n, k);
+  for (size_t j = 0; j < k; ++j) {
+    res.singular_values[j] = svd.singularValues()(Eigen::Index(j));
+    Eigen::Index arg = 0;
+    v.col(Eigen::Index(j)).cwiseAbs().maxCoeff(&arg);
+    const double sign = v(arg, Eigen::Index(j)) < 0 ? -1.0 : 1.0;
+    for (size_t i = 0; i < n; ++i) res.v(i, j) = float(sign * v(Eigen::Index(i), Eigen::Index(j)));
+    for (size_t i = 0; i < m; ++i) res.u(i, j) = float(sign * u(Eigen::Index(i), Eigen::Index(j)));
+  }
+  return res;
+}
+
+}  // namespace xdrec::text
