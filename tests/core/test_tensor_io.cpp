@@ -8,6 +8,7 @@
 #include <filesystem>
 #include <fstream>
 
+#include "test_util.h"
 #include "xdrec/tensor_io.h"
 
 namespace fs = std::filesystem;
@@ -16,21 +17,7 @@ using namespace std::string_literals;
 
 namespace {
 
-template <class F>
-::testing::AssertionResult throws_error(F&& f, std::initializer_list<std::string> parts) {
-  try {
-    f();
-  } catch (const Error& e) {
-    const std::string what = e.what();
-    for (auto& p : parts)
-      if (what.find(p) == std::string::npos)
-        return ::testing::AssertionFailure() << "message '" << what << "' lacks '" << p << "'";
-    return ::testing::AssertionSuccess();
-  } catch (const std::exception& e) {
-    return ::testing::AssertionFailure() << "threw a non-xdrec exception: " << e.what();
-  }
-  return ::testing::AssertionFailure() << "did not throw";
-}
+using xdrec::testing_util::throws_error;
 
 struct TempDir {
   fs::path path;

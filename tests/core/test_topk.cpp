@@ -4,27 +4,14 @@
 #include <cmath>
 #include <limits>
 
+#include "test_util.h"
 #include "xdrec/recommender.h"
 
 using namespace xdrec;
 
 namespace {
 
-template <class F>
-::testing::AssertionResult throws_error(F&& f, std::initializer_list<std::string> parts) {
-  try {
-    f();
-  } catch (const Error& e) {
-    const std::string what = e.what();
-    for (auto& p : parts)
-      if (what.find(p) == std::string::npos)
-        return ::testing::AssertionFailure() << "message '" << what << "' lacks '" << p << "'";
-    return ::testing::AssertionSuccess();
-  } catch (const std::exception& e) {
-    return ::testing::AssertionFailure() << "threw a non-xdrec exception: " << e.what();
-  }
-  return ::testing::AssertionFailure() << "did not throw";
-}
+using xdrec::testing_util::throws_error;
 
 std::vector<uint32_t> items_of(const std::vector<ScoredItem>& v) {
   std::vector<uint32_t> out;

@@ -13,6 +13,7 @@
 #include <set>
 #include <sstream>
 
+#include "test_util.h"
 #include "xdrec/recommender.h"
 
 namespace fs = std::filesystem;
@@ -20,22 +21,7 @@ using namespace xdrec;
 
 namespace {
 
-// Success when f() throws xdrec::Error whose message contains every one of `parts`.
-template <class F>
-::testing::AssertionResult throws_error(F&& f, std::initializer_list<std::string> parts) {
-  try {
-    f();
-  } catch (const Error& e) {
-    const std::string what = e.what();
-    for (auto& p : parts)
-      if (what.find(p) == std::string::npos)
-        return ::testing::AssertionFailure() << "message '" << what << "' lacks '" << p << "'";
-    return ::testing::AssertionSuccess();
-  } catch (const std::exception& e) {
-    return ::testing::AssertionFailure() << "threw a non-xdrec exception: " << e.what();
-  }
-  return ::testing::AssertionFailure() << "did not throw";
-}
+using xdrec::testing_util::throws_error;
 
 constexpr uint32_t kUsers = 300, kItems = 120, kClusters = 4, kPerCluster = kItems / kClusters;
 constexpr uint32_t kPerUser = 14, kHeldOut = 2;
