@@ -110,10 +110,17 @@ struct Layer {
   bool project_residual = false;
 };
 
+// Activations of one block of sentences; reused across blocks and calls (allocating them afresh for every
+// block costs page faults that do not scale across threads).
+struct Scratch {
+  std::vector<float> a, b, h, qkv, att, tmp, ffn, scores, panel;
+};
+
 struct Model {
   int emb_rows = 0, emb_dim = 0, max_positions = 0;
   std::vector<float> embeddings;      // [emb_rows][emb_dim]
   std::vector<float> inv_timescales;  // emb_dim / 2
+  std::vector<float> timing;          // [position][emb_dim]: sin, cos of position * inv_timescales
   std::vector<Layer> layers;
   Dense tanh_layer;
   float ln_eps = 1e-6f, l2_eps = 1e-12f;
@@ -298,10 +305,6 @@ void layer_norm(const float* x, size_t m, int d, const LayerNorm& ln, float eps,
   }
 }
 
-struct Scratch {
-  std::vector<float> a, b, h, qkv, att, tmp, ffn, scores, panel;
-};
-
 // x: [rows x layer.d_in]; result in y: [rows x layer.d_model]. x may be overwritten.
 void layer_forward(const Layer& L, float eps, const std::vector<Segment>& segs, size_t rows, float* x,
                    float* y, Scratch& s) {
@@ -354,7 +357,7 @@ void layer_forward(const Layer& L, float eps, const std::vector<Segment>& segs, 
 
 // Encodes sentences [first, first + count) of `ids` into rows of `out`.
 void encode_block(const Model& m, const std::vector<std::vector<int32_t>>& ids, size_t first, size_t count,
-                  size_t max_tokens, Matrix& out) {
+                  size_t max_tokens, Scratch& s, Matrix& out) {
   std::vector<Segment> segs(count);
   size_t rows = 0;
   for (size_t i = 0; i < count; ++i) {
@@ -363,7 +366,6 @@ void encode_block(const Model& m, const std::vector<std::vector<int32_t>>& ids, 
     rows += segs[i].len;
   }
   const size_t W = m.max_width, E = static_cast<size_t>(m.emb_dim);
-  Scratch s;
   s.a.resize(rows * W);
   s.b.resize(rows * W);
   s.h.resize(rows * W);
@@ -373,20 +375,14 @@ void encode_block(const Model& m, const std::vector<std::vector<int32_t>>& ids, 
   s.ffn.resize(rows * m.max_hidden);
 
   // Input: e + (e + timing signal).
-  const size_t half = E / 2;
   for (size_t i = 0; i < count; ++i) {
     const auto& sent = ids[first + i];
     for (size_t t = 0; t < segs[i].len; ++t) {
       const int32_t id = sent[t];
       const float* e = m.embeddings.data() + static_cast<size_t>(id) * E;
       float* x = s.a.data() + (segs[i].row + t) * E;
-      for (size_t j = 0; j < half; ++j) {
-        const float angle = static_cast<float>(t) * m.inv_timescales[j];
-        const float sn = static_cast<float>(std::sin(static_cast<double>(angle)));
-        const float cs = static_cast<float>(std::cos(static_cast<double>(angle)));
-        x[j] = e[j] + (e[j] + sn);
-        x[j + half] = e[j + half] + (e[j + half] + cs);
-      }
+      const float* ts = m.timing.data() + t * E;
+      for (size_t j = 0; j < E; ++j) x[j] = e[j] + (e[j] + ts[j]);
     }
   }
   float* x = s.a.data();
@@ -474,7 +470,7 @@ Matrix UseLite::encode(std::span<const std::string> texts, int threads) const {
   std::vector<std::vector<int32_t>> ids(n);
   parallel_for(n, threads, 16, [&](size_t b, size_t e) {
     for (size_t i = b; i < e; ++i) {
-      ids[i] = tokenizer_.encode(texts[i]);
+      ids[i] = tokenizer_.encode_prefix(texts[i], static_cast<size_t>(max_tokens_));
       if (ids[i].size() > static_cast<size_t>(max_tokens_)) ids[i].resize(static_cast<size_t>(max_tokens_));
     }
   });
@@ -491,10 +487,30 @@ Matrix UseLite::encode(std::span<const std::string> texts, int threads) const {
   }
   const uselite::Model& m = *model_;
   parallel_for(blocks.size(), threads, 1, [&](size_t b, size_t e) {
+    auto scratch = acquire_scratch();
     for (size_t k = b; k < e; ++k)
-      uselite::encode_block(m, ids, blocks[k].first, blocks[k].second, static_cast<size_t>(max_tokens_), out);
+      uselite::encode_block(m, ids, blocks[k].first, blocks[k].second, static_cast<size_t>(max_tokens_),
+                            *scratch, out);
+    release_scratch(std::move(scratch));
   });
   return out;
+}
+
+std::unique_ptr<uselite::Scratch> UseLite::acquire_scratch() const {
+  {
+    std::lock_guard<std::mutex> lock(pool_mutex_);
+    if (!pool_.empty()) {
+      auto s = std::move(pool_.back());
+      pool_.pop_back();
+      return s;
+    }
+  }
+  return std::make_unique<uselite::Scratch>();
+}
+
+void UseLite::release_scratch(std::unique_ptr<uselite::Scratch> s) const {
+  std::lock_guard<std::mutex> lock(pool_mutex_);
+  pool_.push_back(std::move(s));
 }
 
 void UseLite::load() {
@@ -528,6 +544,16 @@ void UseLite::load() {
       if (quant_ == "int8") d.quantise();
       model->dense_bytes += d.weight_bytes();
     });
+    // Timing signal of every position that can be embedded.
+    const size_t E = static_cast<size_t>(model->emb_dim), half = E / 2;
+    model->timing.resize(static_cast<size_t>(max_tokens_) * E);
+    for (size_t t = 0; t < static_cast<size_t>(max_tokens_); ++t) {
+      for (size_t j = 0; j < half; ++j) {
+        const float angle = static_cast<float>(t) * model->inv_timescales[j];
+        model->timing[t * E + j] = static_cast<float>(std::sin(static_cast<double>(angle)));
+        model->timing[t * E + half + j] = static_cast<float>(std::cos(static_cast<double>(angle)));
+      }
+    }
     uint64_t h = fnv1a64(vocab_text.data(), vocab_text.size(), model->weights_hash);
     const std::string settings = "max_tokens=" + std::to_string(max_tokens_) + ",quant=" + quant_;
     h = fnv1a64(settings.data(), settings.size(), h);

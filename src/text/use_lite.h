@@ -4,7 +4,9 @@
 #pragma once
 
 #include <memory>
+#include <mutex>
 #include <string>
+#include <vector>
 
 #include "text/use_lite_tokenizer.h"
 #include "xdrec/encoder.h"
@@ -13,7 +15,8 @@ namespace xdrec {
 
 namespace uselite {
 struct Model;
-}
+struct Scratch;
+}  // namespace uselite
 
 class UseLite : public TextEncoder {
  public:
@@ -38,11 +41,16 @@ class UseLite : public TextEncoder {
 
  private:
   void load();
+  std::unique_ptr<uselite::Scratch> acquire_scratch() const;
+  void release_scratch(std::unique_ptr<uselite::Scratch> s) const;
 
   std::string dir_, quant_, spec_, fingerprint_;
   int max_tokens_ = 128;
   std::shared_ptr<const uselite::Model> model_;
   uselite::Tokenizer tokenizer_;
+  // Activation buffers of finished blocks, reused by later blocks (at most one per concurrent thread).
+  mutable std::mutex pool_mutex_;
+  mutable std::vector<std::unique_ptr<uselite::Scratch>> pool_;
 };
 
 }  // namespace xdrec

@@ -1,6 +1,8 @@
 // Unigram segmentation for the use-lite encoder.
 #include "text/use_lite_tokenizer.h"
 
+#include <algorithm>
+
 #include "text/use_lite_unicode.h"
 #include "xdrec/common.h"
 
@@ -42,6 +44,11 @@ Tokenizer::Tokenizer(const nlohmann::json& vocab, const std::string& source, int
     }
     pieces_.push_back(std::move(piece));
   }
+  bool interior_boundary = false;
+  for (size_t id = static_cast<size_t>(std::max(reserved, 0)); id < pieces_.size(); ++id)
+    if (pieces_[id].find(kBoundary, 1) != std::u32string::npos) interior_boundary = true;
+  const int32_t boundary = child(0, kBoundary);
+  cut_at_spaces_ = !interior_boundary && boundary >= 0 && nodes_[static_cast<size_t>(boundary)].id >= 0;
   if (skip_[0] < 1) throw Error(source + ": vocabulary entry 0 (the unknown piece) must not be empty");
 }
 
@@ -93,6 +100,21 @@ std::vector<int32_t> Tokenizer::encode(std::string_view utf8) const {
   for (auto it = ids.rbegin(); it != ids.rend(); ++it)
     if (!(*it == 0 && !merged.empty() && merged.back() == 0)) merged.push_back(*it);
   return merged;
+}
+
+std::vector<int32_t> Tokenizer::encode_prefix(std::string_view utf8, size_t min_tokens) const {
+  // A space starts a "▁" piece in every segmentation, NFKC never composes across it, and what precedes it
+  // is segmented without looking past it: the ids of the text before the space are the first ids of the
+  // whole text.
+  if (cut_at_spaces_) {
+    for (size_t len = std::max<size_t>(4096, 32 * min_tokens); len < utf8.size(); len *= 4) {
+      const size_t cut = utf8.find(' ', len);
+      if (cut == std::string_view::npos) break;
+      std::vector<int32_t> ids = encode(utf8.substr(0, cut));
+      if (ids.size() >= min_tokens) return ids;
+    }
+  }
+  return encode(utf8);
 }
 
 }  // namespace xdrec::uselite

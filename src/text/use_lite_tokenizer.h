@@ -24,6 +24,11 @@ class Tokenizer {
   // that start no piece become id 0, and runs of id 0 are merged into one. The empty text gives no ids.
   std::vector<int32_t> encode(std::string_view utf8) const;
 
+  // A prefix of encode(utf8) with at least `min_tokens` ids (all ids when there are fewer), reading only as
+  // much of a long text as needed: a prefix ending before a U+0020 space is a cut point of every
+  // segmentation when no piece has "▁" after its first character (true of the shipped vocabulary).
+  std::vector<int32_t> encode_prefix(std::string_view utf8, size_t min_tokens) const;
+
   size_t size() const { return pieces_.size(); }
   const std::u32string& piece(int32_t id) const { return pieces_[static_cast<size_t>(id)]; }
 
@@ -38,8 +43,9 @@ class Tokenizer {
   }
 
   std::vector<std::u32string> pieces_;
-  std::vector<int32_t> skip_;  // per id: how far back-tracking steps over the piece (its UTF-16 length)
-  std::vector<Node> nodes_;    // trie over code points; node 0 is the root
+  bool cut_at_spaces_ = false;  // "▁" is a piece and no piece has "▁" after its first character
+  std::vector<int32_t> skip_;   // per id: how far back-tracking steps over the piece (its UTF-16 length)
+  std::vector<Node> nodes_;     // trie over code points; node 0 is the root
   std::unordered_map<uint64_t, int32_t> edges_;
 };
 

@@ -283,6 +283,32 @@ TEST(UseLite, EmptyAndHugeTexts) {
   for (float v : odd.data) EXPECT_TRUE(std::isfinite(v));
 }
 
+TEST(UseLite, PrefixTokenizationAgreesWithWholeText) {
+  REQUIRE_FIXTURE();
+  // Long texts mixing the fixture texts with pieces that stress a cut before a space: runs of spaces,
+  // combining marks and no-break spaces after a space, unknown characters, emoji.
+  const std::vector<std::string> extras = {"  ",         " \u0301x", "\u00A0", " \u2603\u2603 ",
+                                           "\U0001F600", "\uFF21 ",  "\t\n"};
+  const uselite::Tokenizer tok(nlohmann::json::parse(std::ifstream(model_dir() + "/package/dist/vocab.json")),
+                               "vocab.json");
+  std::mt19937 rng(11);
+  for (int round = 0; round < 6; ++round) {
+    std::string text;
+    while (text.size() < 20000) {
+      text += fx.texts[rng() % fx.texts.size()];
+      text += extras[rng() % extras.size()];
+    }
+    const auto whole = encoder().token_ids(text);
+    for (size_t k : {1ul, 128ul, 700ul, 3000ul}) {
+      const auto ids = tok.encode_prefix(text, k);
+      // A prefix of the whole text's ids, with at least k of them.
+      ASSERT_GE(ids.size(), std::min(k, whole.size()));
+      ASSERT_LE(ids.size(), whole.size());
+      EXPECT_TRUE(std::equal(ids.begin(), ids.end(), whole.begin())) << k;
+    }
+  }
+}
+
 TEST(UseLite, MaxTokensTruncates) {
   REQUIRE_FIXTURE();
   // With max_tokens=8 a text is embedded as its first 8 tokens: the same as a text made of those tokens'
