@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <climits>
 #include <cmath>
+#include <cstdio>
 #include <numeric>
 
 #include "models/mf_kernels.h"
@@ -108,10 +109,12 @@ class IalsModel final : public Recommender {
     mf::AlignedFloats g;
     if (ctx.progress) ctx.progress(0, size_t(iterations_), "ials iterations");
     for (int it = 0; it < iterations_; ++it) {
+      Timer timer;
       mf::gram(items_, g, threads);
       solve_side(user_items, user_regs, items_, g, users_, threads);
       mf::gram(users_, g, threads);
       solve_side(item_users, item_regs, users_, g, items_, threads);
+      if (ctx.verbose) std::fprintf(stderr, "ials iteration %d: %.3f s\n", it + 1, timer.seconds());
       if (ctx.progress) ctx.progress(size_t(it) + 1, size_t(iterations_), "ials iterations");
     }
   }
