@@ -56,30 +56,39 @@ RsvdResult randomized_svd(const Csr& a, const RsvdOptions& opt) {
   const size_t k = std::min(opt.rank, small);
   const size_t l = std::min(k + opt.oversample, small);
   const Csr at = a.transpose();
+  // Work on M = A or A^T, whichever has fewer rows: the QR factorisations of the power iterations then
+  // run on the short side (r x l), and only the final projection needs a QR on the long side.
+  const bool flip = m > n;
+  const Csr& mm = flip ? at : a;
+  const Csr& mt = flip ? a : at;
+  const size_t c = mm.n_cols;
 
-  // Gaussian test matrix, n x l, filled in one fixed sequence.
-  RowMat omega(static_cast<Eigen::Index>(n), static_cast<Eigen::Index>(l));
+  // Gaussian test matrix, c x l, filled in one fixed sequence.
+  RowMat omega(static_cast<Eigen::Index>(c), static_cast<Eigen::Index>(l));
   Rng rng(opt.seed, 0x5356'4452);
   for (Eigen::Index i = 0; i < omega.rows(); ++i)
     for (Eigen::Index j = 0; j < omega.cols(); ++j) omega(i, j) = rng.normal();
 
-  RowMat q = orthonormalise(spmm(a, omega, opt.threads));
-  for (int it = 0; it < opt.power_iters; ++it) {
-    RowMat z = orthonormalise(spmm(at, q, opt.threads));
-    q = orthonormalise(spmm(a, z, opt.threads));
-  }
+  // Range of M: Q = orth(M Omega), then Q = orth(M M^T Q) per power iteration (in double precision this
+  // keeps every direction with singular value above ~1e-8 of the largest).
+  RowMat q = orthonormalise(spmm(mm, omega, opt.threads));
+  RowMat().swap(omega);
+  for (int it = 0; it < opt.power_iters; ++it)
+    q = orthonormalise(spmm(mm, spmm(mt, q, opt.threads), opt.threads));
 
-  // B = Q^T A (l x n), handled through B^T = A^T Q = Q2 R2 and the SVD of the small R2 = Ur S Vr^T:
-  // A ~= Q B = (Q Vr) S (Q2 Ur)^T.
-  Eigen::MatrixXd bt = spmm(at, q, opt.threads);
+  // B = Q^T M (l x c), handled through B^T = M^T Q = Q2 R2 and the SVD of the small R2 = Ur S Vr^T:
+  // M ~= Q B = (Q Vr) S (Q2 Ur)^T.
+  Eigen::MatrixXd bt = spmm(mt, q, opt.threads);
   Eigen::HouseholderQR<Eigen::MatrixXd> qr(bt);
   Eigen::MatrixXd q2 = qr.householderQ() * Eigen::MatrixXd::Identity(bt.rows(), bt.cols());
   Eigen::MatrixXd r2 = qr.matrixQR().topRows(Eigen::Index(l)).triangularView<Eigen::Upper>();
   Eigen::JacobiSVD<Eigen::MatrixXd> svd(r2, Eigen::ComputeFullU | Eigen::ComputeFullV);
   const Eigen::MatrixXd ur = svd.matrixU().leftCols(Eigen::Index(k));
   const Eigen::MatrixXd vr = svd.matrixV().leftCols(Eigen::Index(k));
-  Eigen::MatrixXd v = q2 * ur;  // n x k
-  Eigen::MatrixXd u = q * vr;   // m x k
+  Eigen::MatrixXd um = q * vr;          // r x k: left singular vectors of M
+  Eigen::MatrixXd vm = q2 * ur;         // c x k: right singular vectors of M
+  Eigen::MatrixXd& u = flip ? vm : um;  // A = M^T when flipped
+  Eigen::MatrixXd& v = flip ? um : vm;
 
   res.singular_values.resize(k);
   res.u.resize(m, k);
