@@ -322,8 +322,17 @@ int cmd_eval(const EvalArgs& a, const Common& c) {
   eopt.threads = resolve_threads(c.threads);
   eopt.sampled_negatives = a.sampled;
   eopt.seed = c.seed;
-  const Matrix categories = ds.category_vectors();
-  if (categories.rows) eopt.item_vectors = &categories;
+  Matrix item_vectors;
+  if (!a.item_vectors.empty()) {
+    TensorMap t = load_safetensors(a.item_vectors);
+    item_vectors = get_tensor(t, "items").to_matrix(a.item_vectors + ": items");
+    check(item_vectors.rows == ds.n_items(), a.item_vectors + ": has " + std::to_string(item_vectors.rows) +
+                                                 " item vectors but the dataset has " +
+                                                 std::to_string(ds.n_items()) + " items");
+  } else {
+    item_vectors = ds.category_vectors();
+  }
+  if (item_vectors.rows) eopt.item_vectors = &item_vectors;
   const size_t k = eopt.ks.front();
   const int n_seeds = a.split_dir.empty() ? std::max(1, a.n_seeds) : 1;
 

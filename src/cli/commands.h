@@ -37,6 +37,7 @@ struct TrainArgs {
 struct EvalArgs {
   DataArg data;
   std::string split_dir, protocol = "random", target_domain, output;
+  std::string item_vectors;  // safetensors from `xdrec embed` (tensor "items"): diversity on text vectors
   SplitOptions split_opt;
   std::vector<std::string> models;
   std::vector<size_t> ks;
@@ -57,8 +58,8 @@ struct QuickstartArgs {
 
 struct EncodeArgs {
   std::string encoder = "use-lite";
-  bool ids = false;       // write token ids instead of vectors
-  std::string fit_on;     // for fitted encoders (tfidf): a text file to fit on (default: the input itself)
+  bool ids = false;    // write token ids instead of vectors
+  std::string fit_on;  // for fitted encoders (tfidf): a text file to fit on (default: the input itself)
 };
 struct EmbedArgs {
   DataArg data;

@@ -87,6 +87,8 @@ int main(int argc, char** argv) {
                      "sampled protocol: rank each target against N same-domain negatives");
   c_eval->add_option("--seeds", ev.n_seeds, "number of split seeds (seed, seed+1, ...) for mean ± 95% CI")
       ->capture_default_str();
+  c_eval->add_option("--item-vectors", ev.item_vectors,
+                     "item vectors from `xdrec embed` for intra-list diversity (default: category vectors)");
   c_eval->add_option("-o,--output", ev.output, "write metrics as JSON");
   add_common(c_eval);
 
@@ -116,9 +118,12 @@ int main(int argc, char** argv) {
 
   // encode
   EncodeArgs enc;
-  auto* c_encode = app.add_subcommand("encode", "encode UTF-8 texts from standard input (one per line; \\n is a "
-                                                "newline, \\\\ a backslash) into one JSON vector per line");
-  c_encode->add_option("--encoder", enc.encoder, "encoder spec: use-lite, bert:DIR, tfidf:dim=256, glove, http:URL")
+  auto* c_encode = app.add_subcommand("encode",
+                                      "encode UTF-8 texts from standard input (one per line; \\n is a "
+                                      "newline, \\\\ a backslash) into one JSON vector per line");
+  c_encode
+      ->add_option("--encoder", enc.encoder,
+                   "encoder spec: use-lite, bert:DIR, tfidf:dim=256, glove, http:URL")
       ->capture_default_str();
   c_encode->add_flag("--ids", enc.ids, "write the token ids instead of the vectors");
   c_encode->add_option("--fit-on", enc.fit_on, "text file (one text per line) to fit a corpus encoder on");
@@ -126,8 +131,10 @@ int main(int argc, char** argv) {
 
   // embed
   EmbedArgs emb;
-  auto* c_embed = app.add_subcommand("embed", "encode every item and user profile text of a dataset (cached)");
-  c_embed->add_option("data", emb.data.path, "dataset: directory, FILE.xdb or synthetic[:k=v,...]")->required();
+  auto* c_embed =
+      app.add_subcommand("embed", "encode every item and user profile text of a dataset (cached)");
+  c_embed->add_option("data", emb.data.path, "dataset: directory, FILE.xdb or synthetic[:k=v,...]")
+      ->required();
   c_embed->add_option("--format", emb.data.format, "input format")->capture_default_str();
   c_embed->add_option("--encoder", emb.encoder, "encoder spec")->capture_default_str();
   c_embed->add_option("--template", emb.template_text, "item text template")->capture_default_str();
