@@ -1,4 +1,5 @@
 // xdrec encode / xdrec embed.
+#include <charconv>
 #include <cstdio>
 #include <iostream>
 #include <iterator>
@@ -106,8 +107,10 @@ int cmd_encode(const EncodeArgs& a, const Common& c) {
     for (size_t i = 0; i < m.rows; ++i) {
       out += '[';
       for (size_t j = 0; j < m.cols; ++j) {
-        const int n = std::snprintf(num, sizeof num, j ? ",%.9g" : "%.9g", double(m(i, j)));
-        out.append(num, size_t(n));
+        if (j) out += ',';
+        // Shortest text that reads back as the same float (at most 9 significant digits).
+        const auto res = std::to_chars(num, num + sizeof num, m(i, j));
+        out.append(num, res.ptr);
       }
       out += "]\n";
     }

@@ -18,15 +18,17 @@ namespace {
 using RowMat = Eigen::Matrix<double, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
 
 // out = A * x, where x has one row per column of A. Each output row is summed in the order of A's entries.
-RowMat spmm(const Csr& a, const RowMat& x, int threads) {
-  RowMat out(Eigen::Index(a.n_rows), x.cols());
+template <typename Out = RowMat>
+Out spmm(const Csr& a, const RowMat& x, int threads) {
+  Out out(Eigen::Index(a.n_rows), x.cols());
   parallel_for(a.n_rows, threads, 256, [&](size_t lo, size_t hi) {
+    Eigen::RowVectorXd acc(x.cols());
     for (size_t i = lo; i < hi; ++i) {
-      auto row = out.row(Eigen::Index(i));
-      row.setZero();
+      acc.setZero();
       auto idx = a.row_indices(uint32_t(i));
       auto val = a.row_values(uint32_t(i));
-      for (size_t e = 0; e < idx.size(); ++e) row.noalias() += double(val[e]) * x.row(Eigen::Index(idx[e]));
+      for (size_t e = 0; e < idx.size(); ++e) acc.noalias() += double(val[e]) * x.row(Eigen::Index(idx[e]));
+      out.row(Eigen::Index(i)) = acc;
     }
   });
   return out;
@@ -78,20 +80,21 @@ RsvdResult randomized_svd(const Csr& a, const RsvdOptions& opt) {
 
   // B = Q^T M (l x c), handled through B^T = M^T Q = Q2 R2 and the SVD of the small R2 = Ur S Vr^T:
   // M ~= Q B = (Q Vr) S (Q2 Ur)^T.
-  Eigen::MatrixXd bt = spmm(mt, q, opt.threads);
-  Eigen::HouseholderQR<Eigen::MatrixXd> qr(bt);
-  Eigen::MatrixXd q2 = qr.householderQ() * Eigen::MatrixXd::Identity(bt.rows(), bt.cols());
-  Eigen::MatrixXd r2 = qr.matrixQR().topRows(Eigen::Index(l)).triangularView<Eigen::Upper>();
+  Eigen::MatrixXd bt = spmm<Eigen::MatrixXd>(mt, q, opt.threads);
+  Eigen::HouseholderQR<Eigen::Ref<Eigen::MatrixXd>> qr(bt);  // factorises bt in place
+  const Eigen::MatrixXd r2 = bt.topRows(Eigen::Index(l)).triangularView<Eigen::Upper>();
   Eigen::JacobiSVD<Eigen::MatrixXd> svd(r2, Eigen::ComputeFullU | Eigen::ComputeFullV);
-  const Eigen::MatrixXd ur = svd.matrixU().leftCols(Eigen::Index(k));
-  const Eigen::MatrixXd vr = svd.matrixV().leftCols(Eigen::Index(k));
-  Eigen::MatrixXd um = q * vr;          // r x k: left singular vectors of M
-  Eigen::MatrixXd vm = q2 * ur;         // c x k: right singular vectors of M
+  Eigen::MatrixXd um;  // r x k: left singular vectors of M
+  if (opt.compute_u || flip) um = q * svd.matrixV().leftCols(Eigen::Index(k));
+  RowMat().swap(q);
+  Eigen::MatrixXd vm = Eigen::MatrixXd::Zero(Eigen::Index(c), Eigen::Index(k));  // c x k: Q2 Ur
+  vm.topRows(Eigen::Index(l)) = svd.matrixU().leftCols(Eigen::Index(k));
+  vm.applyOnTheLeft(qr.householderQ());
   Eigen::MatrixXd& u = flip ? vm : um;  // A = M^T when flipped
   Eigen::MatrixXd& v = flip ? um : vm;
 
   res.singular_values.resize(k);
-  res.u.resize(m, k);
+  if (opt.compute_u) res.u.resize(m, k);
   res.v.resize(n, k);
   for (size_t j = 0; j < k; ++j) {
     res.singular_values[j] = svd.singularValues()(Eigen::Index(j));
@@ -99,7 +102,8 @@ RsvdResult randomized_svd(const Csr& a, const RsvdOptions& opt) {
     v.col(Eigen::Index(j)).cwiseAbs().maxCoeff(&arg);
     const double sign = v(arg, Eigen::Index(j)) < 0 ? -1.0 : 1.0;
     for (size_t i = 0; i < n; ++i) res.v(i, j) = float(sign * v(Eigen::Index(i), Eigen::Index(j)));
-    for (size_t i = 0; i < m; ++i) res.u(i, j) = float(sign * u(Eigen::Index(i), Eigen::Index(j)));
+    if (opt.compute_u)
+      for (size_t i = 0; i < m; ++i) res.u(i, j) = float(sign * u(Eigen::Index(i), Eigen::Index(j)));
   }
   return res;
 }

@@ -16,11 +16,13 @@ struct RsvdOptions {
   int power_iters = 2;     // passes of (A A^T) that sharpen the spectrum before the projection
   uint64_t seed = 42;      // seeds the Gaussian test matrix (generated in one fixed sequence)
   int threads = 1;         // sparse products run over rows in parallel; the result does not depend on it
+  bool compute_u = true;   // false: leave RsvdResult::u empty (saves memory when only V is needed)
 };
 
 struct RsvdResult {
   std::vector<double> singular_values;  // min(k, rows, cols) values, descending
-  Matrix u;                             // rows x r left singular vectors (columns orthonormal)
+  Matrix u;                             // rows x r left singular vectors (columns orthonormal); 0 x 0
+                                        // when compute_u is false
   Matrix v;                             // cols x r right singular vectors (columns orthonormal)
 };
 

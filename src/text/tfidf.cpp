@@ -143,7 +143,6 @@ class TfidfEncoder final : public TextEncoder {
     }
     std::vector<std::vector<std::pair<uint32_t, float>>>().swap(rows);
 
-    proj_.resize(keys_.size(), size_t(dim_));
     if (x.nnz() > 0) {
       text::RsvdOptions opt;
       opt.rank = size_t(dim_);
@@ -151,9 +150,18 @@ class TfidfEncoder final : public TextEncoder {
       opt.power_iters = power_iters_;
       opt.seed = uint64_t(seed_);
       opt.threads = threads;
+      opt.compute_u = false;
       text::RsvdResult svd = text::randomized_svd(x, opt);
-      const size_t k = svd.v.cols;
-      for (size_t f = 0; f < keys_.size(); ++f) std::memcpy(proj_.row(f), svd.v.row(f), k * sizeof(float));
+      x = Csr();
+      if (svd.v.cols == size_t(dim_)) {
+        proj_ = std::move(svd.v);
+      } else {  // fewer components than dim (a small corpus): the trailing ones are zero
+        proj_.resize(keys_.size(), size_t(dim_));
+        for (size_t f = 0; f < keys_.size(); ++f)
+          std::memcpy(proj_.row(f), svd.v.row(f), svd.v.cols * sizeof(float));
+      }
+    } else {
+      proj_.resize(keys_.size(), size_t(dim_));
     }
     fitted_ = true;
   }
@@ -162,18 +170,18 @@ class TfidfEncoder final : public TextEncoder {
     check(fitted_, "tfidf: encode() before fit(); a tfidf encoder must be fitted on a corpus first");
     Matrix out(texts.size(), size_t(dim_));
     parallel_for(texts.size(), threads, 16, [&](size_t lo, size_t hi) {
-      std::vector<double> acc(static_cast<size_t>(dim_));
       for (size_t i = lo; i < hi; ++i) {
-        std::fill(acc.begin(), acc.end(), 0.0);
+        float* o = out.row(i);  // zero-initialised; accumulated in float (vectorised), one text at a time
         for (auto& [c, w] : weights(features(texts[i]))) {
           const float* p = proj_.row(c);
-          for (size_t j = 0; j < acc.size(); ++j) acc[j] += double(w) * p[j];
+          for (size_t j = 0; j < size_t(dim_); ++j) o[j] += w * p[j];
         }
         double norm = 0;
-        for (double v : acc) norm += v * v;
-        const double scale = (normalize_ && norm > 0) ? 1.0 / std::sqrt(norm) : 1.0;
-        float* o = out.row(i);
-        for (size_t j = 0; j < acc.size(); ++j) o[j] = float(acc[j] * scale);
+        for (size_t j = 0; j < size_t(dim_); ++j) norm += double(o[j]) * o[j];
+        if (normalize_ && norm > 0) {
+          const float scale = float(1.0 / std::sqrt(norm));
+          for (size_t j = 0; j < size_t(dim_); ++j) o[j] *= scale;
+        }
       }
     });
     return out;
