@@ -6,9 +6,8 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
-#include <string>
-
 #include <nlohmann/json.hpp>
+#include <string>
 
 namespace fs = std::filesystem;
 
@@ -65,7 +64,8 @@ TEST_F(CliTest, HelpForEveryCommand) {
 TEST_F(CliTest, ModelsListsEveryModelWithParameters) {
   Result r = run("models");
   ASSERT_EQ(r.status, 0) << r.out;
-  for (std::string m : {"popular", "itemknn", "ease", "ials", "bpr"}) EXPECT_NE(r.out.find(m + ":"), std::string::npos) << m;
+  for (std::string m : {"popular", "itemknn", "ease", "ials", "bpr"})
+    EXPECT_NE(r.out.find(m + ":"), std::string::npos) << m;
 }
 
 TEST_F(CliTest, QuickstartRunsAndRecommends) {
@@ -84,8 +84,8 @@ TEST_F(CliTest, SplitTrainRecommendEvalRoundTrip) {
   ASSERT_EQ(s.status, 0) << s.out;
   EXPECT_TRUE(fs::exists(dir / "split" / "train.tsv"));
   EXPECT_TRUE(fs::exists(dir / "split" / "split.json"));
-  Result t = run("train " + data + " --split " + (dir / "split").string() + " -m ials:factors=16,iterations=5 -o " +
-                 (dir / "model").string());
+  Result t = run("train " + data + " --split " + (dir / "split").string() +
+                 " -m ials:factors=16,iterations=5 -o " + (dir / "model").string());
   ASSERT_EQ(t.status, 0) << t.out;
   EXPECT_TRUE(fs::exists(dir / "model" / "manifest.json"));
   EXPECT_TRUE(fs::exists(dir / "model" / "model.safetensors"));
@@ -120,7 +120,32 @@ TEST_F(CliTest, BadModelSpecAndMissingModelAreClearErrors) {
   Result r = run("eval synthetic:users=200,items=50 -m ials:factorz=3");
   EXPECT_EQ(r.status, 1);
   EXPECT_NE(r.out.find("unknown parameter 'factorz'"), std::string::npos) << r.out;
-  Result m = run("recommend --model " + (dir / "nope").string() + " --data synthetic:users=200,items=50 --user u0");
+  Result m =
+      run("recommend --model " + (dir / "nope").string() + " --data synthetic:users=200,items=50 --user u0");
   EXPECT_EQ(m.status, 1);
   EXPECT_NE(m.out.find("does not exist"), std::string::npos) << m.out;
+}
+
+TEST_F(CliTest, DiversityUsesTextVectorsFromEmbed) {
+  const std::string data = "synthetic:users=300,items=60";
+  const std::string vecs = (dir / "emb.safetensors").string();
+  Result e = run("embed " + data + " --encoder tfidf:dim=32 --cache-dir " + (dir / "cache").string() +
+                 " -o " + vecs);
+  ASSERT_EQ(e.status, 0) << e.out;
+  Result text =
+      run("eval " + data + " -m itemknn --item-vectors " + vecs + " -o " + (dir / "t.json").string());
+  ASSERT_EQ(text.status, 0) << text.out;
+  Result cats = run("eval " + data + " -m itemknn -o " + (dir / "c.json").string());
+  ASSERT_EQ(cats.status, 0) << cats.out;
+  const double d_text =
+      nlohmann::json::parse(std::ifstream(dir / "t.json"))["models"]["itemknn"]["overall"]["diversity@10"];
+  const double d_cats =
+      nlohmann::json::parse(std::ifstream(dir / "c.json"))["models"]["itemknn"]["overall"]["diversity@10"];
+  // Same lists, different item vectors: both in [0, 2] and not the same number.
+  EXPECT_GT(d_text, 0.0);
+  EXPECT_LE(d_text, 2.0);
+  EXPECT_NE(d_text, d_cats);
+  Result bad = run("eval " + data + " -m popular --item-vectors " + (dir / "missing.safetensors").string());
+  EXPECT_EQ(bad.status, 1);
+  EXPECT_NE(bad.out.find("missing.safetensors"), std::string::npos) << bad.out;
 }
