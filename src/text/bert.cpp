@@ -37,6 +37,20 @@ namespace fs = std::filesystem;
 using nlohmann::json;
 using ops::aligned_vector;
 
+// A fast 64-bit hash of bytes (8 at a time) for fingerprinting weights; stable across runs and machines of
+// the same byte order.
+uint64_t hash_bytes(const void* data, size_t n, uint64_t h) {
+  const auto* b = static_cast<const unsigned char*>(data);
+  size_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    uint64_t w;
+    std::memcpy(&w, b + i, 8);
+    h = (h ^ w) * 0x9E3779B97F4A7C15ULL;
+    h ^= h >> 29;
+  }
+  return fnv1a64(b + i, n - i, h);
+}
+
 json read_json_file(const std::string& path) {
   std::ifstream f(path, std::ios::binary);
   if (!f) throw Error("cannot open '" + path + "'");
@@ -136,12 +150,12 @@ class TensorFile {
     const size_t n = e1 - e0;
     if (es == 4) {
       read_at(out, n * 4, off);
-      hash_ = fnv1a64(out, n * 4, hash_);
+      hash_ = hash_bytes(out, n * 4, hash_);
       return;
     }
     buf_.resize(n * 2);
     read_at(buf_.data(), n * 2, off);
-    hash_ = fnv1a64(buf_.data(), n * 2, hash_);
+    hash_ = hash_bytes(buf_.data(), n * 2, hash_);
     const uint16_t* src = buf_.data();
     if (e.dtype == "BF16") {
       for (size_t i = 0; i < n; ++i) {
@@ -610,22 +624,21 @@ void BertEncoder::pool(const float* x, size_t L, float* dst) const {
 
 void BertEncoder::forward_chunk(const std::vector<std::vector<int32_t>>& ids, size_t s0, size_t s1,
                                 Matrix& out, int threads) const {
-  size_t tokens = 0;
-  for (size_t s = s0; s < s1; ++s) tokens += ids[s].size();
-  // Many texts: groups of consecutive texts, one thread each (activations stay in cache, no synchronisation).
-  // Few texts: one group, every layer split over the threads.
-  const size_t target = std::max<size_t>(128, tokens / (4 * size_t(threads)));
+  // Groups of consecutive texts of about kGroupTokens tokens, each run through the whole network by one
+  // thread: the activations stay in cache and the threads never wait for each other. With too few groups to
+  // keep the threads busy, one group runs with every layer split over the threads instead.
+  constexpr size_t kGroupTokens = 256;
   std::vector<size_t> bounds{s0};
   for (size_t s = s0, t = 0; s < s1; ++s) {
     t += ids[s].size();
-    if (t >= target && s + 1 < s1) {
+    if (t >= kGroupTokens && s + 1 < s1) {
       bounds.push_back(s + 1);
       t = 0;
     }
   }
   bounds.push_back(s1);
   const size_t groups = bounds.size() - 1;
-  if (threads > 1 && groups >= 2 * size_t(threads)) {
+  if (threads == 1 || groups >= 2 * size_t(threads)) {
     parallel_for(groups, threads, 1, [&](size_t g0, size_t g1) {
       for (size_t g = g0; g < g1; ++g) forward_group(ids, bounds[g], bounds[g + 1], out, 1);
     });
@@ -640,7 +653,21 @@ void BertEncoder::forward_group(const std::vector<std::vector<int32_t>>& ids, si
   std::vector<size_t> off{0};
   for (size_t s = s0; s < s1; ++s) off.push_back(off.back() + ids[s].size());
   const size_t T = off.back(), nseq = s1 - s0;
-  aligned_vector<float> x(T * H), qkv(T * H3), ctx(T * H), h1(T * H), up(T * I);
+  // Activations, not initialised (every value is written before it is read).
+  struct Free {
+    void operator()(float* p) const { ::operator delete[](p, std::align_val_t(64)); }
+  };
+  const auto buffer = [](size_t n) {
+    return std::unique_ptr<float[], Free>(
+        static_cast<float*>(::operator new[](n * sizeof(float), std::align_val_t(64))));
+  };
+  auto xb = buffer(T * H), qkvb = buffer(T * H3), ctxb = buffer(T * H), h1b = buffer(T * H),
+       upb = buffer(T * I);
+  struct View {
+    float* p;
+    float* data() const { return p; }
+  };
+  const View x{xb.get()}, qkv{qkvb.get()}, ctx{ctxb.get()}, h1{h1b.get()}, up{upb.get()};
   // Embeddings and their layer norm.
   parallel_for(nseq, threads, 1, [&](size_t b, size_t e) {
     for (size_t s = b; s < e; ++s) {

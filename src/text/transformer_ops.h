@@ -308,7 +308,7 @@ inline void kernel(const KernelArgs& k) {
   const float* ap = k.ap;
   const float* bp = k.bp;
   for (size_t kk = 0; kk < k.kc; ++kk, ap += MR, bp += kNr) {
-    const __m512 b0 = _mm512_load_ps(bp), b1 = _mm512_load_ps(bp + 16);
+    const __m512 b0 = _mm512_loadu_ps(bp), b1 = _mm512_loadu_ps(bp + 16);
     for (int i = 0; i < MR; ++i) {
       const __m512 a = _mm512_set1_ps(ap[i]);
       acc[i][0] = _mm512_fmadd_ps(a, b0, acc[i][0]);
@@ -546,60 +546,75 @@ inline void softmax(float* x, size_t n) {
 // ---------------------------------------------------------------------------------------------------------
 // Self-attention of one sequence for heads [h0, h1). q, k, v: L rows (stride ld) of heads * d values, the
 // query already scaled by 1/sqrt(d); out: L rows (stride ldo). Every query attends to all L keys (the
-// sequence holds no padding). scratch is resized as needed.
+// sequence holds no padding). Both products run on the GEMM micro-kernel: S = Q K^T with K^T packed as
+// panels, then softmax, then O = P V with V packed as panels. scratch is resized as needed.
 inline void attention(const float* q, const float* k, const float* v, size_t ld, size_t L, size_t h0,
                       size_t h1, size_t d, float* out, size_t ldo, aligned_vector<float>& scratch) {
-  constexpr size_t R = 4;                // query rows processed together
-  const size_t lp = (L + 15) / 16 * 16;  // padded sequence length
-  if (scratch.size() < d * lp + R * lp) scratch.resize(d * lp + R * lp);
-  float* kt = scratch.data();             // d x lp: K transposed, zero padded
-  float* srow = scratch.data() + d * lp;  // R rows of scores / probabilities
+  if (L == 0) return;
+  const size_t lp = (L + kNr - 1) / kNr * kNr;  // keys padded to whole panels
+  const size_t dp = (d + kNr - 1) / kNr * kNr;
+  const size_t kmax = std::max(d, L);
+  const size_t need = L * kmax + kmax * std::max(lp, dp) + L * lp;
+  if (scratch.size() < need) scratch.resize(need);
+  float* apack = scratch.data();               // packed rows of Q (L x d) or P (L x L)
+  float* bpack = apack + L * kmax;             // K^T (d x lp) or V (L x dp), as panels of kNr columns
+  float* s = bpack + kmax * std::max(lp, dp);  // scores / probabilities, L x lp
+  static const float zeros[kNr] = {};
+  detail::KernelArgs ka{};
+  ka.accumulate = false;
+  ka.last = true;
+  ka.bias = zeros;
+  ka.epilogue = Epilogue::kBias;
   for (size_t h = h0; h < h1; ++h) {
     const size_t off = h * d;
-    for (size_t j = 0; j < L; ++j)
-      for (size_t c = 0; c < d; ++c) kt[c * lp + j] = k[j * ld + off + c];
-    for (size_t c = 0; c < d; ++c)
-      for (size_t j = L; j < lp; ++j) kt[c * lp + j] = 0.0f;
-    for (size_t i0 = 0; i0 < L; i0 += R) {
-      const size_t nr = std::min(R, L - i0);
-#if defined(__AVX512F__)
-      // Scores s[r][j] = sum_c q[i0 + r][c] kt[c][j].
-      for (size_t j = 0; j < lp; j += 16) {
-        __m512 acc[R] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps()};
-        for (size_t c = 0; c < d; ++c) {
-          const __m512 kv = _mm512_load_ps(kt + c * lp + j);
-          for (size_t r = 0; r < nr; ++r)
-            acc[r] = _mm512_fmadd_ps(_mm512_set1_ps(q[(i0 + r) * ld + off + c]), kv, acc[r]);
-        }
-        for (size_t r = 0; r < nr; ++r) _mm512_store_ps(srow + r * lp + j, acc[r]);
+    // S = Q K^T.
+    for (size_t i = 0; i < L; i += kMr)
+      detail::pack_a(q + i * ld + off, ld, std::min(kMr, L - i), 0, d, apack + i * d);
+    for (size_t p = 0; p < lp / kNr; ++p) {
+      float* bp = bpack + p * d * kNr;
+      for (size_t jj = 0; jj < kNr; ++jj) {
+        const size_t j = p * kNr + jj;
+        if (j < L)
+          for (size_t c = 0; c < d; ++c) bp[c * kNr + jj] = k[j * ld + off + c];
+        else
+          for (size_t c = 0; c < d; ++c) bp[c * kNr + jj] = 0.0f;
       }
-      for (size_t r = 0; r < nr; ++r) softmax(srow + r * lp, L);
-      // out[i0 + r] = sum_j p[r][j] v[j].
-      for (size_t c = 0; c < d; c += 16) {
-        const __mmask16 m = tail_mask(d - c);
-        __m512 acc[R] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps()};
-        for (size_t j = 0; j < L; ++j) {
-          const __m512 vv = _mm512_maskz_loadu_ps(m, v + j * ld + off + c);
-          for (size_t r = 0; r < nr; ++r)
-            acc[r] = _mm512_fmadd_ps(_mm512_set1_ps(srow[r * lp + j]), vv, acc[r]);
-        }
-        for (size_t r = 0; r < nr; ++r) _mm512_mask_storeu_ps(out + (i0 + r) * ldo + off + c, m, acc[r]);
+    }
+    ka.kc = d;
+    ka.ldc = lp;
+    for (size_t p = 0; p < lp / kNr; ++p) {
+      ka.bp = bpack + p * d * kNr;
+      ka.ncols = std::min(kNr, L - p * kNr);
+      for (size_t i = 0; i < L; i += kMr) {
+        ka.ap = apack + i * d;
+        ka.c = s + i * lp + p * kNr;
+        detail::run_kernel(std::min(kMr, L - i), ka);
       }
-#else
-      for (size_t r = 0; r < nr; ++r) {
-        float* s = srow + r * lp;
-        std::fill(s, s + lp, 0.0f);
-        for (size_t c = 0; c < d; ++c) {
-          const float qv = q[(i0 + r) * ld + off + c];
-          for (size_t j = 0; j < lp; ++j) s[j] = std::fma(qv, kt[c * lp + j], s[j]);
-        }
-        softmax(s, L);
-        float* o = out + (i0 + r) * ldo + off;
-        for (size_t c = 0; c < d; ++c) o[c] = 0.0f;
-        for (size_t j = 0; j < L; ++j)
-          for (size_t c = 0; c < d; ++c) o[c] = std::fma(s[j], v[j * ld + off + c], o[c]);
+    }
+    for (size_t i = 0; i < L; ++i) softmax(s + i * lp, L);
+    // O = P V.
+    for (size_t i = 0; i < L; i += kMr)
+      detail::pack_a(s + i * lp, lp, std::min(kMr, L - i), 0, L, apack + i * L);
+    for (size_t p = 0; p < dp / kNr; ++p) {
+      float* bp = bpack + p * L * kNr;
+      const size_t c0 = p * kNr, nc = std::min(kNr, d - c0);
+      for (size_t j = 0; j < L; ++j) {
+        const float* src = v + j * ld + off + c0;
+        float* dst = bp + j * kNr;
+        for (size_t cc = 0; cc < nc; ++cc) dst[cc] = src[cc];
+        for (size_t cc = nc; cc < kNr; ++cc) dst[cc] = 0.0f;
       }
-#endif
+    }
+    ka.kc = L;
+    ka.ldc = ldo;
+    for (size_t p = 0; p < dp / kNr; ++p) {
+      ka.bp = bpack + p * L * kNr;
+      ka.ncols = std::min(kNr, d - p * kNr);
+      for (size_t i = 0; i < L; i += kMr) {
+        ka.ap = apack + i * L;
+        ka.c = out + i * ldo + off + p * kNr;
+        detail::run_kernel(std::min(kMr, L - i), ka);
+      }
     }
   }
 }
