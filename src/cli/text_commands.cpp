@@ -136,6 +136,12 @@ int cmd_embed(const EmbedArgs& a, const Common& c) {
   opt.batch = a.batch;
   opt.threads = c.threads;
   opt.progress = progress_bar(!c.quiet);
+  size_t no_text = 0;
+  for (const ItemText& t : ds.item_text)
+    no_text += t.title.empty() && t.description.empty() && t.categories.empty();
+  if (no_text > 0 && !c.quiet)
+    std::fprintf(stderr, "embed: note: %zu of %u items have no title, description or categories%s\n", no_text,
+                 ds.n_items(), ds.tags.empty() ? "" : " (user tags may still give them text)");
   const TextVectors tv = embed_dataset(ds, *enc, opt);
   if (!a.output.empty()) save_text_vectors(a.output, tv, ds, opt);
   const EmbedStats& s = tv.stats;

@@ -249,6 +249,22 @@ TEST(Tfidf, DeterministicAndThreadIndependent) {
   EXPECT_EQ(a->encode(t, 1).data, b->encode(t, 2).data);
   auto c = fitted("tfidf:dim=12,seed=7", 1);
   EXPECT_NE(a->fingerprint(), c->fingerprint());
+
+  // A corpus large enough that every parallel loop (features, products, encoding) is split among threads.
+  const std::vector<std::string> vocab = {"steel", "knife", "green", "tea",   "coffee", "dark",
+                                          "roast", "pan",   "iron",  "board", "olive",  "oil",
+                                          "salt",  "pink",  "bread", "mat",   "cup",    "mug",
+                                          "café",  "crème", "日本",  "set",   "large",  "small"};
+  Rng rng(9);
+  std::vector<std::string> big(3000);
+  for (auto& text : big)
+    for (int w = 0, n = 2 + int(rng.below(6)); w < n; ++w) text += vocab[rng.below(vocab.size())] + " ";
+  auto e1 = create_encoder("tfidf:dim=24");
+  auto e3 = create_encoder("tfidf:dim=24");
+  e1->fit(big, 1);
+  e3->fit(big, 3);
+  EXPECT_EQ(e1->fingerprint(), e3->fingerprint());
+  EXPECT_EQ(e1->encode(big, 1).data, e3->encode(big, 3).data);
 }
 
 TEST(Tfidf, DimensionAndZeroVectorForTextsWithoutKnownFeatures) {
