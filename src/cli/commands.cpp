@@ -322,6 +322,7 @@ int cmd_eval(const EvalArgs& a, const Common& c) {
   eopt.threads = resolve_threads(c.threads);
   eopt.sampled_negatives = a.sampled;
   eopt.seed = c.seed;
+  eopt.progress = progress_bar(!c.quiet);
   Matrix item_vectors;
   if (!a.item_vectors.empty()) {
     TensorMap t = load_safetensors(a.item_vectors);

@@ -149,3 +149,30 @@ TEST_F(CliTest, DiversityUsesTextVectorsFromEmbed) {
   EXPECT_EQ(bad.status, 1);
   EXPECT_NE(bad.out.find("missing.safetensors"), std::string::npos) << bad.out;
 }
+
+TEST_F(CliTest, RealDataImportSplitEvalWithSeeds) {
+  const std::string ml = std::string(XDREC_SHARED_DATA) + "/movielens_ml-100k";
+  if (!fs::exists(ml + "/u.data")) GTEST_SKIP() << "../shared/data/movielens_ml-100k is absent";
+  const std::string xdb = (dir / "ml.xdb").string();
+  Result imp = run("import " + ml + " -o " + xdb);
+  ASSERT_EQ(imp.status, 0) << imp.out;
+  EXPECT_NE(imp.out.find("943 users, 1682 items, 100000 interactions"), std::string::npos) << imp.out;
+  EXPECT_NE(imp.out.find("lines/s"), std::string::npos) << imp.out;
+  Result ev =
+      run("eval " + xdb + " -m popular -m ease --seeds 3 --threads 2 -o " + (dir / "m.json").string());
+  ASSERT_EQ(ev.status, 0) << ev.out;
+  auto m = nlohmann::json::parse(std::ifstream(dir / "m.json"));
+  EXPECT_EQ(m["seeds"], 3);
+  const double pop = m["models"]["popular"]["overall"]["ndcg@10"],
+               ease = m["models"]["ease"]["overall"]["ndcg@10"];
+  EXPECT_GT(ease, pop + 0.1);  // EASE is far above popularity on MovieLens
+  EXPECT_GT(m["models"]["ease"]["ci95"]["ndcg@10"].get<double>(), 0.0);
+  Result s = run("eval " + xdb + " -m ease --sampled 100 --threads 2 -o " + (dir / "s.json").string());
+  ASSERT_EQ(s.status, 0) << s.out;
+  auto sj = nlohmann::json::parse(std::ifstream(dir / "s.json"));
+  // Sampled metrics are inflated: a target among 100 random negatives lands in the top 10 far more often than
+  // among all 1,682 items.
+  EXPECT_GT(sj["models"]["ease"]["overall"]["recall@10"].get<double>(),
+            2 * m["models"]["ease"]["overall"]["recall@10"].get<double>());
+  EXPECT_FALSE(sj["models"]["ease"]["overall"].contains("coverage@10"));
+}
