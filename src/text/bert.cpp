@@ -279,17 +279,16 @@ class BertEncoder : public TextEncoder {
     threads = resolve_threads(threads);
     const size_t n = texts.size();
     Matrix out(n, dim());
-    std::vector<std::vector<int32_t>> ids(n);
-    parallel_for(n, threads, 16, [&](size_t b, size_t e) {
-      for (size_t i = b; i < e; ++i) ids[i] = tokenizer_->encode(texts[i], size_t(seq_len_));
-    });
-    // Chunks of texts bound the memory of the activations.
-    constexpr size_t kChunkTokens = 16384;
-    for (size_t s0 = 0; s0 < n;) {
-      size_t s1 = s0, tokens = 0;
-      while (s1 < n && (s1 == s0 || tokens + ids[s1].size() <= kChunkTokens)) tokens += ids[s1++].size();
-      forward_chunk(ids, s0, s1, out, threads);
-      s0 = s1;
+    // Chunks of texts bound the memory of the token ids; each chunk is split into groups for the threads.
+    constexpr size_t kChunkTexts = 2048;
+    std::vector<std::vector<int32_t>> ids;
+    for (size_t c0 = 0; c0 < n; c0 += kChunkTexts) {
+      const size_t c1 = std::min(n, c0 + kChunkTexts);
+      ids.assign(c1 - c0, {});
+      parallel_for(c1 - c0, threads, 16, [&](size_t b, size_t e) {
+        for (size_t i = b; i < e; ++i) ids[i] = tokenizer_->encode(texts[c0 + i], size_t(seq_len_));
+      });
+      forward_chunk(ids, out.row(c0), threads);
     }
     return out;
   }
@@ -299,9 +298,10 @@ class BertEncoder : public TextEncoder {
   void load_config(const std::string& path);
   void load_pooling();
   void load_weights(const std::string& path);
-  void forward_chunk(const std::vector<std::vector<int32_t>>& ids, size_t s0, size_t s1, Matrix& out,
-                     int threads) const;
-  void forward_group(const std::vector<std::vector<int32_t>>& ids, size_t s0, size_t s1, Matrix& out,
+  // Vectors of the texts `ids` into out (one row of dim() values each).
+  void forward_chunk(const std::vector<std::vector<int32_t>>& ids, float* out, int threads) const;
+  // Texts [s0, s1) of ids, every layer split over `threads`.
+  void forward_group(const std::vector<std::vector<int32_t>>& ids, size_t s0, size_t s1, float* out,
                      int threads) const;
   void pool(const float* x, size_t L, float* dst) const;
 
@@ -622,8 +622,8 @@ void BertEncoder::pool(const float* x, size_t L, float* dst) const {
   }
 }
 
-void BertEncoder::forward_chunk(const std::vector<std::vector<int32_t>>& ids, size_t s0, size_t s1,
-                                Matrix& out, int threads) const {
+void BertEncoder::forward_chunk(const std::vector<std::vector<int32_t>>& ids, float* out, int threads) const {
+  const size_t s0 = 0, s1 = ids.size();
   // Groups of consecutive texts of about kGroupTokens tokens, each run through the whole network by one
   // thread: the activations stay in cache and the threads never wait for each other. With too few groups to
   // keep the threads busy, one group runs with every layer split over the threads instead.
@@ -648,7 +648,7 @@ void BertEncoder::forward_chunk(const std::vector<std::vector<int32_t>>& ids, si
 }
 
 void BertEncoder::forward_group(const std::vector<std::vector<int32_t>>& ids, size_t s0, size_t s1,
-                                Matrix& out, int threads) const {
+                                float* out, int threads) const {
   const size_t H = hidden_, H3 = 3 * hidden_, I = inter_;
   std::vector<size_t> off{0};
   for (size_t s = s0; s < s1; ++s) off.push_back(off.back() + ids[s].size());
@@ -724,7 +724,7 @@ void BertEncoder::forward_group(const std::vector<std::vector<int32_t>>& ids, si
       ops::layer_norm(x.data() + r0 * H, r1 - r0, H, H, L.ln2_g.data(), L.ln2_b.data(), eps_);
     });
   }
-  for (size_t s = 0; s < nseq; ++s) pool(x.data() + off[s] * H, off[s + 1] - off[s], out.row(s0 + s));
+  for (size_t s = 0; s < nseq; ++s) pool(x.data() + off[s] * H, off[s + 1] - off[s], out + (s0 + s) * dim());
 }
 
 XDREC_REGISTER_ENCODER(bert, "bert",
