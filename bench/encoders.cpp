@@ -24,6 +24,7 @@
 #include <nlohmann/json.hpp>
 #include <sstream>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "xdrec/common.h"
@@ -280,6 +281,11 @@ int main(int argc, char** argv) {
 
     json out = json::object();
     std::vector<std::string> notes;
+    const auto loadavg = [] {
+      std::string l = read_file("/proc/loadavg");
+      return l.substr(0, l.find(' '));
+    };
+    const std::string load_before = loadavg();
     // PyTorch, one process per thread count (OpenBLAS and OpenMP pools sized by the environment).
     std::map<int, json> torch;
     if (!torch_script.empty()) {
@@ -366,7 +372,7 @@ int main(int argc, char** argv) {
     write_file_atomic(out_path, out.dump(2) + "\n");
 
     std::printf("%-30s %12s %12s %8s %10s %10s\n", "encoder/batch/threads", "xdrec sent/s", "torch sent/s",
-                "speedup", "peak MiB", "vs torch");
+                "speedup", "peak MiB", "rel. diff");
     for (auto& [key, e] : out.items()) {
       if (key == "notes" || key == "setup") continue;
       const bool has_t = !e["pytorch_sentences_per_second"].is_null();
@@ -381,6 +387,10 @@ int main(int argc, char** argv) {
               : "-");
     }
     for (auto& n : notes) std::printf("note: %s\n", n.c_str());
+    std::printf(
+        "load average (1 min) before/after: %s / %s on %u hardware threads; throughput = best round\n",
+        load_before.c_str(), out["setup"]["load_average_1min_before_after"][1].get<std::string>().c_str(),
+        std::thread::hardware_concurrency());
     if (model_dir.empty()) fs::remove_all(dir);
     return 0;
   } catch (const std::exception& e) {

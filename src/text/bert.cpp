@@ -13,9 +13,11 @@
 // computes, without the work on padding. Every vector is independent of the thread count and of the other
 // texts in the batch.
 #include <fcntl.h>
+#include <omp.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <cstring>
 #include <filesystem>
@@ -653,28 +655,45 @@ void BertEncoder::forward_group(const std::vector<std::vector<int32_t>>& ids, si
   std::vector<size_t> off{0};
   for (size_t s = s0; s < s1; ++s) off.push_back(off.back() + ids[s].size());
   const size_t T = off.back(), nseq = s1 - s0;
-  // Activations, not initialised (every value is written before it is read).
+  // Activations, not initialised (every value is written before it is read). The query/key/value rows are
+  // double-buffered so that one layer's projections never overwrite what another thread still reads.
   struct Free {
     void operator()(float* p) const { ::operator delete[](p, std::align_val_t(64)); }
   };
   const auto buffer = [](size_t n) {
     return std::unique_ptr<float[], Free>(
-        static_cast<float*>(::operator new[](n * sizeof(float), std::align_val_t(64))));
+        static_cast<float*>(::operator new[](std::max<size_t>(n, 1) * sizeof(float), std::align_val_t(64))));
   };
-  auto xb = buffer(T * H), qkvb = buffer(T * H3), ctxb = buffer(T * H), h1b = buffer(T * H),
-       upb = buffer(T * I);
-  struct View {
-    float* p;
-    float* data() const { return p; }
-  };
-  const View x{xb.get()}, qkv{qkvb.get()}, ctx{ctxb.get()}, h1{h1b.get()}, up{upb.get()};
-  // Embeddings and their layer norm.
-  parallel_for(nseq, threads, 1, [&](size_t b, size_t e) {
-    for (size_t s = b; s < e; ++s) {
-      const auto& seq = ids[s0 + s];
-      for (size_t p = 0; p < seq.size(); ++p) {
-        float* row = x.data() + (off[s] + p) * H;
-        const size_t id = size_t(seq[p]);
+  auto xb = buffer(T * H), ctxb = buffer(T * H), h1b = buffer(T * H), upb = buffer(T * I);
+  auto qkvb0 = buffer(T * H3), qkvb1 = threads > 1 ? buffer(T * H3) : nullptr;
+  float *x = xb.get(), *ctx = ctxb.get(), *h1 = h1b.get(), *up = upb.get();
+  float* qkv_buf[2] = {qkvb0.get(), threads > 1 ? qkvb1.get() : qkvb0.get()};
+
+  // Each thread owns a contiguous range of token rows through the whole network; the threads meet once per
+  // layer, after the query/key/value projections (attention reads the keys and values of every row of its
+  // text). Every row is computed by the same operations whichever thread owns it.
+  std::exception_ptr error;
+  std::atomic<bool> failed{false};
+  auto body = [&](size_t tid, size_t nth) {
+    const size_t r0 = T * tid / nth, r1 = T * (tid + 1) / nth, m = r1 - r0;
+    auto step = [&](auto&& fn) {
+      if (failed) return;
+      try {
+        fn();
+      } catch (...) {
+#pragma omp critical(xdrec_bert_error)
+        {
+          if (!error) error = std::current_exception();
+          failed = true;
+        }
+      }
+    };
+    step([&] {  // embeddings and their layer norm
+      size_t s = size_t(std::upper_bound(off.begin(), off.end(), r0) - off.begin()) - 1;
+      for (size_t r = r0; r < r1; ++r) {
+        while (r >= off[s + 1]) ++s;
+        const size_t p = r - off[s], id = size_t(ids[s0 + s][p]);
+        float* row = x + r * H;
         const float* pos = pos_.data() + p * H;
         if (!int8_) {
           const float* w = word_.data() + id * H;
@@ -685,46 +704,64 @@ void BertEncoder::forward_group(const std::vector<std::vector<int32_t>>& ids, si
           for (size_t c = 0; c < H; ++c) row[c] = float(w[c]) * sc + pos[c] + type0_[c];
         }
       }
-      ops::layer_norm(x.data() + off[s] * H, seq.size(), H, H, emb_ln_g_.data(), emb_ln_b_.data(), eps_);
-    }
-  });
-  // Attention tasks: (sequence, block of heads), enough of them to keep every thread busy.
-  const size_t head_blocks = nseq >= size_t(2 * threads) ? 1 : std::min(heads_, size_t(2 * threads));
-  const size_t heads_per = (heads_ + head_blocks - 1) / head_blocks;
-  for (const Layer& L : layers_) {
-    ops::GemmArgs g;
-    g.a = x.data(), g.lda = H, g.m = T, g.lin = &L.qkv, g.c = qkv.data(), g.ldc = H3;
-    ops::gemm(g, threads);
-    parallel_for(nseq * head_blocks, threads, 1, [&](size_t b, size_t e) {
-      static thread_local aligned_vector<float> scratch;
-      for (size_t t = b; t < e; ++t) {
-        const size_t s = t / head_blocks, hb = t % head_blocks;
-        const float* base = qkv.data() + off[s] * H3;
-        ops::attention(base, base + H, base + 2 * H, H3, off[s + 1] - off[s], hb * heads_per,
-                       std::min(heads_, (hb + 1) * heads_per), head_dim_, ctx.data() + off[s] * H, H,
-                       scratch);
+      ops::layer_norm(x + r0 * H, m, H, H, emb_ln_g_.data(), emb_ln_b_.data(), eps_);
+    });
+    for (size_t l = 0; l < layers_.size(); ++l) {
+      const Layer& L = layers_[l];
+      float* qkv = qkv_buf[l % 2];
+      step([&] {
+        ops::GemmArgs g;
+        g.a = x + r0 * H, g.lda = H, g.m = m, g.lin = &L.qkv, g.c = qkv + r0 * H3, g.ldc = H3;
+        ops::gemm(g, 1);
+      });
+      if (nth > 1) {
+#pragma omp barrier
       }
+      step([&] {
+        // Attention of the rows [r0, r1), text by text.
+        static thread_local aligned_vector<float> scratch;
+        for (size_t s = 0; s < nseq; ++s) {
+          const size_t a = std::max(r0, off[s]), b = std::min(r1, off[s + 1]);
+          if (a >= b) continue;
+          const float* base = qkv + off[s] * H3;
+          ops::attention(qkv + a * H3, b - a, base + H, base + 2 * H, H3, off[s + 1] - off[s], 0, heads_,
+                         head_dim_, ctx + a * H, H, scratch);
+        }
+        // Output projection + residual, layer norm.
+        ops::GemmArgs g;
+        g.a = ctx + r0 * H, g.lda = H, g.m = m, g.lin = &L.out, g.c = h1 + r0 * H, g.ldc = H;
+        g.epilogue = ops::Epilogue::kBiasResidual, g.residual = x + r0 * H, g.ldr = H;
+        ops::gemm(g, 1, [&](size_t a, size_t b) {
+          ops::layer_norm(h1 + (r0 + a) * H, b - a, H, H, L.ln1_g.data(), L.ln1_b.data(), eps_);
+        });
+        // Feed-forward: up projection with the activation; down projection + residual, layer norm.
+        g = {};
+        g.a = h1 + r0 * H, g.lda = H, g.m = m, g.lin = &L.up, g.c = up + r0 * I, g.ldc = I;
+        g.epilogue = ops::Epilogue::kBiasActivation, g.act = act_;
+        ops::gemm(g, 1);
+        g = {};
+        g.a = up + r0 * I, g.lda = I, g.m = m, g.lin = &L.down, g.c = x + r0 * H, g.ldc = H;
+        g.epilogue = ops::Epilogue::kBiasResidual, g.residual = h1 + r0 * H, g.ldr = H;
+        ops::gemm(g, 1, [&](size_t a, size_t b) {
+          ops::layer_norm(x + (r0 + a) * H, b - a, H, H, L.ln2_g.data(), L.ln2_b.data(), eps_);
+        });
+      });
+    }
+    if (nth > 1) {
+#pragma omp barrier
+    }
+    step([&] {
+      for (size_t s = tid; s < nseq; s += nth)
+        pool(x + off[s] * H, off[s + 1] - off[s], out + (s0 + s) * dim());
     });
-    // Output projection + residual, then layer norm.
-    g = {};
-    g.a = ctx.data(), g.lda = H, g.m = T, g.lin = &L.out, g.c = h1.data(), g.ldc = H;
-    g.epilogue = ops::Epilogue::kBiasResidual, g.residual = x.data(), g.ldr = H;
-    ops::gemm(g, threads, [&](size_t r0, size_t r1) {
-      ops::layer_norm(h1.data() + r0 * H, r1 - r0, H, H, L.ln1_g.data(), L.ln1_b.data(), eps_);
-    });
-    // Feed-forward: up projection with the activation, down projection + residual, layer norm.
-    g = {};
-    g.a = h1.data(), g.lda = H, g.m = T, g.lin = &L.up, g.c = up.data(), g.ldc = I;
-    g.epilogue = ops::Epilogue::kBiasActivation, g.act = act_;
-    ops::gemm(g, threads);
-    g = {};
-    g.a = up.data(), g.lda = I, g.m = T, g.lin = &L.down, g.c = x.data(), g.ldc = H;
-    g.epilogue = ops::Epilogue::kBiasResidual, g.residual = h1.data(), g.ldr = H;
-    ops::gemm(g, threads, [&](size_t r0, size_t r1) {
-      ops::layer_norm(x.data() + r0 * H, r1 - r0, H, H, L.ln2_g.data(), L.ln2_b.data(), eps_);
-    });
+  };
+  if (threads <= 1) {
+    body(0, 1);
+  } else {
+#pragma omp parallel num_threads(threads)
+    body(size_t(omp_get_thread_num()), size_t(omp_get_num_threads()));
   }
-  for (size_t s = 0; s < nseq; ++s) pool(x.data() + off[s] * H, off[s + 1] - off[s], out + (s0 + s) * dim());
+  if (error) std::rethrow_exception(error);
 }
 
 XDREC_REGISTER_ENCODER(bert, "bert",

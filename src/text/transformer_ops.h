@@ -544,21 +544,23 @@ inline void softmax(float* x, size_t n) {
 }
 
 // ---------------------------------------------------------------------------------------------------------
-// Self-attention of one sequence for heads [h0, h1). q, k, v: L rows (stride ld) of heads * d values, the
-// query already scaled by 1/sqrt(d); out: L rows (stride ldo). Every query attends to all L keys (the
-// sequence holds no padding). Both products run on the GEMM micro-kernel: S = Q K^T with K^T packed as
-// panels, then softmax, then O = P V with V packed as panels. scratch is resized as needed.
-inline void attention(const float* q, const float* k, const float* v, size_t ld, size_t L, size_t h0,
-                      size_t h1, size_t d, float* out, size_t ldo, aligned_vector<float>& scratch) {
-  if (L == 0) return;
+// Self-attention of one sequence for heads [h0, h1) and Lq query rows. q: Lq rows (stride ld), k and v: the
+// sequence's L rows (stride ld), each row holding heads * d values; the query is already scaled by 1/sqrt(d).
+// out: Lq rows (stride ldo). Every query attends to all L keys (the sequence holds no padding). Both products
+// run on the GEMM micro-kernel: S = Q K^T with K^T packed as panels, softmax, then O = P V with V packed as
+// panels. Each output row depends on its own query row only. scratch is resized as needed.
+inline void attention(const float* q, size_t Lq, const float* k, const float* v, size_t ld, size_t L,
+                      size_t h0, size_t h1, size_t d, float* out, size_t ldo,
+                      aligned_vector<float>& scratch) {
+  if (L == 0 || Lq == 0) return;
   const size_t lp = (L + kNr - 1) / kNr * kNr;  // keys padded to whole panels
   const size_t dp = (d + kNr - 1) / kNr * kNr;
   const size_t kmax = std::max(d, L);
-  const size_t need = L * kmax + kmax * std::max(lp, dp) + L * lp;
+  const size_t need = Lq * kmax + kmax * std::max(lp, dp) + Lq * lp;
   if (scratch.size() < need) scratch.resize(need);
-  float* apack = scratch.data();               // packed rows of Q (L x d) or P (L x L)
-  float* bpack = apack + L * kmax;             // K^T (d x lp) or V (L x dp), as panels of kNr columns
-  float* s = bpack + kmax * std::max(lp, dp);  // scores / probabilities, L x lp
+  float* apack = scratch.data();               // packed rows of Q (Lq x d) or P (Lq x L)
+  float* bpack = apack + Lq * kmax;            // K^T (d x lp) or V (L x dp), as panels of kNr columns
+  float* s = bpack + kmax * std::max(lp, dp);  // scores / probabilities, Lq x lp
   static const float zeros[kNr] = {};
   detail::KernelArgs ka{};
   ka.accumulate = false;
@@ -568,8 +570,8 @@ inline void attention(const float* q, const float* k, const float* v, size_t ld,
   for (size_t h = h0; h < h1; ++h) {
     const size_t off = h * d;
     // S = Q K^T.
-    for (size_t i = 0; i < L; i += kMr)
-      detail::pack_a(q + i * ld + off, ld, std::min(kMr, L - i), 0, d, apack + i * d);
+    for (size_t i = 0; i < Lq; i += kMr)
+      detail::pack_a(q + i * ld + off, ld, std::min(kMr, Lq - i), 0, d, apack + i * d);
     for (size_t p = 0; p < lp / kNr; ++p) {
       float* bp = bpack + p * d * kNr;
       for (size_t jj = 0; jj < kNr; ++jj) {
@@ -585,16 +587,16 @@ inline void attention(const float* q, const float* k, const float* v, size_t ld,
     for (size_t p = 0; p < lp / kNr; ++p) {
       ka.bp = bpack + p * d * kNr;
       ka.ncols = std::min(kNr, L - p * kNr);
-      for (size_t i = 0; i < L; i += kMr) {
+      for (size_t i = 0; i < Lq; i += kMr) {
         ka.ap = apack + i * d;
         ka.c = s + i * lp + p * kNr;
-        detail::run_kernel(std::min(kMr, L - i), ka);
+        detail::run_kernel(std::min(kMr, Lq - i), ka);
       }
     }
-    for (size_t i = 0; i < L; ++i) softmax(s + i * lp, L);
+    for (size_t i = 0; i < Lq; ++i) softmax(s + i * lp, L);
     // O = P V.
-    for (size_t i = 0; i < L; i += kMr)
-      detail::pack_a(s + i * lp, lp, std::min(kMr, L - i), 0, L, apack + i * L);
+    for (size_t i = 0; i < Lq; i += kMr)
+      detail::pack_a(s + i * lp, lp, std::min(kMr, Lq - i), 0, L, apack + i * L);
     for (size_t p = 0; p < dp / kNr; ++p) {
       float* bp = bpack + p * L * kNr;
       const size_t c0 = p * kNr, nc = std::min(kNr, d - c0);
@@ -610,10 +612,10 @@ inline void attention(const float* q, const float* k, const float* v, size_t ld,
     for (size_t p = 0; p < dp / kNr; ++p) {
       ka.bp = bpack + p * L * kNr;
       ka.ncols = std::min(kNr, d - p * kNr);
-      for (size_t i = 0; i < L; i += kMr) {
+      for (size_t i = 0; i < Lq; i += kMr) {
         ka.ap = apack + i * L;
         ka.c = out + i * ldo + off + p * kNr;
-        detail::run_kernel(std::min(kMr, L - i), ka);
+        detail::run_kernel(std::min(kMr, Lq - i), ka);
       }
     }
   }

@@ -264,8 +264,16 @@ TEST(BertOps, LayerNormSoftmaxAndAttentionMatchNaive) {
       std::vector<float> qkv(L * ld), out(L * H, -1), expect(L * H);
       for (auto& v : qkv) v = rng.normal();
       ops::aligned_vector<float> scratch;
-      ops::attention(qkv.data(), qkv.data() + H, qkv.data() + 2 * H, ld, L, 0, heads, d, out.data(), H,
+      ops::attention(qkv.data(), L, qkv.data() + H, qkv.data() + 2 * H, ld, L, 0, heads, d, out.data(), H,
                      scratch);
+      // Query rows in two parts, heads in two parts: the same bits.
+      std::vector<float> split(L * H, -1);
+      const size_t half = L / 2;
+      for (auto [a, b] : {std::pair<size_t, size_t>{0, half}, {half, L}})
+        for (auto [g0, g1] : {std::pair<size_t, size_t>{0, 1}, {1, heads}})
+          ops::attention(qkv.data() + a * ld, b - a, qkv.data() + H, qkv.data() + 2 * H, ld, L, g0, g1, d,
+                         split.data() + a * H, H, scratch);
+      EXPECT_EQ(split, out) << "d=" << d << " L=" << L;
       for (size_t h = 0; h < heads; ++h)
         for (size_t i = 0; i < L; ++i) {
           std::vector<double> p(L);
