@@ -64,8 +64,9 @@ json read_json_file(const std::string& path) {
 }
 
 // ---------------------------------------------------------------------------------------------------------
-// A safetensors file read tensor by tensor (never whole), converting F32 / F16 / BF16 to float and hashing
-// the bytes it reads.
+// A safetensors file read tensor by tensor, in pieces, converting F32 / F16 / BF16 to float and hashing the
+// bytes it reads. Loading thus never holds the whole file besides the packed model (the core reader loads
+// every tensor at once), which keeps the peak memory of the int8 mode near the size of its weights.
 class TensorFile {
  public:
   struct Entry {
@@ -302,7 +303,7 @@ class BertEncoder : public TextEncoder {
   void load_weights(const std::string& path);
   // Vectors of the texts `ids` into out (one row of dim() values each).
   void forward_chunk(const std::vector<std::vector<int32_t>>& ids, float* out, int threads) const;
-  // Texts [s0, s1) of ids, every layer split over `threads`.
+  // Texts [s0, s1) of ids, their token rows split over `threads`.
   void forward_group(const std::vector<std::vector<int32_t>>& ids, size_t s0, size_t s1, float* out,
                      int threads) const;
   void pool(const float* x, size_t L, float* dst) const;
