@@ -367,6 +367,8 @@ int main(int argc, char** argv) {
         {"tokens_per_text", kWords + 2},
         {"texts", kTexts},
         {"seconds_per_configuration", seconds},
+        {"load_average_1min_before_after", json::array({load_before, loadavg()})},
+        {"hardware_threads", std::thread::hardware_concurrency()},
         {"throughput", "best of rounds of at least max(0.25 s, seconds / 8) each (median also given)"},
         {"pytorch", torch.empty() ? json() : torch.begin()->second.value("version", json())}};
     write_file_atomic(out_path, out.dump(2) + "\n");
