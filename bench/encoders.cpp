@@ -375,18 +375,22 @@ int main(int argc, char** argv) {
 
     std::printf("%-30s %12s %12s %8s %10s %10s\n", "encoder/batch/threads", "xdrec sent/s", "torch sent/s",
                 "speedup", "peak MiB", "rel. diff");
+    auto fmt = [](const char* f, double v) {
+      char buf[64];
+      std::snprintf(buf, sizeof buf, f, v);
+      return std::string(buf);
+    };
     for (auto& [key, e] : out.items()) {
       if (key == "notes" || key == "setup") continue;
       const bool has_t = !e["pytorch_sentences_per_second"].is_null();
-      std::printf(
-          "%-30s %12.1f %12s %8s %10.1f %10s\n", key.c_str(), e["xdrec_sentences_per_second"].get<double>(),
-          has_t ? std::to_string(int(std::lround(e["pytorch_sentences_per_second"].get<double>()))).c_str()
-                : "-",
-          has_t ? (std::to_string(e["speedup_vs_pytorch"].get<double>()).substr(0, 4) + "x").c_str() : "-",
-          e["peak_rss_mb"].get<double>(),
-          e.contains("max_relative_difference_vs_pytorch")
-              ? std::to_string(e["max_relative_difference_vs_pytorch"].get<double>()).substr(0, 8).c_str()
-              : "-");
+      const std::string ts = has_t ? fmt("%.1f", e["pytorch_sentences_per_second"].get<double>()) : "-";
+      const std::string sp = has_t ? fmt("%.2fx", e["speedup_vs_pytorch"].get<double>()) : "-";
+      const std::string rd = e.contains("max_relative_difference_vs_pytorch")
+                                 ? fmt("%.1e", e["max_relative_difference_vs_pytorch"].get<double>())
+                                 : "-";
+      std::printf("%-30s %12.1f %12s %8s %10.1f %10s\n", key.c_str(),
+                  e["xdrec_sentences_per_second"].get<double>(), ts.c_str(), sp.c_str(),
+                  e["peak_rss_mb"].get<double>(), rd.c_str());
     }
     for (auto& n : notes) std::printf("note: %s\n", n.c_str());
     std::printf(
