@@ -438,7 +438,9 @@ TEST(UseLite, Speed) {
     return t;
   };
   const auto texts = make(256);
-  // The machine's GEMM rate at this moment (the encoder is mostly GEMMs of this shape), for context.
+  // The machine's GEMM rate at this moment (the encoder is mostly GEMMs of this shape, each on one thread),
+  // for context.
+  openblas_set_num_threads(1);
   for (int threads : {1, 2}) {
     const int M = 256, N = 1536, K = 512;
     std::vector<float> A(size_t(M) * K, 0.5f), B(size_t(K) * N, 0.25f);
