@@ -1,8 +1,9 @@
 // Encoder registry and the model cache directory.
-#include <algorithm>
-#include <cstdlib>
-
 #include "xdrec/encoder.h"
+
+#include <algorithm>
+#include <cctype>
+#include <cstdlib>
 
 namespace xdrec {
 
@@ -10,6 +11,16 @@ namespace {
 std::vector<EncoderInfo>& registry() {
   static std::vector<EncoderInfo> r;
   return r;
+}
+// "key=value" with an identifier key; a path or URL (even one holding '=' after '?') is not.
+bool is_key_value(const std::string& text) {
+  const size_t eq = text.find('=');
+  if (eq == std::string::npos || eq == 0) return false;
+  for (size_t i = 0; i < eq; ++i) {
+    const char c = text[i];
+    if (!(std::isalnum(static_cast<unsigned char>(c)) || c == '_' || c == '-')) return false;
+  }
+  return true;
 }
 }  // namespace
 
@@ -21,7 +32,9 @@ bool register_encoder(EncoderInfo info) {
   return true;
 }
 
-const std::vector<EncoderInfo>& registered_encoders() { return registry(); }
+const std::vector<EncoderInfo>& registered_encoders() {
+  return registry();
+}
 
 std::unique_ptr<TextEncoder> create_encoder(const std::string& text) {
   const size_t colon = text.find(':');
@@ -45,7 +58,7 @@ std::unique_ptr<TextEncoder> create_encoder(const std::string& text) {
     } else if (!rest.empty()) {
       size_t first_comma = rest.find(',');
       std::string head = rest.substr(0, first_comma);
-      if (head.find('=') == std::string::npos || head.find('/') != std::string::npos) {
+      if (!is_key_value(head)) {
         spec.values[""] = head;
         rest = first_comma == std::string::npos ? "" : rest.substr(first_comma + 1);
       }
