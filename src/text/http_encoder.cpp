@@ -33,7 +33,6 @@
 #include <thread>
 
 #include "data/text.h"
-#include "text/text_util.h"
 #include "xdrec/encoder.h"
 
 namespace xdrec {
@@ -103,7 +102,7 @@ class HttpEncoder final : public TextEncoder {
         .add("api_key_env", &api_key_env_, "", {},
              "environment variable holding an API key (sent as Authorization: Bearer)")
         .add("dim", &dim_param_, 0, 0, 1 << 20, "expected dimension (0: learned from the first response)");
-    auto values = text::resolve_positional(spec.values, "http");
+    auto values = spec.values;
     auto it = values.find("");
     auto jt = values.find("url");
     check(!(it != values.end() && jt != values.end()),

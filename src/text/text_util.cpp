@@ -1,7 +1,5 @@
 #include "text/text_util.h"
 
-#include "xdrec/common.h"
-
 namespace xdrec::text {
 
 std::u32string decode_utf8(std::string_view s) {
@@ -145,25 +143,6 @@ std::vector<std::u32string> words(std::string_view utf8) {
     }
   }
   if (!cur.empty()) out.push_back(std::move(cur));
-  return out;
-}
-
-std::map<std::string, std::string> resolve_positional(const std::map<std::string, std::string>& values,
-                                                      const std::string& owner) {
-  auto out = values;
-  auto it = out.find("");
-  if (it == out.end()) return out;
-  const std::string item = it->second;
-  const size_t eq = item.find('=');
-  if (eq == std::string::npos || eq == 0) return out;
-  for (size_t i = 0; i < eq; ++i) {
-    const char c = item[i];
-    if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_')) return out;
-  }
-  const std::string key = item.substr(0, eq);
-  check(!out.count(key), owner + ": '" + key + "' is given twice");
-  out.erase(it);
-  out[key] = item.substr(eq + 1);
   return out;
 }
 

@@ -3,7 +3,6 @@
 #pragma once
 
 #include <cstdint>
-#include <map>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -31,12 +30,5 @@ bool is_space(char32_t c);
 
 // Lower-cased words: maximal runs of word characters.
 std::vector<std::u32string> words(std::string_view utf8);
-
-// The key=value settings of an encoder spec with its positional argument (Spec::values[""]) resolved:
-// create_encoder stores a first item that contains '/' under the empty key even when it reads
-// "key=/some/path"; such an item is split back into its key and value here. Throws Error (naming `owner`)
-// when that key is also given separately.
-std::map<std::string, std::string> resolve_positional(const std::map<std::string, std::string>& values,
-                                                      const std::string& owner);
 
 }  // namespace xdrec::text
