@@ -9,6 +9,7 @@
 #include <sstream>
 
 #include "cli/progress.h"
+#include "xdrec/encoder.h"
 #include "xdrec/metrics.h"
 #include "xdrec/params.h"
 #include "xdrec/readers.h"
@@ -576,9 +577,12 @@ int cmd_quickstart(const QuickstartArgs& a, const Common& c) {
 }
 
 int cmd_models() {
+  std::printf("models (--model NAME:key=value,...):\n");
   for (auto& m : registered_models()) {
     std::printf("%s: %s\n%s", m.name.c_str(), m.summary.c_str(), m.param_help().c_str());
   }
+  std::printf("\ntext encoders (--encoder NAME[:ARG][,key=value,...]):\n");
+  for (auto& e : registered_encoders()) std::printf("%s: %s\n", e.name.c_str(), e.summary.c_str());
   return 0;
 }
 

@@ -57,15 +57,15 @@ struct QuickstartArgs {
 };
 
 struct EncodeArgs {
-  std::string encoder = "use-lite";
+  std::string encoder = "auto";
   bool ids = false;    // write token ids instead of vectors
   std::string fit_on;  // for fitted encoders (tfidf): a text file to fit on (default: the input itself)
 };
 struct EmbedArgs {
   DataArg data;
-  std::string encoder = "use-lite", output, template_text = "{title}. {categories}. {description}";
+  std::string encoder = "auto", output, template_text = "{title}. {categories}. {description}";
   std::string cache_dir;  // empty: $XDG_CACHE_HOME/xdrec/embeddings
-  size_t batch = 64;
+  size_t batch = 1024;
 };
 
 int cmd_import(const ImportArgs& a, const Common& c);

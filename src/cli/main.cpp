@@ -123,7 +123,8 @@ int main(int argc, char** argv) {
                                       "newline, \\\\ a backslash) into one JSON vector per line");
   c_encode
       ->add_option("--encoder", enc.encoder,
-                   "encoder spec: use-lite, bert:DIR, tfidf:dim=256, glove, http:URL")
+                   "encoder spec: auto (use-lite when installed, else tfidf), use-lite, bert:DIR, "
+                   "tfidf:dim=256, glove, http:URL")
       ->capture_default_str();
   c_encode->add_flag("--ids", enc.ids, "write the token ids instead of the vectors");
   c_encode->add_option("--fit-on", enc.fit_on, "text file (one text per line) to fit a corpus encoder on");
