@@ -189,15 +189,17 @@ inline void activate_inplace(float* x, size_t n, Activation act) {
 }
 
 // ---------------------------------------------------------------------------------------------------------
-// A linear layer y = x W + b with W (in x out) packed in panels of kNr output columns: panel p holds rows
-// 0..in-1 of columns [p*kNr, (p+1)*kNr), each row kNr contiguous values (zero padded past `out`).
+// A linear layer y = x W + b with W (in x out) packed for the GEMM: the rows are split into blocks of kc rows
+// (the last may be shorter) and, inside a block, the columns into panels of kNr, each panel storing its rows
+// one after the other (kNr contiguous values per row, zero padded past `out`). Blocks follow each other, and
+// panels inside a block, so that the GEMM reads the weights sequentially.
 // In int8 mode W[k][j] = q[k][j] * scale[j] (symmetric, one scale per output channel).
 constexpr size_t kNr = 32;  // columns per panel (two AVX-512 registers)
 constexpr size_t kMr = 12;  // rows per micro-kernel call
 constexpr size_t kMc = 96;  // rows per task
 
 struct Linear {
-  size_t in = 0, out = 0, panels = 0;
+  size_t in = 0, out = 0, panels = 0, kc = 0;
   bool int8 = false;
   aligned_vector<float> w;      // float mode: panels * in * kNr
   aligned_vector<int8_t> q;     // int8 mode: panels * in * kNr
@@ -212,15 +214,16 @@ struct Linear {
     l.in = in;
     l.out = out;
     l.panels = (out + kNr - 1) / kNr;
+    const size_t blocks = std::max<size_t>(1, (in + 255) / 256);  // rows per block: at most 256, even sizes
+    l.kc = std::max<size_t>(1, (in + blocks - 1) / blocks);
     l.int8 = int8;
     l.bias.assign(l.panels * kNr, 0.0f);
     for (size_t j = 0; j < out && b; ++j) l.bias[j] = b[j] * factor;
     if (!int8) {
       l.w.assign(l.panels * in * kNr, 0.0f);
       for (size_t j = 0; j < out; ++j) {
-        float* dst = l.w.data() + (j / kNr) * in * kNr + (j % kNr);
         const float* src = weight + j * in;
-        for (size_t k = 0; k < in; ++k) dst[k * kNr] = src[k] * factor;
+        for (size_t k = 0; k < in; ++k) l.w[l.offset(k, j / kNr) + j % kNr] = src[k] * factor;
       }
     } else {
       l.q.assign(l.panels * in * kNr, 0);
@@ -231,10 +234,9 @@ struct Linear {
         for (size_t k = 0; k < in; ++k) amax = std::max(amax, std::fabs(src[k] * factor));
         const float s = amax > 0 ? amax / 127.0f : 1.0f;
         l.scale[j] = s;
-        int8_t* dst = l.q.data() + (j / kNr) * in * kNr + (j % kNr);
         for (size_t k = 0; k < in; ++k) {
           const float v = std::nearbyint(src[k] * factor / s);
-          dst[k * kNr] = int8_t(std::clamp(v, -127.0f, 127.0f));
+          l.q[l.offset(k, j / kNr) + j % kNr] = int8_t(std::clamp(v, -127.0f, 127.0f));
         }
       }
     }
@@ -244,9 +246,14 @@ struct Linear {
   size_t bytes() const {
     return w.size() * sizeof(float) + q.size() + (scale.size() + bias.size()) * sizeof(float);
   }
+  // Index of row k of panel p in the packed storage (the rows of a block are contiguous within a panel).
+  size_t offset(size_t k, size_t p) const {
+    const size_t k0 = k / kc * kc, rows = std::min(kc, in - k0);
+    return k0 * panels * kNr + p * rows * kNr + (k - k0) * kNr;
+  }
   // The effective (dequantised) weight W[k][j], for tests.
   float weight(size_t k, size_t j) const {
-    const size_t idx = (j / kNr) * in * kNr + k * kNr + (j % kNr);
+    const size_t idx = offset(k, j / kNr) + j % kNr;
     return int8 ? float(q[idx]) * scale[j] : w[idx];
   }
 };
@@ -397,8 +404,7 @@ inline void run_kernel(size_t mr, const KernelArgs& k) {
 inline void gemm_tile(const GemmArgs& g, size_t r0, size_t r1, size_t p0, size_t p1) {
   const Linear& l = *g.lin;
   const size_t K = l.in;
-  const size_t kblocks = std::max<size_t>(1, (K + 255) / 256);
-  const size_t kc_max = (K + kblocks - 1) / kblocks;
+  const size_t kc_max = l.kc;
   static thread_local aligned_vector<float> apack, bdeq;
   if (apack.size() < kMc * kc_max) apack.resize(kMc * kc_max);
   if (l.int8 && bdeq.size() < kc_max * kNr) bdeq.resize(kc_max * kNr);
@@ -412,11 +418,11 @@ inline void gemm_tile(const GemmArgs& g, size_t r0, size_t r1, size_t p0, size_t
       for (size_t p = p0; p < p1; ++p) {
         const float* bp;
         if (l.int8) {
-          const int8_t* src = l.q.data() + p * K * kNr + k0 * kNr;
+          const int8_t* src = l.q.data() + l.offset(k0, p);
           for (size_t t = 0; t < kc * kNr; ++t) bdeq[t] = float(src[t]);
           bp = bdeq.data();
         } else {
-          bp = l.w.data() + p * K * kNr + k0 * kNr;
+          bp = l.w.data() + l.offset(k0, p);
         }
         const size_t col = p * kNr;
         KernelArgs ka{};
