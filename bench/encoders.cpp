@@ -2,9 +2,10 @@
 // intermediate 1536, vocabulary 30522, random weights written to a temporary model folder), 64-token texts,
 // batches of 1 and 32, 1 and 2 threads, float32 and int8 weights; and USE-Lite when it is installed.
 // PyTorch on the same machine runs the same weights and token ids (bench/encoders_torch.py) when --torch is
-// given; with several threads it runs with the default OpenMP wait policy and with OMP_WAIT_POLICY=PASSIVE,
-// and the faster counts. Throughputs are the best of several rounds (the machine may be shared), medians are
-// given.
+// given: the BERT, and USE-Lite re-implemented in PyTorch with the TensorFlow.js model's weights, fed the ids
+// of xdrec's USE-Lite tokenizer (written by a child process to the model folder's use_lite_ids.json); with
+// several threads it runs with the default OpenMP wait policy and with OMP_WAIT_POLICY=PASSIVE, and the
+// faster counts. Throughputs are the best of several rounds (the machine may be shared), medians are given.
 //
 //   bench_encoders OUT.json [--torch SCRIPT] [--python PYTHON] [--seconds S] [--threads 1,2] [--batches 1,32]
 //                  [--model-dir DIR]   (write the model folder there and keep it; default: a temporary
@@ -43,7 +44,9 @@ namespace {
 constexpr size_t kHidden = 384, kLayers = 6, kHeads = 12, kInter = 1536, kVocab = 30522, kPositions = 512;
 constexpr size_t kWords = 62;  // + [CLS] + [SEP] = 64 tokens
 constexpr size_t kTexts = 256;
-constexpr size_t kSpecials = 5;  // [PAD] [UNK] [CLS] [SEP] [MASK]
+constexpr size_t kSpecials = 5;                  // [PAD] [UNK] [CLS] [SEP] [MASK]
+constexpr size_t kUseLiteMaxTokens = 128;        // tokens USE-Lite embeds per text (its default)
+constexpr double kUseLiteCheckTolerance = 1e-4;  // max abs difference of the unit vectors
 
 std::vector<int> parse_list(const std::string& s) {
   std::vector<int> out;
@@ -158,6 +161,31 @@ std::vector<std::string> read_lines(const std::string& path) {
   return out;
 }
 
+// Token ids of all benchmark texts as USE-Lite embeds them (at most kUseLiteMaxTokens), written to OUT for
+// the PyTorch side; prints {"tokens_per_text", "equal_lengths"} or {"error"}.
+int run_ids_child(const std::string& dir, const std::string& out_file) {
+  json r;
+  try {
+    auto enc = create_encoder("use-lite");
+    json ids = json::array();
+    size_t lo = SIZE_MAX, hi = 0;
+    for (const auto& text : read_lines(dir + "/texts.txt")) {
+      std::vector<int32_t> t = enc->token_ids(text);
+      if (t.size() > kUseLiteMaxTokens) t.resize(kUseLiteMaxTokens);
+      lo = std::min(lo, t.size());
+      hi = std::max(hi, t.size());
+      ids.push_back(t);
+    }
+    write_file_atomic(out_file, ids.dump());
+    r["tokens_per_text"] = hi;
+    r["equal_lengths"] = lo == hi;
+  } catch (const std::exception& e) {
+    r["error"] = e.what();
+  }
+  std::cout << r.dump() << std::endl;
+  return 0;
+}
+
 // One configuration, in its own process: prints one JSON object on stdout.
 int run_child(const std::string& spec, int batch, int threads, double seconds, const std::string& dir) {
   json r;
@@ -166,12 +194,17 @@ int run_child(const std::string& spec, int batch, int threads, double seconds, c
     auto enc = create_encoder(spec);
     r["load_seconds"] = load.seconds();
     const auto texts = read_lines(dir + "/texts.txt");
-    if (spec.rfind("bert", 0) == 0) {  // the inputs are what the PyTorch side is fed
-      const json ids = json::parse(read_file(dir + "/ids.json"));
-      for (size_t i = 0; i < 4; ++i)
-        if (enc->token_ids(texts[i]) != ids[i].get<std::vector<int32_t>>())
-          throw Error("bench: token ids differ from ids.json for text " + std::to_string(i));
-      r["tokens_per_text"] = enc->token_ids(texts[0]).size();
+    const bool bert = spec.rfind("bert", 0) == 0;
+    const std::string ids_file = dir + (bert ? "/ids.json" : "/use_lite_ids.json");
+    if (bert || (spec == "use-lite" && fs::exists(ids_file))) {  // the inputs are what PyTorch is fed
+      const json ids = json::parse(read_file(ids_file));
+      for (size_t i = 0; i < 4; ++i) {
+        std::vector<int32_t> t = enc->token_ids(texts[i]);
+        if (!bert && t.size() > kUseLiteMaxTokens) t.resize(kUseLiteMaxTokens);
+        if (t != ids[i].get<std::vector<int32_t>>())
+          throw Error("bench: token ids differ from " + ids_file + " for text " + std::to_string(i));
+      }
+      r["tokens_per_text"] = ids[0].size();
       // Vectors of the first texts, compared with PyTorch's by the parent.
       const Matrix v = enc->encode(std::vector<std::string>(texts.begin(), texts.begin() + 4), threads);
       r["check"] = json::array();
@@ -232,6 +265,12 @@ json run_command(const std::string& cmd) {
   }
 }
 
+double max_abs_diff(const std::vector<float>& a, const std::vector<float>& b) {
+  double m = a.size() == b.size() ? 0 : INFINITY;
+  for (size_t i = 0; i < std::min(a.size(), b.size()); ++i) m = std::max(m, double(std::fabs(a[i] - b[i])));
+  return m;
+}
+
 double rel_diff(const std::vector<float>& a, const std::vector<float>& b) {
   double num = 0, den = 0;
   for (size_t i = 0; i < std::min(a.size(), b.size()); ++i)
@@ -245,6 +284,7 @@ int main(int argc, char** argv) {
   try {
     if (argc >= 7 && std::string(argv[1]) == "--child")
       return run_child(argv[2], std::stoi(argv[3]), std::stoi(argv[4]), std::stod(argv[5]), argv[6]);
+    if (argc >= 4 && std::string(argv[1]) == "--ids") return run_ids_child(argv[2], argv[3]);
     if (argc < 2 || std::string(argv[1]) == "-h" || std::string(argv[1]) == "--help") {
       std::cerr << "usage: bench_encoders OUT.json [--torch SCRIPT] [--python PYTHON] [--seconds S] "
                    "[--threads 1,2] [--batches 1,32]\n";
@@ -293,8 +333,10 @@ int main(int argc, char** argv) {
     // several threads PyTorch's idle OpenMP threads spin and compete with OpenBLAS's own threads; it runs
     // both with the default wait policy and with OMP_WAIT_POLICY=PASSIVE and keeps, per batch size, the
     // faster.
-    std::map<int, json> torch;
-    if (!torch_script.empty()) {
+    // One PyTorch run per thread count of the model `model_dir` (--arch, --ids as in extra_args).
+    const auto run_torch = [&](const std::string& what, const std::string& model_dir,
+                               const std::string& extra_args) {
+      std::map<int, json> torch;
       std::string bl;
       for (int b : batches) bl += (bl.empty() ? "" : ",") + std::to_string(b);
       for (int th : threads) {
@@ -304,11 +346,11 @@ int main(int argc, char** argv) {
               "OMP_NUM_THREADS=" + std::to_string(th) + " OPENBLAS_NUM_THREADS=" + std::to_string(th) +
               " MKL_NUM_THREADS=" + std::to_string(th) + (policy.empty() ? "" : " OMP_WAIT_POLICY=" + policy);
           const std::string cmd = env + " " + python + " " + shell_quote(torch_script) + " " +
-                                  shell_quote(dir) + " --threads " + std::to_string(th) + " --batches " + bl +
-                                  " --seconds " + std::to_string(seconds);
+                                  shell_quote(model_dir) + extra_args + " --threads " + std::to_string(th) +
+                                  " --batches " + bl + " --seconds " + std::to_string(seconds);
           json r = run_command(cmd);
           if (r.contains("error")) {
-            notes.push_back("PyTorch (" + env + ") failed: " + r["error"].get<std::string>());
+            notes.push_back("PyTorch " + what + " (" + env + ") failed: " + r["error"].get<std::string>());
             std::cerr << notes.back() << "\n";
             continue;
           }
@@ -325,6 +367,23 @@ int main(int argc, char** argv) {
               std::max(torch[th]["peak_rss_mb"].get<double>(), r["peak_rss_mb"].get<double>());
         }
       }
+      return torch;
+    };
+    std::map<int, json> torch, torch_use_lite;
+    if (!torch_script.empty()) {
+      torch = run_torch("BERT", dir, "");
+      // USE-Lite: its token ids of the benchmark texts first (a child process; fails when not installed).
+      const std::string ids_file = dir + "/use_lite_ids.json";
+      const json ir =
+          run_command(shell_quote(self) + " --ids " + shell_quote(dir) + " " + shell_quote(ids_file));
+      if (ir.contains("error"))
+        notes.push_back("PyTorch USE-Lite not run: " + ir["error"].get<std::string>());
+      else if (!ir.value("equal_lengths", false))
+        notes.push_back(
+            "PyTorch USE-Lite not run: the texts' USE-Lite token counts differ (no padding support)");
+      else
+        torch_use_lite = run_torch("USE-Lite", model_cache_dir() + "/use-lite",
+                                   " --arch use-lite --ids " + shell_quote(ids_file));
     } else {
       notes.push_back("PyTorch comparison not run (no --torch script)");
     }
@@ -357,8 +416,10 @@ int main(int argc, char** argv) {
           e["peak_rss_mb"] = r["peak_rss_mb"];
           e["load_seconds"] = r["load_seconds"];
           e["pytorch_sentences_per_second"] = nullptr;
-          if (label.rfind("bert", 0) == 0 && torch.count(th)) {
-            const json& tr = torch[th];
+          const bool is_bert = label.rfind("bert", 0) == 0;
+          std::map<int, json>& tm = is_bert ? torch : torch_use_lite;
+          if (tm.count(th)) {
+            const json& tr = tm[th];
             const std::string bk = std::to_string(b);
             if (tr.contains("results") && tr["results"].contains(bk)) {
               const double ps = tr["results"][bk]["sentences_per_second"].get<double>();
@@ -371,14 +432,25 @@ int main(int argc, char** argv) {
                 e["pytorch_variant"] = "float32 (no int8 counterpart)";
             }
             if (tr.contains("check") && r.contains("check")) {
-              double worst = 0;
-              for (size_t i = 0; i < r["check"].size(); ++i)
-                worst = std::max(worst, rel_diff(r["check"][i].get<std::vector<float>>(),
-                                                 tr["check"][i].get<std::vector<float>>()));
+              double worst = 0, worst_abs = 0;
+              for (size_t i = 0; i < r["check"].size(); ++i) {
+                const auto a = r["check"][i].get<std::vector<float>>();
+                const auto b2 = tr["check"][i].get<std::vector<float>>();
+                worst = std::max(worst, rel_diff(a, b2));
+                worst_abs = std::max(worst_abs, max_abs_diff(a, b2));
+              }
               e["max_relative_difference_vs_pytorch"] = worst;
+              e["max_abs_difference_vs_pytorch"] = worst_abs;
+              if (!is_bert) {
+                e["pytorch_check"] = worst_abs <= kUseLiteCheckTolerance ? "passed" : "FAILED";
+                e["pytorch_check_tolerance"] = kUseLiteCheckTolerance;
+              }
             }
           }
-          if (label == "use-lite") e["note"] = "same texts; USE-Lite embeds at most 128 of its own tokens";
+          if (label == "use-lite") {
+            e["note"] = "same texts; USE-Lite embeds at most 128 of its own tokens";
+            if (r.contains("tokens_per_text")) e["tokens_per_text"] = r["tokens_per_text"];
+          }
           out[key] = e;
           std::cerr << key << " done\n";
         }
@@ -392,11 +464,14 @@ int main(int argc, char** argv) {
         {"load_average_1min_before_after", json::array({load_before, loadavg()})},
         {"hardware_threads", std::thread::hardware_concurrency()},
         {"throughput", "best of rounds of at least max(0.25 s, seconds / 8) each (median also given)"},
-        {"pytorch", torch.empty() ? json() : torch.begin()->second.value("version", json())}};
+        {"pytorch", torch.empty() ? json() : torch.begin()->second.value("version", json())},
+        {"pytorch_use_lite",
+         "USE-Lite re-implemented in bench/encoders_torch.py with the TF.js model's weights; same token ids; "
+         "check passes when the max abs difference of the first 4 vectors is <= 1e-4"}};
     write_file_atomic(out_path, out.dump(2) + "\n");
 
-    std::printf("%-30s %12s %12s %8s %10s %10s\n", "encoder/batch/threads", "xdrec sent/s", "torch sent/s",
-                "speedup", "peak MiB", "rel. diff");
+    std::printf("%-30s %12s %12s %8s %10s %10s %10s\n", "encoder/batch/threads", "xdrec sent/s",
+                "torch sent/s", "speedup", "peak MiB", "rel. diff", "abs. diff");
     auto fmt = [](const char* f, double v) {
       char buf[64];
       std::snprintf(buf, sizeof buf, f, v);
@@ -410,9 +485,13 @@ int main(int argc, char** argv) {
       const std::string rd = e.contains("max_relative_difference_vs_pytorch")
                                  ? fmt("%.1e", e["max_relative_difference_vs_pytorch"].get<double>())
                                  : "-";
-      std::printf("%-30s %12.1f %12s %8s %10.1f %10s\n", key.c_str(),
+      std::string ad = e.contains("max_abs_difference_vs_pytorch")
+                           ? fmt("%.1e", e["max_abs_difference_vs_pytorch"].get<double>())
+                           : "-";
+      if (e.contains("pytorch_check") && e["pytorch_check"] != "passed") ad += " FAILED";
+      std::printf("%-30s %12.1f %12s %8s %10.1f %10s %10s\n", key.c_str(),
                   e["xdrec_sentences_per_second"].get<double>(), ts.c_str(), sp.c_str(),
-                  e["peak_rss_mb"].get<double>(), rd.c_str());
+                  e["peak_rss_mb"].get<double>(), rd.c_str(), ad.c_str());
     }
     for (auto& n : notes) std::printf("note: %s\n", n.c_str());
     std::printf(

@@ -1,8 +1,12 @@
 #!/usr/bin/env python3
-"""PyTorch baseline for bench/encoders: the same BERT, written with torch.nn.functional, with the weights of the
-benchmark's model folder (model.safetensors read with numpy) and its token ids (ids.json).
+"""PyTorch baseline for bench/encoders, written with torch.nn.functional:
+  --arch bert (default): the same BERT with the weights of the benchmark's model folder (model.safetensors read
+    with numpy) and its token ids (MODEL_DIR/ids.json);
+  --arch use-lite: Universal Sentence Encoder Lite as xdrec runs it (src/text/use_lite.cpp), with the weights of
+    the TensorFlow.js model in MODEL_DIR (package/dist/model.json or model.json and its shards, read with numpy)
+    and the token ids of --ids FILE (a JSON list of id lists, as xdrec's use-lite tokenizer produced them).
 
-usage: encoders_torch.py MODEL_DIR --threads N --batches 1,32 --seconds S
+usage: encoders_torch.py MODEL_DIR [--arch bert|use-lite] [--ids FILE] --threads N --batches 1,32 --seconds S
 
 Prints one JSON object: {"version", "threads", "results": {"<batch>": {"sentences_per_second" (best round),
 "sentences_per_second_median"}},
@@ -12,6 +16,7 @@ thread count before starting it (bench/encoders does).
 import argparse
 import json
 import math
+import os
 import resource
 import struct
 import time
@@ -70,17 +75,108 @@ class Bert:
         return F.normalize(x.mean(dim=1), dim=-1)  # mean pooling (no padding: equal lengths), Normalize
 
 
+def load_tfjs(model_json):
+    """Weights of a TensorFlow.js graph model: {name: numpy array}, from the shards of each manifest group."""
+    folder = os.path.dirname(model_json)
+    spec = json.load(open(model_json))
+    out = {}
+    sizes = {"float32": 4, "int32": 4}
+    for group in spec["weightsManifest"]:
+        data = b"".join(open(os.path.join(folder, p), "rb").read() for p in group["paths"])
+        pos = 0
+        for w in group["weights"]:
+            assert "quantization" not in w and w["dtype"] in sizes, w["name"]
+            count = int(np.prod(w["shape"], dtype=np.int64))
+            dt = np.float32 if w["dtype"] == "float32" else np.int32
+            out[w["name"]] = np.frombuffer(data, dtype=dt, count=count, offset=pos).reshape(w["shape"]).copy()
+            pos += count * sizes[w["dtype"]]
+        assert pos == len(data), "shard sizes differ from the manifest"
+    return out
+
+
+class UseLite:
+    """x = e + (e + timing); per layer: h = [x Wres + bres | x] + Attn(LN(x)); h = h + FFN(LN(h)); mean over
+    tokens; tanh(. W + b); L2 normalisation (the graph's epsilon)."""
+
+    APPLY = "module_apply_default/Encoder_en/KonaTransformer/"
+    MODULE = "module/Encoder_en/KonaTransformer/"
+
+    def __init__(self, folder):
+        model_json = os.path.join(folder, "package", "dist", "model.json")
+        if not os.path.isfile(model_json):
+            model_json = os.path.join(folder, "model.json")
+        g = load_tfjs(model_json)
+        t = lambda name: torch.from_numpy(g[name])
+        lin = lambda kernel, bias: (t(kernel).reshape(-1, g[kernel].shape[-1]).t().contiguous(), t(bias))
+        A, M = self.APPLY, self.MODULE
+        stack = A + "Encode/TransformerStack/"
+        self.emb = t("module/Embeddings_en")
+        self.inv_timescales = t(stack + "Layer_0/AddTimingSignal/TimingSignal/ExpandDims_1").reshape(-1)
+        self.eps = float(g[stack + "Layer_1/TransformerLayer/FFN/layer_prepostprocess/layer_norm/Cast/x"])
+        self.l2_eps = float(g["module_apply_default/Encoder_en/hidden_layers/l2_normalize/Maximum/y"])
+        self.layers = []
+        l = 0
+        while M + f"Encode/Layer_{l}/TransformerLayer/MultiheadAttention/qkv_transform_single/kernel/part_0" in g:
+            L = f"Layer_{l}/TransformerLayer/"
+            enc, mha = A + "Encode/" + L, stack + L + "MultiheadAttention/"
+            width = g[M + "Encode/" + L + "MultiheadAttention/qkv_transform_single/kernel/part_0"].shape[2]
+            layer = {
+                "width": width,
+                "depth": int(g[mha + "split_heads/split_last_dimension/Reshape/shape/3"]),
+                "q_scale": float(g[mha + "mul/y"]),
+                "ln_attn": (t(enc + "layer_prepostprocess/layer_norm/layer_norm_scale/ConcatPartitions/concat"),
+                            t(enc + "layer_prepostprocess/layer_norm/layer_norm_bias/ConcatPartitions/concat")),
+                "qkv": lin(M + "Encode/" + L + "MultiheadAttention/qkv_transform_single/kernel/part_0",
+                           enc + "MultiheadAttention/qkv_transform_single/bias/ConcatPartitions/concat"),
+                "out": lin(M + "Encode/" + L + "MultiheadAttention/output_transform_single/kernel/part_0",
+                           enc + "MultiheadAttention/output_transform_single/bias/ConcatPartitions/concat"),
+                "residual": lin(enc + "dense/kernel/ConcatPartitions/concat", enc + "dense/bias/ConcatPartitions/concat")
+                if enc + "dense/kernel/ConcatPartitions/concat" in g else None,
+                "ln_ffn": (t(enc + "FFN/layer_prepostprocess/layer_norm/layer_norm_scale/ConcatPartitions/concat"),
+                           t(enc + "FFN/layer_prepostprocess/layer_norm/layer_norm_bias/ConcatPartitions/concat")),
+                "ffn1": lin(stack + L + "FFN/conv1/Tensordot/Reshape_1", enc + "FFN/conv1/bias/ConcatPartitions/concat"),
+                "ffn2": lin(stack + L + "FFN/conv2/Tensordot/Reshape_1", enc + "FFN/conv2/bias/ConcatPartitions/concat"),
+            }
+            layer["d_model"] = layer["out"][0].shape[0]
+            self.layers.append(layer)
+            l += 1
+        self.tanh = lin("module/Encoder_en/hidden_layers/tanh_layer_0/weights",
+                        "module/Encoder_en/hidden_layers/tanh_layer_0/bias")
+
+    def forward(self, ids):
+        b, n = ids.shape  # sentences of equal length (no padding)
+        e = self.emb[ids]
+        angle = torch.arange(n, dtype=torch.float32)[:, None] * self.inv_timescales[None, :]
+        x = e + (e + torch.cat([torch.sin(angle), torch.cos(angle)], dim=1))
+        for L in self.layers:
+            D, dh = L["width"], L["depth"]
+            heads = D // dh
+            split = lambda t: t.reshape(b, n, heads, dh).transpose(1, 2)
+            h = F.layer_norm(x, (D,), L["ln_attn"][0], L["ln_attn"][1], self.eps)
+            q, k, v = F.linear(h, *L["qkv"]).split(D, dim=-1)
+            s = torch.matmul(split(q * L["q_scale"]), split(k).transpose(-1, -2))
+            ctx = torch.matmul(torch.softmax(s, dim=-1), split(v)).transpose(1, 2).reshape(b, n, D)
+            y = F.linear(ctx, *L["out"])
+            y = y + (F.linear(x, *L["residual"]) if L["residual"] is not None else x)
+            h = F.layer_norm(y, (L["d_model"],), L["ln_ffn"][0], L["ln_ffn"][1], self.eps)
+            x = y + F.linear(torch.relu(F.linear(h, *L["ffn1"])), *L["ffn2"])
+        z = torch.tanh(F.linear(x.mean(dim=1), *self.tanh))
+        return z / torch.sqrt(torch.clamp((z * z).sum(dim=-1, keepdim=True), min=self.l2_eps))
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("folder")
+    ap.add_argument("--arch", choices=["bert", "use-lite"], default="bert")
+    ap.add_argument("--ids", help="token ids (JSON list of lists); default FOLDER/ids.json")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--batches", default="1,32")
     ap.add_argument("--seconds", type=float, default=3.0)
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
-    model = Bert(a.folder)
-    ids = torch.tensor(json.load(open(a.folder + "/ids.json")), dtype=torch.long)
-    out = {"version": torch.__version__, "threads": a.threads, "results": {}}
+    model = Bert(a.folder) if a.arch == "bert" else UseLite(a.folder)
+    ids = torch.tensor(json.load(open(a.ids or a.folder + "/ids.json")), dtype=torch.long)
+    out = {"version": torch.__version__, "arch": a.arch, "threads": a.threads, "results": {}}
     with torch.inference_mode():
         out["check"] = model.forward(ids[:4]).tolist()
         for batch in [int(x) for x in a.batches.split(",")]:
