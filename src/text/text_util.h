@@ -1,5 +1,5 @@
-// Text handling shared by the baseline encoders (tfidf, glove): UTF-8 decoding, lower-casing and a simple
-// word tokeniser. Internal to the text module.
+// Text handling shared by the encoders: UTF-8 decoding and encoding (every tokenizer), lower-casing and a
+// simple word tokeniser (tfidf, glove). Internal to the text module.
 #pragma once
 
 #include <cstdint>
@@ -9,9 +9,12 @@
 
 namespace xdrec::text {
 
-// Code points of a UTF-8 string. Ill-formed bytes decode to U+FFFD one byte at a time, so any byte string
-// gives a result (callers that must reject invalid UTF-8 check it first).
+// Code points of a UTF-8 string. Ill-formed sequences decode to U+FFFD, one per maximal ill-formed subpart
+// (as web browsers and Node.js do), so any byte string gives a result (callers that must reject invalid
+// UTF-8 check it first).
 std::u32string decode_utf8(std::string_view s);
+// Decodes the character at byte i (same rules) and advances i past it.
+char32_t next_char(std::string_view s, size_t& i);
 void append_utf8(std::string& out, char32_t c);
 std::string encode_utf8(std::u32string_view s);
 

@@ -4,12 +4,14 @@
 #include <string>
 #include <string_view>
 
+#include "text/text_util.h"
+
 namespace xdrec::uselite {
 
-// Code points of a UTF-8 string. Ill-formed sequences decode to U+FFFD (one per maximal ill-formed
-// subpart, as web browsers and Node.js do), so any byte string gives a result.
-std::u32string decode_utf8(std::string_view s);
-std::string encode_utf8(std::u32string_view s);
+// UTF-8 decoding and encoding: the text module's shared codec (ill-formed input decodes to U+FFFD, one per
+// maximal ill-formed subpart, as web browsers and Node.js do).
+using text::decode_utf8;
+using text::encode_utf8;
 
 // Canonical combining class of a code point (0 for starters).
 int combining_class(char32_t c);

@@ -838,71 +838,6 @@ void append_accent_stripped(char32_t c, std::u32string& out) {
   out.push_back(c);
 }
 
-char32_t next_char(std::string_view s, size_t& i) {
-  const auto* p = reinterpret_cast<const unsigned char*>(s.data());
-  const size_t n = s.size();
-  const unsigned char b = p[i];
-  if (b < 0x80) {
-    ++i;
-    return b;
-  }
-  int len = 0;
-  char32_t c = 0, min = 0;
-  if ((b & 0xE0) == 0xC0) {
-    len = 2, c = b & 0x1F, min = 0x80;
-  } else if ((b & 0xF0) == 0xE0) {
-    len = 3, c = b & 0x0F, min = 0x800;
-  } else if ((b & 0xF8) == 0xF0) {
-    len = 4, c = b & 0x07, min = 0x10000;
-  }
-  bool ok = len > 0 && i + size_t(len) <= n;
-  for (int k = 1; ok && k < len; ++k) {
-    if ((p[i + size_t(k)] & 0xC0) != 0x80)
-      ok = false;
-    else
-      c = (c << 6) | (p[i + size_t(k)] & 0x3F);
-  }
-  if (ok && (c < min || c > 0x10FFFF || (c >= 0xD800 && c <= 0xDFFF))) ok = false;
-  if (!ok) {
-    ++i;
-    return 0xFFFD;
-  }
-  i += size_t(len);
-  return c;
-}
-
-std::u32string decode_utf8(std::string_view s) {
-  std::u32string out;
-  out.reserve(s.size());
-  for (size_t i = 0; i < s.size();) out.push_back(next_char(s, i));
-  return out;
-}
-
-void append_utf8(char32_t c, std::string& out) {
-  if (c < 0x80) {
-    out.push_back(char(c));
-  } else if (c < 0x800) {
-    out.push_back(char(0xC0 | (c >> 6)));
-    out.push_back(char(0x80 | (c & 0x3F)));
-  } else if (c < 0x10000) {
-    out.push_back(char(0xE0 | (c >> 12)));
-    out.push_back(char(0x80 | ((c >> 6) & 0x3F)));
-    out.push_back(char(0x80 | (c & 0x3F)));
-  } else {
-    out.push_back(char(0xF0 | (c >> 18)));
-    out.push_back(char(0x80 | ((c >> 12) & 0x3F)));
-    out.push_back(char(0x80 | ((c >> 6) & 0x3F)));
-    out.push_back(char(0x80 | (c & 0x3F)));
-  }
-}
-
-std::string encode_utf8(std::u32string_view s) {
-  std::string out;
-  out.reserve(s.size());
-  for (char32_t c : s) append_utf8(c, out);
-  return out;
-}
-
 }  // namespace unicode
 
 WordPieceTokenizer::WordPieceTokenizer(std::vector<std::string> vocab, WordPieceConfig config)
@@ -1002,7 +937,7 @@ void WordPieceTokenizer::word_pieces(std::u32string_view word, std::vector<int32
   }
   for (size_t i = 0; i < word.size(); ++i) {
     b[i] = int32_t(scratch.size());
-    unicode::append_utf8(word[i], scratch);
+    text::append_utf8(scratch, word[i]);
   }
   b[word.size()] = int32_t(scratch.size());
   const size_t first = out.size();

@@ -10,6 +10,8 @@
 #include <unordered_map>
 #include <vector>
 
+#include "text/text_util.h"
+
 namespace xdrec::text {
 
 // Character classes and mappings used by the BERT normaliser and pre-tokeniser (Unicode 14 tables).
@@ -22,10 +24,9 @@ bool is_mark_nonspacing(char32_t c);                           // category Mn
 void append_lowercase(char32_t c, std::u32string& out);        // full lower-case mapping of one character
 void append_accent_stripped(char32_t c, std::u32string& out);  // NFD with category Mn removed
 // UTF-8 decoding: an invalid byte sequence becomes U+FFFD (one per bad byte).
-std::u32string decode_utf8(std::string_view s);
-char32_t next_char(std::string_view s, size_t& i);  // decodes the character at byte i and advances i
-void append_utf8(char32_t c, std::string& out);
-std::string encode_utf8(std::u32string_view s);
+using text::decode_utf8;  // the text module's shared UTF-8 codec (text_util.h)
+using text::encode_utf8;
+using text::next_char;
 }  // namespace unicode
 
 struct WordPieceConfig {

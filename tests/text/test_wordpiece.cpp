@@ -302,7 +302,10 @@ TEST(WordPiece, UnicodeTables) {
   EXPECT_EQ(decode_utf8("a\xc3\xa9\xe4\xb8\xad\xf0\x9f\x98\x80"), U"aé中😀");
   EXPECT_EQ(decode_utf8("\xc0\x80"), U"\uFFFD\uFFFD") << "overlong encoding";
   EXPECT_EQ(decode_utf8("\xed\xa0\x80"), U"\uFFFD\uFFFD\uFFFD") << "surrogate";
-  EXPECT_EQ(decode_utf8("\xe4\xb8"), U"\uFFFD\uFFFD") << "truncated sequence";
+  // A truncated sequence is one maximal ill-formed subpart: one U+FFFD, as Python's
+  // b"\xe4\xb8".decode("utf-8", "replace") and web browsers give.
+  EXPECT_EQ(decode_utf8("\xe4\xb8"), U"\uFFFD") << "truncated sequence";
+  EXPECT_EQ(decode_utf8("\xe4\xb8x"), U"\uFFFDx") << "truncated sequence before ASCII";
   EXPECT_EQ(encode_utf8(U"aé中😀"), "a\xc3\xa9\xe4\xb8\xad\xf0\x9f\x98\x80");
 }
 
