@@ -9,6 +9,7 @@
 #include <fstream>
 #include <nlohmann/json.hpp>
 
+#include "test_util.h"
 #include "text/transformer_ops.h"
 #include "xdrec/encoder.h"
 #include "xdrec/tensor_io.h"
@@ -94,21 +95,7 @@ struct TempDir {
   }
 };
 
-template <class F>
-::testing::AssertionResult throws_error(F&& f, std::initializer_list<std::string> parts) {
-  try {
-    f();
-  } catch (const Error& e) {
-    const std::string what = e.what();
-    for (auto& p : parts)
-      if (what.find(p) == std::string::npos)
-        return ::testing::AssertionFailure() << "message '" << what << "' lacks '" << p << "'";
-    return ::testing::AssertionSuccess();
-  } catch (const std::exception& e) {
-    return ::testing::AssertionFailure() << "threw a non-xdrec exception: " << e.what();
-  }
-  return ::testing::AssertionFailure() << "did not throw";
-}
+using xdrec::testing_util::throws_error;
 
 // Writes a safetensors file with arbitrary dtype names (the core writer knows F32/I32/U32/I64/U64/U8 only).
 struct RawTensor {

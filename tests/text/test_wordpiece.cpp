@@ -8,6 +8,7 @@
 #include <fstream>
 #include <nlohmann/json.hpp>
 
+#include "test_util.h"
 #include "text/wordpiece.h"
 #include "xdrec/common.h"
 
@@ -40,21 +41,7 @@ struct TempDir {
   }
 };
 
-template <class F>
-::testing::AssertionResult throws_error(F&& f, std::initializer_list<std::string> parts) {
-  try {
-    f();
-  } catch (const Error& e) {
-    const std::string what = e.what();
-    for (auto& p : parts)
-      if (what.find(p) == std::string::npos)
-        return ::testing::AssertionFailure() << "message '" << what << "' lacks '" << p << "'";
-    return ::testing::AssertionSuccess();
-  } catch (const std::exception& e) {
-    return ::testing::AssertionFailure() << "threw a non-xdrec exception: " << e.what();
-  }
-  return ::testing::AssertionFailure() << "did not throw";
-}
+using xdrec::testing_util::throws_error;
 
 // A small vocabulary: specials, then the given pieces.
 WordPieceTokenizer make(std::vector<std::string> pieces, WordPieceConfig cfg = {}) {
