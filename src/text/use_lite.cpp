@@ -26,6 +26,7 @@
 #include <memory>
 
 #include "text/tfjs_graph.h"
+#include "text/transformer_ops.h"
 
 namespace xdrec {
 
@@ -41,60 +42,37 @@ const std::string kModule = "module/Encoder_en/KonaTransformer/";
 // activations of a block stay in cache and that a batch splits into blocks for several threads.
 constexpr size_t kBlockRows = 256;
 
-// y = x W + b with W [in x out]. In int8 mode W is kept as per-output-channel symmetric int8 rows.
+// y = x W + b with W [in x out], multiplied by the packed AVX-512 GEMM of transformer_ops.h (bias fused). In
+// int8 mode the packed weights are per-output-channel symmetric int8.
 struct Dense {
   int in = 0, out = 0;
-  std::vector<float> w;      // float mode: [in][out]
-  std::vector<int8_t> q;     // int8 mode: [out][in]
-  std::vector<float> scale;  // int8 mode: per output channel
+  std::vector<float> w;  // [in][out] as read from the model; released once packed
   std::vector<float> b;
+  text::ops::Linear lin;
 
-  bool quantised() const { return !q.empty(); }
-  size_t weight_bytes() const { return quantised() ? q.size() + scale.size() * 4 : w.size() * 4; }
+  size_t weight_bytes() const { return lin.int8 ? lin.q.size() + lin.scale.size() * 4 : lin.w.size() * 4; }
 
-  void quantise() {
-    q.assign(static_cast<size_t>(in) * out, 0);
-    scale.assign(static_cast<size_t>(out), 1.0f);
-    for (int j = 0; j < out; ++j) {
-      float mx = 0;
-      for (int k = 0; k < in; ++k) mx = std::max(mx, std::fabs(w[static_cast<size_t>(k) * out + j]));
-      const float s = mx > 0 ? mx / 127.0f : 1.0f;
-      scale[j] = s;
-      for (int k = 0; k < in; ++k) {
-        const float v = std::nearbyint(w[static_cast<size_t>(k) * out + j] / s);
-        q[static_cast<size_t>(j) * in + k] = static_cast<int8_t>(std::clamp(v, -127.0f, 127.0f));
-      }
-    }
+  // Packs W (and b) for the GEMM, quantising when int8 is set, and frees the unpacked copy.
+  void pack(bool int8) {
+    std::vector<float> wt(static_cast<size_t>(in) * out);  // [out][in]
+    for (int k = 0; k < in; ++k)
+      for (int j = 0; j < out; ++j) wt[static_cast<size_t>(j) * in + k] = w[static_cast<size_t>(k) * out + j];
+    lin = text::ops::Linear::from_out_in(wt.data(), b.empty() ? nullptr : b.data(), out, in, int8);
     std::vector<float>().swap(w);
   }
 
-  // y[M x out] = x[M x in] W + b. `panel` is scratch for int8 mode.
-  void apply(const float* x, size_t m, float* y, std::vector<float>& panel) const {
+  // y[M x out] = x[M x in] W + b on the calling thread (callers parallelise over blocks of sentences).
+  void apply(const float* x, size_t m, float* y, std::vector<float>& /*scratch*/) const {
     if (m == 0) return;
-    const int M = static_cast<int>(m);
-    if (!quantised()) {
-      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, M, out, in, 1.0f, x, in, w.data(), out, 0.0f, y,
-                  out);
-    } else {
-      // Dequantise a band of output channels at a time into a float panel and multiply by it.
-      constexpr int kBand = 64;
-      panel.resize(static_cast<size_t>(kBand) * in);
-      for (int j0 = 0; j0 < out; j0 += kBand) {
-        const int nb = std::min(kBand, out - j0);
-        for (int jj = 0; jj < nb; ++jj) {
-          const int8_t* src = q.data() + static_cast<size_t>(j0 + jj) * in;
-          float* dst = panel.data() + static_cast<size_t>(jj) * in;
-          const float s = scale[j0 + jj];
-          for (int k = 0; k < in; ++k) dst[k] = static_cast<float>(src[k]) * s;
-        }
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, M, nb, in, 1.0f, x, in, panel.data(), in, 0.0f,
-                    y + j0, out);
-      }
-    }
-    for (size_t r = 0; r < m; ++r) {
-      float* row = y + r * out;
-      for (int j = 0; j < out; ++j) row[j] += b[j];
-    }
+    text::ops::GemmArgs g;
+    g.a = x;
+    g.lda = static_cast<size_t>(in);
+    g.m = m;
+    g.lin = &lin;
+    g.c = y;
+    g.ldc = static_cast<size_t>(out);
+    g.epilogue = text::ops::Epilogue::kBias;
+    text::ops::gemm(g, 1);
   }
 };
 
@@ -541,7 +519,7 @@ void UseLite::load() {
                   " pieces but the embedding table " + std::to_string(model->emb_rows) + " rows");
     uselite::for_each_dense(*model, [&](uselite::Dense& d) {
       model->dense_float_bytes += static_cast<size_t>(d.in) * d.out * 4;
-      if (quant_ == "int8") d.quantise();
+      d.pack(quant_ == "int8");
       model->dense_bytes += d.weight_bytes();
     });
     // Timing signal of every position that can be embedded.
