@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <filesystem>
+#include <initializer_list>
 #include <map>
 
 #include "data/formats.h"
@@ -17,6 +18,12 @@ std::string join_path(const std::string& dir, const std::string& name) {
 }
 bool has_file(const std::string& dir, const std::string& name) {
   return fs::is_regular_file(fs::path(dir) / name);
+}
+// Paths of those of `names` that exist as files in dir, appended to out in the given order.
+void append_present(std::vector<std::string>& out, const std::string& dir,
+                    std::initializer_list<const char*> names) {
+  for (const char* f : names)
+    if (has_file(dir, f)) out.push_back(join_path(dir, f));
 }
 
 void append_utf8(std::string& out, uint32_t cp) {
@@ -155,8 +162,7 @@ struct Columns {
 
 std::vector<std::string> ml100k_inputs(const std::string& dir) {
   std::vector<std::string> v;
-  for (const char* f : {"u.data", "u.item", "u.user", "u.genre"})
-    if (has_file(dir, f)) v.push_back(join_path(dir, f));
+  append_present(v, dir, {"u.data", "u.item", "u.user", "u.genre"});
   return v;
 }
 
@@ -283,8 +289,7 @@ Dataset read_ml100k(const std::string& dir, ReadContext& ctx) {
 
 std::vector<std::string> mllatest_inputs(const std::string& dir) {
   std::vector<std::string> v;
-  for (const char* f : {"movies.csv", "ratings.csv", "tags.csv"})
-    if (has_file(dir, f)) v.push_back(join_path(dir, f));
+  append_present(v, dir, {"movies.csv", "ratings.csv", "tags.csv"});
   return v;
 }
 
@@ -544,9 +549,7 @@ std::vector<std::string> disencdr_inputs(const std::string& dir) {
   std::vector<std::string> v;
   auto d = pair_dirs(dir);
   if (!d) return v;
-  for (const auto& sub : {d->a, d->b})
-    for (const char* f : {"train.txt", "test.txt"})
-      if (has_file(sub, f)) v.push_back(join_path(sub, f));
+  for (const auto& sub : {d->a, d->b}) append_present(v, sub, {"train.txt", "test.txt"});
   return v;
 }
 
@@ -598,8 +601,7 @@ Dataset read_disencdr(const std::string& dir, ReadContext& ctx) {
 
 std::vector<std::string> lastfm_inputs(const std::string& dir) {
   std::vector<std::string> v;
-  for (const char* f : {"artists.dat", "user_artists.dat", "tags.dat", "user_taggedartists.dat"})
-    if (has_file(dir, f)) v.push_back(join_path(dir, f));
+  append_present(v, dir, {"artists.dat", "user_artists.dat", "tags.dat", "user_taggedartists.dat"});
   return v;
 }
 
