@@ -9,6 +9,7 @@
 #include <filesystem>
 #include <numeric>
 
+#include "models/clustered.h"
 #include "models/mf_kernels.h"
 #include "xdrec/recommender.h"
 
@@ -16,39 +17,8 @@ using namespace xdrec;
 
 namespace {
 
-// Users and items fall into `clusters` groups; a user picks 85% of its items from its own group.
-// One item per user (the last drawn) is held out.
-struct Data {
-  Csr train;
-  std::vector<int64_t> held_out;  // per user, or -1
-};
-
-Data make_clustered(uint32_t n_users, uint32_t n_items, uint32_t clusters, uint32_t per_user, uint64_t seed) {
-  Rng rng(seed);
-  std::vector<uint32_t> rows, cols;
-  Data d;
-  d.held_out.assign(n_users, -1);
-  for (uint32_t u = 0; u < n_users; ++u) {
-    const uint32_t cu = u % clusters;
-    std::vector<uint32_t> picked;
-    while (picked.size() < per_user) {
-      uint32_t i;
-      if (rng.uniform() < 0.85) {
-        const uint32_t in_cluster = (n_items - cu + clusters - 1) / clusters;
-        i = cu + clusters * uint32_t(rng.below(in_cluster));
-      } else {
-        i = uint32_t(rng.below(n_items));
-      }
-      if (std::find(picked.begin(), picked.end(), i) == picked.end()) picked.push_back(i);
-    }
-    d.held_out[u] = picked.back();
-    picked.pop_back();
-    for (uint32_t i : picked) rows.push_back(u), cols.push_back(i);
-  }
-  std::vector<float> vals(rows.size(), 1.0f);
-  d.train = Csr::from_triplets(n_users, n_items, rows, cols, vals);
-  return d;
-}
+using testing_util::Data;
+using testing_util::make_clustered;
 
 // Mean over users of P(score(held-out item) > score(random unseen item)).
 double held_out_auc(const Recommender& model, const Data& d, const std::vector<uint32_t>& users) {
