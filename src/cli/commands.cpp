@@ -118,12 +118,12 @@ struct RunResult {
   std::string spec;
 };
 
-RunResult train_and_eval(const Dataset& ds, const Split& split, const std::string& spec,
-                         const EvalOptions& eopt, const Common& c, uint64_t seed) {
+// Fits `spec` on train and evaluates it on test. The fitted model is handed back through `keep` when given.
+RunResult train_and_eval(const Dataset& ds, const Csr& train, const Csr& test, const std::string& spec,
+                         const EvalOptions& eopt, const Common& c, uint64_t seed,
+                         std::unique_ptr<Recommender>* keep = nullptr) {
   RunResult r;
   auto model = create_model(spec);
-  Csr train = ds.user_item_matrix(split.train);
-  Csr test = ds.user_item_matrix(split.test);
   FitContext ctx = fit_context(ds, c);
   ctx.seed = seed;
   Timer t;
@@ -132,6 +132,7 @@ RunResult train_and_eval(const Dataset& ds, const Split& split, const std::strin
   r.spec = model->spec();
   r.eval = evaluate(*model, train, test, &ds, eopt);
   r.peak_rss_mb = peak_rss_mb();
+  if (keep) *keep = std::move(model);
   return r;
 }
 
@@ -349,8 +350,9 @@ int cmd_eval(const EvalArgs& a, const Common& c) {
     protocol = split.protocol;
     eopt.cold_user = split.cold_user;
     eopt.seed = seed;
+    const Csr train = ds.user_item_matrix(split.train), test = ds.user_item_matrix(split.test);
     for (auto& spec : a.models) {
-      RunResult r = train_and_eval(ds, split, spec, eopt, c, seed);
+      RunResult r = train_and_eval(ds, train, test, spec, eopt, c, seed);
       if (!results.count(spec)) order.push_back(spec);
       results[spec].push_back(std::move(r));
     }
@@ -532,8 +534,11 @@ int cmd_quickstart(const QuickstartArgs& a, const Common& c) {
   double best = -1;
   Common quiet = c;
   quiet.quiet = true;
+  const Csr train = ds.user_item_matrix(split.train), test = ds.user_item_matrix(split.test);
+  std::unique_ptr<Recommender> model;  // the best model so far
   for (auto& spec : specs) {
-    RunResult r = train_and_eval(ds, split, spec, eopt, quiet, c.seed);
+    std::unique_ptr<Recommender> fitted;
+    RunResult r = train_and_eval(ds, train, test, spec, eopt, quiet, c.seed, &fitted);
     std::vector<std::string> row{spec};
     for (auto& m : kMainMetrics(10)) row.push_back(r.eval.overall.count(m) ? fmt(r.eval.overall.at(m)) : "-");
     row.push_back(fmt(r.fit_seconds, 2));
@@ -543,15 +548,12 @@ int cmd_quickstart(const QuickstartArgs& a, const Common& c) {
     if (nd > best) {
       best = nd;
       best_spec = spec;
+      model = std::move(fitted);
     }
   }
   print_table(table);
 
   // Recommendations from the best model for a user active in several domains.
-  auto model = create_model(best_spec);
-  Csr train = ds.user_item_matrix(split.train);
-  FitContext ctx = fit_context(ds, quiet);
-  model->fit(train, ctx);
   uint32_t user = 0;
   for (uint32_t u = 0; u < train.n_rows; ++u) {
     std::vector<int> seen_domains(ds.n_domains(), 0);
@@ -569,7 +571,7 @@ int cmd_quickstart(const QuickstartArgs& a, const Common& c) {
                 ds.item_text[hist[j]].title.c_str());
   for (uint32_t d = 0; d < ds.n_domains(); ++d) {
     std::printf("top 3 in %s from %s:\n", ds.domains.name(d).c_str(), best_spec.c_str());
-    print_recommendations(ds, *model, train, user, 3, static_cast<int>(d), ctx.threads);
+    print_recommendations(ds, *model, train, user, 3, static_cast<int>(d), eopt.threads);
   }
   std::printf("\nquickstart finished in %.1f s\n", total.seconds());
   if (!a.output.empty()) write_file_atomic(a.output, out.dump(2) + "\n");
