@@ -24,6 +24,11 @@ struct FitContext {
   std::span<const uint16_t> item_domain;         // domain of each item (may be empty: one domain)
   ProgressFn progress;                            // may be empty
   bool verbose = false;
+  // Text side information for the models that use it (uses_text()); ignored by the others. Rows follow the
+  // item / user order of the matrix; a row of zeros means "no text" for that item or user. Either may be null.
+  const Matrix* item_text = nullptr;  // n_items x d: raw text vectors of items (any encoder)
+  const Matrix* user_text = nullptr;  // n_users x d: profile text vectors of users (same encoder)
+  std::string text_encoder;           // spec of the encoder that made them; recorded by the model
 };
 
 class Recommender {
@@ -53,6 +58,20 @@ class Recommender {
   // Model state as tensors plus JSON extras (e.g. dimensions), used by save_model / load_model.
   virtual void save(TensorMap& tensors, nlohmann::json& extra) const = 0;
   virtual void load(const TensorMap& tensors, const nlohmann::json& extra) = 0;
+
+  // ---- Cold start through text (models that use text override these; the defaults refuse) ----------------
+  virtual bool uses_text() const { return false; }
+  // Spec of the encoder whose vectors the model was fitted with ("" when it was fitted without text). Vectors
+  // given to add_item / fold_in_profile must come from the same encoder.
+  virtual std::string text_encoder() const { return ""; }
+  // Appends an item known only by its raw text vector and its domain, without retraining; returns its index
+  // (the previous n_items()). Default: Error ("<model> cannot add items without retraining").
+  virtual uint32_t add_item(std::span<const float> text_vector, uint16_t domain);
+  // fold_in with, in addition, the user's profile text vector (may be empty). Either part may be empty, so a
+  // user with only a profile, or only history in another domain, gets a representation. Default: fold_in
+  // when the profile is empty, else Error ("<model> does not use profile text").
+  virtual uint32_t fold_in_profile(uint32_t user, std::span<const float> profile_vector,
+                                   std::span<const uint32_t> items, std::span<const float> weights);
 };
 
 // ---- Registry -------------------------------------------------------------------------------------------

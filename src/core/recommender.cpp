@@ -27,6 +27,18 @@ bool register_model(ModelInfo info) {
 
 const std::vector<ModelInfo>& registered_models() { return registry(); }
 
+uint32_t Recommender::add_item(std::span<const float> text_vector, uint16_t domain) {
+  (void)text_vector;
+  (void)domain;
+  throw Error(name() + " cannot add items without retraining (it does not use text)");
+}
+
+uint32_t Recommender::fold_in_profile(uint32_t user, std::span<const float> profile_vector,
+                                      std::span<const uint32_t> items, std::span<const float> weights) {
+  if (!profile_vector.empty()) throw Error(name() + " does not use profile text");
+  return fold_in(user, items, weights);
+}
+
 std::unique_ptr<Recommender> create_model(const std::string& spec_text) {
   Spec spec = Spec::parse(spec_text);
   for (auto& m : registry())
