@@ -39,7 +39,16 @@ uint32_t cluster_of_user(uint32_t u) {
 struct Data {
   Csr train, test;
   std::vector<uint16_t> item_domain;  // two domains: even and odd items
+  Matrix item_text, user_text;        // text vectors (kTextDim) for the models that use text
 };
+
+// Text vectors that carry the cluster: a cluster direction, per-row noise and a large offset shared by every
+// row (as real encoders have), so that a model must centre them to use them.
+constexpr size_t kTextDim = 32;
+void cluster_text(Rng& rng, uint32_t cluster, float noise, float* out) {
+  for (size_t j = 0; j < kTextDim; ++j)
+    out[j] = 1.5f + noise * float(rng.normal()) + (j % kClusters == cluster ? 1.0f : 0.0f);
+}
 
 const Data& data() {
   static const Data d = [] {
@@ -74,6 +83,11 @@ const Data& data() {
     out.test = Csr::from_triplets(kUsers, kItems, te_u, te_i, ones_te);
     out.item_domain.resize(kItems);
     for (uint32_t i = 0; i < kItems; ++i) out.item_domain[i] = uint16_t(i % 2);
+    Rng trng(77);
+    out.item_text.resize(kItems, kTextDim);
+    for (uint32_t i = 0; i < kItems; ++i) cluster_text(trng, cluster_of_item(i), 0.3f, out.item_text.row(i));
+    out.user_text.resize(kUsers, kTextDim);
+    for (uint32_t u = 0; u < kUsers; ++u) cluster_text(trng, cluster_of_user(u), 0.5f, out.user_text.row(u));
     return out;
   }();
   return d;
@@ -86,6 +100,9 @@ const std::map<std::string, std::map<std::string, std::string>>& fast_settings()
       {"ials", {{"factors", "16"}, {"iterations", "8"}}},
       {"bpr", {{"factors", "16"}, {"epochs", "60"}}},
       {"ease", {{"lambda", "20"}}},
+      {"hybrid", {{"factors", "16"}, {"epochs", "30"}}},
+      {"twotower", {{"factors", "16"}, {"epochs", "10"}}},
+      {"emcdr", {{"factors", "16"}, {"iterations", "8"}}},
   };
   return s;
 }
@@ -113,8 +130,19 @@ std::unique_ptr<Recommender> fitted(const std::string& name, int threads = 1, ui
   FitContext ctx;
   ctx.threads = threads;
   ctx.seed = seed;
+  ctx.item_domain = data().item_domain;
+  ctx.item_text = &data().item_text;
+  ctx.user_text = &data().user_text;
+  ctx.text_encoder = "contract-test-text";
   m->fit(data().train, ctx);
   return m;
+}
+
+// Fraction of the other items that user row `s` scores strictly below item `i`.
+double rank_percentile(const float* s, uint32_t n, uint32_t i) {
+  uint32_t below = 0;
+  for (uint32_t j = 0; j < n; ++j) below += j != i && s[j] < s[i];
+  return double(below) / double(n - 1);
 }
 
 std::vector<uint32_t> all_users(uint32_t n) {
@@ -571,6 +599,100 @@ TEST_P(Contract, LoadModelErrorsAreClear) {
   }
   restore();
   EXPECT_TRUE(bitwise_equal(score_all(*m), score_all(*load_model(dir))));
+}
+
+TEST_P(Contract, HistoryInOneDomainServesTheOther) {
+  if (!personalised()) GTEST_SKIP() << model() << " is not personalised";
+  auto m = fitted(model());
+  for (uint32_t c = 0; c < kClusters; ++c) {
+    const uint32_t base = c * kPerCluster;
+    std::vector<uint32_t> hist{base + 0, base + 2, base + 4, base + 6, base + 8};  // domain 0 only
+    const uint32_t u = m->fold_in_profile(m->n_users(), {}, hist, {});
+    Matrix s;
+    std::vector<uint32_t> one{u};
+    m->score(one, s, 1);
+    auto top = top_k(s.row(0), kItems, 10, hist, data().item_domain, 1);
+    ASSERT_EQ(top.size(), 10u);
+    int in_cluster = 0;
+    for (auto& it : top) in_cluster += cluster_of_item(it.item) == c;
+    EXPECT_GE(in_cluster, 7) << "cluster " << c;
+  }
+}
+
+TEST_P(Contract, ColdStartThroughTextOrAClearRefusal) {
+  auto m = fitted(model());
+  std::vector<float> vec(kTextDim);
+  Rng rng(5);
+  cluster_text(rng, 1, 0.0f, vec.data());
+  if (!m->uses_text()) {
+    EXPECT_EQ(m->text_encoder(), "");
+    EXPECT_TRUE(throws_error([&] { m->add_item(vec, 0); }, {model(), "without retraining"}));
+    EXPECT_TRUE(throws_error([&] { m->fold_in_profile(m->n_users(), vec, {}, {}); }, {model(), "profile"}));
+    EXPECT_EQ(m->n_items(), kItems);
+    return;
+  }
+  EXPECT_EQ(m->text_encoder(), "contract-test-text");
+  // Wrong dimension or non-finite values are refused without changing the model.
+  std::vector<float> short_vec(kTextDim - 1, 1.0f), nan_vec = vec;
+  nan_vec[3] = std::numeric_limits<float>::quiet_NaN();
+  EXPECT_THROW(m->add_item(short_vec, 0), Error);
+  EXPECT_THROW(m->add_item(nan_vec, 0), Error);
+  EXPECT_THROW(m->fold_in_profile(m->n_users(), short_vec, {}, {}), Error);
+  EXPECT_EQ(m->n_items(), kItems);
+
+  // A new item known only by its text is ranked high for the users of its cluster, low for the others.
+  for (uint32_t c = 0; c < kClusters; ++c) {
+    cluster_text(rng, c, 0.1f, vec.data());
+    const uint32_t i = m->add_item(vec, uint16_t(c % 2));
+    EXPECT_EQ(i + 1, m->n_items());
+    const Matrix s = score_all(*m);
+    double mine = 0, others = 0;
+    for (uint32_t u = 0; u < kUsers; ++u)
+      (cluster_of_user(u) == c ? mine : others) += rank_percentile(s.row(u), m->n_items(), i);
+    mine /= kUsers / kClusters;
+    others /= kUsers - kUsers / kClusters;
+    EXPECT_GT(mine, others + 0.2) << "new item of cluster " << c;
+  }
+  EXPECT_EQ(m->n_items(), kItems + kClusters);
+
+  // A new user known only by a profile text gets the items of the profile's cluster.
+  for (uint32_t c = 0; c < kClusters; ++c) {
+    cluster_text(rng, c, 0.1f, vec.data());
+    const uint32_t u = m->fold_in_profile(m->n_users(), vec, {}, {});
+    Matrix s;
+    std::vector<uint32_t> one{u};
+    m->score(one, s, 1);
+    auto top = top_k(s.row(0), kItems, 10, {}, {}, -1);  // the training items only
+    int in_cluster = 0;
+    for (auto& it : top) in_cluster += cluster_of_item(it.item) == c;
+    EXPECT_GE(in_cluster, 7) << "profile of cluster " << c;
+  }
+
+  // Added items and profile users survive a save/load round trip.
+  TempDir dir;
+  save_model(*m, dir.str());
+  auto l = load_model(dir.str());
+  EXPECT_EQ(l->n_items(), m->n_items());
+  EXPECT_EQ(l->n_users(), m->n_users());
+  EXPECT_EQ(l->text_encoder(), m->text_encoder());
+  EXPECT_TRUE(bitwise_equal(score_all(*m), score_all(*l)));
+}
+
+TEST_P(Contract, FitWithoutTextWorksOnIdsOrSaysWhy) {
+  auto m = create_model(fast_spec(model()));
+  FitContext ctx;
+  ctx.item_domain = data().item_domain;
+  try {
+    m->fit(data().train, ctx);
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("text"), std::string::npos) << e.what();
+    return;
+  }
+  EXPECT_FALSE(m->uses_text()) << "fitted without text vectors";
+  EXPECT_EQ(m->n_items(), kItems);
+  if (personalised()) {
+    EXPECT_GT(heldout_auc(score_all(*m)), 0.7);
+  }
 }
 
 TEST_P(Contract, BeatsRandomRankingOnHeldOutPairs) {
