@@ -58,6 +58,12 @@ struct EvalOptions {
   double head_fraction = 0.2;            // items in the top fraction by training popularity are "head"
   ProgressFn progress;                   // called (serialised) after each block of users
   size_t block_users = 0;                // users scored per model.score() call; 0: chosen from n_items
+  // Optional candidate restriction, per item (empty: every item is a candidate). When given, only items
+  // marked 1 are ranked (full protocol) or drawn as negatives (sampled protocol), and only marked test items
+  // count as relevant; users left with no relevant candidate are not evaluated. Coverage and Gini then use
+  // the candidates (of each domain) as the catalogue. E.g. cold items: rank a user's held-out cold items
+  // among the cold items only.
+  std::vector<uint8_t> candidate_items;
 };
 
 // Metrics keyed by name ("ndcg@10", "precision@10", "coverage@10", ...), each a mean over evaluated users.

@@ -195,8 +195,32 @@ EvalResult evaluate(const Recommender& model, const Csr& train, const Csr& test,
                                                  std::to_string(opt.item_vectors->rows) +
                                                  " rows but there are " + std::to_string(n_items) + " items");
   const bool sampled = opt.sampled_negatives > 0;
+  const bool restricted = !opt.candidate_items.empty();
+  check(!restricted || opt.candidate_items.size() == n_items,
+        "evaluate: candidate_items has " + std::to_string(opt.candidate_items.size()) +
+            " entries but there are " + std::to_string(n_items) + " items");
+  auto is_candidate = [&](uint32_t i) { return !restricted || opt.candidate_items[i] != 0; };
+  // With a candidate restriction, the relevant items are the test items that are candidates.
+  Csr test_candidates;
+  if (restricted) {
+    std::vector<uint32_t> r, c;
+    std::vector<float> v;
+    for (uint32_t u = 0; u < test.n_rows; ++u)
+      for (uint32_t i : test.row_indices(u))
+        if (is_candidate(i)) {
+          r.push_back(u);
+          c.push_back(i);
+          v.push_back(1.0f);
+        }
+    test_candidates = Csr::from_triplets(test.n_rows, test.n_cols, r, c, v);
+  }
+  const Csr& target = restricted ? test_candidates : test;
+  // Items that are never ranked (sorted), merged into each user's exclusion list in the full protocol.
+  std::vector<uint32_t> non_candidates;
+  for (uint32_t i = 0; i < n_items && restricted; ++i)
+    if (!is_candidate(i)) non_candidates.push_back(i);
 
-  // Domains: item lists per domain (sorted), and whether to report them separately.
+  // Domains: candidate item lists per domain (sorted), and whether to report them separately.
   size_t n_domains = 1;
   std::vector<uint16_t> item_domain(n_items, 0);
   if (ds) {
@@ -214,9 +238,13 @@ EvalResult evaluate(const Recommender& model, const Csr& train, const Csr& test,
   }
   std::vector<std::vector<uint32_t>> domain_items(n_domains);
   std::vector<uint32_t> local_index(n_items);
+  std::vector<uint32_t> catalogue, catalogue_index(n_items, 0);  // every candidate; index among them
   for (uint32_t i = 0; i < n_items; ++i) {
+    if (!is_candidate(i)) continue;
     local_index[i] = static_cast<uint32_t>(domain_items[item_domain[i]].size());
     domain_items[item_domain[i]].push_back(i);
+    catalogue_index[i] = static_cast<uint32_t>(catalogue.size());
+    catalogue.push_back(i);
   }
   const bool do_domains = opt.per_domain && n_domains > 1;
   const size_t n_groups_domain = do_domains ? n_domains : 0;
@@ -241,8 +269,8 @@ EvalResult evaluate(const Recommender& model, const Csr& train, const Csr& test,
 
   // Test users in increasing order.
   std::vector<uint32_t> users;
-  for (uint32_t u = 0; u < test.n_rows; ++u)
-    if (test.row_size(u) > 0) users.push_back(u);
+  for (uint32_t u = 0; u < target.n_rows; ++u)
+    if (target.row_size(u) > 0) users.push_back(u);
   if (!users.empty())
     check(users.back() < model.n_users(), "evaluate: test user " + std::to_string(users.back()) +
                                               " is out of range (the model has " +
@@ -283,12 +311,18 @@ EvalResult evaluate(const Recommender& model, const Csr& train, const Csr& test,
     TopKSelector all;
     std::vector<TopKSelector> domain;
     std::vector<eval_detail::DomainSelector> selectors;
-    std::vector<uint32_t> list, rel_a, rel_b;
+    std::vector<uint32_t> list, rel_a, rel_b, exclude;
   };
   auto process_full_user = [&](size_t p, const float* row, FullScratch& w) {
     const uint32_t u = users[p];
-    const auto exclude = train.row_indices(u);
-    const auto relevant = test.row_indices(u);
+    std::span<const uint32_t> exclude = train.row_indices(u);
+    if (restricted) {
+      w.exclude.clear();
+      std::set_union(exclude.begin(), exclude.end(), non_candidates.begin(), non_candidates.end(),
+                     std::back_inserter(w.exclude));
+      exclude = w.exclude;
+    }
+    const auto relevant = target.row_indices(u);
     w.all.reset(max_k);
     w.selectors.clear();
     for (size_t d = 0; d < n_groups_domain; ++d) {
@@ -338,12 +372,14 @@ EvalResult evaluate(const Recommender& model, const Csr& train, const Csr& test,
                                   std::vector<uint8_t>& mark, std::vector<double>& pair) {
     const uint32_t u = users[p];
     const auto tr = train.row_indices(u);
-    const auto relevant = test.row_indices(u);
+    const auto held_out = test.row_indices(u);
+    const auto relevant = target.row_indices(u);
     seen.clear();
-    std::set_union(tr.begin(), tr.end(), relevant.begin(), relevant.end(), std::back_inserter(seen));
+    std::set_union(tr.begin(), tr.end(), held_out.begin(), held_out.end(), std::back_inserter(seen));
     seen.erase(std::unique(seen.begin(), seen.end()), seen.end());
-    std::vector<size_t> seen_in_domain(n_domains, 0);
-    for (uint32_t i : seen) ++seen_in_domain[item_domain[i]];
+    std::vector<size_t> seen_in_domain(n_domains, 0);  // seen candidates of each domain
+    for (uint32_t i : seen)
+      if (is_candidate(i)) ++seen_in_domain[item_domain[i]];
     std::vector<size_t> n_in_domain(n_groups_domain, 0);
     size_t n_head = 0, n_tail = 0;
     Rng rng(opt.seed, u);
@@ -428,10 +464,8 @@ EvalResult evaluate(const Recommender& model, const Csr& train, const Csr& test,
   auto all = [&](size_t p) { return overall.has[p] != 0; };
   res.overall = reduce(overall, n_pos, ks, kAccNames, kNumAcc, all, &res.overall_ci95);
   res.overall.erase("n_users");  // reported as EvalResult::n_users
-  std::vector<uint32_t> identity(n_items);
-  for (uint32_t i = 0; i < n_items; ++i) identity[i] = i;
   if (!sampled && n_items > 0)
-    beyond_accuracy(overall_lists, n_pos, all, ks, identity, identity, popularity, train.n_rows,
+    beyond_accuracy(overall_lists, n_pos, all, ks, catalogue, catalogue_index, popularity, train.n_rows,
                     opt.item_vectors, res.overall);
   for (size_t d = 0; d < n_groups_domain; ++d) {
     auto in_d = [&](size_t p) { return per_domain[d].has[p] != 0; };
