@@ -15,9 +15,9 @@ namespace xdrec::models {
 struct TextFeatureOptions {
   bool center = true;
   bool normalize = true;
-  int ae_dim = 0;            // 0: no autoencoder
+  int ae_dim = 0;  // 0: no autoencoder
   int ae_hidden = 256;
-  double ae_noise = 0.1;     // denoising input dropout
+  double ae_noise = 0.1;  // denoising input dropout
   int ae_epochs = 30;
 };
 
@@ -37,6 +37,8 @@ class TextFeatures {
   void load(const TensorMap& tensors, const std::string& prefix);
 
  private:
+  // raw -> centred (and, with the autoencoder, unit length): the autoencoder's input.
+  void prepare(const float* raw, float* out) const;
   TextFeatureOptions opt_;
   size_t input_dim_ = 0;
   std::vector<float> mean_;
