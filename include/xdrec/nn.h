@@ -10,6 +10,7 @@
 #include <cstdint>
 #include <span>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include "xdrec/common.h"
@@ -99,10 +100,11 @@ struct Dropout {
 // stably from the logits. grad (may be null) receives d loss / d logits. Optional per-entry weights w give
 // sum(w * bce) / sum-of-count (entries with weight 0 do not contribute).
 template <class T>
-T bce_with_logits(const Mat<T>& logits, const Mat<T>& targets, Mat<T>* grad, const Mat<T>* weights = nullptr);
+T bce_with_logits(const Mat<T>& logits, const Mat<T>& targets, std::type_identity_t<Mat<T>>* grad,
+                  const std::type_identity_t<Mat<T>>* weights = nullptr);
 // Squared error summed over columns and averaged over rows: 1/N sum_n ||pred_n - target_n||^2.
 template <class T>
-T squared_error(const Mat<T>& pred, const Mat<T>& target, Mat<T>* grad);
+T squared_error(const Mat<T>& pred, const Mat<T>& target, std::type_identity_t<Mat<T>>* grad);
 
 // ---- Linear layer ---------------------------------------------------------------------------------------
 
@@ -196,6 +198,7 @@ class Mlp {
   // Everything a backward pass needs from the forward pass.
   struct Cache {
     std::vector<Mat<T>> out;       // out[l]: output of layer l after its activation (and dropout)
+    std::vector<Mat<T>> act;       // act[l]: the activation before dropout (only where dropout was applied)
     std::vector<Dropout<T>> drop;  // per hidden layer, used when dropout > 0 in training
     const Mat<T>& output() const { return out.back(); }
   };

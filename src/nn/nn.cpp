@@ -184,7 +184,8 @@ void Dropout<T>::backward(Mat<T>& dy) const {
 // ---- Losses ---------------------------------------------------------------------------------------------
 
 template <class T>
-T bce_with_logits(const Mat<T>& logits, const Mat<T>& targets, Mat<T>* grad, const Mat<T>* weights) {
+T bce_with_logits(const Mat<T>& logits, const Mat<T>& targets, std::type_identity_t<Mat<T>>* grad,
+                  const std::type_identity_t<Mat<T>>* weights) {
   check(logits.rows == targets.rows && logits.cols == targets.cols,
         "bce_with_logits: logits are " + shape(logits.rows, logits.cols) + " but targets are " +
             shape(targets.rows, targets.cols));
@@ -212,7 +213,7 @@ T bce_with_logits(const Mat<T>& logits, const Mat<T>& targets, Mat<T>* grad, con
 }
 
 template <class T>
-T squared_error(const Mat<T>& pred, const Mat<T>& target, Mat<T>* grad) {
+T squared_error(const Mat<T>& pred, const Mat<T>& target, std::type_identity_t<Mat<T>>* grad) {
   check(pred.rows == target.rows && pred.cols == target.cols,
         "squared_error: predictions are " + shape(pred.rows, pred.cols) + " but targets are " +
             shape(target.rows, target.cols));
@@ -436,6 +437,7 @@ template <class T>
 void Mlp<T>::forward(const Mat<T>& x, Cache& c, Rng* rng) const {
   const size_t n = layers_.size();
   c.out.resize(n);
+  c.act.resize(n);
   c.drop.resize(n);
   for (size_t l = 0; l < n; ++l) {
     layers_[l].forward(l == 0 ? x : c.out[l - 1], c.out[l]);
@@ -443,6 +445,7 @@ void Mlp<T>::forward(const Mat<T>& x, Cache& c, Rng* rng) const {
     act_forward(last ? output_ : hidden_, c.out[l]);
     c.drop[l].rate = 0.0;
     if (!last && rng && dropout_ > 0.0) {
+      c.act[l] = c.out[l];
       c.drop[l].rate = dropout_;
       c.drop[l].forward(c.out[l], *rng);
     }
@@ -481,8 +484,9 @@ void Mlp<T>::backward(const Mat<T>& x, const Cache& c, const Mat<T>& dy, std::ve
   Mat<T> g = dy, gin;
   for (size_t l = n; l-- > 0;) {
     const bool last = l + 1 == n;
-    if (!last && c.drop[l].rate > 0.0) c.drop[l].backward(g);
-    act_backward(last ? output_ : hidden_, c.out[l], g);
+    const bool dropped = !last && c.drop[l].rate > 0.0;
+    if (dropped) c.drop[l].backward(g);
+    act_backward(last ? output_ : hidden_, dropped ? c.act[l] : c.out[l], g);
     const Mat<T>& in = l == 0 ? x : c.out[l - 1];
     const bool need_dx = l > 0 || dx != nullptr;
     layers_[l].backward(in, g, grads[2 * l], grads[2 * l + 1], need_dx ? &gin : nullptr);
