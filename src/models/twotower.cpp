@@ -1,0 +1,832 @@
+// Two-tower neural recommender. The user tower is an MLP over [user id embedding, profile text code, pooled
+// text code of the user's history]; the item tower an MLP over [item id embedding, item text code]. The text
+// codes come from the shared TextFeatures pipeline (centred, optionally autoencoded, unit length) and stay
+// fixed while the towers train. Two ways to merge the towers:
+//   merge=dot  score = <u, i>                      (fast retrieval: the towers are computed once)
+//   merge=mlp  score = MLP([u, i]) (+ <u, i> with dot_skip) ending in a sigmoid in the loss
+// Training: binary cross-entropy on each observed pair against `negatives` sampled items (loss=bce), or
+// squared error on the observed values (loss=mse), Adam on minibatches. Id dropout zeroes the id embedding
+// of a user or item in a training pass with the given probability, so the text path learns to stand alone:
+// an item added later from its text only (add_item), or a user known only by a profile or by history
+// elsewhere (fold_in_profile), has a zero id part. Users and items without training interactions get a zero
+// id part as well. fold_in with a history additionally fits the user's id embedding to that history with the
+// towers fixed.
+//
+// Every minibatch is computed in fixed chunks of rows whose gradients are added in a fixed order, and every
+// random draw comes from a stream named by the batch or chunk, so training is bitwise independent of the
+// thread count. Scores of a user are computed one user at a time in a fixed order.
+#include <algorithm>
+#include <climits>
+#include <cmath>
+#include <cstdio>
+#include <numeric>
+
+#include "models/model_util.h"
+#include "models/text_features.h"
+#include "xdrec/nn.h"
+#include "xdrec/recommender.h"
+
+namespace xdrec {
+
+namespace {
+
+using nn::MatF;
+
+constexpr size_t kChunkRows = 64;
+constexpr uint64_t kInitStream = 0;
+constexpr uint64_t kShuffleStream = uint64_t(1) << 20;
+constexpr uint64_t kBatchStream = uint64_t(1) << 32;
+constexpr uint64_t kChunkStream = uint64_t(1) << 48;
+constexpr uint64_t kFoldStream = uint64_t(3) << 56;
+constexpr int kFoldSteps = 60;
+constexpr double kFoldLr = 0.05;
+constexpr float kFoldReg = 1e-3f;
+
+void normalize(float* x, size_t d) {
+  double s = 0;
+  for (size_t j = 0; j < d; ++j) s += double(x[j]) * double(x[j]);
+  if (s <= 0) return;
+  const float inv = float(1.0 / std::sqrt(s));
+  for (size_t j = 0; j < d; ++j) x[j] *= inv;
+}
+
+// Runs an Mlp over a batch in fixed chunks of rows on `threads` threads and adds the chunks' parameter
+// gradients in chunk order, so the result does not depend on the thread count.
+class ChunkedMlp {
+ public:
+  // Training forward pass; dropout masks come from stream (base + chunk) of `seed`.
+  void forward(const nn::Mlp<float>& mlp, const MatF& x, MatF& y, int threads, uint64_t seed, uint64_t base,
+               bool dropout) {
+    mlp_ = &mlp;
+    n_ = x.rows;
+    const size_t nc = (n_ + kChunkRows - 1) / kChunkRows;
+    if (xs_.size() < nc) {
+      xs_.resize(nc);
+      caches_.resize(nc);
+      grads_.resize(nc);
+      dxs_.resize(nc);
+      dys_.resize(nc);
+    }
+    y.reshape(n_, mlp.out_dim());
+    parallel_for(nc, threads, 1, [&](size_t lo, size_t hi) {
+      for (size_t c = lo; c < hi; ++c) {
+        const size_t r0 = c * kChunkRows, r1 = std::min(n_, r0 + kChunkRows);
+        xs_[c].reshape(r1 - r0, x.cols);
+        std::copy(x.row(r0), x.row(r0) + (r1 - r0) * x.cols, xs_[c].data.begin());
+        Rng rng(seed, base + c);
+        mlp.forward(xs_[c], caches_[c], dropout ? &rng : nullptr);
+        const MatF& out = caches_[c].output();
+        std::copy(out.data.begin(), out.data.end(), y.row(r0));
+      }
+    });
+  }
+
+  // dy: gradient of the loss with respect to the forward output. Adds the parameter gradients to `total`
+  // (zeroed by the caller) and writes dL/dx into dx when it is not null.
+  void backward(const MatF& dy, std::vector<MatF>& total, MatF* dx, int threads) {
+    const size_t nc = (n_ + kChunkRows - 1) / kChunkRows;
+    parallel_for(nc, threads, 1, [&](size_t lo, size_t hi) {
+      for (size_t c = lo; c < hi; ++c) {
+        const size_t r0 = c * kChunkRows, r1 = std::min(n_, r0 + kChunkRows);
+        dys_[c].reshape(r1 - r0, dy.cols);
+        std::copy(dy.row(r0), dy.row(r0) + (r1 - r0) * dy.cols, dys_[c].data.begin());
+        if (grads_[c].size() != total.size()) grads_[c] = mlp_->make_grads();
+        for (auto& g : grads_[c]) g.zero();
+        mlp_->backward(xs_[c], caches_[c], dys_[c], grads_[c], dx ? &dxs_[c] : nullptr);
+      }
+    });
+    for (size_t c = 0; c < nc; ++c)
+      for (size_t k = 0; k < total.size(); ++k) nn::add_into(total[k], grads_[c][k]);
+    if (dx) {
+      dx->reshape(n_, mlp_->in_dim());
+      for (size_t c = 0; c < nc; ++c)
+        std::copy(dxs_[c].data.begin(), dxs_[c].data.end(), dx->row(c * kChunkRows));
+    }
+  }
+
+ private:
+  const nn::Mlp<float>* mlp_ = nullptr;
+  size_t n_ = 0;
+  std::vector<MatF> xs_, dxs_, dys_;
+  std::vector<nn::Mlp<float>::Cache> caches_;
+  std::vector<std::vector<MatF>> grads_;
+};
+
+// Sorted distinct values and, for each input, the index of its value among them.
+void distinct(const std::vector<uint32_t>& v, std::vector<uint32_t>& uniq, std::vector<uint32_t>& slot) {
+  uniq = v;
+  std::sort(uniq.begin(), uniq.end());
+  uniq.erase(std::unique(uniq.begin(), uniq.end()), uniq.end());
+  slot.resize(v.size());
+  for (size_t k = 0; k < v.size(); ++k)
+    slot[k] = uint32_t(std::lower_bound(uniq.begin(), uniq.end(), v[k]) - uniq.begin());
+}
+
+}  // namespace
+
+class TwoTowerModel final : public Recommender {
+ public:
+  explicit TwoTowerModel(const Spec& spec) : params_("twotower") {
+    params_.add("factors", &factors_, 32, 1, 1024, "width of the id embeddings and of both towers' outputs")
+        .add("hidden", &hidden_, 64, 1, 8192, "width of the towers' hidden layers")
+        .add("layers", &layers_, 1, 0, 8, "hidden layers per tower (0: one linear map)")
+        .add("merge_hidden", &merge_hidden_, 32, 1, 4096, "hidden width of the merge MLP (merge=mlp)")
+        .add("merge", &merge_, "dot", {"dot", "mlp"},
+             "how the towers meet: dot product (fast retrieval) or an MLP over their concatenation")
+        .add("dot_skip", &dot_skip_, true, "merge=mlp: add the towers' dot product to the MLP's logit")
+        .add("loss", &loss_, "bce", {"bce", "mse"},
+             "binary cross-entropy against sampled negatives, or squared error on the observed values")
+        .add("epochs", &epochs_, 20, 0, 100000, "passes over the observed interactions")
+        .add("batch", &batch_, 128, 1, 1 << 20, "observed interactions per minibatch")
+        .add("lr", &lr_, 5e-3, 1e-7, 10.0, "Adam learning rate")
+        .add("weight_decay", &weight_decay_, 0.0, 0.0, 1.0, "decoupled weight decay of every parameter")
+        .add("negatives", &negatives_, 4, 0, 1000, "sampled negative items per observed interaction (bce)")
+        .add("dropout", &dropout_, 0.1, 0.0, 0.95, "dropout on the towers' hidden layers while training")
+        .add("id_dropout", &id_dropout_, 0.25, 0.0, 1.0,
+             "probability of zeroing a user's or item's id embedding in a training pass (text stands alone)")
+        .add("text_dropout", &text_dropout_, 0.25, 0.0, 1.0,
+             "probability of zeroing a user's profile code, and independently their history code, in a "
+             "training "
+             "pass (so a user with only one of them is served)")
+        .add("init", &init_, 0.1, 0.0, 10.0, "standard deviation of the initial id embeddings")
+        .add("ae", &ae_, 0, 0, 4096, "autoencoder code size for the text vectors (0: no autoencoder)")
+        .add("ae_epochs", &ae_epochs_, 20, 1, 100000, "autoencoder training epochs")
+        .add("use_history_text", &use_history_text_, true,
+             "feed the pooled text code of a user's history items to the user tower")
+        .add("seed", &seed_, 0, 0, INT_MAX, "random seed (0: the fit context's seed)");
+    params_.apply(spec.values);
+  }
+
+  std::string param_help() const { return params_.help(); }
+  std::string name() const override { return "twotower"; }
+  std::string spec() const override { return name() + ":" + params_.current(); }
+  uint32_t n_users() const override { return fitted_ ? uint32_t(user_emb_.size()) : 0; }
+  uint32_t n_items() const override { return fitted_ ? uint32_t(item_emb_.size()) : 0; }
+  bool uses_text() const override { return fitted_ && text_dim_ > 0; }
+  std::string text_encoder() const override { return uses_text() ? encoder_ : ""; }
+
+  void fit(const Csr& user_items, const FitContext& ctx) override {
+    const bool implicit = loss_ == "bce";
+    const Csr x = model_util::prepare_interactions(user_items, implicit, "twotower");
+    const int threads = resolve_threads(ctx.threads);
+    const uint64_t seed = seed_ != 0 ? uint64_t(seed_) : ctx.seed;
+    const uint32_t nu = x.n_rows, ni = x.n_cols;
+    check(ni > 0, "twotower: the interaction matrix has no items");
+    if (ctx.item_text)
+      check(ctx.item_text->rows == ni, "twotower: " + std::to_string(ctx.item_text->rows) +
+                                           " item text vectors for " + std::to_string(ni) + " items");
+    if (ctx.user_text) {
+      check(
+          ctx.item_text != nullptr,
+          "twotower: user profile text needs item text vectors too (the text space is fitted on the items)");
+      check(ctx.user_text->rows == nu, "twotower: " + std::to_string(ctx.user_text->rows) +
+                                           " user text vectors for " + std::to_string(nu) + " users");
+    }
+    fitted_ = false;
+    seed_used_ = seed;
+    encoder_ = ctx.text_encoder;
+
+    // ---- Text codes ----
+    text_ = models::TextFeatures();
+    text_dim_ = 0;
+    has_profile_ = use_hist_ = false;
+    item_code_ = MatF(ni, 0);
+    user_prof_ = MatF(nu, 0);
+    user_hist_ = MatF(nu, 0);
+    if (ctx.item_text && !all_zero(*ctx.item_text)) {
+      models::TextFeatureOptions to;
+      to.ae_dim = ae_;
+      to.ae_epochs = ae_epochs_;
+      text_.fit(*ctx.item_text, ctx.user_text, to, seed, threads);
+      text_dim_ = text_.dim();
+      item_code_ = nn::from_matrix<float>(text_.transform(*ctx.item_text, threads));
+      has_profile_ = ctx.user_text != nullptr && !all_zero(*ctx.user_text);
+      use_hist_ = use_history_text_;
+      if (has_profile_) user_prof_ = nn::from_matrix<float>(text_.transform(*ctx.user_text, threads));
+      if (use_hist_) {
+        user_hist_.resize(nu, text_dim_);
+        parallel_for(nu, threads, 256, [&](size_t lo, size_t hi) {
+          for (size_t u = lo; u < hi; ++u)
+            pool_history(x.row_indices(uint32_t(u)), nullptr, user_hist_.row(u));
+        });
+      }
+    }
+
+    // ---- Parameters ----
+    build_networks();
+    Rng init(seed, kInitStream);
+    user_emb_.init(nu, size_t(factors_), init, init_);
+    item_emb_.init(ni, size_t(factors_), init, init_);
+    user_tower_.init(init);
+    item_tower_.init(init);
+    if (merge_ == "mlp") merge_net_.init(init);
+
+    nn::AdamOptions ao;
+    ao.lr = lr_;
+    ao.weight_decay = weight_decay_;
+    std::vector<MatF*> dense = user_tower_.params();
+    for (auto* p : item_tower_.params()) dense.push_back(p);
+    if (merge_ == "mlp")
+      for (auto* p : merge_net_.params()) dense.push_back(p);
+    nn::Adam<float> adam_dense(dense, ao);
+    nn::Adam<float> adam_emb({&user_emb_.table, &item_emb_.table}, ao);
+
+    // ---- Training ----
+    std::vector<uint32_t> pos_user(x.nnz()), pos_item(x.indices);
+    std::vector<float> pos_value(x.values);
+    for (uint32_t u = 0; u < nu; ++u)
+      for (uint64_t p = x.indptr[u]; p < x.indptr[u + 1]; ++p) pos_user[p] = u;
+    std::vector<uint32_t> order(x.nnz());
+    std::iota(order.begin(), order.end(), 0u);
+    const size_t n_batches = (order.size() + size_t(batch_) - 1) / size_t(batch_);
+    if (ctx.progress) ctx.progress(0, size_t(epochs_), "twotower epochs");
+    Workspace ws;
+    uint64_t batch_counter = 0;
+    for (int epoch = 0; epoch < epochs_ && !order.empty(); ++epoch) {
+      Timer timer;
+      Rng shuffle(seed, kShuffleStream + uint64_t(epoch));
+      for (size_t i = order.size(); i > 1; --i) std::swap(order[i - 1], order[shuffle.below(i)]);
+      double loss_sum = 0;
+      for (size_t b = 0; b < n_batches; ++b, ++batch_counter) {
+        const size_t p0 = b * size_t(batch_), p1 = std::min(order.size(), p0 + size_t(batch_));
+        Rng rng(seed, kBatchStream + batch_counter);
+        ws.users.clear();
+        ws.items.clear();
+        ws.targets.clear();
+        for (size_t k = p0; k < p1; ++k) {
+          const uint32_t p = order[k], u = pos_user[p];
+          ws.users.push_back(u);
+          ws.items.push_back(pos_item[p]);
+          ws.targets.push_back(implicit ? 1.0f : pos_value[p]);
+          if (!implicit) continue;
+          for (int n = 0; n < negatives_; ++n) {
+            uint32_t j = uint32_t(rng.below(ni));
+            for (int tries = 0; tries < 8 && x.contains(u, j); ++tries) j = uint32_t(rng.below(ni));
+            ws.users.push_back(u);
+            ws.items.push_back(j);
+            ws.targets.push_back(0.0f);
+          }
+        }
+        loss_sum += train_batch(ws, rng, seed, batch_counter, threads, adam_dense, adam_emb);
+      }
+      if (ctx.verbose)
+        std::fprintf(stderr, "twotower epoch %d: loss %.5f, %.2f s\n", epoch + 1,
+                     loss_sum / double(n_batches), timer.seconds());
+      if (ctx.progress) ctx.progress(size_t(epoch) + 1, size_t(epochs_), "twotower epochs");
+    }
+    // Users and items that never appeared in training have no learned id embedding: zero it, so they are
+    // represented by their text alone (like cold ones added later).
+    const Csr xt = x.transpose();
+    for (uint32_t u = 0; u < nu; ++u)
+      if (x.row_size(u) == 0) std::fill(user_emb_.table.row(u), user_emb_.table.row(u) + factors_, 0.0f);
+    for (uint32_t i = 0; i < ni; ++i)
+      if (xt.row_size(i) == 0) std::fill(item_emb_.table.row(i), item_emb_.table.row(i) + factors_, 0.0f);
+    fitted_ = true;
+    refresh_item_cache(threads);
+  }
+
+  void score(std::span<const uint32_t> users, Matrix& out, int threads) const override {
+    check(fitted_, "twotower: the model is not fitted (call fit or load first)");
+    model_util::check_users(users, n_users(), "twotower");
+    const size_t ni = item_emb_.size(), f = size_t(factors_);
+    if (out.rows != users.size() || out.cols != ni || out.data.size() != users.size() * ni)
+      out.resize(users.size(), ni);
+    if (users.empty() || ni == 0) return;
+    const bool mlp = merge_ == "mlp";
+    const size_t h = mlp ? size_t(merge_hidden_) : 0;
+    parallel_for(users.size(), resolve_threads(threads), 16, [&](size_t lo, size_t hi) {
+      std::vector<float> in(user_in_dim()), uo(f), a(h);
+      for (size_t r = lo; r < hi; ++r) {
+        user_input(users[r], in.data());
+        user_tower_.predict_row(in.data(), uo.data());
+        float* o = out.row(r);
+        std::fill(o, o + ni, 0.0f);
+        if (!mlp || dot_skip_) {
+          for (size_t k = 0; k < f; ++k) {
+            const float w = uo[k];
+            const float* __restrict col = item_out_t_.row(k);
+            for (size_t i = 0; i < ni; ++i) o[i] += w * col[i];
+          }
+        }
+        if (mlp) {
+          // First merge layer split into its user and item halves: h = relu(u Wu + b1 + i Wi).
+          const auto& l1 = merge_net_.layer(0);
+          const auto& l2 = merge_net_.layer(1);
+          std::copy(l1.b.data.begin(), l1.b.data.end(), a.begin());
+          for (size_t k = 0; k < f; ++k)
+            for (size_t j = 0; j < h; ++j) a[j] += uo[k] * l1.w(k, j);
+          const float b2 = l2.b.data[0];
+          for (size_t i = 0; i < ni; ++i) o[i] += b2;
+          for (size_t j = 0; j < h; ++j) {
+            const float aj = a[j], wj = l2.w(j, 0);
+            const float* __restrict col = item_proj_t_.row(j);
+            for (size_t i = 0; i < ni; ++i) o[i] += wj * std::max(0.0f, aj + col[i]);
+          }
+        }
+      }
+    });
+  }
+
+  uint32_t fold_in(uint32_t user, std::span<const uint32_t> items, std::span<const float> weights) override {
+    return fold_in_profile(user, {}, items, weights);
+  }
+
+  uint32_t fold_in_profile(uint32_t user, std::span<const float> profile, std::span<const uint32_t> items,
+                           std::span<const float> weights) override {
+    check(fitted_, "twotower fold_in: the model is not fitted (call fit or load first)");
+    check(user <= n_users(), "twotower fold_in: user index " + std::to_string(user) +
+                                 " is beyond the next new user (" + std::to_string(n_users()) + ")");
+    const model_util::HistoryRow hist =
+        model_util::make_history(items, weights, n_items(), loss_ == "bce", "twotower");
+    std::vector<float> prof_code(has_profile_ ? text_dim_ : 0, 0.0f),
+        hist_code(use_hist_ ? text_dim_ : 0, 0.0f);
+    std::vector<float> pcode;
+    if (!profile.empty()) {
+      check(text_dim_ > 0, "twotower does not use profile text (it was fitted without text)");
+      check(profile.size() == text_.input_dim(),
+            "twotower fold_in: the profile vector has " + std::to_string(profile.size()) +
+                " dimensions but the model's text vectors have " + std::to_string(text_.input_dim()));
+      for (size_t j = 0; j < profile.size(); ++j)
+        check(std::isfinite(profile[j]), "twotower fold_in: the profile vector has a non-finite value");
+      check(has_profile_ || use_hist_,
+            "twotower does not use profile text (fitted without profiles and with use_history_text=false)");
+      pcode.resize(text_dim_);
+      text_.transform_row(profile.data(), pcode.data());
+      if (has_profile_) prof_code = pcode;
+    }
+    if (use_hist_) {
+      // Without a profile input, the profile counts as one more history text in the pooled code.
+      pool_history(hist.items, has_profile_ || pcode.empty() ? nullptr : pcode.data(), hist_code.data());
+    }
+    std::vector<float> emb(size_t(factors_), 0.0f);
+    if (!hist.items.empty()) fit_user_embedding(hist, prof_code, hist_code, emb);
+    // Commit (nothing above changed the model).
+    auto put = [&](MatF& m, const std::vector<float>& row) {
+      if (user == m.rows) {
+        m.data.insert(m.data.end(), row.begin(), row.end());
+        ++m.rows;
+      } else {
+        std::copy(row.begin(), row.end(), m.row(user));
+      }
+    };
+    put(user_emb_.table, emb);
+    if (has_profile_) put(user_prof_, prof_code);
+    if (use_hist_) put(user_hist_, hist_code);
+    if (!has_profile_ && user == user_prof_.rows) ++user_prof_.rows;  // zero-width rows keep the count
+    if (!use_hist_ && user == user_hist_.rows) ++user_hist_.rows;
+    return user;
+  }
+
+  uint32_t add_item(std::span<const float> text_vector, uint16_t) override {
+    check(fitted_, "twotower add_item: the model is not fitted (call fit or load first)");
+    check(text_dim_ > 0, "twotower cannot add items without retraining: it was fitted without text");
+    check(text_vector.size() == text_.input_dim(),
+          "twotower add_item: the text vector has " + std::to_string(text_vector.size()) +
+              " dimensions but the model's text vectors have " + std::to_string(text_.input_dim()));
+    for (float v : text_vector)
+      check(std::isfinite(v), "twotower add_item: the text vector has a non-finite value");
+    std::vector<float> code(text_dim_);
+    text_.transform_row(text_vector.data(), code.data());
+    const uint32_t idx = n_items();
+    item_emb_.table.data.resize(item_emb_.table.data.size() + size_t(factors_), 0.0f);
+    ++item_emb_.table.rows;
+    item_code_.data.insert(item_code_.data.end(), code.begin(), code.end());
+    ++item_code_.rows;
+    refresh_item_cache(1);
+    return idx;
+  }
+
+  void save(TensorMap& tensors, nlohmann::json& extra) const override {
+    check(fitted_, "twotower: cannot save an unfitted model");
+    tensors["user_embedding"] = Tensor::from_matrix(nn::to_matrix(user_emb_.table));
+    tensors["item_embedding"] = Tensor::from_matrix(nn::to_matrix(item_emb_.table));
+    user_tower_.save(tensors, "user_tower.");
+    item_tower_.save(tensors, "item_tower.");
+    if (merge_ == "mlp") merge_net_.save(tensors, "merge.");
+    if (text_dim_ > 0) {
+      text_.save(tensors, "text.");
+      tensors["item_text_code"] = Tensor::from_matrix(nn::to_matrix(item_code_));
+      if (has_profile_) tensors["user_profile_code"] = Tensor::from_matrix(nn::to_matrix(user_prof_));
+      if (use_hist_) tensors["user_history_code"] = Tensor::from_matrix(nn::to_matrix(user_hist_));
+    }
+    extra["n_users"] = n_users();
+    extra["n_items"] = n_items();
+    extra["text_dim"] = text_dim_;
+    extra["profile_text"] = has_profile_;
+    extra["history_text"] = use_hist_;
+    extra["seed"] = seed_used_;
+    extra["text_encoder"] = encoder_;
+  }
+
+  void load(const TensorMap& tensors, const nlohmann::json& extra) override {
+    auto need = [&](const char* key) -> const nlohmann::json& {
+      check(extra.is_object() && extra.contains(key),
+            std::string("twotower load: the manifest lacks '") + key + "'");
+      return extra.at(key);
+    };
+    TwoTowerModel m(Spec::parse(spec()));
+    size_t nu = 0, ni = 0;
+    try {
+      nu = need("n_users").get<size_t>();
+      ni = need("n_items").get<size_t>();
+      m.text_dim_ = need("text_dim").get<size_t>();
+      m.has_profile_ = need("profile_text").get<bool>();
+      m.use_hist_ = need("history_text").get<bool>();
+      m.seed_used_ = need("seed").get<uint64_t>();
+      m.encoder_ = need("text_encoder").get<std::string>();
+    } catch (const nlohmann::json::exception& e) {
+      throw Error(std::string("twotower load: malformed manifest entry: ") + e.what());
+    }
+    const size_t f = size_t(factors_);
+    auto matrix = [&](const std::string& name, size_t rows, size_t cols) {
+      Matrix a = get_tensor(tensors, name).to_matrix(name);
+      check(a.rows == rows && a.cols == cols, "twotower load: " + name + " is " + std::to_string(a.rows) +
+                                                  "x" + std::to_string(a.cols) + ", expected " +
+                                                  std::to_string(rows) + "x" + std::to_string(cols));
+      return nn::from_matrix<float>(a);
+    };
+    m.user_emb_.table = matrix("user_embedding", nu, f);
+    m.item_emb_.table = matrix("item_embedding", ni, f);
+    m.item_code_ = MatF(ni, 0);
+    m.user_prof_ = MatF(nu, 0);
+    m.user_hist_ = MatF(nu, 0);
+    if (m.text_dim_ > 0) {
+      m.text_.load(tensors, "text.");
+      check(m.text_.dim() == m.text_dim_,
+            "twotower load: the text features give " + std::to_string(m.text_.dim()) +
+                " dimensions but the manifest says " + std::to_string(m.text_dim_));
+      m.item_code_ = matrix("item_text_code", ni, m.text_dim_);
+      if (m.has_profile_) m.user_prof_ = matrix("user_profile_code", nu, m.text_dim_);
+      if (m.use_hist_) m.user_hist_ = matrix("user_history_code", nu, m.text_dim_);
+    } else {
+      check(!m.has_profile_ && !m.use_hist_, "twotower load: user text inputs without text features");
+    }
+    m.build_networks();
+    m.user_tower_.load(tensors, "user_tower.");
+    m.item_tower_.load(tensors, "item_tower.");
+    if (merge_ == "mlp") m.merge_net_.load(tensors, "merge.");
+    m.fitted_ = true;
+    m.refresh_item_cache(1);
+    adopt_state(std::move(m));
+  }
+
+ private:
+  // Per-batch buffers, reused across batches.
+  struct Workspace {
+    std::vector<uint32_t> users, items, uniq_users, uniq_items, user_slot, item_slot;
+    std::vector<float> targets;
+    std::vector<uint8_t> user_kept, item_kept;
+    MatF xu, xi, uo, io, dxu, dxi, duo, dio, mx, logits, dlogits, dmx, tgt;
+    ChunkedMlp user_pass, item_pass, merge_pass;
+    std::vector<MatF> grads;
+  };
+
+  // Takes the fitted state of `m` (a model with the same spec); the parameters stay bound to this object.
+  void adopt_state(TwoTowerModel&& m) {
+    fitted_ = m.fitted_;
+    seed_used_ = m.seed_used_;
+    encoder_ = std::move(m.encoder_);
+    text_dim_ = m.text_dim_;
+    has_profile_ = m.has_profile_;
+    use_hist_ = m.use_hist_;
+    text_ = std::move(m.text_);
+    user_emb_ = std::move(m.user_emb_);
+    item_emb_ = std::move(m.item_emb_);
+    item_code_ = std::move(m.item_code_);
+    user_prof_ = std::move(m.user_prof_);
+    user_hist_ = std::move(m.user_hist_);
+    user_tower_ = std::move(m.user_tower_);
+    item_tower_ = std::move(m.item_tower_);
+    merge_net_ = std::move(m.merge_net_);
+    item_out_ = std::move(m.item_out_);
+    item_out_t_ = std::move(m.item_out_t_);
+    item_proj_t_ = std::move(m.item_proj_t_);
+  }
+
+  static bool all_zero(const Matrix& m) {
+    for (float v : m.data)
+      if (v != 0.0f) return false;
+    return true;
+  }
+
+  size_t user_in_dim() const {
+    return size_t(factors_) + (has_profile_ ? text_dim_ : 0) + (use_hist_ ? text_dim_ : 0);
+  }
+  size_t item_in_dim() const { return size_t(factors_) + text_dim_; }
+
+  void build_networks() {
+    const size_t f = size_t(factors_);
+    auto tower = [&](size_t in) {
+      std::vector<size_t> sizes{in};
+      for (int l = 0; l < layers_; ++l) sizes.push_back(size_t(hidden_));
+      sizes.push_back(f);
+      return nn::Mlp<float>(sizes, nn::Act::relu, nn::Act::identity, dropout_);
+    };
+    user_tower_ = tower(user_in_dim());
+    item_tower_ = tower(item_in_dim());
+    merge_net_ = merge_ == "mlp"
+                     ? nn::Mlp<float>({2 * f, size_t(merge_hidden_), 1}, nn::Act::relu, nn::Act::identity)
+                     : nn::Mlp<float>();
+  }
+
+  // Mean of the text codes of the given items that have text, plus an extra code, L2-normalised (zeros when
+  // none has text).
+  void pool_history(std::span<const uint32_t> items, const float* extra, float* out) const {
+    const size_t t = text_dim_;
+    std::vector<double> acc(t, 0.0);
+    for (uint32_t i : items) {
+      const float* c = item_code_.row(i);
+      for (size_t j = 0; j < t; ++j) acc[j] += c[j];
+    }
+    if (extra)
+      for (size_t j = 0; j < t; ++j) acc[j] += extra[j];
+    for (size_t j = 0; j < t; ++j) out[j] = float(acc[j]);
+    normalize(out, t);
+  }
+
+  void user_input(uint32_t u, float* in) const {
+    const size_t f = size_t(factors_);
+    std::copy(user_emb_.table.row(u), user_emb_.table.row(u) + f, in);
+    size_t at = f;
+    if (has_profile_) {
+      std::copy(user_prof_.row(u), user_prof_.row(u) + text_dim_, in + at);
+      at += text_dim_;
+    }
+    if (use_hist_) std::copy(user_hist_.row(u), user_hist_.row(u) + text_dim_, in + at);
+  }
+
+  void item_input(uint32_t i, float* in) const {
+    const size_t f = size_t(factors_);
+    std::copy(item_emb_.table.row(i), item_emb_.table.row(i) + f, in);
+    if (text_dim_ > 0) std::copy(item_code_.row(i), item_code_.row(i) + text_dim_, in + f);
+  }
+
+  // Item tower outputs (transposed: factors x items) and, for merge=mlp, their projection through the item
+  // half of the first merge layer (merge_hidden x items).
+  void refresh_item_cache(int threads) {
+    const size_t ni = item_emb_.size(), f = size_t(factors_);
+    MatF io(ni, f);
+    parallel_for(ni, resolve_threads(threads), 256, [&](size_t lo, size_t hi) {
+      std::vector<float> in(item_in_dim());
+      for (size_t i = lo; i < hi; ++i) {
+        item_input(uint32_t(i), in.data());
+        item_tower_.predict_row(in.data(), io.row(i));
+      }
+    });
+    item_out_ = io;
+    item_out_t_.resize(f, ni);
+    for (size_t i = 0; i < ni; ++i)
+      for (size_t k = 0; k < f; ++k) item_out_t_(k, i) = io(i, k);
+    if (merge_ == "mlp") {
+      const size_t h = size_t(merge_hidden_);
+      const auto& l1 = merge_net_.layer(0);
+      item_proj_t_.resize(h, ni);
+      for (size_t i = 0; i < ni; ++i)
+        for (size_t k = 0; k < f; ++k) {
+          const float v = io(i, k);
+          const float* w = l1.w.row(f + k);
+          for (size_t j = 0; j < h; ++j) item_proj_t_(j, i) += v * w[j];
+        }
+    }
+  }
+
+  // Logits of the pairs (uo.row(us[p]), io.row(is[p])) and, when dlogits_out is given, the gradients with
+  // respect to uo and io (duo, dio: zeroed and filled here) and the merge parameters (added to mgrads).
+  void merge_forward(Workspace& ws, const MatF& uo, const MatF& io, const std::vector<uint32_t>& us,
+                     const std::vector<uint32_t>& is, int threads, uint64_t seed, uint64_t stream) const {
+    const size_t np = us.size(), f = size_t(factors_);
+    ws.logits.resize(np, 1);
+    if (merge_ == "mlp") {
+      ws.mx.reshape(np, 2 * f);
+      for (size_t p = 0; p < np; ++p) {
+        std::copy(uo.row(us[p]), uo.row(us[p]) + f, ws.mx.row(p));
+        std::copy(io.row(is[p]), io.row(is[p]) + f, ws.mx.row(p) + f);
+      }
+      MatF y;
+      ws.merge_pass.forward(merge_net_, ws.mx, y, threads, seed, stream, false);
+      ws.logits = std::move(y);
+    }
+    if (merge_ == "dot" || dot_skip_) {
+      for (size_t p = 0; p < np; ++p) {
+        const float* a = uo.row(us[p]);
+        const float* b = io.row(is[p]);
+        float s = 0;
+        for (size_t k = 0; k < f; ++k) s += a[k] * b[k];
+        ws.logits.data[p] += s;
+      }
+    }
+  }
+
+  void merge_backward(Workspace& ws, const MatF& uo, const MatF& io, const std::vector<uint32_t>& us,
+                      const std::vector<uint32_t>& is, MatF& duo, MatF* dio, std::vector<MatF>* mgrads,
+                      int threads) const {
+    const size_t np = us.size(), f = size_t(factors_);
+    duo.resize(uo.rows, f);
+    if (dio) dio->resize(io.rows, f);
+    if (merge_ == "mlp") {
+      std::vector<MatF> scratch;
+      if (!mgrads) {
+        scratch = merge_net_.make_grads();
+        mgrads = &scratch;
+      }
+      ws.merge_pass.backward(ws.dlogits, *mgrads, &ws.dmx, threads);
+      for (size_t p = 0; p < np; ++p) {
+        const float* g = ws.dmx.row(p);
+        float* du = duo.row(us[p]);
+        for (size_t k = 0; k < f; ++k) du[k] += g[k];
+        if (dio) {
+          float* di = dio->row(is[p]);
+          for (size_t k = 0; k < f; ++k) di[k] += g[f + k];
+        }
+      }
+    }
+    if (merge_ == "dot" || dot_skip_) {
+      for (size_t p = 0; p < np; ++p) {
+        const float g = ws.dlogits.data[p];
+        const float* a = uo.row(us[p]);
+        const float* b = io.row(is[p]);
+        float* du = duo.row(us[p]);
+        for (size_t k = 0; k < f; ++k) du[k] += g * b[k];
+        if (dio) {
+          float* di = dio->row(is[p]);
+          for (size_t k = 0; k < f; ++k) di[k] += g * a[k];
+        }
+      }
+    }
+  }
+
+  float loss_and_grad(Workspace& ws) const {
+    ws.tgt.reshape(ws.targets.size(), 1);
+    std::copy(ws.targets.begin(), ws.targets.end(), ws.tgt.data.begin());
+    if (loss_ == "bce") return nn::bce_with_logits(ws.logits, ws.tgt, &ws.dlogits);
+    return nn::squared_error(ws.logits, ws.tgt, &ws.dlogits);
+  }
+
+  float train_batch(Workspace& ws, Rng& rng, uint64_t seed, uint64_t batch_id, int threads,
+                    nn::Adam<float>& adam_dense, nn::Adam<float>& adam_emb) {
+    const size_t f = size_t(factors_);
+    distinct(ws.users, ws.uniq_users, ws.user_slot);
+    distinct(ws.items, ws.uniq_items, ws.item_slot);
+    const size_t nu = ws.uniq_users.size(), ni = ws.uniq_items.size();
+    // Tower inputs, with id dropout.
+    ws.xu.reshape(nu, user_in_dim());
+    ws.user_kept.assign(nu, 1);
+    for (size_t r = 0; r < nu; ++r) {
+      user_input(ws.uniq_users[r], ws.xu.row(r));
+      if (id_dropout_ > 0 && rng.uniform() < id_dropout_) {
+        ws.user_kept[r] = 0;
+        std::fill(ws.xu.row(r), ws.xu.row(r) + f, 0.0f);
+      }
+      if (text_dropout_ > 0 && has_profile_ && rng.uniform() < text_dropout_)
+        std::fill(ws.xu.row(r) + f, ws.xu.row(r) + f + text_dim_, 0.0f);
+      if (text_dropout_ > 0 && has_profile_ && use_hist_ && rng.uniform() < text_dropout_) {
+        float* h = ws.xu.row(r) + f + (has_profile_ ? text_dim_ : 0);
+        std::fill(h, h + text_dim_, 0.0f);
+      }
+    }
+    ws.xi.reshape(ni, item_in_dim());
+    ws.item_kept.assign(ni, 1);
+    for (size_t r = 0; r < ni; ++r) {
+      item_input(ws.uniq_items[r], ws.xi.row(r));
+      if (id_dropout_ > 0 && rng.uniform() < id_dropout_) {
+        ws.item_kept[r] = 0;
+        std::fill(ws.xi.row(r), ws.xi.row(r) + f, 0.0f);
+      }
+    }
+    const uint64_t stream = kChunkStream + batch_id * 4;
+    ws.user_pass.forward(user_tower_, ws.xu, ws.uo, threads, seed, stream * 1024, true);
+    ws.item_pass.forward(item_tower_, ws.xi, ws.io, threads, seed, (stream + 1) * 1024, true);
+    merge_forward(ws, ws.uo, ws.io, ws.user_slot, ws.item_slot, threads, seed, (stream + 2) * 1024);
+    const float loss = loss_and_grad(ws);
+
+    // Backward: merge, towers, embeddings.
+    if (ws.grads.empty()) {
+      ws.grads = user_tower_.make_grads();
+      for (auto& g : item_tower_.make_grads()) ws.grads.push_back(std::move(g));
+      if (merge_ == "mlp")
+        for (auto& g : merge_net_.make_grads()) ws.grads.push_back(std::move(g));
+    }
+    for (auto& g : ws.grads) g.zero();
+    const size_t nut = user_tower_.n_layers() * 2, nit = item_tower_.n_layers() * 2;
+    std::vector<MatF> ug(std::make_move_iterator(ws.grads.begin()),
+                         std::make_move_iterator(ws.grads.begin() + long(nut)));
+    std::vector<MatF> ig(std::make_move_iterator(ws.grads.begin() + long(nut)),
+                         std::make_move_iterator(ws.grads.begin() + long(nut + nit)));
+    std::vector<MatF> mg(std::make_move_iterator(ws.grads.begin() + long(nut + nit)),
+                         std::make_move_iterator(ws.grads.end()));
+    merge_backward(ws, ws.uo, ws.io, ws.user_slot, ws.item_slot, ws.duo, &ws.dio,
+                   merge_ == "mlp" ? &mg : nullptr, threads);
+    ws.user_pass.backward(ws.duo, ug, &ws.dxu, threads);
+    ws.item_pass.backward(ws.dio, ig, &ws.dxi, threads);
+    ws.grads.clear();
+    for (auto* v : {&ug, &ig, &mg})
+      for (auto& g : *v) ws.grads.push_back(std::move(g));
+    adam_dense.step(ws.grads);
+
+    auto emb_grad = [&](const std::vector<uint32_t>& uniq, const std::vector<uint8_t>& kept, const MatF& dx) {
+      nn::SparseGrad<float> g;
+      size_t n = 0;
+      for (uint8_t k : kept) n += k;
+      g.values.resize(n, f);
+      for (size_t r = 0; r < uniq.size(); ++r) {
+        if (!kept[r]) continue;
+        std::copy(dx.row(r), dx.row(r) + f, g.values.row(g.rows.size()));
+        g.rows.push_back(uniq[r]);
+      }
+      return g;
+    };
+    adam_emb.step_sparse(0, emb_grad(ws.uniq_users, ws.user_kept, ws.dxu));
+    adam_emb.step_sparse(1, emb_grad(ws.uniq_items, ws.item_kept, ws.dxi));
+    return loss;
+  }
+
+  // Fits a user's id embedding to a history with everything else fixed: Adam on the training loss over the
+  // history items (positives, or their values for loss=mse) and a fixed sample of other items (negatives).
+  void fit_user_embedding(const model_util::HistoryRow& hist, const std::vector<float>& prof,
+                          const std::vector<float>& hcode, std::vector<float>& emb) const {
+    const size_t f = size_t(factors_), ni = item_emb_.size();
+    const bool implicit = loss_ == "bce";
+    Workspace ws;
+    std::vector<uint32_t> items = hist.items;
+    ws.targets.assign(hist.items.size(), 1.0f);
+    if (!implicit) ws.targets = hist.weights;
+    if (implicit && negatives_ > 0 && hist.items.size() < ni) {
+      uint64_t h = 0;
+      for (uint32_t i : hist.items) h = splitmix64(h ^ i);
+      Rng rng(seed_used_, kFoldStream + (h >> 8));
+      const size_t want = std::min(ni - hist.items.size(), std::max<size_t>(32, 4 * hist.items.size()));
+      std::vector<uint32_t> neg;
+      for (size_t tries = 0; neg.size() < want && tries < 20 * want; ++tries) {
+        const uint32_t j = uint32_t(rng.below(ni));
+        if (std::binary_search(hist.items.begin(), hist.items.end(), j)) continue;
+        if (std::find(neg.begin(), neg.end(), j) != neg.end()) continue;
+        neg.push_back(j);
+      }
+      for (uint32_t j : neg) {
+        items.push_back(j);
+        ws.targets.push_back(0.0f);
+      }
+    }
+    // Positives and negatives weigh the same in total.
+    std::vector<float> w(items.size(), 1.0f);
+    const size_t npos = hist.items.size(), nneg = items.size() - npos;
+    if (nneg > 0)
+      for (size_t k = npos; k < items.size(); ++k) w[k] = float(npos) / float(nneg);
+    MatF io(items.size(), f);
+    for (size_t k = 0; k < items.size(); ++k)
+      std::copy(item_out_.row(items[k]), item_out_.row(items[k]) + f, io.row(k));
+    std::vector<uint32_t> us(items.size(), 0), is(items.size());
+    std::iota(is.begin(), is.end(), 0u);
+
+    MatF x(1, user_in_dim());
+    std::copy(prof.begin(), prof.end(), x.row(0) + f);
+    std::copy(hcode.begin(), hcode.end(), x.row(0) + f + prof.size());
+    MatF e(1, f);
+    nn::AdamOptions ao;
+    ao.lr = kFoldLr;
+    nn::Adam<float> adam({&e}, ao);
+    nn::Mlp<float>::Cache cache;
+    std::vector<MatF> tower_grads = user_tower_.make_grads();
+    MatF dx, duo;
+    for (int step = 0; step < kFoldSteps; ++step) {
+      std::copy(e.data.begin(), e.data.end(), x.row(0));
+      user_tower_.forward(x, cache);
+      merge_forward(ws, cache.output(), io, us, is, 1, 0, 0);
+      loss_and_grad(ws);
+      for (size_t k = 0; k < items.size(); ++k) ws.dlogits.data[k] *= w[k];
+      merge_backward(ws, cache.output(), io, us, is, duo, nullptr, nullptr, 1);
+      user_tower_.backward(x, cache, duo, tower_grads, &dx);
+      MatF g(1, f);
+      for (size_t k = 0; k < f; ++k) g.data[k] = dx.data[k] + 2.0f * kFoldReg * e.data[k];
+      adam.step({g});
+    }
+    emb = e.data;
+  }
+
+  ParamSet params_;
+  int factors_ = 32, hidden_ = 64, layers_ = 1, merge_hidden_ = 32, epochs_ = 20, batch_ = 128,
+      negatives_ = 4;
+  int ae_ = 0, ae_epochs_ = 20, seed_ = 0;
+  double lr_ = 5e-3, weight_decay_ = 0, dropout_ = 0.1, id_dropout_ = 0.25, text_dropout_ = 0.25, init_ = 0.1;
+  bool dot_skip_ = true, use_history_text_ = true;
+  std::string merge_ = "dot", loss_ = "bce";
+
+  bool fitted_ = false;
+  uint64_t seed_used_ = 0;
+  std::string encoder_;
+  size_t text_dim_ = 0;
+  bool has_profile_ = false, use_hist_ = false;
+  models::TextFeatures text_;
+  nn::Embedding<float> user_emb_, item_emb_;
+  MatF item_code_, user_prof_, user_hist_;
+  nn::Mlp<float> user_tower_, item_tower_, merge_net_;
+  MatF item_out_, item_out_t_, item_proj_t_;
+};
+
+XDREC_REGISTER_MODEL(
+    twotower,
+    "two-tower neural model over id embeddings and text codes; dot or MLP merge, BCE with sampled "
+    "negatives or squared error; cold items and users through text",
+    TwoTowerModel);
+
+}  // namespace xdrec
