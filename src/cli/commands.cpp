@@ -1,14 +1,18 @@
 #include "cli/commands.h"
 
 #include <algorithm>
+#include <cctype>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
 #include <iostream>
 #include <map>
+#include <optional>
+#include <set>
 #include <sstream>
 
 #include "cli/progress.h"
+#include "cli/text_setup.h"
 #include "xdrec/encoder.h"
 #include "xdrec/metrics.h"
 #include "xdrec/params.h"
@@ -119,13 +123,15 @@ struct RunResult {
 };
 
 // Fits `spec` on train and evaluates it on test. The fitted model is handed back through `keep` when given.
+// Text models get `text` when given.
 RunResult train_and_eval(const Dataset& ds, const Csr& train, const Csr& test, const std::string& spec,
                          const EvalOptions& eopt, const Common& c, uint64_t seed,
-                         std::unique_ptr<Recommender>* keep = nullptr) {
+                         std::unique_ptr<Recommender>* keep = nullptr, const TextSide* text = nullptr) {
   RunResult r;
   auto model = create_model(spec);
   FitContext ctx = fit_context(ds, c);
   ctx.seed = seed;
+  if (text && model->uses_text()) text->attach(ctx);
   Timer t;
   model->fit(train, ctx);
   r.fit_seconds = t.seconds();
@@ -158,6 +164,103 @@ void print_recommendations(const Dataset& ds, const Recommender& model, const Cs
                                                     : ds.item_text[si.item].title.c_str(),
                 si.score);
   }
+}
+
+// Category names (the synthetic data's topics) that a text mentions as whole words.
+std::set<std::string> categories_mentioned(const Dataset& ds, const std::string& text) {
+  std::set<std::string> all, found;
+  for (auto& t : ds.item_text) all.insert(t.categories.begin(), t.categories.end());
+  auto is_word = [](char ch) { return std::isalnum(static_cast<unsigned char>(ch)) != 0; };
+  for (auto& cat : all) {
+    for (size_t p = text.find(cat); p != std::string::npos; p = text.find(cat, p + 1)) {
+      const size_t e = p + cat.size();
+      if ((p == 0 || !is_word(text[p - 1])) && (e == text.size() || !is_word(text[e]))) {
+        found.insert(cat);
+        break;
+      }
+    }
+  }
+  return found;
+}
+
+bool has_any_category(const ItemText& t, const std::set<std::string>& cats) {
+  for (auto& c : t.categories)
+    if (cats.count(c)) return true;
+  return false;
+}
+
+// Quickstart's last step: a text model serves a new user known only by a profile text in a domain they have
+// never used. The first registered of `candidates` is trained; nothing happens when none is registered.
+void quickstart_cold_user(const Dataset& ds, const Split& split, const Csr& train, const Csr& test,
+                          const EvalOptions& eopt, const QuickstartArgs& a, const Common& quiet,
+                          const std::string& best_spec, double best_ndcg, nlohmann::json& out) {
+  const std::vector<std::string> candidates{"hybrid", "textbridge"};
+  std::string name;
+  for (auto& cand : candidates)
+    for (auto& m : registered_models())
+      if (name.empty() && m.name == cand) name = cand;
+  if (name.empty()) {
+    std::printf("\n(cold start with text skipped: no text model (hybrid, textbridge) in this build)\n");
+    return;
+  }
+  Timer t;
+  TextArgs ta;
+  ta.encoder = a.encoder;
+  ta.cache_dir = a.cache_dir;
+  auto encoder = make_encoder(a.encoder, quiet.quiet);
+  const TextSide text = compute_text_side(ds, &split, *encoder, ta, quiet);
+  std::unique_ptr<Recommender> model;
+  RunResult r = train_and_eval(ds, train, test, name, eopt, quiet, quiet.seed, &model, &text);
+  out[name] = r.eval.to_json();
+  out[name]["text_encoder"] = text.encoder_spec;
+  const double nd = r.eval.overall.count("ndcg@10") ? r.eval.overall.at("ndcg@10") : 0.0;
+  std::printf("\ncold start with text: %s on item and profile texts from %s\n", name.c_str(),
+              encoder->name().c_str());
+  std::printf("  ndcg@10 %s on the same split (best without text: %s %s); fitted in %.1f s\n",
+              fmt(nd).c_str(), best_spec.c_str(), fmt(best_ndcg).c_str(), r.fit_seconds);
+
+  // A profile like the synthetic users' own, naming two topics; the user has no interactions at all.
+  const uint32_t target = ds.n_domains() > 1 ? 1 : 0;
+  std::string profile;
+  std::set<std::string> topics;
+  for (uint32_t u = 0; u < ds.n_users() && profile.empty(); ++u) {
+    auto found = categories_mentioned(ds, ds.user_profile[u].text);
+    if (found.size() == 2) profile = ds.user_profile[u].text, topics = std::move(found);
+  }
+  if (profile.empty()) return;
+  const std::vector<float> v = encode_one(*encoder, profile, quiet.threads);
+  const uint32_t nu = model->fold_in_profile(model->n_users(), v, {}, {});
+  RecommendOptions ro;
+  ro.k = 5;
+  ro.item_domain = ds.item_domain;
+  ro.domain = static_cast<int>(target);
+  ro.threads = eopt.threads;
+  const uint32_t who[1] = {nu};
+  const auto lists = recommend(*model, who, ro);
+  const std::string dname = ds.domains.name(target);
+  std::printf("new user with only a profile, \"%s\"; top 5 in %s:\n", profile.c_str(), dname.c_str());
+  size_t match = 0;
+  for (size_t j = 0; j < lists[0].size(); ++j) {
+    const ItemText& it = ds.item_text[lists[0][j].item];
+    std::string cats;
+    for (auto& c : it.categories) cats += (cats.empty() ? "" : ", ") + c;
+    match += has_any_category(it, topics);
+    std::printf("  %zu. %s  (%s)\n", j + 1, it.title.c_str(), cats.c_str());
+  }
+  size_t in_domain = 0, by_chance = 0;
+  for (uint32_t i = 0; i < ds.n_items(); ++i)
+    if (ds.item_domain[i] == target) ++in_domain, by_chance += has_any_category(ds.item_text[i], topics);
+  std::string tl;
+  for (auto& x : topics) tl += (tl.empty() ? "" : ", ") + x;
+  std::printf("  %zu of %zu match the profile's topics (%s); %.0f%% of %s items do\n", match, lists[0].size(),
+              tl.c_str(), in_domain ? 100.0 * double(by_chance) / double(in_domain) : 0.0, dname.c_str());
+  out["cold_user"] = {{"model", name},
+                      {"encoder", text.encoder_spec},
+                      {"profile", profile},
+                      {"domain", dname},
+                      {"top5_matching", match},
+                      {"domain_share_matching", in_domain ? double(by_chance) / double(in_domain) : 0.0},
+                      {"seconds", t.seconds()}};
 }
 
 }  // namespace
@@ -305,15 +408,36 @@ int cmd_split(const SplitArgs& a, const Common& c) {
 
 int cmd_train(const TrainArgs& a, const Common& c) {
   Dataset ds = load_data(a.data, c.quiet, c.threads);
-  Csr train =
-      a.split_dir.empty() ? ds.user_item_matrix() : ds.user_item_matrix(read_split(ds, a.split_dir).train);
+  std::optional<Split> split;
+  if (!a.split_dir.empty()) split = read_split(ds, a.split_dir);
+  Csr train = split ? ds.user_item_matrix(split->train) : ds.user_item_matrix();
   auto model = create_model(a.model);
+  FitContext ctx = fit_context(ds, c);
+  std::optional<TextSide> text;
+  if (!a.text.encoder.empty()) {
+    if (model->uses_text()) {
+      auto enc = make_encoder(a.text.encoder, c.quiet);
+      text = compute_text_side(ds, split ? &*split : nullptr, *enc, a.text, c);
+      text->attach(ctx);
+    } else if (!c.quiet) {
+      std::fprintf(stderr, "note: --encoder ignored: model '%s' does not use text\n", model->name().c_str());
+    }
+  }
   Timer t;
-  model->fit(train, fit_context(ds, c));
+  model->fit(train, ctx);
   const double secs = t.seconds();
   save_model(*model, a.output, ds.fingerprint());
-  std::printf("trained %s on %zu interactions in %.2f s (peak memory %.0f MB) -> %s\n", model->spec().c_str(),
-              train.nnz(), secs, peak_rss_mb(), a.output.c_str());
+  if (text)
+    write_text_config(a.output, *text, a.split_dir);
+  else
+    remove_text_config(a.output);  // a text config left by an earlier model in this directory
+  std::printf("trained %s on %zu interactions%s in %.2f s (peak memory %.0f MB) -> %s\n",
+              model->spec().c_str(), train.nnz(),
+              text ? (" with text vectors from " + text->encoder_spec + " (dim " +
+                      std::to_string(text->items.cols) + ")")
+                         .c_str()
+                   : "",
+              secs, peak_rss_mb(), a.output.c_str());
   return 0;
 }
 
@@ -339,6 +463,18 @@ int cmd_eval(const EvalArgs& a, const Common& c) {
   const size_t k = eopt.ks.front();
   const int n_seeds = a.split_dir.empty() ? std::max(1, a.n_seeds) : 1;
 
+  // Text vectors for the text models among --model, built per split from its fair item texts.
+  std::unique_ptr<TextEncoder> encoder;
+  if (!a.text.encoder.empty()) {
+    bool any_text_model = false;
+    for (auto& spec : a.models) any_text_model |= create_model(spec)->uses_text();
+    if (any_text_model)
+      encoder = make_encoder(a.text.encoder, c.quiet);
+    else if (!c.quiet)
+      std::fprintf(stderr, "note: --encoder ignored: none of the models uses text\n");
+  }
+  std::optional<TextSide> text;
+
   // results[spec][seed index]
   std::map<std::string, std::vector<RunResult>> results;
   std::vector<std::string> order;
@@ -351,8 +487,10 @@ int cmd_eval(const EvalArgs& a, const Common& c) {
     eopt.cold_user = split.cold_user;
     eopt.seed = seed;
     const Csr train = ds.user_item_matrix(split.train), test = ds.user_item_matrix(split.test);
+    // Item texts depend on the split only through user tags (held-out tags are dropped).
+    if (encoder && (!text || !ds.tags.empty())) text = compute_text_side(ds, &split, *encoder, a.text, c);
     for (auto& spec : a.models) {
-      RunResult r = train_and_eval(ds, train, test, spec, eopt, c, seed);
+      RunResult r = train_and_eval(ds, train, test, spec, eopt, c, seed, nullptr, text ? &*text : nullptr);
       if (!results.count(spec)) order.push_back(spec);
       results[spec].push_back(std::move(r));
     }
@@ -363,6 +501,7 @@ int cmd_eval(const EvalArgs& a, const Common& c) {
                         {"ks", eopt.ks},
                         {"seeds", n_seeds},
                         {"sampled_negatives", a.sampled}};
+  if (text) out["text_encoder"] = text->encoder_spec;
   std::vector<std::vector<std::string>> table;
   std::vector<std::string> header{"model"};
   for (auto& m : kMainMetrics(k)) header.push_back(m);
@@ -407,6 +546,9 @@ int cmd_eval(const EvalArgs& a, const Common& c) {
   std::printf("%s, %s, %s ranking, %d seed%s\n", ds.name.c_str(), protocol.c_str(),
               a.sampled ? ("sampled (" + std::to_string(a.sampled) + " negatives)").c_str() : "full", n_seeds,
               n_seeds > 1 ? "s" : "");
+  if (text)
+    std::printf("text models use item%s text vectors from %s\n", text->has_user_text ? " and profile" : "",
+                text->encoder_spec.c_str());
   print_table(table);
   if (ds.n_domains() > 1) {
     std::printf("\nper domain (ndcg@%zu):\n", k);
@@ -436,13 +578,21 @@ int cmd_eval(const EvalArgs& a, const Common& c) {
 }
 
 int cmd_recommend(const RecommendArgs& a, const Common& c) {
+  check(!a.profile_given || a.profile.find_first_not_of(" \t\r\n") != std::string::npos,
+        "--profile: the profile text is empty");
+  check(a.new_item_text.empty() == a.new_item_domain.empty(),
+        "--new-item-text and --new-item-domain go together (an item needs its text and its domain)");
   Dataset ds = load_data(a.data, c.quiet, c.threads);
   uint64_t fp = 0;
   auto model = load_model(a.model_dir, &fp);
   check(fp == 0 || fp == ds.fingerprint(), "model '" + a.model_dir + "' was trained on a different dataset");
+  check(model->n_items() == ds.n_items(), "model '" + a.model_dir + "' has " +
+                                              std::to_string(model->n_items()) +
+                                              " items but the dataset has " + std::to_string(ds.n_items()));
   Csr seen =
       a.split_dir.empty() ? ds.user_item_matrix() : ds.user_item_matrix(read_split(ds, a.split_dir).train);
   const int domain = domain_index(ds, a.domain);
+  const int new_item_domain = domain_index(ds, a.new_item_domain);
   std::vector<uint32_t> users;
   for (auto& id : a.users) {
     auto u = ds.users.find(id);
@@ -450,19 +600,44 @@ int cmd_recommend(const RecommendArgs& a, const Common& c) {
     check(*u < model->n_users(), "user '" + id + "' is not in the model");
     users.push_back(*u);
   }
-  if (!a.history.empty()) {
-    // A new user: fold in their history without retraining.
+  // Profile texts and new items' texts go through the encoder the model was fitted with.
+  std::unique_ptr<TextEncoder> encoder;
+  if (a.profile_given || !a.new_item_text.empty())
+    encoder = encoder_for_model(*model, a.model_dir, ds, a.split_dir, c);
+
+  // An item known only by its text, appended without retraining.
+  std::vector<uint16_t> item_domain = ds.item_domain;
+  int64_t new_item = -1;
+  if (!a.new_item_text.empty()) {
+    const std::vector<float> v = encode_one(*encoder, a.new_item_text, c.threads);
+    new_item = model->add_item(v, static_cast<uint16_t>(new_item_domain));
+    check(new_item == int64_t(item_domain.size()) && model->n_items() == item_domain.size() + 1,
+          "model '" + model->name() + "': add_item did not append one item");
+    item_domain.push_back(static_cast<uint16_t>(new_item_domain));
+  }
+  auto item_id = [&](uint32_t i) { return i < ds.n_items() ? ds.items.name(i) : std::string("(new item)"); };
+  auto item_title = [&](uint32_t i) { return i < ds.n_items() ? ds.item_text[i].title : a.new_item_text; };
+
+  if (!a.history.empty() || a.profile_given) {
+    // A new user: fold in their history and/or profile text without retraining. The history may lie in
+    // other domains than --domain (cross-domain cold start).
     std::vector<uint32_t> items;
-    std::stringstream ss(a.history);
-    for (std::string id; std::getline(ss, id, ',');) {
-      auto i = ds.items.find(id);
-      check(i.has_value(), "--history: unknown item '" + id + "'");
-      items.push_back(*i);
+    if (!a.history.empty()) {
+      std::stringstream ss(a.history);
+      for (std::string id; std::getline(ss, id, ',');) {
+        if (id.empty()) continue;
+        auto i = ds.items.find(id);
+        check(i.has_value(), "--history: unknown item '" + id + "'");
+        items.push_back(*i);
+      }
+      check(!items.empty(), "--history: no item ids in '" + a.history + "'");
     }
     std::sort(items.begin(), items.end());
     items.erase(std::unique(items.begin(), items.end()), items.end());
     std::vector<float> w(items.size(), 1.0f);
-    uint32_t nu = model->fold_in(model->n_users(), items, w);
+    std::vector<float> profile;
+    if (a.profile_given) profile = encode_one(*encoder, a.profile, c.threads);
+    uint32_t nu = model->fold_in_profile(model->n_users(), profile, items, w);
     // Extend the seen matrix with the new user's row.
     seen.n_rows = nu + 1;
     seen.indptr.resize(nu + 1, seen.indptr.back());
@@ -473,14 +648,26 @@ int cmd_recommend(const RecommendArgs& a, const Common& c) {
     seen.indptr.push_back(seen.indices.size());
     users.push_back(nu);
   }
-  check(!users.empty(), "give --user ID and/or --history ITEM,ITEM,...");
+  check(!users.empty(), "give --user ID, --history ITEM,ITEM,... and/or --profile TEXT");
   RecommendOptions ro;
   ro.k = a.k;
   ro.exclude = &seen;
-  ro.item_domain = ds.item_domain;
+  ro.item_domain = item_domain;
   ro.domain = domain;
   ro.threads = resolve_threads(c.threads);
   auto lists = recommend(*model, users, ro);
+  // The new item's score and rank among the items of its domain, per user.
+  std::vector<std::pair<float, uint32_t>> new_item_rank;
+  if (new_item >= 0) {
+    Matrix scores;
+    model->score(users, scores, ro.threads);
+    for (size_t r = 0; r < users.size(); ++r) {
+      const float s = scores(r, size_t(new_item));
+      uint32_t rank = 1;
+      for (size_t i = 0; i < ds.n_items(); ++i) rank += item_domain[i] == new_item_domain && scores(r, i) > s;
+      new_item_rank.emplace_back(s, rank);
+    }
+  }
   nlohmann::json out = nlohmann::json::array();
   for (size_t r = 0; r < users.size(); ++r) {
     const std::string uid = r < a.users.size() ? a.users[r] : "(new user)";
@@ -488,16 +675,27 @@ int cmd_recommend(const RecommendArgs& a, const Common& c) {
     if (!a.json) std::printf("%s:\n", uid.c_str());
     for (size_t j = 0; j < lists[r].size(); ++j) {
       auto& si = lists[r][j];
-      const std::string& title = ds.item_text[si.item].title;
-      items.push_back({{"item", ds.items.name(si.item)},
-                       {"domain", ds.domains.name(ds.item_domain[si.item])},
+      const std::string title = item_title(si.item);
+      items.push_back({{"item", item_id(si.item)},
+                       {"domain", ds.domains.name(item_domain[si.item])},
                        {"title", title},
                        {"score", si.score}});
       if (!a.json)
-        std::printf("  %2zu. %s [%s] %s (%.4f)\n", j + 1, ds.items.name(si.item).c_str(),
-                    ds.domains.name(ds.item_domain[si.item]).c_str(), title.c_str(), si.score);
+        std::printf("  %2zu. %s [%s] %s (%.4f)\n", j + 1, item_id(si.item).c_str(),
+                    ds.domains.name(item_domain[si.item]).c_str(), title.c_str(), si.score);
     }
-    out.push_back({{"user", uid}, {"items", items}});
+    nlohmann::json entry = {{"user", uid}, {"items", items}};
+    if (new_item >= 0) {
+      const size_t n_dom_items = std::count(item_domain.begin(), item_domain.end(), item_domain.back());
+      entry["new_item"] = {{"score", new_item_rank[r].first},
+                           {"rank_in_domain", new_item_rank[r].second},
+                           {"domain_items", n_dom_items}};
+      if (!a.json)
+        std::printf("  new item \"%s\" [%s]: score %.4f, rank %u of %zu in %s\n", a.new_item_text.c_str(),
+                    a.new_item_domain.c_str(), new_item_rank[r].first, new_item_rank[r].second, n_dom_items,
+                    a.new_item_domain.c_str());
+    }
+    out.push_back(entry);
   }
   if (a.json) std::printf("%s\n", out.dump(2).c_str());
   return 0;
@@ -573,6 +771,7 @@ int cmd_quickstart(const QuickstartArgs& a, const Common& c) {
     std::printf("top 3 in %s from %s:\n", ds.domains.name(d).c_str(), best_spec.c_str());
     print_recommendations(ds, *model, train, user, 3, static_cast<int>(d), eopt.threads);
   }
+  quickstart_cold_user(ds, split, train, test, eopt, a, quiet, best_spec, best, out);
   std::printf("\nquickstart finished in %.1f s\n", total.seconds());
   if (!a.output.empty()) write_file_atomic(a.output, out.dump(2) + "\n");
   return 0;

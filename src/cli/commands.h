@@ -22,6 +22,14 @@ struct DataArg {
   std::string format = "auto";
 };
 
+// Text side information for text models (--encoder, --item-template, --cache-dir). An empty encoder means
+// no text: text models then fit on interactions alone (or refuse with their own error).
+struct TextArgs {
+  std::string encoder;
+  std::string item_template = "{title}. {categories}. {description}";
+  std::string cache_dir;  // empty: $XDG_CACHE_HOME/xdrec/embeddings
+};
+
 struct ImportArgs {
   std::string input, format = "auto", on_error = "fail", output;
 };
@@ -33,6 +41,7 @@ struct SplitArgs {
 struct TrainArgs {
   DataArg data;
   std::string split_dir, model, output;
+  TextArgs text;
 };
 struct EvalArgs {
   DataArg data;
@@ -43,10 +52,14 @@ struct EvalArgs {
   std::vector<size_t> ks;
   size_t sampled = 0;
   int n_seeds = 1;
+  TextArgs text;
 };
 struct RecommendArgs {
   DataArg data;
   std::string model_dir, split_dir, history, domain;
+  std::string profile;  // a new user's profile text (text models)
+  bool profile_given = false;
+  std::string new_item_text, new_item_domain;  // an item known only by its text (text models)
   std::vector<std::string> users;
   size_t k = 10;
   bool json = false;
@@ -54,6 +67,8 @@ struct RecommendArgs {
 struct QuickstartArgs {
   uint32_t users = 3000, items_per_domain = 400;
   std::string output;
+  std::string encoder = "auto";  // for the cold-start demo with a text model
+  std::string cache_dir;
 };
 
 struct EncodeArgs {

@@ -18,6 +18,15 @@ int main(int argc, char** argv) {
   app.set_version_flag("--version", std::string("xdrec 0.1.0"));
 
   Common common;
+  auto add_text = [](CLI::App* sub, xdrec::cli::TextArgs& t) {
+    sub->add_option("--encoder", t.encoder,
+                    "text encoder for text models: auto (use-lite when installed, else tfidf), use-lite, "
+                    "bert:DIR, tfidf, glove, http:URL (default: no text)");
+    sub->add_option("--item-template", t.item_template,
+                    "item text template ({title}, {description}, {categories}, {domain}, {id})")
+        ->capture_default_str();
+    sub->add_option("--cache-dir", t.cache_dir, "embedding cache directory");
+  };
   auto add_common = [&](CLI::App* sub) {
     sub->add_option("--threads", common.threads, "worker threads (0 = all cores)")->capture_default_str();
     sub->add_option("--seed", common.seed, "random seed")->capture_default_str();
@@ -68,6 +77,7 @@ int main(int argc, char** argv) {
                       "split directory written by `xdrec split` (trains on its train part)");
   c_train->add_option("-m,--model", tr.model, "model spec, e.g. ials:factors=128,reg=0.05")->required();
   c_train->add_option("-o,--output", tr.output, "model directory")->required();
+  add_text(c_train, tr.text);
   add_common(c_train);
 
   // eval
@@ -90,18 +100,25 @@ int main(int argc, char** argv) {
   c_eval->add_option("--item-vectors", ev.item_vectors,
                      "item vectors from `xdrec embed` for intra-list diversity (default: category vectors)");
   c_eval->add_option("-o,--output", ev.output, "write metrics as JSON");
+  add_text(c_eval, ev.text);
   add_common(c_eval);
 
   // recommend
   RecommendArgs rec;
-  auto* c_rec =
-      app.add_subcommand("recommend", "top-K items for users (known users, or a new user's history)");
+  auto* c_rec = app.add_subcommand(
+      "recommend", "top-K items for users (known users, or a new user's history and/or profile text)");
   c_rec->add_option("--model", rec.model_dir, "model directory written by `xdrec train`")->required();
   c_rec->add_option("--data", rec.data.path, "the dataset the model was trained on")->required();
   c_rec->add_option("--format", rec.data.format, "input format")->capture_default_str();
   c_rec->add_option("--split", rec.split_dir, "split used in training (seen items = its train part)");
   c_rec->add_option("-u,--user", rec.users, "user id (repeatable)");
-  c_rec->add_option("--history", rec.history, "comma-separated item ids of a new user (fold-in)");
+  c_rec->add_option(
+      "--history", rec.history,
+      "comma-separated item ids of a new user (fold-in; may lie in another domain than --domain)");
+  c_rec->add_option("--profile", rec.profile, "profile text of a new user (text models)");
+  c_rec->add_option("--new-item-text", rec.new_item_text,
+                    "text of a new item added without retraining (text models); shows its score per user");
+  c_rec->add_option("--new-item-domain", rec.new_item_domain, "domain of the new item");
   c_rec->add_option("-k,--k", rec.k, "list length")->capture_default_str();
   c_rec->add_option("--domain", rec.domain, "restrict to one domain");
   c_rec->add_flag("--json", rec.json, "JSON output");
@@ -114,6 +131,8 @@ int main(int argc, char** argv) {
   c_qs->add_option("--users", qs.users, "synthetic users")->capture_default_str();
   c_qs->add_option("--items", qs.items_per_domain, "items per domain")->capture_default_str();
   c_qs->add_option("-o,--output", qs.output, "write metrics as JSON");
+  c_qs->add_option("--encoder", qs.encoder, "text encoder of the cold-start demo")->capture_default_str();
+  c_qs->add_option("--cache-dir", qs.cache_dir, "embedding cache directory");
   add_common(c_qs);
 
   // encode
@@ -138,7 +157,8 @@ int main(int argc, char** argv) {
       ->required();
   c_embed->add_option("--format", emb.data.format, "input format")->capture_default_str();
   c_embed->add_option("--encoder", emb.encoder, "encoder spec")->capture_default_str();
-  c_embed->add_option("--template", emb.template_text, "item text template")->capture_default_str();
+  c_embed->add_option("--template,--item-template", emb.template_text, "item text template")
+      ->capture_default_str();
   c_embed->add_option("--cache-dir", emb.cache_dir, "embedding cache directory");
   c_embed->add_option("--batch", emb.batch, "texts per batch")->capture_default_str();
   c_embed->add_option("-o,--output", emb.output, "write item and user vectors (safetensors)");
@@ -157,7 +177,10 @@ int main(int argc, char** argv) {
     if (*c_split) return cmd_split(spl, common);
     if (*c_train) return cmd_train(tr, common);
     if (*c_eval) return cmd_eval(ev, common);
-    if (*c_rec) return cmd_recommend(rec, common);
+    if (*c_rec) {
+      rec.profile_given = c_rec->count("--profile") > 0;
+      return cmd_recommend(rec, common);
+    }
     if (*c_qs) return cmd_quickstart(qs, common);
     if (*c_models) return cmd_models();
     if (*c_encode) return cmd_encode(enc, common);

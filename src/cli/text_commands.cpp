@@ -7,6 +7,7 @@
 
 #include "cli/commands.h"
 #include "cli/progress.h"
+#include "cli/text_setup.h"
 #include "data/text.h"
 #include "xdrec/embed.h"
 #include "xdrec/encoder.h"
@@ -15,18 +16,6 @@
 namespace xdrec::cli {
 
 namespace {
-
-// "auto": use-lite when it can be created (its model is installed), otherwise tfidf. Any other spec is
-// created as given.
-std::unique_ptr<TextEncoder> make_encoder(const std::string& spec, bool quiet) {
-  if (spec != "auto") return create_encoder(spec);
-  try {
-    return create_encoder("use-lite");
-  } catch (const Error& e) {
-    if (!quiet) std::fprintf(stderr, "encoder auto: use-lite unavailable (%s); using tfidf\n", e.what());
-    return create_encoder("tfidf");
-  }
-}
 
 // Texts one per line: "\r\n" endings accepted, a final line without a newline counted, "\n" inside a line
 // is a newline and "\\" a backslash (any other backslash is literal). Invalid UTF-8 throws ParseError with
