@@ -16,6 +16,10 @@
 //
 // Every step is a fixed-order computation per user or item, and scoring multiplies fixed blocks of users, so
 // the results do not depend on the thread count.
+//
+// Defaults (center=domain, pop_weight=0.5, align=ridge, align_reg=0.1) were chosen on the validation users
+// of Amazon Food-Kitchen (TF-IDF title vectors, target against 999 sampled negatives): per-domain centring
+// beat global centring in both domains, and the alignment added a little (NDCG@10 about +0.005).
 #define EIGEN_DONT_PARALLELIZE
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
@@ -70,11 +74,11 @@ class TextBridgeModel final : public Recommender {
              "centre item text on the mean of its own domain's items, or of all items")
         .add("profile_weight", &profile_weight_, 1.0, 0.0, 1e3,
              "weight of the profile text feature in a user's vector (the history mean has weight 1)")
-        .add("pop_weight", &pop_weight_, 0.05, 0.0, 1e3,
+        .add("pop_weight", &pop_weight_, 0.5, 0.0, 1e3,
              "weight of the popularity prior log(1+n)/log(1+max n in the domain) added to every score")
-        .add("align", &align_mode_, "none", {"none", "ridge"},
+        .add("align", &align_mode_, "ridge", {"none", "ridge"},
              "ridge maps between the domains' history features, learned on users active in both")
-        .add("align_reg", &align_reg_, 1.0, 0.0, 1e6,
+        .add("align_reg", &align_reg_, 0.1, 0.0, 1e6,
              "penalty of the alignment maps towards the identity, relative to the mean feature variance")
         .add("ae_dim", &ae_dim_, 0, 0, 4096, "autoencoder code dimension of the text features (0: none)")
         .add("ae_epochs", &ae_epochs_, 30, 1, 100000, "autoencoder training epochs")
@@ -514,8 +518,8 @@ class TextBridgeModel final : public Recommender {
   }
 
   ParamSet params_;
-  std::string center_ = "domain", align_mode_ = "none";
-  double profile_weight_ = 1.0, pop_weight_ = 0.05, align_reg_ = 1.0;
+  std::string center_ = "domain", align_mode_ = "ridge";
+  double profile_weight_ = 1.0, pop_weight_ = 0.5, align_reg_ = 0.1;
   int ae_dim_ = 0, ae_epochs_ = 30, seed_ = 0;
 
   std::string encoder_;
