@@ -122,8 +122,10 @@ struct Linear {
   void forward(const Mat<T>& x, Mat<T>& y) const;
   // One row, with a fixed summation order that does not depend on the batch: y = x W + b.
   void forward_row(const T* x, T* y) const;
-  // Given x and dy = dL/dy: gw += x^T dy, gb += column sums of dy, and dx = dy W^T when dx is not null.
-  void backward(const Mat<T>& x, const Mat<T>& dy, Mat<T>& gw, Mat<T>& gb, Mat<T>* dx) const;
+  // Given x and dy = dL/dy: gw += x^T dy, gb += column sums of dy, and dx = dy W^T when dx is not null
+  // (only its first dx_cols columns when dx_cols is smaller than the input width: dx is rows x dx_cols).
+  void backward(const Mat<T>& x, const Mat<T>& dy, Mat<T>& gw, Mat<T>& gb, Mat<T>* dx,
+                size_t dx_cols = SIZE_MAX) const;
 };
 
 // ---- Embedding table ------------------------------------------------------------------------------------
@@ -222,9 +224,10 @@ class Mlp {
   // on the batch it is in.
   void predict(const Mat<T>& x, Mat<T>& y) const;
   void predict_row(const T* x, T* y) const;
-  // dy = dL/d(output). Accumulates into grads (from make_grads()); dx (may be null) receives dL/dx.
-  void backward(const Mat<T>& x, const Cache& cache, const Mat<T>& dy, std::vector<Mat<T>>& grads,
-                Mat<T>* dx) const;
+  // dy = dL/d(output). Accumulates into grads (from make_grads()); dx (may be null) receives dL/dx, or only
+  // its first dx_cols columns (the inputs that need a gradient, e.g. an embedding before fixed features).
+  void backward(const Mat<T>& x, const Cache& cache, const Mat<T>& dy, std::vector<Mat<T>>& grads, Mat<T>* dx,
+                size_t dx_cols = SIZE_MAX) const;
 
   // Parameters in a fixed order (w0, b0, w1, b1, ...) and matching zeroed gradient buffers.
   std::vector<Mat<T>*> params();

@@ -16,10 +16,18 @@
 // random draw comes from a stream named by the batch or chunk, so training is bitwise independent of the
 // thread count. Scores of a user are computed one user at a time in a fixed order.
 #include <algorithm>
+#include <atomic>
 #include <climits>
 #include <cmath>
+#include <condition_variable>
 #include <cstdio>
+#include <exception>
+#include <functional>
+#include <initializer_list>
+#include <mutex>
 #include <numeric>
+#include <thread>
+#include <utility>
 
 #include "models/model_util.h"
 #include "models/text_features.h"
@@ -33,6 +41,7 @@ namespace {
 using nn::MatF;
 
 constexpr size_t kChunkRows = 64;
+constexpr size_t kParallelWork = size_t(1) << 22;  // multiply-adds below which a pass runs on one thread
 constexpr uint64_t kInitStream = 0;
 constexpr uint64_t kShuffleStream = uint64_t(1) << 20;
 constexpr uint64_t kBatchStream = uint64_t(1) << 32;
@@ -50,67 +59,185 @@ void normalize(float* x, size_t d) {
   for (size_t j = 0; j < d; ++j) x[j] *= inv;
 }
 
-// Runs an Mlp over a batch in fixed chunks of rows on `threads` threads and adds the chunks' parameter
-// gradients in chunk order, so the result does not depend on the thread count.
+// An Mlp run over a batch in fixed chunks of rows. The chunks of several passes run in one parallel loop
+// (run_chunks), and the chunks' parameter gradients are added in chunk order, so the result does not depend
+// on the thread count.
 class ChunkedMlp {
  public:
-  // Training forward pass; dropout masks come from stream (base + chunk) of `seed`.
-  void forward(const nn::Mlp<float>& mlp, const MatF& x, MatF& y, int threads, uint64_t seed, uint64_t base,
-               bool dropout) {
+  // Copies x into chunks for a training pass; dropout masks come from stream (base + chunk) of `seed`.
+  void setup(const nn::Mlp<float>& mlp, const MatF& x, uint64_t seed, uint64_t base, bool dropout) {
     mlp_ = &mlp;
     n_ = x.rows;
-    const size_t nc = (n_ + kChunkRows - 1) / kChunkRows;
-    if (xs_.size() < nc) {
-      xs_.resize(nc);
-      caches_.resize(nc);
-      grads_.resize(nc);
-      dxs_.resize(nc);
-      dys_.resize(nc);
+    nc_ = (n_ + kChunkRows - 1) / kChunkRows;
+    seed_ = seed;
+    base_ = base;
+    dropout_ = dropout;
+    if (xs_.size() < nc_) {
+      xs_.resize(nc_);
+      caches_.resize(nc_);
+      grads_.resize(nc_);
+      dxs_.resize(nc_);
+      dys_.resize(nc_);
     }
-    y.reshape(n_, mlp.out_dim());
-    parallel_for(nc, threads, 1, [&](size_t lo, size_t hi) {
-      for (size_t c = lo; c < hi; ++c) {
-        const size_t r0 = c * kChunkRows, r1 = std::min(n_, r0 + kChunkRows);
-        xs_[c].reshape(r1 - r0, x.cols);
-        std::copy(x.row(r0), x.row(r0) + (r1 - r0) * x.cols, xs_[c].data.begin());
-        Rng rng(seed, base + c);
-        mlp.forward(xs_[c], caches_[c], dropout ? &rng : nullptr);
-        const MatF& out = caches_[c].output();
-        std::copy(out.data.begin(), out.data.end(), y.row(r0));
-      }
-    });
+    for (size_t c = 0; c < nc_; ++c) {
+      const size_t r0 = c * kChunkRows, r1 = std::min(n_, r0 + kChunkRows);
+      xs_[c].reshape(r1 - r0, x.cols);
+      std::copy(x.row(r0), x.row(r0) + (r1 - r0) * x.cols, xs_[c].data.begin());
+    }
   }
-
-  // dy: gradient of the loss with respect to the forward output. Adds the parameter gradients to `total`
-  // (zeroed by the caller) and writes dL/dx into dx when it is not null.
-  void backward(const MatF& dy, std::vector<MatF>& total, MatF* dx, int threads) {
-    const size_t nc = (n_ + kChunkRows - 1) / kChunkRows;
-    parallel_for(nc, threads, 1, [&](size_t lo, size_t hi) {
-      for (size_t c = lo; c < hi; ++c) {
-        const size_t r0 = c * kChunkRows, r1 = std::min(n_, r0 + kChunkRows);
-        dys_[c].reshape(r1 - r0, dy.cols);
-        std::copy(dy.row(r0), dy.row(r0) + (r1 - r0) * dy.cols, dys_[c].data.begin());
-        if (grads_[c].size() != total.size()) grads_[c] = mlp_->make_grads();
-        for (auto& g : grads_[c]) g.zero();
-        mlp_->backward(xs_[c], caches_[c], dys_[c], grads_[c], dx ? &dxs_[c] : nullptr);
-      }
-    });
-    for (size_t c = 0; c < nc; ++c)
+  size_t chunks() const { return nc_; }
+  // Multiply-adds of a forward pass (the backward pass costs about twice as much).
+  size_t work() const { return n_ * mlp_->n_weights(); }
+  void forward_chunk(size_t c) {
+    Rng rng(seed_, base_ + c);
+    mlp_->forward(xs_[c], caches_[c], dropout_ ? &rng : nullptr);
+  }
+  void output(MatF& y) const {
+    y.reshape(n_, mlp_->out_dim());
+    for (size_t c = 0; c < nc_; ++c) {
+      const MatF& out = caches_[c].output();
+      std::copy(out.data.begin(), out.data.end(), y.row(c * kChunkRows));
+    }
+  }
+  // dy: gradient of the loss with respect to the output. dx_cols: how many leading input columns need a
+  // gradient (0: none).
+  void setup_backward(const MatF& dy, size_t dx_cols) {
+    dx_cols_ = dx_cols;
+    for (size_t c = 0; c < nc_; ++c) {
+      const size_t r0 = c * kChunkRows, r1 = std::min(n_, r0 + kChunkRows);
+      dys_[c].reshape(r1 - r0, dy.cols);
+      std::copy(dy.row(r0), dy.row(r0) + (r1 - r0) * dy.cols, dys_[c].data.begin());
+      if (grads_[c].size() != 2 * mlp_->n_layers()) grads_[c] = mlp_->make_grads();
+    }
+  }
+  void backward_chunk(size_t c) {
+    for (auto& g : grads_[c]) g.zero();
+    mlp_->backward(xs_[c], caches_[c], dys_[c], grads_[c], dx_cols_ > 0 ? &dxs_[c] : nullptr, dx_cols_);
+  }
+  // Adds the parameter gradients to `total` in chunk order and gathers dL/dx (rows x dx_cols).
+  void reduce(std::vector<MatF>& total, MatF* dx) const {
+    for (size_t c = 0; c < nc_; ++c)
       for (size_t k = 0; k < total.size(); ++k) nn::add_into(total[k], grads_[c][k]);
-    if (dx) {
-      dx->reshape(n_, mlp_->in_dim());
-      for (size_t c = 0; c < nc; ++c)
+    if (dx && dx_cols_ > 0) {
+      dx->reshape(n_, dx_cols_);
+      for (size_t c = 0; c < nc_; ++c)
         std::copy(dxs_[c].data.begin(), dxs_[c].data.end(), dx->row(c * kChunkRows));
     }
   }
 
  private:
   const nn::Mlp<float>* mlp_ = nullptr;
-  size_t n_ = 0;
+  size_t n_ = 0, nc_ = 0, dx_cols_ = 0;
+  uint64_t seed_ = 0, base_ = 0;
+  bool dropout_ = false;
   std::vector<MatF> xs_, dxs_, dys_;
   std::vector<nn::Mlp<float>::Cache> caches_;
   std::vector<std::vector<MatF>> grads_;
 };
+
+// A small pool of worker threads for the many short parallel steps of minibatch training. Workers sleep on
+// a condition variable between steps (an OpenMP team would spin between the thousands of steps of an epoch,
+// taking the cores from the thread doing the sequential part). Tasks are taken in any order by any thread;
+// callers make every task's result independent of that.
+class TaskPool {
+ public:
+  explicit TaskPool(int threads) {
+    for (int t = 1; t < threads; ++t) workers_.emplace_back([this] { work(); });
+  }
+  ~TaskPool() {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      stop_ = true;
+    }
+    start_.notify_all();
+    for (auto& w : workers_) w.join();
+  }
+  TaskPool(const TaskPool&) = delete;
+  TaskPool& operator=(const TaskPool&) = delete;
+  size_t threads() const { return workers_.size() + 1; }
+
+  // Runs task(0) ... task(n - 1) on the pool and the calling thread; rethrows the first exception.
+  void run(size_t n, const std::function<void(size_t)>& task) {
+    if (workers_.empty() || n <= 1) {
+      for (size_t i = 0; i < n; ++i) task(i);
+      return;
+    }
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      task_ = &task;
+      n_ = n;
+      next_.store(0);
+      busy_ = workers_.size();
+      error_ = nullptr;
+      ++generation_;
+    }
+    start_.notify_all();
+    drain();
+    std::unique_lock<std::mutex> lock(mu_);
+    done_.wait(lock, [&] { return busy_ == 0; });
+    task_ = nullptr;
+    if (error_) std::rethrow_exception(error_);
+  }
+
+ private:
+  void drain() {
+    for (size_t i = next_.fetch_add(1); i < n_; i = next_.fetch_add(1)) {
+      try {
+        (*task_)(i);
+      } catch (...) {
+        std::lock_guard<std::mutex> lock(mu_);
+        if (!error_) error_ = std::current_exception();
+      }
+    }
+  }
+  void work() {
+    uint64_t seen = 0;
+    for (;;) {
+      {
+        std::unique_lock<std::mutex> lock(mu_);
+        start_.wait(lock, [&] { return stop_ || generation_ != seen; });
+        if (stop_) return;
+        seen = generation_;
+      }
+      drain();
+      std::lock_guard<std::mutex> lock(mu_);
+      if (--busy_ == 0) done_.notify_one();
+    }
+  }
+
+  std::vector<std::thread> workers_;
+  std::mutex mu_;
+  std::condition_variable start_, done_;
+  const std::function<void(size_t)>* task_ = nullptr;
+  size_t n_ = 0, busy_ = 0;
+  std::atomic<size_t> next_{0};
+  uint64_t generation_ = 0;
+  bool stop_ = false;
+  std::exception_ptr error_;
+};
+
+// Runs the forward (or backward) chunks of several passes as one parallel step. Small batches run on the
+// calling thread: waking the workers would cost more than the work (the result is the same either way).
+void run_chunks(std::initializer_list<ChunkedMlp*> passes, bool backward, TaskPool* pool) {
+  std::vector<std::pair<ChunkedMlp*, size_t>> tasks;
+  size_t work = 0;
+  for (auto* p : passes) {
+    for (size_t c = 0; c < p->chunks(); ++c) tasks.emplace_back(p, c);
+    work += p->work();
+  }
+  const std::function<void(size_t)> one = [&](size_t t) {
+    if (backward) {
+      tasks[t].first->backward_chunk(tasks[t].second);
+    } else {
+      tasks[t].first->forward_chunk(tasks[t].second);
+    }
+  };
+  if (pool && work >= kParallelWork) {
+    pool->run(tasks.size(), one);
+  } else {
+    for (size_t t = 0; t < tasks.size(); ++t) one(t);
+  }
+}
 
 // Sorted distinct values and, for each input, the index of its value among them.
 void distinct(const std::vector<uint32_t>& v, std::vector<uint32_t>& uniq, std::vector<uint32_t>& slot) {
@@ -241,6 +368,7 @@ class TwoTowerModel final : public Recommender {
     const size_t n_batches = (order.size() + size_t(batch_) - 1) / size_t(batch_);
     if (ctx.progress) ctx.progress(0, size_t(epochs_), "twotower epochs");
     Workspace ws;
+    TaskPool pool(threads);
     uint64_t batch_counter = 0;
     for (int epoch = 0; epoch < epochs_ && !order.empty(); ++epoch) {
       Timer timer;
@@ -267,7 +395,7 @@ class TwoTowerModel final : public Recommender {
             ws.targets.push_back(0.0f);
           }
         }
-        loss_sum += train_batch(ws, rng, seed, batch_counter, threads, adam_dense, adam_emb);
+        loss_sum += train_batch(ws, rng, seed, batch_counter, &pool, adam_dense, adam_emb);
       }
       if (ctx.verbose)
         std::fprintf(stderr, "twotower epoch %d: loss %.5f, %.2f s\n", epoch + 1,
@@ -593,7 +721,7 @@ class TwoTowerModel final : public Recommender {
   // Logits of the pairs (uo.row(us[p]), io.row(is[p])) and, when dlogits_out is given, the gradients with
   // respect to uo and io (duo, dio: zeroed and filled here) and the merge parameters (added to mgrads).
   void merge_forward(Workspace& ws, const MatF& uo, const MatF& io, const std::vector<uint32_t>& us,
-                     const std::vector<uint32_t>& is, int threads, uint64_t seed, uint64_t stream) const {
+                     const std::vector<uint32_t>& is, TaskPool* pool, uint64_t seed, uint64_t stream) const {
     const size_t np = us.size(), f = size_t(factors_);
     ws.logits.resize(np, 1);
     if (merge_ == "mlp") {
@@ -602,9 +730,9 @@ class TwoTowerModel final : public Recommender {
         std::copy(uo.row(us[p]), uo.row(us[p]) + f, ws.mx.row(p));
         std::copy(io.row(is[p]), io.row(is[p]) + f, ws.mx.row(p) + f);
       }
-      MatF y;
-      ws.merge_pass.forward(merge_net_, ws.mx, y, threads, seed, stream, false);
-      ws.logits = std::move(y);
+      ws.merge_pass.setup(merge_net_, ws.mx, seed, stream, false);
+      run_chunks({&ws.merge_pass}, false, pool);
+      ws.merge_pass.output(ws.logits);
     }
     if (merge_ == "dot" || dot_skip_) {
       for (size_t p = 0; p < np; ++p) {
@@ -619,7 +747,7 @@ class TwoTowerModel final : public Recommender {
 
   void merge_backward(Workspace& ws, const MatF& uo, const MatF& io, const std::vector<uint32_t>& us,
                       const std::vector<uint32_t>& is, MatF& duo, MatF* dio, std::vector<MatF>* mgrads,
-                      int threads) const {
+                      TaskPool* pool) const {
     const size_t np = us.size(), f = size_t(factors_);
     duo.resize(uo.rows, f);
     if (dio) dio->resize(io.rows, f);
@@ -629,7 +757,9 @@ class TwoTowerModel final : public Recommender {
         scratch = merge_net_.make_grads();
         mgrads = &scratch;
       }
-      ws.merge_pass.backward(ws.dlogits, *mgrads, &ws.dmx, threads);
+      ws.merge_pass.setup_backward(ws.dlogits, 2 * f);
+      run_chunks({&ws.merge_pass}, true, pool);
+      ws.merge_pass.reduce(*mgrads, &ws.dmx);
       for (size_t p = 0; p < np; ++p) {
         const float* g = ws.dmx.row(p);
         float* du = duo.row(us[p]);
@@ -662,7 +792,7 @@ class TwoTowerModel final : public Recommender {
     return nn::squared_error(ws.logits, ws.tgt, &ws.dlogits);
   }
 
-  float train_batch(Workspace& ws, Rng& rng, uint64_t seed, uint64_t batch_id, int threads,
+  float train_batch(Workspace& ws, Rng& rng, uint64_t seed, uint64_t batch_id, TaskPool* pool,
                     nn::Adam<float>& adam_dense, nn::Adam<float>& adam_emb) {
     const size_t f = size_t(factors_);
     distinct(ws.users, ws.uniq_users, ws.user_slot);
@@ -694,9 +824,12 @@ class TwoTowerModel final : public Recommender {
       }
     }
     const uint64_t stream = kChunkStream + batch_id * 4;
-    ws.user_pass.forward(user_tower_, ws.xu, ws.uo, threads, seed, stream * 1024, true);
-    ws.item_pass.forward(item_tower_, ws.xi, ws.io, threads, seed, (stream + 1) * 1024, true);
-    merge_forward(ws, ws.uo, ws.io, ws.user_slot, ws.item_slot, threads, seed, (stream + 2) * 1024);
+    ws.user_pass.setup(user_tower_, ws.xu, seed, stream * 1024, true);
+    ws.item_pass.setup(item_tower_, ws.xi, seed, (stream + 1) * 1024, true);
+    run_chunks({&ws.user_pass, &ws.item_pass}, false, pool);
+    ws.user_pass.output(ws.uo);
+    ws.item_pass.output(ws.io);
+    merge_forward(ws, ws.uo, ws.io, ws.user_slot, ws.item_slot, pool, seed, (stream + 2) * 1024);
     const float loss = loss_and_grad(ws);
 
     // Backward: merge, towers, embeddings.
@@ -715,9 +848,13 @@ class TwoTowerModel final : public Recommender {
     std::vector<MatF> mg(std::make_move_iterator(ws.grads.begin() + long(nut + nit)),
                          std::make_move_iterator(ws.grads.end()));
     merge_backward(ws, ws.uo, ws.io, ws.user_slot, ws.item_slot, ws.duo, &ws.dio,
-                   merge_ == "mlp" ? &mg : nullptr, threads);
-    ws.user_pass.backward(ws.duo, ug, &ws.dxu, threads);
-    ws.item_pass.backward(ws.dio, ig, &ws.dxi, threads);
+                   merge_ == "mlp" ? &mg : nullptr, pool);
+    // Only the id embeddings (the first `factors` inputs) need an input gradient.
+    ws.user_pass.setup_backward(ws.duo, f);
+    ws.item_pass.setup_backward(ws.dio, f);
+    run_chunks({&ws.user_pass, &ws.item_pass}, true, pool);
+    ws.user_pass.reduce(ug, &ws.dxu);
+    ws.item_pass.reduce(ig, &ws.dxi);
     ws.grads.clear();
     for (auto* v : {&ug, &ig, &mg})
       for (auto& g : *v) ws.grads.push_back(std::move(g));
@@ -791,11 +928,11 @@ class TwoTowerModel final : public Recommender {
     for (int step = 0; step < kFoldSteps; ++step) {
       std::copy(e.data.begin(), e.data.end(), x.row(0));
       user_tower_.forward(x, cache);
-      merge_forward(ws, cache.output(), io, us, is, 1, 0, 0);
+      merge_forward(ws, cache.output(), io, us, is, nullptr, 0, 0);
       loss_and_grad(ws);
       for (size_t k = 0; k < items.size(); ++k) ws.dlogits.data[k] *= w[k];
-      merge_backward(ws, cache.output(), io, us, is, duo, nullptr, nullptr, 1);
-      user_tower_.backward(x, cache, duo, tower_grads, &dx);
+      merge_backward(ws, cache.output(), io, us, is, duo, nullptr, nullptr, nullptr);
+      user_tower_.backward(x, cache, duo, tower_grads, &dx, f);
       MatF g(1, f);
       for (size_t k = 0; k < f; ++k) g.data[k] = dx.data[k] + 2.0f * kFoldReg * e.data[k];
       adam.step({g});

@@ -263,7 +263,8 @@ void Linear<T>::forward_row(const T* x, T* y) const {
 }
 
 template <class T>
-void Linear<T>::backward(const Mat<T>& x, const Mat<T>& dy, Mat<T>& gw, Mat<T>& gb, Mat<T>* dx) const {
+void Linear<T>::backward(const Mat<T>& x, const Mat<T>& dy, Mat<T>& gw, Mat<T>& gb, Mat<T>* dx,
+                         size_t dx_cols) const {
   check(x.rows == dy.rows && x.cols == w.rows && dy.cols == w.cols,
         "linear layer backward: x is " + shape(x.rows, x.cols) + ", dy is " + shape(dy.rows, dy.cols) +
             ", W is " + shape(w.rows, w.cols));
@@ -274,7 +275,13 @@ void Linear<T>::backward(const Mat<T>& x, const Mat<T>& dy, Mat<T>& gw, Mat<T>& 
     const T* r = dy.row(i);
     for (size_t j = 0; j < dy.cols; ++j) gb.data[j] += r[j];
   }
-  if (dx) gemm(dy, false, w, true, T(1), T(0), *dx);
+  if (!dx) return;
+  const size_t k = std::min(dx_cols, w.rows);
+  dx->reshape(dy.rows, k);
+  if (dy.rows == 0 || k == 0) return;
+  // The first k rows of W (row-major) are contiguous.
+  ECMap<T> wk(w.data.data(), Eigen::Index(k), Eigen::Index(w.cols));
+  map(*dx).noalias() = cmap(dy) * wk.transpose();
 }
 
 // ---- Embedding ------------------------------------------------------------------------------------------
@@ -477,7 +484,7 @@ void Mlp<T>::predict(const Mat<T>& x, Mat<T>& y) const {
 
 template <class T>
 void Mlp<T>::backward(const Mat<T>& x, const Cache& c, const Mat<T>& dy, std::vector<Mat<T>>& grads,
-                      Mat<T>* dx) const {
+                      Mat<T>* dx, size_t dx_cols) const {
   const size_t n = layers_.size();
   check(grads.size() == 2 * n, "mlp backward: gradient buffers do not match the layers");
   check(c.out.size() == n, "mlp backward: the cache is not from this network");
@@ -489,7 +496,8 @@ void Mlp<T>::backward(const Mat<T>& x, const Cache& c, const Mat<T>& dy, std::ve
     act_backward(last ? output_ : hidden_, dropped ? c.act[l] : c.out[l], g);
     const Mat<T>& in = l == 0 ? x : c.out[l - 1];
     const bool need_dx = l > 0 || dx != nullptr;
-    layers_[l].backward(in, g, grads[2 * l], grads[2 * l + 1], need_dx ? &gin : nullptr);
+    layers_[l].backward(in, g, grads[2 * l], grads[2 * l + 1], need_dx ? &gin : nullptr,
+                        l == 0 ? dx_cols : SIZE_MAX);
     if (need_dx) std::swap(g, gin);
   }
   if (dx) *dx = std::move(g);

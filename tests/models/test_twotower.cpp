@@ -248,7 +248,8 @@ TEST(TwoTower, SquaredErrorOnRatings) {
 
 TEST(TwoTower, ThreadCountDoesNotChangeResults) {
   for (const char* merge : {"dot", "mlp"}) {
-    const std::string spec = std::string("twotower:factors=8,epochs=2,batch=200,merge=") + merge;
+    // Wide enough hidden layers that the batches run on several threads.
+    const std::string spec = std::string("twotower:factors=8,hidden=512,epochs=2,batch=200,merge=") + merge;
     auto a = fit(spec, true, true, 1), b = fit(spec, true, true, 2), c = fit(spec, true, true, 3);
     const Matrix sa = scores(*a, kUsers);
     EXPECT_TRUE(same(sa, scores(*b, kUsers, 2))) << merge;

@@ -87,6 +87,13 @@ TEST(NnGrad, LinearLayer) {
   expect_grad(lin.w, gw, loss, "W");
   expect_grad(lin.b, gb, loss, "b");
   expect_grad(x, dx, loss, "x");
+  // Only the first columns of dx when asked.
+  MatD gw1(4, 3), gb1(1, 3), dx2;
+  lin.backward(x, r, gw1, gb1, &dx2, 2);
+  ASSERT_EQ(dx2.rows, 5u);
+  ASSERT_EQ(dx2.cols, 2u);
+  for (size_t i = 0; i < 5; ++i)
+    for (size_t j = 0; j < 2; ++j) EXPECT_NEAR(dx2(i, j), dx(i, j), 1e-12);
   // forward_row matches the batch.
   MatD y;
   lin.forward(x, y);
@@ -231,6 +238,13 @@ TEST(NnGrad, FullMlpForEveryHiddenActivationWithDropout) {
       for (size_t k = 0; k < params.size(); ++k)
         expect_grad(*params[k], grads[k], loss, what + " param " + std::to_string(k));
       expect_grad(x, dx, loss, what + " input");
+      // The gradient of the first input columns alone.
+      auto grads2 = mlp.make_grads();
+      MatD dx3;
+      mlp.backward(x, c, dy, grads2, &dx3, 3);
+      ASSERT_EQ(dx3.cols, 3u);
+      for (size_t i = 0; i < x.rows; ++i)
+        for (size_t j = 0; j < 3; ++j) EXPECT_NEAR(dx3(i, j), dx(i, j), 1e-12);
       if (dropout == 0.0) {
         // Inference matches the training forward pass without dropout.
         MatD y;
