@@ -29,6 +29,7 @@
 #include <cstdio>
 
 #include "models/mf_kernels.h"
+#include "xdrec/nn.h"
 #include "xdrec/recommender.h"
 
 namespace xdrec {
@@ -39,9 +40,14 @@ namespace {
 constexpr size_t kMinOverlap = 2;
 
 // A ridge map x -> my + (x - mx) W between two factor spaces of width f.
+// With map=mlp, a one-hidden-layer perceptron adds a non-linear correction:
+// y = my + (x - mx) W + sy * mlp((x - mx) / sx), sx and sy the root-mean-square of the centred source and
+// target factors.
 struct LinearMap {
   Matrix w;                   // f x f
   std::vector<float> mx, my;  // f each
+  nn::Mlp<float> mlp;         // empty with map=linear
+  float sx = 1, sy = 1;
   bool valid() const { return w.rows > 0; }
   void apply(const float* x, float* y) const {
     const size_t f = mx.size();
@@ -51,9 +57,61 @@ struct LinearMap {
       const float* wi = w.row(i);
       for (size_t j = 0; j < f; ++j) acc[j] += d * wi[j];
     }
+    if (!mlp.empty()) {
+      std::vector<float> z(f), r(f);
+      for (size_t i = 0; i < f; ++i) z[i] = (x[i] - mx[i]) / sx;
+      mlp.predict_row(z.data(), r.data());
+      for (size_t j = 0; j < f; ++j) acc[j] += double(sy) * r[j];
+    }
     for (size_t j = 0; j < f; ++j) y[j] = float(acc[j]);
   }
 };
+
+// Trains the map's perceptron on the residuals of its linear part over `users`: full-batch Adam on the mean
+// squared error, on one thread in a fixed order. The output layer starts at zero, so training starts from
+// the ridge map.
+void fit_mlp_correction(LinearMap& m, const mf::Factors& xs, const mf::Factors& yt,
+                        const std::vector<uint32_t>& users, int hidden, int epochs, double lr,
+                        uint64_t seed) {
+  const size_t f = m.mx.size(), n = users.size();
+  nn::MatF z(n, f), target(n, f);
+  double vx = 0, vy = 0;
+  std::vector<float> lin(f);
+  for (size_t r = 0; r < n; ++r) {
+    const float* x = xs.row(users[r]);
+    const float* y = yt.row(users[r]);
+    LinearMap linear{m.w, m.mx, m.my, {}, 1, 1};
+    linear.apply(x, lin.data());
+    for (size_t k = 0; k < f; ++k) {
+      z(r, k) = x[k] - m.mx[k];
+      target(r, k) = y[k] - lin[k];
+      vx += double(z(r, k)) * z(r, k);
+      vy += (double(y[k]) - m.my[k]) * (double(y[k]) - m.my[k]);
+    }
+  }
+  m.sx = vx > 0 ? float(std::sqrt(vx / double(n * f))) : 1.0f;
+  m.sy = vy > 0 ? float(std::sqrt(vy / double(n * f))) : 1.0f;
+  for (float& v : z.data) v /= m.sx;
+  for (float& v : target.data) v /= m.sy;
+  m.mlp = nn::Mlp<float>({f, size_t(hidden), f}, nn::Act::tanh, nn::Act::identity);
+  Rng rng(seed, 0x6d6c70);  // "mlp"
+  m.mlp.init(rng);
+  std::fill(m.mlp.layer(1).w.data.begin(), m.mlp.layer(1).w.data.end(), 0.0f);
+  std::fill(m.mlp.layer(1).b.data.begin(), m.mlp.layer(1).b.data.end(), 0.0f);
+  nn::AdamOptions ao;
+  ao.lr = lr;
+  nn::Adam<float> adam(m.mlp.params(), ao);
+  std::vector<nn::MatF> grads = m.mlp.make_grads();
+  nn::Mlp<float>::Cache cache;
+  nn::MatF dy;
+  for (int e = 0; e < epochs; ++e) {
+    m.mlp.forward(z, cache);
+    nn::squared_error(cache.output(), target, &dy);
+    for (auto& g : grads) g.zero();
+    m.mlp.backward(z, cache, dy, grads, nullptr);
+    adam.step(grads);
+  }
+}
 
 // Ridge regression with an unpenalised intercept from rows `users` of xs to the same rows of yt (padded
 // factor rows of width f): W = (Xc^T Xc + lambda I)^-1 Xc^T Yc on the centred rows, with
@@ -107,8 +165,12 @@ class EmcdrModel final : public Recommender {
              "iALS frequency scaling: a row with n entries uses reg*(1+n)^reg_exponent")
         .add("alpha", &alpha_, 5.0, 0.0, 1e6, "iALS confidence of an observed entry: c = 1 + alpha*|value|")
         .add("cg_steps", &cg_steps_, 3, 1, 1024, "iALS conjugate-gradient steps per row and half-iteration")
-        .add("map", &map_, "linear", {"linear"},
-             "mapping between the domains' user factors: ridge regression")
+        .add("map", &map_, "linear", {"linear", "mlp"},
+             "mapping between the domains' user factors: ridge regression, or ridge plus a one-hidden-layer "
+             "perceptron fitted to its residuals")
+        .add("map_hidden", &map_hidden_, 64, 1, 4096, "map=mlp: hidden units (tanh)")
+        .add("map_epochs", &map_epochs_, 200, 1, 1000000, "map=mlp: full-batch Adam steps")
+        .add("map_lr", &map_lr_, 0.01, 1e-6, 10.0, "map=mlp: Adam learning rate")
         .add("map_reg", &map_reg_, 0.3, 0.0, 1e6,
              "ridge penalty of the maps, relative to the mean variance of the source factors")
         .add("source", &source_, "weighted", {"most", "weighted"},
@@ -200,8 +262,12 @@ class EmcdrModel final : public Recommender {
         for (uint32_t u = 0; u < n_users_; ++u)
           if (counts_(u, s) > 0 && counts_(u, t) > 0) both.push_back(u);
         overlap_[s * n_domains + t] = uint32_t(both.size());
-        if (both.size() >= kMinOverlap && !domain_items_[t].empty())
+        if (both.size() >= kMinOverlap && !domain_items_[t].empty()) {
           maps_[s * n_domains + t] = fit_ridge_map(users_[s], users_[t], both, map_reg_);
+          if (map_ == "mlp")
+            fit_mlp_correction(maps_[s * n_domains + t], users_[s], users_[t], both, map_hidden_, map_epochs_,
+                               map_lr_, splitmix64(seed + s * n_domains + t));
+        }
       }
     }
     gram_.assign(n_domains, {});
@@ -304,6 +370,11 @@ class EmcdrModel final : public Recommender {
         std::copy(m.mx.begin(), m.mx.end(), packed.row(f));
         std::copy(m.my.begin(), m.my.end(), packed.row(f + 1));
         tensors[map_key(s, t)] = Tensor::from_matrix(packed);
+        if (!m.mlp.empty()) {
+          m.mlp.save(tensors, map_key(s, t) + ".mlp.");
+          const float scale[2] = {m.sx, m.sy};
+          tensors[map_key(s, t) + ".scale"] = Tensor::from_f32({2}, scale);
+        }
       }
     }
     extra["factors"] = factors_;
@@ -378,6 +449,16 @@ class EmcdrModel final : public Recommender {
         std::copy(packed.data.begin(), packed.data.begin() + int64_t(f * f), m.w.data.begin());
         m.mx.assign(packed.row(f), packed.row(f) + f);
         m.my.assign(packed.row(f + 1), packed.row(f + 1) + f);
+        if (map_ == "mlp") {
+          m.mlp = nn::Mlp<float>({f, size_t(map_hidden_), f}, nn::Act::tanh, nn::Act::identity);
+          m.mlp.load(tensors, key + ".mlp.");
+          const std::vector<float> scale = get_tensor(tensors, key + ".scale").to_f32(key + ".scale");
+          check(scale.size() == 2 && scale[0] > 0 && scale[1] > 0 && std::isfinite(scale[0]) &&
+                    std::isfinite(scale[1]),
+                who + "tensor '" + key + ".scale' must hold two positive numbers");
+          m.sx = scale[0];
+          m.sy = scale[1];
+        }
       }
     }
     set_domains(std::move(item_domain), nd);
@@ -484,8 +565,8 @@ class EmcdrModel final : public Recommender {
   }
 
   ParamSet params_;
-  int factors_ = 32, iterations_ = 15, cg_steps_ = 3, seed_ = 0;
-  double reg_ = 3.0, reg_exponent_ = 0.5, alpha_ = 5.0, map_reg_ = 0.3;
+  int factors_ = 32, iterations_ = 15, cg_steps_ = 3, seed_ = 0, map_hidden_ = 64, map_epochs_ = 200;
+  double reg_ = 3.0, reg_exponent_ = 0.5, alpha_ = 5.0, map_reg_ = 0.3, map_lr_ = 0.01;
   std::string map_ = "linear", source_ = "weighted";
 
   uint32_t n_users_ = 0;
