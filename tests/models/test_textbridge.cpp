@@ -296,7 +296,8 @@ TEST(TextBridge, RidgeAlignmentLearnsADifferentTextSpaceFromSharedUsers) {
 TEST(TextBridge, SaveLoadThreadsAndDeterminism) {
   TextWorld w;
   w.build();
-  for (const char* spec : {"textbridge", "textbridge:align=none,center=global"}) {
+  for (const char* spec :
+       {"textbridge", "textbridge:align=none,center=global", "textbridge:ae_dim=4,ae_epochs=5"}) {
     auto a = fit(spec, w, 1), b = fit(spec, w, 2);
     EXPECT_TRUE(bitwise_equal(score_all(*a, 1), score_all(*b, 2))) << spec;
     EXPECT_TRUE(bitwise_equal(score_all(*a, 1), score_all(*a, 3))) << spec;
