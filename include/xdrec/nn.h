@@ -6,10 +6,16 @@
 // not depend on the thread count.
 #pragma once
 
+#include <atomic>
+#include <condition_variable>
 #include <cstddef>
 #include <cstdint>
+#include <exception>
+#include <functional>
+#include <mutex>
 #include <span>
 #include <string>
+#include <thread>
 #include <type_traits>
 #include <vector>
 
@@ -249,5 +255,36 @@ class Mlp {
 // Sums per-chunk gradient buffers into the first one, in chunk order.
 template <class T>
 void sum_grads(std::vector<std::vector<Mat<T>>>& per_chunk);
+
+// ---- Worker threads -------------------------------------------------------------------------------------
+
+// A pool of threads for the many short parallel steps of minibatch training. Workers sleep on a condition
+// variable between steps (an OpenMP team spins between steps, which takes the cores from the thread doing
+// the sequential part when thousands of short steps follow each other). Tasks go to any thread in any order:
+// callers make each task's result independent of that (fixed chunks, added in a fixed order afterwards).
+class TaskPool {
+ public:
+  explicit TaskPool(int threads);  // threads - 1 workers; the calling thread is the last one
+  ~TaskPool();
+  TaskPool(const TaskPool&) = delete;
+  TaskPool& operator=(const TaskPool&) = delete;
+  size_t threads() const { return workers_.size() + 1; }
+  // Runs task(0) ... task(n - 1) on the workers and the calling thread and returns when all are done;
+  // rethrows the first exception a task threw.
+  void run(size_t n, const std::function<void(size_t)>& task);
+
+ private:
+  void drain();
+  void work();
+  std::vector<std::thread> workers_;
+  std::mutex mu_;
+  std::condition_variable start_, done_;
+  const std::function<void(size_t)>* task_ = nullptr;
+  size_t n_ = 0, busy_ = 0;
+  std::atomic<size_t> next_{0};
+  uint64_t generation_ = 0;
+  bool stop_ = false;
+  std::exception_ptr error_;
+};
 
 }  // namespace xdrec::nn

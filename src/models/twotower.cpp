@@ -16,17 +16,12 @@
 // random draw comes from a stream named by the batch or chunk, so training is bitwise independent of the
 // thread count. Scores of a user are computed one user at a time in a fixed order.
 #include <algorithm>
-#include <atomic>
 #include <climits>
 #include <cmath>
-#include <condition_variable>
 #include <cstdio>
-#include <exception>
 #include <functional>
 #include <initializer_list>
-#include <mutex>
 #include <numeric>
-#include <thread>
 #include <utility>
 
 #include "models/model_util.h"
@@ -135,90 +130,9 @@ class ChunkedMlp {
   std::vector<std::vector<MatF>> grads_;
 };
 
-// A small pool of worker threads for the many short parallel steps of minibatch training. Workers sleep on
-// a condition variable between steps (an OpenMP team would spin between the thousands of steps of an epoch,
-// taking the cores from the thread doing the sequential part). Tasks are taken in any order by any thread;
-// callers make every task's result independent of that.
-class TaskPool {
- public:
-  explicit TaskPool(int threads) {
-    for (int t = 1; t < threads; ++t) workers_.emplace_back([this] { work(); });
-  }
-  ~TaskPool() {
-    {
-      std::lock_guard<std::mutex> lock(mu_);
-      stop_ = true;
-    }
-    start_.notify_all();
-    for (auto& w : workers_) w.join();
-  }
-  TaskPool(const TaskPool&) = delete;
-  TaskPool& operator=(const TaskPool&) = delete;
-  size_t threads() const { return workers_.size() + 1; }
-
-  // Runs task(0) ... task(n - 1) on the pool and the calling thread; rethrows the first exception.
-  void run(size_t n, const std::function<void(size_t)>& task) {
-    if (workers_.empty() || n <= 1) {
-      for (size_t i = 0; i < n; ++i) task(i);
-      return;
-    }
-    {
-      std::lock_guard<std::mutex> lock(mu_);
-      task_ = &task;
-      n_ = n;
-      next_.store(0);
-      busy_ = workers_.size();
-      error_ = nullptr;
-      ++generation_;
-    }
-    start_.notify_all();
-    drain();
-    std::unique_lock<std::mutex> lock(mu_);
-    done_.wait(lock, [&] { return busy_ == 0; });
-    task_ = nullptr;
-    if (error_) std::rethrow_exception(error_);
-  }
-
- private:
-  void drain() {
-    for (size_t i = next_.fetch_add(1); i < n_; i = next_.fetch_add(1)) {
-      try {
-        (*task_)(i);
-      } catch (...) {
-        std::lock_guard<std::mutex> lock(mu_);
-        if (!error_) error_ = std::current_exception();
-      }
-    }
-  }
-  void work() {
-    uint64_t seen = 0;
-    for (;;) {
-      {
-        std::unique_lock<std::mutex> lock(mu_);
-        start_.wait(lock, [&] { return stop_ || generation_ != seen; });
-        if (stop_) return;
-        seen = generation_;
-      }
-      drain();
-      std::lock_guard<std::mutex> lock(mu_);
-      if (--busy_ == 0) done_.notify_one();
-    }
-  }
-
-  std::vector<std::thread> workers_;
-  std::mutex mu_;
-  std::condition_variable start_, done_;
-  const std::function<void(size_t)>* task_ = nullptr;
-  size_t n_ = 0, busy_ = 0;
-  std::atomic<size_t> next_{0};
-  uint64_t generation_ = 0;
-  bool stop_ = false;
-  std::exception_ptr error_;
-};
-
 // Runs the forward (or backward) chunks of several passes as one parallel step. Small batches run on the
 // calling thread: waking the workers would cost more than the work (the result is the same either way).
-void run_chunks(std::initializer_list<ChunkedMlp*> passes, bool backward, TaskPool* pool) {
+void run_chunks(std::initializer_list<ChunkedMlp*> passes, bool backward, nn::TaskPool* pool) {
   std::vector<std::pair<ChunkedMlp*, size_t>> tasks;
   size_t work = 0;
   for (auto* p : passes) {
@@ -368,7 +282,7 @@ class TwoTowerModel final : public Recommender {
     const size_t n_batches = (order.size() + size_t(batch_) - 1) / size_t(batch_);
     if (ctx.progress) ctx.progress(0, size_t(epochs_), "twotower epochs");
     Workspace ws;
-    TaskPool pool(threads);
+    nn::TaskPool pool(threads);
     uint64_t batch_counter = 0;
     for (int epoch = 0; epoch < epochs_ && !order.empty(); ++epoch) {
       Timer timer;
@@ -721,7 +635,8 @@ class TwoTowerModel final : public Recommender {
   // Logits of the pairs (uo.row(us[p]), io.row(is[p])) and, when dlogits_out is given, the gradients with
   // respect to uo and io (duo, dio: zeroed and filled here) and the merge parameters (added to mgrads).
   void merge_forward(Workspace& ws, const MatF& uo, const MatF& io, const std::vector<uint32_t>& us,
-                     const std::vector<uint32_t>& is, TaskPool* pool, uint64_t seed, uint64_t stream) const {
+                     const std::vector<uint32_t>& is, nn::TaskPool* pool, uint64_t seed,
+                     uint64_t stream) const {
     const size_t np = us.size(), f = size_t(factors_);
     ws.logits.resize(np, 1);
     if (merge_ == "mlp") {
@@ -747,7 +662,7 @@ class TwoTowerModel final : public Recommender {
 
   void merge_backward(Workspace& ws, const MatF& uo, const MatF& io, const std::vector<uint32_t>& us,
                       const std::vector<uint32_t>& is, MatF& duo, MatF* dio, std::vector<MatF>* mgrads,
-                      TaskPool* pool) const {
+                      nn::TaskPool* pool) const {
     const size_t np = us.size(), f = size_t(factors_);
     duo.resize(uo.rows, f);
     if (dio) dio->resize(io.rows, f);
@@ -792,7 +707,7 @@ class TwoTowerModel final : public Recommender {
     return nn::squared_error(ws.logits, ws.tgt, &ws.dlogits);
   }
 
-  float train_batch(Workspace& ws, Rng& rng, uint64_t seed, uint64_t batch_id, TaskPool* pool,
+  float train_batch(Workspace& ws, Rng& rng, uint64_t seed, uint64_t batch_id, nn::TaskPool* pool,
                     nn::Adam<float>& adam_dense, nn::Adam<float>& adam_emb) {
     const size_t f = size_t(factors_);
     distinct(ws.users, ws.uniq_users, ws.user_slot);

@@ -84,7 +84,8 @@ void TextAutoencoder::fit(const Matrix& x, const AutoencoderOptions& opt) {
     w.ge = st->enc.make_grads();
     w.gd = st->dec.make_grads();
   }
-  const int threads = resolve_threads(opt.threads);
+  // Worker threads sleep between the many short minibatch steps (see nn::TaskPool).
+  nn::TaskPool pool(resolve_threads(opt.threads));
   std::vector<uint32_t> order = rows;
   uint64_t chunk_counter = 0;
   for (int epoch = 0; epoch < opt.epochs; ++epoch) {
@@ -95,8 +96,8 @@ void TextAutoencoder::fit(const Matrix& x, const AutoencoderOptions& opt) {
       const size_t n_chunks = (nb + kChunk - 1) / kChunk;
       const uint64_t first_chunk = chunk_counter;
       chunk_counter += n_chunks;
-      parallel_for(n_chunks, threads, 1, [&](size_t lo, size_t hi) {
-        for (size_t c = lo; c < hi; ++c) {
+      pool.run(n_chunks, [&](size_t c) {
+        {
           ChunkWork& w = work[c];
           const size_t r0 = b0 + c * kChunk, r1 = std::min(b1, r0 + kChunk), m = r1 - r0;
           w.clean.reshape(m, d);

@@ -575,6 +575,69 @@ void sum_grads(std::vector<std::vector<Mat<T>>>& per_chunk) {
     for (size_t k = 0; k < per_chunk[0].size(); ++k) add_into(per_chunk[0][k], per_chunk[c][k]);
 }
 
+// ---- TaskPool -------------------------------------------------------------------------------------------
+
+TaskPool::TaskPool(int threads) {
+  for (int t = 1; t < threads; ++t) workers_.emplace_back([this] { work(); });
+}
+
+TaskPool::~TaskPool() {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    stop_ = true;
+  }
+  start_.notify_all();
+  for (auto& w : workers_) w.join();
+}
+
+void TaskPool::run(size_t n, const std::function<void(size_t)>& task) {
+  if (workers_.empty() || n <= 1) {
+    for (size_t i = 0; i < n; ++i) task(i);
+    return;
+  }
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    task_ = &task;
+    n_ = n;
+    next_.store(0);
+    busy_ = workers_.size();
+    error_ = nullptr;
+    ++generation_;
+  }
+  start_.notify_all();
+  drain();
+  std::unique_lock<std::mutex> lock(mu_);
+  done_.wait(lock, [&] { return busy_ == 0; });
+  task_ = nullptr;
+  if (error_) std::rethrow_exception(error_);
+}
+
+void TaskPool::drain() {
+  for (size_t i = next_.fetch_add(1); i < n_; i = next_.fetch_add(1)) {
+    try {
+      (*task_)(i);
+    } catch (...) {
+      std::lock_guard<std::mutex> lock(mu_);
+      if (!error_) error_ = std::current_exception();
+    }
+  }
+}
+
+void TaskPool::work() {
+  uint64_t seen = 0;
+  for (;;) {
+    {
+      std::unique_lock<std::mutex> lock(mu_);
+      start_.wait(lock, [&] { return stop_ || generation_ != seen; });
+      if (stop_) return;
+      seen = generation_;
+    }
+    drain();
+    std::lock_guard<std::mutex> lock(mu_);
+    if (--busy_ == 0) done_.notify_one();
+  }
+}
+
 #define XDREC_NN_INSTANTIATE(T)                                                        \
   template Mat<T> from_matrix<T>(const Matrix&);                                       \
   template Matrix to_matrix<T>(const Mat<T>&);                                         \

@@ -426,3 +426,26 @@ TEST(NnMlp, SaveLoadRoundTrip) {
   missing.erase("tower.b1");
   EXPECT_TRUE(testing_util::throws_error([&] { same_shape.load(missing, "tower."); }, {"tower.b1"}));
 }
+
+TEST(NnTaskPool, RunsEveryTaskOnceAndRethrows) {
+  for (int threads : {1, 2, 4}) {
+    TaskPool pool(threads);
+    EXPECT_EQ(pool.threads(), size_t(threads));
+    for (size_t n : {size_t(0), size_t(1), size_t(7), size_t(1000)}) {
+      std::vector<std::atomic<int>> hits(n);
+      for (int rep = 0; rep < 3; ++rep) pool.run(n, [&](size_t i) { hits[i].fetch_add(1); });
+      for (size_t i = 0; i < n; ++i) EXPECT_EQ(hits[i].load(), 3) << "task " << i;
+    }
+    EXPECT_TRUE(testing_util::throws_error(
+        [&] {
+          pool.run(50, [](size_t i) {
+            if (i == 17) throw Error("task 17 failed");
+          });
+        },
+        {"task 17"}));
+    // Still usable after an exception.
+    std::atomic<int> count{0};
+    pool.run(10, [&](size_t) { count.fetch_add(1); });
+    EXPECT_EQ(count.load(), 10);
+  }
+}
