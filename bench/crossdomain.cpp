@@ -14,6 +14,11 @@
 //   or
 //                  bert:DIR (default: none)
 //   --bert DIR     adds the encoder bert:DIR to the text ablation
+//   --encoders E[,E]  replaces the encoders of the text ablation (default: tfidf, glove, use-lite on the
+//                  cold-item protocol, use-lite on Food-Kitchen; an encoder not installed is skipped)
+//   --task-timeout S  gives up a (model, seed) fit after S seconds (default 3600)
+//   --no-fork      fits in this process (by default each (model, seed) runs in a forked worker, so that a
+//                  crashing model costs only its own result)
 //   --validate     fit on the training part and evaluate on the validation part (for tuning); the default is
 //                  the test part, fitted on training + validation
 //   --merge        keep the protocols of an existing OUT.json that this run does not produce
@@ -68,6 +73,7 @@ struct Options {
   int task_timeout = 3600;  // seconds per (model, seed) worker
   std::vector<std::string> only, filters, models;
   std::string bert;
+  std::vector<std::string> encoders;  // --encoders: replaces the encoder list of the text ablation
   std::string dataset;
   std::vector<std::string> dataset_protocols;
   std::string command_line;
@@ -77,7 +83,8 @@ struct Options {
   std::fprintf(
       stderr,
       "usage: %s OUT.json [DATA_ROOT] [--seeds N] [--threads N] [--quick] [--only P[,P]] [--filter S]\n"
-      "          [--model SPEC[@TEXT]] [--bert DIR] [--validate] [--merge]\n"
+      "          [--model SPEC[@TEXT]] [--bert DIR] [--encoders E[,E]] [--validate] [--merge]\n"
+      "          [--task-timeout S] [--no-fork]\n"
       "          [--dataset DIR --protocol cold-items|cold-users:target=X|fixed]\n",
       argv0);
   std::exit(2);
@@ -150,7 +157,9 @@ class RssSampler {
 
 struct Config {
   std::string spec;
-  std::string text;  // "" for models that never take text (no suffix); "none" or an encoder label otherwise
+  std::string text;   // "" for models that never take text (no suffix); "none" or an encoder label otherwise
+  int max_seeds = 0;  // run only the first max_seeds seeds (0: all)
+  bool single_domain = true;  // also run the single-domain ablation (fixed-split protocols)
   std::string key(bool single_domain = false) const {
     std::string k = spec;
     if (!text.empty()) k += " [text=" + text + "]";
@@ -396,21 +405,18 @@ Fitted fit_config(const Env& env, const Config& c, const Csr& train, const Datas
   f.model->fit(train, ctx);
   f.seconds = t.seconds();
   f.rss_mb = rss.stop();
+  if (text && !f.model->uses_text())
+    throw Error("the model did not use the text vectors it was given (uses_text() is false after the fit)");
   return f;
 }
 
-// Whether a configuration can run at all (checked here, before any worker starts): the model is registered,
-// accepts the parameters, and uses text when it is given an encoder. Adds a note when not.
+// Whether a configuration can run at all (checked here, before any worker starts): the model is registered
+// and accepts the parameters. Adds a note when not.
 bool config_usable(Env& env, const Config& c) {
-  std::unique_ptr<Recommender> m;
   try {
-    m = create_model(c.spec);
+    (void)create_model(c.spec);
   } catch (const std::exception& e) {
     env.notes.add("model '" + c.spec + "' skipped: " + e.what());
-    return false;
-  }
-  if (!c.text.empty() && c.text != "none" && !m->uses_text()) {
-    env.notes.add("model '" + c.spec + "' does not use text: its text variants are skipped");
     return false;
   }
   return true;
@@ -540,18 +546,28 @@ std::vector<uint64_t> seed_list(const Options& o) {
 
 // ---- Model lists ----
 
+// EASE needs 12 bytes per item pair while fitting and O(n^3) time: limited to catalogues of this size.
+constexpr uint32_t kEaseMaxItems = 15000;
+
 struct ListOptions {
-  bool text = true;          // the dataset has item text
-  bool cross_domain = true;  // more than one domain
-  bool ease_fits = true;     // the catalogue is small enough for EASE's dense item x item inverse
+  bool text = true;              // the dataset has item text
+  bool cross_domain = true;      // more than one domain
+  bool ease_fits = true;         // the catalogue is small enough for EASE's dense item x item inverse
+  bool encoder_ablation = true;  // every encoder, with and without the autoencoder (else use-lite only)
 };
 
-std::vector<std::string> encoder_labels(Env& env) {
+// Encoders of the text ablation that can run here (--encoders, else tfidf, glove, use-lite, and bert:DIR
+// with --bert).
+std::vector<std::string> encoder_labels(Env& env, bool all) {
+  std::vector<std::string> wanted = env.opt.encoders;
+  if (wanted.empty()) {
+    wanted =
+        all ? std::vector<std::string>{"tfidf", "glove", "use-lite"} : std::vector<std::string>{"use-lite"};
+    if (!env.opt.bert.empty()) wanted.push_back("bert:" + env.opt.bert);
+  }
   std::vector<std::string> l;
-  for (const std::string e : {"tfidf", "glove", "use-lite"})
+  for (const auto& e : wanted)
     if (env.text->available(e)) l.push_back(e);
-  if (!env.opt.bert.empty() && env.text->available("bert:" + env.opt.bert))
-    l.push_back("bert:" + env.opt.bert);
   return l;
 }
 
@@ -571,52 +587,62 @@ std::vector<Config> parse_model_options(const Options& o) {
   return out;
 }
 
+// The models of one protocol. The default lists are sized so that the whole run stays within about 25
+// minutes on 2 cores (see BENCHMARKS.md); --model replaces them.
 std::vector<Config> model_list(Env& env, const ListOptions& lo, const std::string& protocol) {
   std::vector<Config> out;
+  const std::vector<std::string> encoders =
+      lo.text ? encoder_labels(env, lo.encoder_ablation && !env.opt.quick) : std::vector<std::string>{};
   if (!env.opt.models.empty()) {
     for (Config c : parse_model_options(env.opt)) {
       if (!c.text.empty() && c.text != "none" && (!lo.text || !env.text->available(c.text))) continue;
       out.push_back(c);
     }
+  } else if (env.opt.quick) {
+    // Smoke run: every code path once, tiny epochs.
+    out.push_back({"popular", ""});
+    out.push_back({"ials:iterations=4", ""});
+    if (lo.cross_domain) out.push_back({"emcdr:iterations=4", "", 0, false});
+    for (const auto& e : encoders) {
+      out.push_back({"hybrid:epochs=1,ae=0", e, 0, false});
+      out.push_back({"hybrid:epochs=1,ae=16,ae_epochs=2", e, 0, false});
+      out.push_back({"twotower:epochs=1,merge=dot", e, 0, false});
+      out.push_back({"twotower:epochs=1,merge=mlp", e, 0, false});
+      out.push_back({"textbridge", e, 0, false});
+    }
   } else {
-    const bool q = env.opt.quick;
     out.push_back({"popular", ""});
     out.push_back({"itemknn", ""});
-    out.push_back({q ? "ials:iterations=8" : "ials", ""});
-    if (lo.ease_fits) out.push_back({"ease:lambda=300", ""});
-    std::vector<std::string> encoders = lo.text ? encoder_labels(env) : std::vector<std::string>{};
-    const std::string ep = q ? "epochs=5," : "";
+    out.push_back({"ials", ""});
+    if (lo.ease_fits) out.push_back({"ease:lambda=300", "", 1});
     // Hybrid factorisation: without text, then each encoder without and with the autoencoder.
-    out.push_back({"hybrid:" + ep + "ae=0", "none"});
+    out.push_back({"hybrid:ae=0", "none"});
     for (const auto& e : encoders) {
-      out.push_back({"hybrid:" + ep + "ae=0", e});
-      if (!q || e == "use-lite") out.push_back({"hybrid:" + ep + "ae=64", e});
+      out.push_back({"hybrid:ae=0", e});
+      out.push_back({"hybrid:ae=64", e});
     }
     // Two towers: concatenation + MLP and the dot-product variant, without text and with each encoder.
-    const std::string tep = q ? "epochs=2," : "";
     for (const std::string merge : {"mlp", "dot"}) {
-      out.push_back({"twotower:" + tep + "merge=" + merge, "none"});
-      for (const auto& e : encoders)
-        if (!q || e == "use-lite") out.push_back({"twotower:" + tep + "merge=" + merge, e});
+      out.push_back({"twotower:merge=" + merge, "none"});
+      for (const auto& e : encoders) out.push_back({"twotower:merge=" + merge, e});
     }
-    // Transfer: mapping between domains (EMCDR) and the text bridge.
-    if (lo.cross_domain) out.push_back({q ? "emcdr:iterations=8" : "emcdr", ""});
-    for (const auto& e : encoders)
-      if (!q || e == "use-lite") out.push_back({"textbridge", e});
+    if (!encoders.empty()) out.push_back({"twotower:merge=dot,ae=64", encoders.back()});
+    // Transfer: mapping between domains (EMCDR) and the text bridge (shared users = the joint fits above).
+    if (lo.cross_domain) out.push_back({"emcdr", ""});
+    for (const auto& e : encoders) out.push_back({"textbridge", e});
+    if (!encoders.empty()) out.push_back({"textbridge:ae_dim=64", encoders.back()});
   }
   if (!lo.text)
     env.notes.add(protocol +
                   ": the dataset has no text; the text ablations (encoders, autoencoder, "
                   "text bridge) are not applicable and not run");
-  if (!lo.ease_fits)
-    env.notes.add(protocol +
-                  ": EASE not run (its dense item x item inverse does not fit this catalogue "
-                  "on this machine; see kEaseMaxItems)");
+  if (!lo.ease_fits && env.opt.models.empty() && !env.opt.quick)
+    env.notes.add(protocol + ": EASE not run: its dense item x item inverse is limited to catalogues of " +
+                  std::to_string(kEaseMaxItems) + " items here (12 bytes per item pair, O(n^3) time)");
+  if (lo.ease_fits && env.opt.models.empty() && !env.opt.quick && env.opt.seeds > 1)
+    env.notes.add(protocol + ": EASE runs on the first seed only (one fit takes minutes here): no CI");
   return out;
 }
-
-// EASE needs 12 bytes per item pair while fitting and O(n^3) time: limited to catalogues of this size.
-constexpr uint32_t kEaseMaxItems = 15000;
 
 // ---- Protocols ----
 
@@ -668,6 +694,7 @@ void run_fixed(Env& env, Results& res, const Dataset& ds, const std::string& pre
   lo.text = has_item_text(ds);
   lo.cross_domain = ds.n_domains() > 1;
   lo.ease_fits = ds.n_items() <= kEaseMaxItems;
+  lo.encoder_ablation = false;  // use-lite only here: the encoder ablation runs on the cold-item protocol
   const auto configs = model_list(env, lo, prefix);
   const std::vector<std::pair<std::string, std::string>> sampled_names = {
       {"hr@1", "hr@1"},     {"hr@5", "hr@5"},       {"hr@10", "hr@10"},
@@ -704,7 +731,8 @@ void run_fixed(Env& env, Results& res, const Dataset& ds, const std::string& pre
     train_d.push_back(restrict_to_domain(train, ds, d));
     test_d.push_back(restrict_to_domain(test, ds, d));
   }
-  // Metrics of one fitted model on (tr, te): "sampled:<metric>" and "full:<metric>", overall and per domain.
+  // Metrics of one fitted model on (tr, te) per target domain: "sampled:<domain>/<metric>" and
+  // "full:<domain>/<metric>"; n_users: test users per target domain.
   auto evaluate_both = [&](const Recommender& m, const Csr& tr, const Csr& te, uint64_t seed,
                            MetricValues& out, std::map<std::string, size_t>& n_users) {
     EvalOptions eo;
@@ -718,67 +746,70 @@ void run_fixed(Env& env, Results& res, const Dataset& ds, const std::string& pre
       const EvalResult r = evaluate(m, tr, te, &ds, eo);
       const std::string p = sampled ? "sampled:" : "full:";
       const auto& names = sampled ? sampled_names : full_names;
-      put(out, p, r.overall, names);
       for (const auto& [d, dm] : r.by_domain) {
         put(out, p + d + "/", dm, names);
         n_users[d] = size_t(dm.at("n_users"));
       }
     }
   };
+  // Overall = the user-weighted mean over the target domains: every test user has exactly one target, so
+  // this is the mean over test users of the ranking within their target's domain.
+  auto add_overall = [](MetricValues& out, const std::map<std::string, size_t>& n_users) {
+    for (const std::string p : {"sampled:", "full:"}) {
+      MetricValues sum;
+      double total = 0;
+      for (const auto& [d, nu] : n_users) {
+        const std::string dp = p + d + "/";
+        bool any = false;
+        for (const auto& [k, v] : out)
+          if (k.rfind(dp, 0) == 0) {
+            sum[p + k.substr(dp.size())] += double(nu) * v;
+            any = true;
+          }
+        if (any) total += double(nu);
+      }
+      if (total > 0)
+        for (const auto& [k, v] : sum) out[k] = v / total;
+    }
+  };
   std::printf("\n%s (fixed split): %s; %zu test users, %zu training interactions\n", prefix.c_str(),
               ds.summary().c_str(), n_test, train.nnz());
   for (const auto& c : configs) {
-    for (int single = 0; single <= (lo.cross_domain ? 1 : 0); ++single) {
+    for (int single = 0; single <= (lo.cross_domain && c.single_domain ? 1 : 0); ++single) {
       const std::string key = c.key(single != 0);
       if (!key_selected(env.opt, key)) continue;
       if (!config_usable(env, c)) break;
       const auto* tv = env.text->vectors(ds, texts, c.text);
-      for (uint64_t seed : seed_list(env.opt)) {
+      const auto seeds = seed_list(env.opt);
+      for (size_t si = 0; si < seeds.size() && (c.max_seeds == 0 || si < size_t(c.max_seeds)); ++si) {
+        const uint64_t seed = seeds[si];
         auto work = [&]() -> MetricValues {
           MetricValues out;
           double fit_s = 0, rss = 0;
           Timer eval_t;
           double eval_s = 0;
+          std::map<std::string, size_t> n_users;
           if (!single) {
             Fitted f = fit_config(env, c, train, ds, tv, seed);
             fit_s = f.seconds;
             rss = f.rss_mb;
             eval_t.reset();
-            std::map<std::string, size_t> n;
-            evaluate_both(*f.model, train, test, seed, out, n);
+            evaluate_both(*f.model, train, test, seed, out, n_users);
             eval_s = eval_t.seconds();
           } else {
-            // One fit per target domain on that domain's interactions only. Overall = the user-weighted mean
-            // of the domains (every test user has exactly one target).
-            MetricValues sum;
-            std::map<std::string, double> total;
+            // One fit per target domain on that domain's interactions only, evaluated on that domain's
+            // targets.
             for (uint16_t d = 0; d < ds.n_domains(); ++d) {
               if (test_d[d].nnz() == 0) continue;
               Fitted f = fit_config(env, c, train_d[d], ds, tv, seed);
               fit_s += f.seconds;
               rss = std::max(rss, f.rss_mb);
               eval_t.reset();
-              MetricValues md;
-              std::map<std::string, size_t> n;
-              evaluate_both(*f.model, train_d[d], test_d[d], seed, md, n);
+              evaluate_both(*f.model, train_d[d], test_d[d], seed, out, n_users);
               eval_s += eval_t.seconds();
-              const std::string dn = ds.domains.name(d);
-              const double nu = n.count(dn) ? double(n.at(dn)) : 0.0;
-              for (const char* p : {"sampled:", "full:"}) {
-                const std::string dp = std::string(p) + dn + "/";
-                for (const auto& [k, v] : md) {
-                  if (k.rfind(dp, 0) != 0) continue;
-                  out[k] = v;
-                  sum[std::string(p) + k.substr(dp.size())] += nu * v;
-                }
-                total[p] += nu;
-              }
-            }
-            for (const auto& [k, v] : sum) {
-              const std::string p = k.substr(0, k.find(':') + 1);
-              if (total[p] > 0) out[k] = v / total[p];
             }
           }
+          add_overall(out, n_users);
           out["train_seconds"] = fit_s;
           out["eval_seconds"] = eval_s;
           out["peak_rss_delta_mb"] = rss;
@@ -867,7 +898,8 @@ void run_cold_users(Env& env, Results& res, const Dataset& ds, const std::string
     const std::string key = c.key();
     if (!key_selected(env.opt, key)) continue;
     if (!config_usable(env, c)) continue;
-    for (auto& s : data) {
+    for (size_t si = 0; si < data.size() && (c.max_seeds == 0 || si < size_t(c.max_seeds)); ++si) {
+      auto& s = data[si];
       const auto* tv = env.text->vectors(ds, s.texts, c.text);
       auto work = [&]() -> MetricValues {
         Fitted f = fit_config(env, c, s.train, ds, tv, s.seed);
@@ -954,7 +986,8 @@ void run_cold_items(Env& env, Results& res, const Dataset& ds, const std::string
     const std::string key = c.key();
     if (!key_selected(env.opt, key)) continue;
     if (!config_usable(env, c)) continue;
-    for (auto& s : data) {
+    for (size_t si = 0; si < data.size() && (c.max_seeds == 0 || si < size_t(c.max_seeds)); ++si) {
+      auto& s = data[si];
       const auto* tv = env.text->vectors(ds, s.texts, c.text);
       auto work = [&]() -> MetricValues {
         Fitted f = fit_config(env, c, s.train, ds, tv, s.seed);
@@ -1054,6 +1087,13 @@ int main(int argc, char** argv) {
       o.filters.push_back(next());
     } else if (a == "--model") {
       o.models.push_back(next());
+    } else if (a == "--encoders") {
+      const std::string v = next();
+      for (size_t b = 0; b <= v.size();) {
+        const size_t e = std::min(v.find(',', b), v.size());
+        if (e > b) o.encoders.push_back(v.substr(b, e - b));
+        b = e + 1;
+      }
     } else if (a == "--bert") {
       o.bert = next();
     } else if (a == "--dataset") {
