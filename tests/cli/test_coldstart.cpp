@@ -226,9 +226,27 @@ TEST_F(ColdStartCli, NewItemKnownOnlyByItsText) {
   ASSERT_EQ(r.status, 0) << r.out;
   auto j = nlohmann::json::parse(r.out);
   ASSERT_TRUE(j[0].contains("new_item")) << r.out;
-  EXPECT_EQ(j[0]["new_item"]["domain_items"], 41);  // 40 films + the new one
+  EXPECT_EQ(j[0]["new_item"]["candidates_in_domain"], 41);  // 40 films + the new one; nothing seen
   // A spy item for a spy lover ranks among the spy films (the top quarter of the domain).
-  EXPECT_LE(j[0]["new_item"]["rank_in_domain"].get<int>(), 11) << r.out;
+  const int rank = j[0]["new_item"]["rank_in_domain"];
+  EXPECT_LE(rank, 11) << r.out;
+  // The rank agrees with the list: an item ranked within k is in it, at that place.
+  std::vector<std::string> list = ids(r);
+  if (rank <= 5) {
+    EXPECT_EQ(list[size_t(rank - 1)], "(new item)") << r.out;
+  }
+  // A known user: the candidates are the films they have not seen.
+  Result known =
+      run("recommend --model " + hybrid() + " --data " + data +
+          " --user u0 --new-item-text 'The Spy and the Cipher' --new-item-domain films --domain films"
+          " -k 40 --json");
+  ASSERT_EQ(known.status, 0) << known.out;
+  auto k = nlohmann::json::parse(known.out);
+  const std::vector<std::string> all = ids(known);
+  const int krank = k[0]["new_item"]["rank_in_domain"];
+  EXPECT_EQ(size_t(k[0]["new_item"]["candidates_in_domain"].get<int>()), all.size());
+  ASSERT_LE(size_t(krank), all.size());
+  EXPECT_EQ(all[size_t(krank - 1)], "(new item)") << known.out;
   Result half =
       run("recommend --model " + hybrid() + " --data " + data + " --profile 'spy' --new-item-text x");
   expect_one_line_error(half, "--new-item-domain");
