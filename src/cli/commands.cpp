@@ -131,7 +131,7 @@ RunResult train_and_eval(const Dataset& ds, const Csr& train, const Csr& test, c
   auto model = create_model(spec);
   FitContext ctx = fit_context(ds, c);
   ctx.seed = seed;
-  if (text && model->uses_text()) text->attach(ctx);
+  if (text) text->attach(ctx);  // models that do not use text ignore it
   Timer t;
   model->fit(train, ctx);
   r.fit_seconds = t.seconds();
@@ -420,20 +420,24 @@ int cmd_train(const TrainArgs& a, const Common& c) {
   Csr train = split ? ds.user_item_matrix(split->train) : ds.user_item_matrix();
   auto model = create_model(a.model);
   FitContext ctx = fit_context(ds, c);
+  // Text vectors go to every model; those that do not use text ignore them (uses_text() is known for sure
+  // only after the fit).
   std::optional<TextSide> text;
   if (!a.text.encoder.empty()) {
-    if (model->uses_text()) {
-      auto enc = make_encoder(a.text.encoder, c.quiet);
-      text = compute_text_side(ds, split ? &*split : nullptr, *enc, a.text, c);
-      text->attach(ctx);
-    } else if (!c.quiet) {
-      std::fprintf(stderr, "note: --encoder ignored: model '%s' does not use text\n", model->name().c_str());
-    }
+    auto enc = make_encoder(a.text.encoder, c.quiet);
+    text = compute_text_side(ds, split ? &*split : nullptr, *enc, a.text, c);
+    text->attach(ctx);
   }
   Timer t;
   model->fit(train, ctx);
   const double secs = t.seconds();
   save_model(*model, a.output, ds.fingerprint());
+  if (text && !(model->uses_text() && model->text_encoder() == text->encoder_spec)) {
+    if (!c.quiet)
+      std::fprintf(stderr, "note: --encoder: model '%s' did not use the text vectors\n",
+                   model->name().c_str());
+    text.reset();
+  }
   if (text)
     write_text_config(a.output, *text, a.split_dir);
   else
@@ -470,16 +474,10 @@ int cmd_eval(const EvalArgs& a, const Common& c) {
   const size_t k = eopt.ks.front();
   const int n_seeds = a.split_dir.empty() ? std::max(1, a.n_seeds) : 1;
 
-  // Text vectors for the text models among --model, built per split from its fair item texts.
+  // Text vectors for the text models among --model (the others ignore them), built per split from its fair
+  // item texts.
   std::unique_ptr<TextEncoder> encoder;
-  if (!a.text.encoder.empty()) {
-    bool any_text_model = false;
-    for (auto& spec : a.models) any_text_model |= create_model(spec)->uses_text();
-    if (any_text_model)
-      encoder = make_encoder(a.text.encoder, c.quiet);
-    else if (!c.quiet)
-      std::fprintf(stderr, "note: --encoder ignored: none of the models uses text\n");
-  }
+  if (!a.text.encoder.empty()) encoder = make_encoder(a.text.encoder, c.quiet);
   std::optional<TextSide> text;
 
   // results[spec][seed index]
