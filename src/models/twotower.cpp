@@ -192,6 +192,9 @@ class TwoTowerModel final : public Recommender {
         .add("init", &init_, 0.1, 0.0, 10.0, "standard deviation of the initial id embeddings")
         .add("ae", &ae_, 0, 0, 4096, "autoencoder code size for the text vectors (0: no autoencoder)")
         .add("ae_epochs", &ae_epochs_, 20, 1, 100000, "autoencoder training epochs")
+        .add("text_skip", &text_skip_, true,
+             "add a learned multiple of the dot product of the user's text codes (profile + history) and the "
+             "item's text code to the score")
         .add("use_history_text", &use_history_text_, true,
              "feed the pooled text code of a user's history items to the user tower")
         .add("seed", &seed_, 0, 0, INT_MAX, "random seed (0: the fit context's seed)");
@@ -269,6 +272,8 @@ class TwoTowerModel final : public Recommender {
     for (auto* p : item_tower_.params()) dense.push_back(p);
     if (merge_ == "mlp")
       for (auto* p : merge_net_.params()) dense.push_back(p);
+    text_w_ = MatF(1, 1, 1.0f);
+    if (text_skip_active()) dense.push_back(&text_w_);
     nn::Adam<float> adam_dense(dense, ao);
     nn::Adam<float> adam_emb({&user_emb_.table, &item_emb_.table}, ao);
 
@@ -312,8 +317,8 @@ class TwoTowerModel final : public Recommender {
         loss_sum += train_batch(ws, rng, seed, batch_counter, &pool, adam_dense, adam_emb);
       }
       if (ctx.verbose)
-        std::fprintf(stderr, "twotower epoch %d: loss %.5f, %.2f s\n", epoch + 1,
-                     loss_sum / double(n_batches), timer.seconds());
+        std::fprintf(stderr, "twotower epoch %d: loss %.5f, text weight %.3f, %.2f s\n", epoch + 1,
+                     loss_sum / double(n_batches), text_w_.data[0], timer.seconds());
       if (ctx.progress) ctx.progress(size_t(epoch) + 1, size_t(epochs_), "twotower epochs");
     }
     // Users and items that never appeared in training have no learned id embedding: zero it, so they are
@@ -337,12 +342,22 @@ class TwoTowerModel final : public Recommender {
     const bool mlp = merge_ == "mlp";
     const size_t h = mlp ? size_t(merge_hidden_) : 0;
     parallel_for(users.size(), resolve_threads(threads), 16, [&](size_t lo, size_t hi) {
-      std::vector<float> in(user_in_dim()), uo(f), a(h);
+      std::vector<float> in(user_in_dim()), uo(f), a(h), q(text_dim_);
       for (size_t r = lo; r < hi; ++r) {
         user_input(users[r], in.data());
         user_tower_.predict_row(in.data(), uo.data());
         float* o = out.row(r);
         std::fill(o, o + ni, 0.0f);
+        if (text_skip_active()) {
+          text_query(in.data(), q.data());
+          const float w = text_w_.data[0];
+          for (size_t j = 0; j < text_dim_; ++j) {
+            const float qj = w * q[j];
+            if (qj == 0.0f) continue;
+            const float* __restrict col = item_code_t_.row(j);
+            for (size_t i = 0; i < ni; ++i) o[i] += qj * col[i];
+          }
+        }
         if (!mlp || dot_skip_) {
           for (size_t k = 0; k < f; ++k) {
             const float w = uo[k];
@@ -450,6 +465,7 @@ class TwoTowerModel final : public Recommender {
       tensors["item_text_code"] = Tensor::from_matrix(nn::to_matrix(item_code_));
       if (has_profile_) tensors["user_profile_code"] = Tensor::from_matrix(nn::to_matrix(user_prof_));
       if (use_hist_) tensors["user_history_code"] = Tensor::from_matrix(nn::to_matrix(user_hist_));
+      if (text_skip_active()) tensors["text_skip_weight"] = Tensor::from_f32({1}, text_w_.data.data());
     }
     extra["n_users"] = n_users();
     extra["n_items"] = n_items();
@@ -500,6 +516,12 @@ class TwoTowerModel final : public Recommender {
       m.item_code_ = matrix("item_text_code", ni, m.text_dim_);
       if (m.has_profile_) m.user_prof_ = matrix("user_profile_code", nu, m.text_dim_);
       if (m.use_hist_) m.user_hist_ = matrix("user_history_code", nu, m.text_dim_);
+      if (m.text_skip_active()) {
+        const std::vector<float> w = get_tensor(tensors, "text_skip_weight").to_f32("text_skip_weight");
+        check(w.size() == 1 && std::isfinite(w[0]),
+              "twotower load: text_skip_weight must hold one finite number");
+        m.text_w_.data[0] = w[0];
+      }
     } else {
       check(!m.has_profile_ && !m.use_hist_, "twotower load: user text inputs without text features");
     }
@@ -517,6 +539,7 @@ class TwoTowerModel final : public Recommender {
   struct Workspace {
     std::vector<uint32_t> users, items, uniq_users, uniq_items, user_slot, item_slot;
     std::vector<float> targets;
+    std::vector<float> text_dot;  // per pair: <user text codes, item text code> (text_skip)
     std::vector<uint8_t> user_kept, item_kept;
     MatF xu, xi, uo, io, dxu, dxi, duo, dio, mx, logits, dlogits, dmx, tgt;
     ChunkedMlp user_pass, item_pass, merge_pass;
@@ -540,6 +563,8 @@ class TwoTowerModel final : public Recommender {
     user_tower_ = std::move(m.user_tower_);
     item_tower_ = std::move(m.item_tower_);
     merge_net_ = std::move(m.merge_net_);
+    text_w_ = std::move(m.text_w_);
+    item_code_t_ = std::move(m.item_code_t_);
     item_out_ = std::move(m.item_out_);
     item_out_t_ = std::move(m.item_out_t_);
     item_proj_t_ = std::move(m.item_proj_t_);
@@ -586,6 +611,17 @@ class TwoTowerModel final : public Recommender {
     normalize(out, t);
   }
 
+  bool text_skip_active() const { return text_skip_ && text_dim_ > 0 && (has_profile_ || use_hist_); }
+
+  // The user's text query for text_skip: the sum of the text parts of a user tower input row.
+  void text_query(const float* user_in, float* q) const {
+    const size_t f = size_t(factors_), t = text_dim_;
+    std::fill(q, q + t, 0.0f);
+    const size_t parts = size_t(has_profile_) + size_t(use_hist_);
+    for (size_t p = 0; p < parts; ++p)
+      for (size_t j = 0; j < t; ++j) q[j] += user_in[f + p * t + j];
+  }
+
   void user_input(uint32_t u, float* in) const {
     const size_t f = size_t(factors_);
     std::copy(user_emb_.table.row(u), user_emb_.table.row(u) + f, in);
@@ -616,6 +652,11 @@ class TwoTowerModel final : public Recommender {
       }
     });
     item_out_ = io;
+    if (text_skip_active()) {
+      item_code_t_.resize(text_dim_, ni);
+      for (size_t i = 0; i < ni; ++i)
+        for (size_t j = 0; j < text_dim_; ++j) item_code_t_(j, i) = item_code_(i, j);
+    }
     item_out_t_.resize(f, ni);
     for (size_t i = 0; i < ni; ++i)
       for (size_t k = 0; k < f; ++k) item_out_t_(k, i) = io(i, k);
@@ -657,6 +698,10 @@ class TwoTowerModel final : public Recommender {
         for (size_t k = 0; k < f; ++k) s += a[k] * b[k];
         ws.logits.data[p] += s;
       }
+    }
+    if (!ws.text_dot.empty()) {
+      const float w = text_w_.data[0];
+      for (size_t p = 0; p < np; ++p) ws.logits.data[p] += w * ws.text_dot[p];
     }
   }
 
@@ -744,6 +789,20 @@ class TwoTowerModel final : public Recommender {
     run_chunks({&ws.user_pass, &ws.item_pass}, false, pool);
     ws.user_pass.output(ws.uo);
     ws.item_pass.output(ws.io);
+    ws.text_dot.clear();
+    if (text_skip_active()) {
+      // From the tower inputs after dropout, so the skip sees what the towers see.
+      MatF q(nu, text_dim_);
+      for (size_t r = 0; r < nu; ++r) text_query(ws.xu.row(r), q.row(r));
+      ws.text_dot.resize(ws.users.size());
+      for (size_t p = 0; p < ws.users.size(); ++p) {
+        const float* a = q.row(ws.user_slot[p]);
+        const float* b = ws.xi.row(ws.item_slot[p]) + f;
+        float d = 0;
+        for (size_t j = 0; j < text_dim_; ++j) d += a[j] * b[j];
+        ws.text_dot[p] = d;
+      }
+    }
     merge_forward(ws, ws.uo, ws.io, ws.user_slot, ws.item_slot, pool, seed, (stream + 2) * 1024);
     const float loss = loss_and_grad(ws);
 
@@ -773,7 +832,13 @@ class TwoTowerModel final : public Recommender {
     ws.grads.clear();
     for (auto* v : {&ug, &ig, &mg})
       for (auto& g : *v) ws.grads.push_back(std::move(g));
+    if (text_skip_active()) {
+      double ga = 0;
+      for (size_t p = 0; p < ws.text_dot.size(); ++p) ga += double(ws.dlogits.data[p]) * ws.text_dot[p];
+      ws.grads.emplace_back(1, 1, float(ga));
+    }
     adam_dense.step(ws.grads);
+    if (text_skip_active()) ws.grads.pop_back();
 
     auto emb_grad = [&](const std::vector<uint32_t>& uniq, const std::vector<uint8_t>& kept, const MatF& dx) {
       nn::SparseGrad<float> g;
@@ -833,6 +898,17 @@ class TwoTowerModel final : public Recommender {
     MatF x(1, user_in_dim());
     std::copy(prof.begin(), prof.end(), x.row(0) + f);
     std::copy(hcode.begin(), hcode.end(), x.row(0) + f + prof.size());
+    if (text_skip_active()) {
+      std::vector<float> q(text_dim_);
+      text_query(x.row(0), q.data());
+      ws.text_dot.resize(items.size());
+      for (size_t k = 0; k < items.size(); ++k) {
+        const float* c = item_code_.row(items[k]);
+        float d = 0;
+        for (size_t j = 0; j < text_dim_; ++j) d += q[j] * c[j];
+        ws.text_dot[k] = d;
+      }
+    }
     MatF e(1, f);
     nn::AdamOptions ao;
     ao.lr = kFoldLr;
@@ -860,7 +936,7 @@ class TwoTowerModel final : public Recommender {
       negatives_ = 4;
   int ae_ = 0, ae_epochs_ = 20, seed_ = 0;
   double lr_ = 5e-3, weight_decay_ = 0, dropout_ = 0.1, id_dropout_ = 0.25, text_dropout_ = 0.25, init_ = 0.1;
-  bool dot_skip_ = true, use_history_text_ = true;
+  bool dot_skip_ = true, text_skip_ = true, use_history_text_ = true;
   std::string merge_ = "dot", loss_ = "bce";
 
   bool fitted_ = false;
@@ -872,7 +948,8 @@ class TwoTowerModel final : public Recommender {
   nn::Embedding<float> user_emb_, item_emb_;
   MatF item_code_, user_prof_, user_hist_;
   nn::Mlp<float> user_tower_, item_tower_, merge_net_;
-  MatF item_out_, item_out_t_, item_proj_t_;
+  MatF text_w_ = MatF(1, 1, 1.0f);  // weight of the text dot product in the score (text_skip)
+  MatF item_out_, item_out_t_, item_proj_t_, item_code_t_;
 };
 
 XDREC_REGISTER_MODEL(
