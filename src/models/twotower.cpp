@@ -177,7 +177,7 @@ class TwoTowerModel final : public Recommender {
         .add("dot_skip", &dot_skip_, true, "merge=mlp: add the towers' dot product to the MLP's logit")
         .add("loss", &loss_, "bce", {"bce", "mse"},
              "binary cross-entropy against sampled negatives, or squared error on the observed values")
-        .add("epochs", &epochs_, 20, 0, 100000, "passes over the observed interactions")
+        .add("epochs", &epochs_, 10, 0, 100000, "passes over the observed interactions")
         .add("batch", &batch_, 128, 1, 1 << 20, "observed interactions per minibatch")
         .add("lr", &lr_, 5e-3, 1e-7, 10.0, "Adam learning rate")
         .add("weight_decay", &weight_decay_, 0.0, 0.0, 1.0, "decoupled weight decay of every parameter")
@@ -190,9 +190,11 @@ class TwoTowerModel final : public Recommender {
              "training "
              "pass (so a user with only one of them is served)")
         .add("init", &init_, 0.1, 0.0, 10.0, "standard deviation of the initial id embeddings")
-        .add("ae", &ae_, 0, 0, 4096, "autoencoder code size for the text vectors (0: no autoencoder)")
+        .add("ae", &ae_, 64, 0, 4096,
+             "autoencoder code size for the text vectors (0, or not below the text dimension: no "
+             "autoencoder)")
         .add("ae_epochs", &ae_epochs_, 20, 1, 100000, "autoencoder training epochs")
-        .add("text_skip", &text_skip_, true,
+        .add("text_skip", &text_skip_, false,
              "add a learned multiple of the dot product of the user's text codes (profile + history) and the "
              "item's text code to the score")
         .add("use_history_text", &use_history_text_, true,
@@ -239,7 +241,7 @@ class TwoTowerModel final : public Recommender {
     user_hist_ = MatF(nu, 0);
     if (ctx.item_text && !all_zero(*ctx.item_text)) {
       models::TextFeatureOptions to;
-      to.ae_dim = ae_;
+      to.ae_dim = size_t(ae_) < ctx.item_text->cols ? ae_ : 0;
       to.ae_epochs = ae_epochs_;
       text_.fit(*ctx.item_text, ctx.user_text, to, seed, threads);
       text_dim_ = text_.dim();
@@ -317,8 +319,10 @@ class TwoTowerModel final : public Recommender {
         loss_sum += train_batch(ws, rng, seed, batch_counter, &pool, adam_dense, adam_emb);
       }
       if (ctx.verbose)
-        std::fprintf(stderr, "twotower epoch %d: loss %.5f, text weight %.3f, %.2f s\n", epoch + 1,
-                     loss_sum / double(n_batches), text_w_.data[0], timer.seconds());
+        std::fprintf(stderr, "twotower epoch %d: loss %.5f%s, %.2f s\n", epoch + 1,
+                     loss_sum / double(n_batches),
+                     text_skip_active() ? (", text weight " + std::to_string(text_w_.data[0])).c_str() : "",
+                     timer.seconds());
       if (ctx.progress) ctx.progress(size_t(epoch) + 1, size_t(epochs_), "twotower epochs");
     }
     // Users and items that never appeared in training have no learned id embedding: zero it, so they are
@@ -932,11 +936,11 @@ class TwoTowerModel final : public Recommender {
   }
 
   ParamSet params_;
-  int factors_ = 32, hidden_ = 64, layers_ = 1, merge_hidden_ = 32, epochs_ = 20, batch_ = 128,
+  int factors_ = 32, hidden_ = 64, layers_ = 1, merge_hidden_ = 32, epochs_ = 10, batch_ = 128,
       negatives_ = 4;
-  int ae_ = 0, ae_epochs_ = 20, seed_ = 0;
+  int ae_ = 64, ae_epochs_ = 20, seed_ = 0;
   double lr_ = 5e-3, weight_decay_ = 0, dropout_ = 0.1, id_dropout_ = 0.25, text_dropout_ = 0.25, init_ = 0.1;
-  bool dot_skip_ = true, text_skip_ = true, use_history_text_ = true;
+  bool dot_skip_ = true, text_skip_ = false, use_history_text_ = true;
   std::string merge_ = "dot", loss_ = "bce";
 
   bool fitted_ = false;

@@ -162,7 +162,8 @@ TEST(TwoTower, BothMergesLearnWithAndWithoutText) {
 }
 
 TEST(TwoTower, ColdItemsFromTextRankHighForTheirCluster) {
-  for (const char* merge : {"dot", "mlp"}) {
+  // Both merges on the raw text, and the dot merge on an autoencoder code of it.
+  for (const char* variant : {"merge=dot,ae=0", "merge=mlp,ae=0", "merge=dot,ae=12"}) {
     // Trained on the warm items' text only (the cold items' rows are zero: no text), then the cold items are
     // added from their text.
     Matrix warm_text = data().item_text;
@@ -175,16 +176,15 @@ TEST(TwoTower, ColdItemsFromTextRankHighForTheirCluster) {
     Matrix text_warm(n_warm, kTextDim);
     std::copy(warm_text.data.begin(), warm_text.data.begin() + size_t(n_warm) * kTextDim,
               text_warm.data.begin());
-    auto m = fit(std::string(kFast) + ",epochs=15,merge=" + merge, true, false, 1, &train, &text_warm);
+    auto m = fit(std::string(kFast) + ",epochs=15," + variant, true, false, 1, &train, &text_warm);
     ASSERT_EQ(m->n_items(), n_warm);
     for (uint32_t i = n_warm; i < kItems; ++i) {
       std::vector<float> v(data().item_text.row(i), data().item_text.row(i) + kTextDim);
       EXPECT_EQ(m->add_item(v, 0), i);
     }
     auto [mine, other] = cold_item_percentiles(*m);
-    std::printf(
-        "merge=%s: cold items' mean rank percentile %.3f for their cluster's users, %.3f for others\n", merge,
-        mine, other);
+    std::printf("%s: cold items' mean rank percentile %.3f for their cluster's users, %.3f for others\n",
+                variant, mine, other);
     EXPECT_GT(mine, 0.75);
     EXPECT_LT(other, 0.5);
     // Wrong dimension and non-finite text are refused without adding an item.
