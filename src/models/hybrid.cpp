@@ -1,0 +1,784 @@
+// Hybrid matrix factorisation over ids, text and categories (the LightFM idea), built for cold start.
+//
+// Item vector = id embedding (items with training interactions) + W * text features + category vectors;
+// user vector = id embedding + P * profile text features + H * mean text features of the user's history.
+// Text features come from the shared TextFeatures pipeline (centred, optional autoencoder code, L2
+// normalised); see models/hybrid_core.h for the exact model and its gradients.
+//
+// Losses: WARP (negatives drawn until one comes within the margin of the positive, weighted by the log of the
+// rank estimate) and BPR for implicit data, squared error on the matrix values (ratings). Three choices make
+// it better than LightFM for cold start:
+//  - id dropout: in each training term the user's and each item's id embedding (and an item's categories) is
+//    dropped with probability id_dropout, so the text projections must score well on their own instead of
+//    leaving the ids to absorb everything; an item or user with no interactions is scored by text alone, as
+//    in those dropped terms;
+//  - the pooled history leaves out the item being predicted, so H learns to predict an item from the user's
+//    other items (a user with history only in domain A is then scored in domain B through the shared text);
+//  - negatives are drawn from items with training interactions (in the positive's domain when there are
+//    several), so items held out as cold are not pushed down as universal negatives.
+//
+// Optimiser: Adagrad with per-coordinate step sizes. Rows of the id tables are updated only when they take
+// part in a term: Adagrad's state changes only with the row's own gradients, so a rarely seen item keeps a
+// large step size, no per-row step counters or moment decay are needed (lazy Adam would keep stale moments
+// for rare rows), and the update is the same whatever the order of rows in a batch.
+//
+// Training runs in mini-batches: terms are sampled in parallel from frozen parameters (each term from its own
+// seeded random stream), their gradients are summed per row in term order, and the projections' gradients are
+// GEMMs over the batch's rows. Results are bitwise independent of the thread count.
+#include <algorithm>
+#include <climits>
+#include <cmath>
+#include <cstdio>
+#include <numeric>
+
+#include "models/hybrid_core.h"
+#include "models/mf_kernels.h"
+#include "models/text_features.h"
+#include "xdrec/recommender.h"
+
+namespace xdrec {
+
+namespace {
+
+using hybrid::Floats;
+using hybrid::Loss;
+
+constexpr uint64_t kItemInitStream = uint64_t(1) << 40;
+constexpr uint64_t kShuffleStream = uint64_t(1) << 44;
+constexpr uint64_t kSampleStream = uint64_t(1) << 52;
+constexpr uint64_t kFoldInStream = uint64_t(1) << 60;
+// Initial squared-gradient sum of Adagrad: small enough that the first steps from the small initial
+// embeddings are not tiny (with 1, BPR stalled near its initial point), large enough to damp the first noisy
+// steps.
+constexpr float kAdagradInit = 0.01f;
+constexpr int kNegativeTries = 32;  // bpr: draws to find an unseen negative
+
+bool all_finite(const float* x, size_t n) {
+  for (size_t k = 0; k < n; ++k)
+    if (!std::isfinite(x[k])) return false;
+  return true;
+}
+
+// One Adagrad step on n coordinates: g += reg * x; acc += g^2; x -= lr * g / sqrt(acc).
+inline void adagrad(float* x, float* acc, const float* g, float reg, float lr, size_t n) {
+  for (size_t k = 0; k < n; ++k) {
+    const float gk = g[k] + reg * x[k];
+    acc[k] += gk * gk;
+    x[k] -= lr * gk / std::sqrt(acc[k]);
+  }
+}
+
+}  // namespace
+
+class HybridModel final : public Recommender {
+ public:
+  explicit HybridModel(const Spec& spec) : params_("hybrid") {
+    params_.add("factors", &factors_, 64, 1, mf::kMaxFactors - 1, "number of latent factors")
+        .add("loss", &loss_, "warp", {"warp", "bpr", "mse"},
+             "warp or bpr (implicit: ranking of positives over sampled negatives) or mse (squared error on "
+             "the matrix values, e.g. ratings)")
+        .add("epochs", &epochs_, 20, 0, 100000, "epochs; one epoch visits every training entry once")
+        .add("lr", &lr_, 0.05, 1e-9, 10.0, "Adagrad learning rate")
+        .add("reg", &reg_, 1e-4, 0.0, 1e3, "L2 regularisation of an id embedding, per term it appears in")
+        .add("text_reg", &text_reg_, 1e-3, 0.0, 1e6,
+             "L2 regularisation of the text, profile, history and category projections, per batch")
+        .add("id_dropout", &id_dropout_, 0.5, 0.0, 1.0,
+             "probability of dropping a user's or item's id embedding (and an item's categories) in a "
+             "training term, so that text alone learns to score")
+        .add("margin", &margin_, 1.0, 0.0, 100.0,
+             "warp: a negative violates when it scores above s_pos - margin")
+        .add("max_sampled", &max_sampled_, 30, 1, 100000, "warp: negatives drawn per positive at most")
+        .add("text", &use_text_, true, "use item text vectors when the fit is given them")
+        .add("profile", &use_profile_, true, "use user profile text vectors when the fit is given them")
+        .add("history", &use_history_, true, "add the projected mean text of the user's history items")
+        .add("categories", &use_categories_, true, "use the dataset's item categories when it has them")
+        .add("ae", &ae_, 0, 0, 4096, "autoencoder code size of the text features (0: no autoencoder)")
+        .add("ae_hidden", &ae_hidden_, 256, 0, 65536, "autoencoder hidden layer width (0: linear)")
+        .add("ae_noise", &ae_noise_, 0.1, 0.0, 0.99, "autoencoder input dropout (denoising)")
+        .add("ae_epochs", &ae_epochs_, 30, 1, 100000, "autoencoder training epochs")
+        .add("domain_negatives", &domain_negatives_, true,
+             "draw negatives from the positive item's domain (when the items have several domains)")
+        .add("batch", &batch_, 0, 0, 1 << 20, "training terms per mini-batch (0: from the matrix size)")
+        .add("init", &init_, 0.01, 0.0, 10.0, "standard deviation of the initial id embeddings")
+        .add("foldin_epochs", &foldin_epochs_, 40, 1, 100000,
+             "fold-in: passes over the new user's history fitting the user's id embedding")
+        .add("seed", &seed_, 0, 0, INT_MAX, "random seed (0: the fit context's seed)");
+    params_.apply(spec.values);
+    if (ae_ > 0 && ae_hidden_ > 0 && ae_hidden_ < ae_)
+      throw Error("hybrid: ae_hidden=" + std::to_string(ae_hidden_) + " is smaller than the code size ae=" +
+                  std::to_string(ae_) + " (use ae_hidden >= ae, or 0 for a linear autoencoder)");
+  }
+
+  std::string param_help() const { return params_.help(); }
+  std::string name() const override { return "hybrid"; }
+  std::string spec() const override { return name() + ":" + params_.current(); }
+  uint32_t n_users() const override { return uint32_t(users_.rows); }
+  uint32_t n_items() const override { return uint32_t(items_.rows); }
+  bool uses_text() const override { return fitted_ ? dt_ > 0 : use_text_; }
+  std::string text_encoder() const override { return dt_ > 0 ? encoder_ : ""; }
+
+  void fit(const Csr& user_items, const FitContext& ctx) override;
+
+  void score(std::span<const uint32_t> users, Matrix& out, int threads) const override {
+    mf::gemm_scores(users_, users, items_, nullptr, out, resolve_threads(threads));
+    if (mse_)
+      for (size_t r = 0; r < users.size(); ++r) {
+        float* o = out.row(r);
+        const float off = user_offset_[users[r]];
+        for (size_t j = 0; j < out.cols; ++j) o[j] += off;
+      }
+  }
+
+  uint32_t fold_in(uint32_t user, std::span<const uint32_t> items, std::span<const float> weights) override {
+    return fold_in_profile(user, {}, items, weights);
+  }
+
+  uint32_t fold_in_profile(uint32_t user, std::span<const float> profile, std::span<const uint32_t> items,
+                           std::span<const float> weights) override;
+
+  uint32_t add_item(std::span<const float> text_vector, uint16_t domain) override;
+
+  void save(TensorMap& tensors, nlohmann::json& extra) const override;
+  void load(const TensorMap& tensors, const nlohmann::json& extra) override;
+
+ private:
+  // The text part of a user vector (lf floats) from profile features and the mean history features.
+  void user_text_part(const float* profile_feat, const std::vector<uint32_t>& hist, float* out) const;
+  // Candidate negatives (items with training interactions) of each domain, or of all domains in list 0.
+  void build_candidates();
+  const std::vector<uint32_t>& candidates_for(uint32_t item) const {
+    return cand_.size() > 1 ? cand_[item_domain_[item]] : cand_[0];
+  }
+
+  ParamSet params_;
+  int factors_ = 64, epochs_ = 20, max_sampled_ = 30, ae_ = 0, ae_hidden_ = 256, ae_epochs_ = 30, batch_ = 0,
+      foldin_epochs_ = 40, seed_ = 0;
+  double lr_ = 0.05, reg_ = 1e-4, text_reg_ = 1e-3, id_dropout_ = 0.5, margin_ = 1.0, ae_noise_ = 0.1,
+         init_ = 0.01;
+  bool use_text_ = true, use_profile_ = true, use_history_ = true, use_categories_ = true,
+       domain_negatives_ = true;
+  std::string loss_ = "warp";
+
+  // Fitted state.
+  bool fitted_ = false, mse_ = false, profile_on_ = false, hist_on_ = false;
+  size_t f_ = 0, ld_ = 0, lf_ = 0, dt_ = 0;
+  uint64_t seed_used_ = 0;
+  float mu_ = 0.0f;
+  std::string encoder_;
+  mf::Factors users_, items_;       // final vectors: users (slot f = 1), items (slot f = bias)
+  std::vector<float> user_offset_;  // mse: user bias + global mean
+  std::vector<float> item_feat_;    // n_items x dt text features
+  Floats W_, H_, P_;                // text, history, profile projections (as in hybrid::Blocks)
+  models::TextFeatures tf_;
+  std::vector<uint16_t> item_domain_;
+  std::vector<uint8_t> item_warm_;
+  std::vector<std::vector<uint32_t>> cand_;
+};
+
+void HybridModel::build_candidates() {
+  uint32_t n_domains = 1;
+  for (uint16_t d : item_domain_) n_domains = std::max<uint32_t>(n_domains, uint32_t(d) + 1);
+  const bool per_domain = domain_negatives_ && n_domains > 1;
+  cand_.assign(per_domain ? n_domains : 1, {});
+  for (uint32_t i = 0; i < item_warm_.size(); ++i)
+    if (item_warm_[i]) cand_[per_domain ? item_domain_[i] : 0].push_back(i);
+}
+
+void HybridModel::fit(const Csr& user_items, const FitContext& ctx) {
+  mf::check_interactions(user_items, "hybrid");
+  const int threads = resolve_threads(ctx.threads);
+  seed_used_ = seed_ != 0 ? uint64_t(seed_) : ctx.seed;
+  const Loss loss = hybrid::parse_loss(loss_);
+  mse_ = loss == Loss::Mse;
+  const uint32_t nu = user_items.n_rows, ni = user_items.n_cols;
+
+  // History rows: the positive entries (ranking losses) or every entry (squared error).
+  Csr hist;
+  hist.n_rows = nu;
+  hist.n_cols = ni;
+  hist.indptr.assign(size_t(nu) + 1, 0);
+  for (uint32_t u = 0; u < nu; ++u) {
+    for (uint64_t p = user_items.indptr[u]; p < user_items.indptr[u + 1]; ++p) {
+      if (!mse_ && !(user_items.values[p] > 0.0f)) continue;
+      hist.indices.push_back(user_items.indices[p]);
+      hist.values.push_back(user_items.values[p]);
+    }
+    hist.indptr[u + 1] = hist.indices.size();
+  }
+  std::vector<uint8_t> user_warm(nu, 0);
+  item_warm_.assign(ni, 0);
+  std::vector<uint32_t> hist_count(nu, 0);
+  double sum = 0;
+  for (uint32_t u = 0; u < nu; ++u) {
+    hist_count[u] = uint32_t(hist.row_size(u));
+    user_warm[u] = hist_count[u] > 0;
+    for (uint32_t i : hist.row_indices(u)) item_warm_[i] = 1;
+  }
+  for (float v : hist.values) sum += v;
+  mu_ = mse_ && !hist.values.empty() ? float(sum / double(hist.values.size())) : 0.0f;
+
+  if (!ctx.item_domain.empty())
+    check(ctx.item_domain.size() == ni, "hybrid: item_domain has " + std::to_string(ctx.item_domain.size()) +
+                                            " entries for " + std::to_string(ni) + " items");
+  item_domain_.assign(ni, 0);
+  if (!ctx.item_domain.empty())
+    std::copy(ctx.item_domain.begin(), ctx.item_domain.end(), item_domain_.begin());
+
+  // ---- Text features ----
+  dt_ = 0;
+  tf_ = models::TextFeatures();
+  item_feat_.clear();
+  std::vector<float> profile_feat;
+  const bool text = use_text_ && ctx.item_text != nullptr;
+  if (text) {
+    const Matrix& it = *ctx.item_text;
+    check(it.rows == ni && it.cols > 0 && it.data.size() == it.rows * it.cols,
+          "hybrid: item_text is " + std::to_string(it.rows) + " x " + std::to_string(it.cols) +
+              " but the matrix has " + std::to_string(ni) + " items");
+    check(all_finite(it.data.data(), it.data.size()), "hybrid: item_text has a non-finite value");
+    const Matrix* ut = use_profile_ ? ctx.user_text : nullptr;
+    if (ut) {
+      check(ut->rows == nu && ut->cols == it.cols && ut->data.size() == ut->rows * ut->cols,
+            "hybrid: user_text is " + std::to_string(ut->rows) + " x " + std::to_string(ut->cols) + " but " +
+                std::to_string(nu) + " users with " + std::to_string(it.cols) + "-d item text were expected");
+      check(all_finite(ut->data.data(), ut->data.size()), "hybrid: user_text has a non-finite value");
+    }
+    // The pipeline is fitted on the items with training interactions only: an item without interactions is
+    // treated exactly as one added later through add_item.
+    Matrix warm_text(ni, it.cols);
+    for (uint32_t i = 0; i < ni; ++i)
+      if (item_warm_[i]) std::copy(it.row(i), it.row(i) + it.cols, warm_text.row(i));
+    models::TextFeatureOptions topt;
+    topt.ae_dim = ae_;
+    topt.ae_hidden = ae_hidden_;
+    topt.ae_noise = ae_noise_;
+    topt.ae_epochs = ae_epochs_;
+    tf_.fit(warm_text, ut, topt, seed_used_, threads);
+    const Matrix feat = tf_.transform(it, threads);
+    dt_ = feat.cols;
+    item_feat_ = feat.data;
+    if (ut) profile_feat = tf_.transform(*ut, threads).data;
+    encoder_ = ctx.text_encoder;
+  } else {
+    encoder_.clear();
+  }
+  profile_on_ = !profile_feat.empty();
+  hist_on_ = dt_ > 0 && use_history_;
+
+  // ---- Categories ----
+  Csr cats;
+  if (use_categories_ && ctx.dataset) {
+    const Matrix cv = ctx.dataset->category_vectors();
+    if (cv.rows == ni && cv.cols > 0) {
+      std::vector<uint32_t> r, c;
+      std::vector<float> v;
+      for (uint32_t i = 0; i < ni; ++i)
+        for (size_t k = 0; k < cv.cols; ++k)
+          if (cv(i, k) != 0.0f) r.push_back(i), c.push_back(uint32_t(k)), v.push_back(cv(i, k));
+      if (!r.empty()) cats = Csr::from_triplets(ni, uint32_t(cv.cols), r, c, v);
+    }
+  }
+  const size_t nc = cats.nnz() ? cats.n_cols : 0;
+
+  // ---- Pooled history features ----
+  std::vector<float> user_hist;
+  if (hist_on_) {
+    user_hist.assign(size_t(nu) * dt_, 0.0f);
+    parallel_for(nu, threads, 256, [&](size_t lo, size_t hi) {
+      for (size_t u = lo; u < hi; ++u) {
+        float* h = user_hist.data() + u * dt_;
+        auto idx = hist.row_indices(uint32_t(u));
+        for (uint32_t i : idx) hybrid::axpy(1.0f, item_feat_.data() + size_t(i) * dt_, h, dt_);
+        if (!idx.empty())
+          for (size_t k = 0; k < dt_; ++k) h[k] /= float(idx.size());
+      }
+    });
+  }
+
+  // ---- Parameters ----
+  const hybrid::Dims dims = hybrid::Dims::make(size_t(factors_), dt_, profile_on_ ? dt_ : 0, nc, hist_on_);
+  f_ = dims.f;
+  ld_ = dims.ld;
+  lf_ = dims.lf;
+  hybrid::Blocks b;
+  b.resize(dims, nu, ni);
+  parallel_for(std::max(nu, ni), threads, 1024, [&](size_t lo, size_t hi) {
+    for (size_t r = lo; r < hi; ++r) {
+      if (r < nu) {
+        Rng rng(seed_used_, r);
+        for (size_t k = 0; k < f_; ++k) b.user_id[r * ld_ + k] = float(init_) * rng.normal();
+      }
+      if (r < ni) {
+        Rng rng(seed_used_, kItemInitStream + r);
+        for (size_t k = 0; k < f_; ++k) b.item_id[r * ld_ + k] = float(init_) * rng.normal();
+      }
+    }
+  });
+  hybrid::Blocks acc;  // Adagrad sums of squared gradients
+  acc.d = dims;
+  acc.user_id.assign(b.user_id.size(), kAdagradInit);
+  acc.item_id.assign(b.item_id.size(), kAdagradInit);
+  acc.user_bias.assign(b.user_bias.size(), kAdagradInit);
+  acc.W.assign(b.W.size(), kAdagradInit);
+  acc.H.assign(b.H.size(), kAdagradInit);
+  acc.P.assign(b.P.size(), kAdagradInit);
+  acc.C.assign(b.C.size(), kAdagradInit);
+
+  hybrid::Side side;
+  side.item_text = dt_ ? item_feat_.data() : nullptr;
+  side.user_profile = profile_on_ ? profile_feat.data() : nullptr;
+  side.user_hist = hist_on_ ? user_hist.data() : nullptr;
+  side.hist_count = hist_count.data();
+  side.item_cat = nc ? &cats : nullptr;
+  side.mu = mu_;
+  side.mse = mse_;
+  hybrid::Caches caches;
+  caches.resize(dims, nu, ni);
+  hybrid::refresh_items(b, side, caches, {}, threads);
+  hybrid::refresh_users(b, side, caches, {}, threads);
+
+  build_candidates();
+  std::vector<uint8_t> has_cat(ni, 0);
+  if (nc)
+    for (uint32_t i = 0; i < ni; ++i) has_cat[i] = cats.row_size(i) > 0;
+
+  // Training entries (user << 32 | position in hist) and the batch size.
+  const size_t n_entries = hist.nnz();
+  std::vector<uint64_t> entries(n_entries);
+  for (uint32_t u = 0; u < nu; ++u)
+    for (uint64_t p = hist.indptr[u]; p < hist.indptr[u + 1]; ++p) entries[p] = (uint64_t(u) << 32) | p;
+  size_t n_warm_users = 0, n_warm_items = 0;
+  for (uint8_t w : user_warm) n_warm_users += w;
+  for (uint8_t w : item_warm_) n_warm_items += w;
+  const size_t batch =
+      batch_ > 0
+          ? size_t(batch_)
+          : std::clamp<size_t>(std::max(std::min(n_warm_users, n_warm_items) / 8, n_entries / 256), 32, 2048);
+
+  const float p_drop = float(id_dropout_), lr = float(lr_), reg = float(reg_), text_reg = float(text_reg_);
+  const float margin = float(margin_);
+  std::vector<hybrid::Record> slots(batch), recs;
+  std::vector<uint8_t> slot_ok(batch);
+  hybrid::Grad grad;
+  std::vector<uint32_t> rows_u, rows_i;
+
+  if (ctx.progress) ctx.progress(0, size_t(epochs_), "hybrid epochs");
+  for (int e = 0; e < epochs_ && n_entries > 0 && n_warm_items > 0; ++e) {
+    Timer timer;
+    {  // Seeded shuffle of the entries.
+      Rng rng(seed_used_, kShuffleStream + uint64_t(e));
+      for (size_t k = n_entries; k > 1; --k) std::swap(entries[k - 1], entries[rng.below(k)]);
+    }
+    double epoch_loss = 0;
+    size_t epoch_terms = 0;
+    double t_refresh = 0, t_sample = 0, t_grad = 0, t_step = 0;  // seconds per phase (verbose output)
+    Timer phase;
+    for (size_t start = 0; start < n_entries; start += batch) {
+      const size_t m = std::min(batch, n_entries - start);
+      // Fresh projections for this batch's users and positive items.
+      if ((dt_ || nc || profile_on_)) {
+        rows_u.clear();
+        rows_i.clear();
+        for (size_t s = 0; s < m; ++s) {
+          rows_u.push_back(uint32_t(entries[start + s] >> 32));
+          rows_i.push_back(hist.indices[uint32_t(entries[start + s])]);
+        }
+        for (auto* v : {&rows_u, &rows_i}) {
+          std::sort(v->begin(), v->end());
+          v->erase(std::unique(v->begin(), v->end()), v->end());
+        }
+        hybrid::refresh_users(b, side, caches, rows_u, threads);
+        hybrid::refresh_items(b, side, caches, rows_i, threads);
+      }
+      t_refresh += phase.seconds();
+      phase.reset();
+      // Terms, each from its own random stream.
+      auto prefetch = [&](uint32_t j) {
+        auto lines = [&](const Floats& x) {
+          if (x.empty()) return;
+          const char* q = reinterpret_cast<const char*>(x.data() + size_t(j) * ld_);
+          for (size_t o = 0; o < ld_ * sizeof(float); o += 64) _mm_prefetch(q + o, _MM_HINT_T0);
+        };
+        lines(b.item_id);
+        lines(caches.item_text);
+        lines(caches.item_cat);
+      };
+      parallel_for(m, threads, 32, [&](size_t lo, size_t hi) {
+        Floats p(ld_), q(ld_);
+        for (size_t s = lo; s < hi; ++s) {
+          const uint64_t entry = entries[start + s];
+          const uint32_t u = uint32_t(entry >> 32);
+          const uint64_t pos = uint32_t(entry);
+          const uint32_t i = hist.indices[pos];
+          Rng rng(seed_used_, kSampleStream + (uint64_t(e) << 34) + start + s);
+          auto keep = [&]() { return p_drop <= 0.0f || rng.uniform() >= p_drop; };
+          hybrid::Record r;
+          r.u = u;
+          r.i = i;
+          r.flags = 0;
+          if (keep()) r.flags |= hybrid::kIdU;
+          if (keep()) r.flags |= hybrid::kIdI;
+          if (has_cat[i] && keep()) r.flags |= hybrid::kCatI;
+          slot_ok[s] = 0;
+          if (loss == Loss::Mse) {
+            r.label = hist.values[pos];
+            slots[s] = r;
+            slot_ok[s] = 1;
+            continue;
+          }
+          const std::vector<uint32_t>& cand = candidates_for(i);
+          if (cand.empty()) continue;
+          const std::span<const uint32_t> seen = hist.row_indices(u);
+          if (loss == Loss::Bpr) {
+            for (int t = 0; t < kNegativeTries; ++t) {
+              const uint32_t j = cand[rng.below(cand.size())];
+              if (std::binary_search(seen.begin(), seen.end(), j)) continue;
+              r.j = j;
+              if (keep()) r.flags |= hybrid::kIdJ;
+              if (has_cat[j] && keep()) r.flags |= hybrid::kCatJ;
+              slots[s] = r;
+              slot_ok[s] = 1;
+              break;
+            }
+            continue;
+          }
+          // WARP: draw negatives until one violates the margin.
+          hybrid::compose_user(b, side, caches, u, i, r.flags & hybrid::kIdU, p.data());
+          hybrid::compose_item(b, caches, i, r.flags & hybrid::kIdI, r.flags & hybrid::kCatI, q.data());
+          const float si = hybrid::dot(p.data(), q.data(), ld_);
+          // The next candidate is drawn one step ahead and its rows prefetched.
+          uint32_t next = cand[rng.below(cand.size())];
+          prefetch(next);
+          for (int t = 1; t <= max_sampled_; ++t) {
+            const uint32_t j = next;
+            if (t < max_sampled_) {
+              next = cand[rng.below(cand.size())];
+              prefetch(next);
+            }
+            if (std::binary_search(seen.begin(), seen.end(), j)) continue;
+            uint8_t fj = 0;
+            if (keep()) fj |= hybrid::kIdJ;
+            if (has_cat[j] && keep()) fj |= hybrid::kCatJ;
+            float sj = 0.0f;
+            if (fj & hybrid::kIdJ) sj += hybrid::dot(p.data(), b.item_id.data() + size_t(j) * ld_, ld_);
+            if (dt_) sj += hybrid::dot(p.data(), caches.item_text.data() + size_t(j) * ld_, ld_);
+            if (fj & hybrid::kCatJ)
+              sj += hybrid::dot(p.data(), caches.item_cat.data() + size_t(j) * ld_, ld_);
+            if (sj > si - margin) {
+              r.j = j;
+              r.flags |= fj;
+              r.weight = float(hybrid::warp_weight(cand.size(), size_t(t)));
+              slots[s] = r;
+              slot_ok[s] = 1;
+              break;
+            }
+          }
+        }
+      });
+      t_sample += phase.seconds();
+      phase.reset();
+      recs.clear();
+      for (size_t s = 0; s < m; ++s)
+        if (slot_ok[s]) recs.push_back(slots[s]);
+      if (recs.empty()) continue;
+      hybrid::batch_gradient(loss, b, side, caches, recs, margin, threads, grad);
+      epoch_loss += grad.loss;
+      t_grad += phase.seconds();
+      phase.reset();
+      epoch_terms += recs.size();
+
+      // Adagrad steps: the id rows in one parallel pass (items, then users), the projections on this thread.
+      const size_t n_irows = grad.items.rows.size(), n_urows = grad.users.rows.size();
+      parallel_for(n_irows + n_urows, threads, 128, [&](size_t lo, size_t hi) {
+        for (size_t k = lo; k < hi; ++k) {
+          const bool item = k < n_irows;
+          const hybrid::RowGrad& rg = item ? grad.items : grad.users;
+          const size_t r = item ? k : k - n_irows;
+          const size_t off = size_t(rg.rows[r]) * ld_;
+          Floats& x = item ? b.item_id : b.user_id;
+          Floats& a = item ? acc.item_id : acc.user_id;
+          adagrad(x.data() + off, a.data() + off, rg.g.data() + r * ld_, reg * float(rg.count[r]), lr,
+                  f_ + 1);
+          if (!item && mse_) {
+            const uint32_t u = rg.rows[r];
+            adagrad(&b.user_bias[u], &acc.user_bias[u], &rg.bias[r], reg * float(rg.count[r]), lr, 1);
+          }
+        }
+      });
+      adagrad(b.W.data(), acc.W.data(), grad.W.data(), text_reg, lr, b.W.size());
+      adagrad(b.H.data(), acc.H.data(), grad.H.data(), text_reg, lr, b.H.size());
+      adagrad(b.P.data(), acc.P.data(), grad.P.data(), text_reg, lr, b.P.size());
+      adagrad(b.C.data(), acc.C.data(), grad.C.data(), text_reg, lr, b.C.size());
+      t_step += phase.seconds();
+      phase.reset();
+    }
+    hybrid::refresh_items(b, side, caches, {}, threads);
+    hybrid::refresh_users(b, side, caches, {}, threads);
+    if (ctx.verbose)
+      std::fprintf(
+          stderr,
+          "hybrid epoch %d: %zu terms, mean loss %.4f, %.2f s (refresh %.2f, sampling %.2f, gradient "
+          "%.2f, steps %.2f)\n",
+          e + 1, epoch_terms, epoch_terms ? epoch_loss / double(epoch_terms) : 0.0, timer.seconds(),
+          t_refresh, t_sample, t_grad, t_step);
+    if (ctx.progress) ctx.progress(size_t(e) + 1, size_t(epochs_), "hybrid epochs");
+  }
+
+  // ---- Final vectors ----
+  users_.resize(nu, f_ + 1);
+  items_.resize(ni, f_ + 1);
+  user_offset_.assign(nu, 0.0f);
+  parallel_for(std::max(nu, ni), threads, 1024, [&](size_t lo, size_t hi) {
+    for (size_t r = lo; r < hi; ++r) {
+      if (r < nu) {
+        hybrid::compose_user(b, side, caches, uint32_t(r), hybrid::kNone, user_warm[r], users_.row(r));
+        user_offset_[r] = hybrid::score_offset(b, side, uint32_t(r), user_warm[r]);
+      }
+      if (r < ni) hybrid::compose_item(b, caches, uint32_t(r), item_warm_[r], true, items_.row(r));
+    }
+  });
+  W_ = std::move(b.W);
+  H_ = std::move(b.H);
+  P_ = std::move(b.P);
+  fitted_ = true;
+}
+
+void HybridModel::user_text_part(const float* profile_feat, const std::vector<uint32_t>& hist,
+                                 float* out) const {
+  std::fill(out, out + lf_, 0.0f);
+  if (!dt_) return;
+  if (profile_feat) {
+    // A model fitted without profiles reads a profile as if it were the pooled text of a history.
+    const Floats& proj = profile_on_ ? P_ : H_;
+    for (size_t k = 0; k < f_; ++k) out[k] += hybrid::dot(proj.data() + k * dt_, profile_feat, dt_);
+  }
+  if (hist_on_ && !hist.empty()) {
+    std::vector<float> h(dt_, 0.0f);
+    for (uint32_t i : hist) hybrid::axpy(1.0f, item_feat_.data() + size_t(i) * dt_, h.data(), dt_);
+    for (float& v : h) v /= float(hist.size());
+    for (size_t k = 0; k < f_; ++k) out[k] += hybrid::dot(H_.data() + k * dt_, h.data(), dt_);
+  }
+}
+
+uint32_t HybridModel::fold_in_profile(uint32_t user, std::span<const float> profile,
+                                      std::span<const uint32_t> items, std::span<const float> weights) {
+  check(fitted_, "hybrid fold_in: the model is not fitted (call fit or load first)");
+  check(user <= users_.rows, "hybrid fold_in: user index " + std::to_string(user) +
+                                 " is beyond the next new user (" + std::to_string(users_.rows) + ")");
+  const mf::History h = mf::merge_history(items, weights, items_.rows, "hybrid");
+  std::vector<float> profile_feat;
+  if (!profile.empty()) {
+    check(dt_ > 0, "hybrid fold_in_profile: the model was fitted without text, so it cannot use a profile");
+    check(profile.size() == tf_.input_dim(),
+          "hybrid fold_in_profile: the profile vector has " + std::to_string(profile.size()) +
+              " values but the model's text has " + std::to_string(tf_.input_dim()));
+    check(all_finite(profile.data(), profile.size()),
+          "hybrid fold_in_profile: the profile vector has a non-finite value");
+    check(profile_on_ || hist_on_,
+          "hybrid fold_in_profile: the model uses neither profiles nor history text (profile=false, "
+          "history=false)");
+    profile_feat.resize(tf_.dim());
+    tf_.transform_row(profile.data(), profile_feat.data());
+  }
+  // History: positive entries (ranking losses) or every entry (squared error).
+  std::vector<uint32_t> hist;
+  std::vector<float> hw;
+  for (size_t k = 0; k < h.items.size(); ++k)
+    if (mse_ || h.weights[k] > 0.0f) hist.push_back(h.items[k]), hw.push_back(h.weights[k]);
+
+  Floats text(ld_, 0.0f), x(ld_, 0.0f), p(ld_), acc(ld_, kAdagradInit);
+  user_text_part(profile_feat.empty() ? nullptr : profile_feat.data(), hist, text.data());
+  float bias = 0.0f, bias_acc = kAdagradInit;
+  // The id part: a few passes of the training loss over the history, items fixed.
+  if (!hist.empty()) {
+    const uint64_t hh =
+        fnv1a64(hist.data(), hist.size() * sizeof(uint32_t), fnv1a64(hw.data(), hw.size() * sizeof(float)));
+    Rng rng(seed_used_, kFoldInStream ^ hh);
+    const Loss loss = hybrid::parse_loss(loss_);
+    const float lr = float(lr_), reg = float(reg_), margin = float(margin_);
+    Floats g(ld_);
+    for (size_t k = 0; k < f_; ++k) x[k] = float(init_) * rng.normal();
+    for (int e = 0; e < foldin_epochs_; ++e) {
+      for (size_t s = 0; s < hist.size(); ++s) {
+        const size_t k = rng.below(hist.size());
+        const uint32_t i = hist[k];
+        for (size_t c = 0; c < ld_; ++c) p[c] = x[c] + text[c];
+        p[f_] = 1.0f;
+        const float si = hybrid::dot(p.data(), items_.row(i), ld_);
+        double gi = 0, gj = 0;
+        uint32_t j = hybrid::kNone;
+        if (loss == Loss::Mse) {
+          const hybrid::PairTerm t = hybrid::pair_term(loss, si + bias + mu_, 0, hw[k], 1.0, margin);
+          gi = t.gi;
+        } else {
+          const std::vector<uint32_t>& cand = candidates_for(i);
+          if (cand.empty()) continue;
+          const int tries = loss == Loss::Warp ? max_sampled_ : kNegativeTries;
+          for (int t = 1; t <= tries; ++t) {
+            const uint32_t c = cand[rng.below(cand.size())];
+            if (std::binary_search(hist.begin(), hist.end(), c)) continue;
+            const float sj = hybrid::dot(p.data(), items_.row(c), ld_);
+            if (loss == Loss::Bpr || sj > si - margin) {
+              const double w = loss == Loss::Warp ? hybrid::warp_weight(cand.size(), size_t(t)) : 1.0;
+              const hybrid::PairTerm pt = hybrid::pair_term(loss, si, sj, 0, w, margin);
+              gi = pt.gi;
+              gj = pt.gj;
+              j = c;
+              break;
+            }
+          }
+          if (j == hybrid::kNone) continue;
+        }
+        for (size_t c = 0; c < f_; ++c)
+          g[c] = float(gi) * items_.row(i)[c] + (j != hybrid::kNone ? float(gj) * items_.row(j)[c] : 0.0f);
+        adagrad(x.data(), acc.data(), g.data(), reg, lr, f_);
+        if (mse_) {
+          const float gb = float(gi);
+          adagrad(&bias, &bias_acc, &gb, reg, lr, 1);
+        }
+      }
+    }
+  }
+  // Commit only now, so that an error leaves the model unchanged.
+  if (user == users_.rows) {
+    users_.append_row();
+    user_offset_.push_back(0.0f);
+  }
+  float* out = users_.row(user);
+  for (size_t c = 0; c < ld_; ++c) out[c] = x[c] + text[c];
+  out[f_] = 1.0f;
+  user_offset_[user] = mse_ ? bias + mu_ : 0.0f;
+  return user;
+}
+
+uint32_t HybridModel::add_item(std::span<const float> text_vector, uint16_t domain) {
+  check(fitted_, "hybrid add_item: the model is not fitted (call fit or load first)");
+  if (dt_ == 0)
+    throw Error(
+        "hybrid cannot add items without retraining: it was fitted without item text (give the fit "
+        "item text vectors and text=true)");
+  check(text_vector.size() == tf_.input_dim(),
+        "hybrid add_item: the text vector has " + std::to_string(text_vector.size()) +
+            " values but the model's text has " + std::to_string(tf_.input_dim()));
+  check(all_finite(text_vector.data(), text_vector.size()),
+        "hybrid add_item: the text vector has a non-finite value");
+  bool any = false;
+  for (float v : text_vector) any = any || v != 0.0f;
+  check(any, "hybrid add_item: the text vector is all zeros (an item known only by text needs its text)");
+  std::vector<float> t(dt_);
+  tf_.transform_row(text_vector.data(), t.data());
+  const uint32_t i = uint32_t(items_.rows);
+  items_.append_row();
+  float* q = items_.row(i);
+  for (size_t k = 0; k <= f_; ++k) q[k] = hybrid::dot(W_.data() + k * dt_, t.data(), dt_);
+  item_feat_.insert(item_feat_.end(), t.begin(), t.end());
+  item_domain_.push_back(domain);
+  item_warm_.push_back(0);
+  return i;
+}
+
+void HybridModel::save(TensorMap& tensors, nlohmann::json& extra) const {
+  check(fitted_, "hybrid save: the model is not fitted");
+  tensors["user_vectors"] = Tensor::from_matrix(users_.to_matrix());
+  tensors["item_vectors"] = Tensor::from_matrix(items_.to_matrix());
+  tensors["user_offset"] = Tensor::from_f32({int64_t(user_offset_.size())}, user_offset_.data());
+  std::vector<uint32_t> dom(item_domain_.begin(), item_domain_.end()),
+      warm(item_warm_.begin(), item_warm_.end());
+  tensors["item_domain"] = Tensor::from_u32({int64_t(dom.size())}, dom.data());
+  tensors["item_warm"] = Tensor::from_u32({int64_t(warm.size())}, warm.data());
+  if (dt_) {
+    tensors["item_text_features"] = Tensor::from_f32({int64_t(items_.rows), int64_t(dt_)}, item_feat_.data());
+    tensors["text_projection"] = Tensor::from_f32({int64_t(f_ + 1), int64_t(dt_)}, W_.data());
+    if (hist_on_) tensors["history_projection"] = Tensor::from_f32({int64_t(f_), int64_t(dt_)}, H_.data());
+    if (profile_on_) tensors["profile_projection"] = Tensor::from_f32({int64_t(f_), int64_t(dt_)}, P_.data());
+    tf_.save(tensors, "text_features.");
+  }
+  extra["factors"] = factors_;
+  extra["seed"] = seed_used_;
+  extra["text_dim"] = dt_;
+  extra["text_input_dim"] = dt_ ? tf_.input_dim() : 0;
+  extra["history"] = hist_on_;
+  extra["profile"] = profile_on_;
+  extra["mu"] = mu_;
+  extra["text_encoder"] = encoder_;
+}
+
+void HybridModel::load(const TensorMap& tensors, const nlohmann::json& extra) {
+  auto get = [&](const char* key) {
+    check(extra.contains(key), std::string("hybrid load: the model file lacks '") + key + "'");
+    return extra[key];
+  };
+  const size_t f = size_t(factors_);
+  Matrix u = get_tensor(tensors, "user_vectors").to_matrix("user_vectors");
+  Matrix v = get_tensor(tensors, "item_vectors").to_matrix("item_vectors");
+  check(u.cols == f + 1 && v.cols == f + 1, "hybrid load: vectors have " + std::to_string(u.cols) + " and " +
+                                                std::to_string(v.cols) +
+                                                " columns but the spec says factors=" + std::to_string(f) +
+                                                " (" + std::to_string(f + 1) + " with the bias)");
+  std::vector<float> off = get_tensor(tensors, "user_offset").to_f32("user_offset");
+  std::vector<uint32_t> dom = get_tensor(tensors, "item_domain").to_u32("item_domain");
+  std::vector<uint32_t> warm = get_tensor(tensors, "item_warm").to_u32("item_warm");
+  check(off.size() == u.rows, "hybrid load: user_offset has " + std::to_string(off.size()) + " entries for " +
+                                  std::to_string(u.rows) + " users");
+  check(dom.size() == v.rows && warm.size() == v.rows,
+        "hybrid load: item_domain / item_warm have " + std::to_string(dom.size()) + " / " +
+            std::to_string(warm.size()) + " entries for " + std::to_string(v.rows) + " items");
+  for (uint32_t d : dom) check(d <= UINT16_MAX, "hybrid load: item_domain has an out-of-range value");
+  const size_t dt = get("text_dim").get<size_t>();
+  const bool hist = get("history").get<bool>(), profile = get("profile").get<bool>();
+  std::vector<float> feat;
+  Floats W, H, P;
+  models::TextFeatures tf;
+  if (dt) {
+    const Tensor& ft = get_tensor(tensors, "item_text_features");
+    check(ft.shape.size() == 2 && size_t(ft.shape[0]) == v.rows && size_t(ft.shape[1]) == dt,
+          "hybrid load: item_text_features is not " + std::to_string(v.rows) + " x " + std::to_string(dt));
+    feat = ft.to_f32("item_text_features");
+    auto proj = [&](const char* name, size_t rows, Floats& dst, size_t ld_rows) {
+      const Tensor& t = get_tensor(tensors, name);
+      check(t.shape.size() == 2 && size_t(t.shape[0]) == rows && size_t(t.shape[1]) == dt,
+            std::string("hybrid load: ") + name + " is not " + std::to_string(rows) + " x " +
+                std::to_string(dt));
+      std::vector<float> x = t.to_f32(name);
+      dst.assign(ld_rows * dt, 0.0f);
+      std::copy(x.begin(), x.end(), dst.begin());
+    };
+    proj("text_projection", f + 1, W, hybrid::pad8(f + 1));
+    if (hist) proj("history_projection", f, H, hybrid::pad8(f));
+    if (profile) proj("profile_projection", f, P, hybrid::pad8(f));
+    tf.load(tensors, "text_features.");
+    check(tf.dim() == dt && tf.input_dim() == get("text_input_dim").get<size_t>(),
+          "hybrid load: the text features give " + std::to_string(tf.dim()) + "-d output from " +
+              std::to_string(tf.input_dim()) + "-d input, which does not match the model");
+  }
+  users_.from_matrix(u);
+  items_.from_matrix(v);
+  users_.f = items_.f = f + 1;
+  user_offset_ = std::move(off);
+  item_domain_.assign(dom.begin(), dom.end());
+  item_warm_.assign(warm.begin(), warm.end());
+  item_feat_ = std::move(feat);
+  W_ = std::move(W);
+  H_ = std::move(H);
+  P_ = std::move(P);
+  tf_ = std::move(tf);
+  f_ = f;
+  ld_ = hybrid::pad8(f + 1);
+  lf_ = hybrid::pad8(f);
+  dt_ = dt;
+  hist_on_ = hist && dt;
+  profile_on_ = profile && dt;
+  mse_ = loss_ == "mse";
+  mu_ = get("mu").get<float>();
+  seed_used_ = get("seed").get<uint64_t>();
+  encoder_ = get("text_encoder").get<std::string>();
+  build_candidates();
+  fitted_ = true;
+}
+
+XDREC_REGISTER_MODEL(hybrid,
+                     "hybrid factorisation: id embeddings + projected text (item text, profile, history) and "
+                     "categories; WARP/BPR/squared error; id dropout for cold start",
+                     HybridModel);
+
+}  // namespace xdrec
