@@ -8,6 +8,9 @@
 //   --seeds N      seeds per protocol (default 3)
 //   --threads N    threads for fitting and evaluation (default: all cores)
 //   --quick        a few minutes: one seed, fewer epochs and variants
+//   --ablation     adds the full text ablation (tfidf, glove, use-lite and bert:DIR, each with and without
+//   the
+//                  autoencoder), EASE on the 50% protocols and the slow text models on Food-Kitchen
 //   --only P[,P]   protocols whose name starts with one of these (e.g. douban, food-kitchen/sampled)
 //   --filter S     only the model keys containing S (repeatable)
 //   --model SPEC[@TEXT]  replaces the default model list (repeatable); TEXT is none, tfidf, glove, use-lite
@@ -69,7 +72,7 @@ struct Options {
   std::string out, data_root;
   int seeds = 3;
   int threads = 0;
-  bool quick = false, validate = false, merge = false, no_fork = false;
+  bool quick = false, validate = false, merge = false, no_fork = false, ablation = false;
   int task_timeout = 3600;  // seconds per (model, seed) worker
   std::vector<std::string> only, filters, models;
   std::string bert;
@@ -83,8 +86,8 @@ struct Options {
   std::fprintf(
       stderr,
       "usage: %s OUT.json [DATA_ROOT] [--seeds N] [--threads N] [--quick] [--only P[,P]] [--filter S]\n"
-      "          [--model SPEC[@TEXT]] [--bert DIR] [--encoders E[,E]] [--validate] [--merge]\n"
-      "          [--task-timeout S] [--no-fork]\n"
+      "          [--model SPEC[@TEXT]] [--bert DIR] [--encoders E[,E]] [--ablation] [--validate]\n"
+      "          [--merge] [--task-timeout S] [--no-fork]\n"
       "          [--dataset DIR --protocol cold-items|cold-users:target=X|fixed]\n",
       argv0);
   std::exit(2);
@@ -553,7 +556,10 @@ struct ListOptions {
   bool text = true;              // the dataset has item text
   bool cross_domain = true;      // more than one domain
   bool ease_fits = true;         // the catalogue is small enough for EASE's dense item x item inverse
-  bool encoder_ablation = true;  // every encoder, with and without the autoencoder (else use-lite only)
+  bool encoder_ablation = true;  // with --ablation: every encoder, with and without the autoencoder
+  bool ease_default = true;      // EASE in the default list (else with --ablation only)
+  bool text_dim_cheap = true;    // raw text vectors (ae=0) are affordable for the hybrid model by default
+  int slow_seeds = 0;            // seeds of the slow text models (0: every seed)
 };
 
 // Encoders of the text ablation that can run here (--encoders, else tfidf, glove, use-lite, and bert:DIR
@@ -587,12 +593,15 @@ std::vector<Config> parse_model_options(const Options& o) {
   return out;
 }
 
-// The models of one protocol. The default lists are sized so that the whole run stays within about 25
-// minutes on 2 cores (see BENCHMARKS.md); --model replaces them.
+// The models of one protocol. The default lists are sized so that the whole run stays near 25 minutes on
+// 2 cores (see BENCHMARKS.md): the main comparisons on every seed, the slow text models on Food-Kitchen on
+// the first seed only. --ablation adds the full encoder x autoencoder grid; --model replaces the lists.
 std::vector<Config> model_list(Env& env, const ListOptions& lo, const std::string& protocol) {
   std::vector<Config> out;
+  const bool ablation = env.opt.ablation;
   const std::vector<std::string> encoders =
-      lo.text ? encoder_labels(env, lo.encoder_ablation && !env.opt.quick) : std::vector<std::string>{};
+      lo.text ? encoder_labels(env, lo.encoder_ablation && ablation && !env.opt.quick)
+              : std::vector<std::string>{};
   if (!env.opt.models.empty()) {
     for (Config c : parse_model_options(env.opt)) {
       if (!c.text.empty() && c.text != "none" && (!lo.text || !env.text->available(c.text))) continue;
@@ -611,26 +620,33 @@ std::vector<Config> model_list(Env& env, const ListOptions& lo, const std::strin
       out.push_back({"textbridge", e, 0, false});
     }
   } else {
+    const int slow = lo.slow_seeds;  // seeds of the slow text models (0: all)
     out.push_back({"popular", ""});
     out.push_back({"itemknn", ""});
     out.push_back({"ials", ""});
-    if (lo.ease_fits) out.push_back({"ease:lambda=300", "", 1});
-    // Hybrid factorisation: without text, then each encoder without and with the autoencoder.
-    out.push_back({"hybrid:ae=0", "none"});
-    for (const auto& e : encoders) {
-      out.push_back({"hybrid:ae=0", e});
-      out.push_back({"hybrid:ae=64", e});
-    }
-    // Two towers: concatenation + MLP and the dot-product variant, without text and with each encoder.
-    for (const std::string merge : {"mlp", "dot"}) {
-      out.push_back({"twotower:merge=" + merge, "none"});
-      for (const auto& e : encoders) out.push_back({"twotower:merge=" + merge, e});
-    }
-    if (!encoders.empty()) out.push_back({"twotower:merge=dot,ae=64", encoders.back()});
-    // Transfer: mapping between domains (EMCDR) and the text bridge (shared users = the joint fits above).
+    if (lo.ease_fits && (lo.ease_default || ablation)) out.push_back({"ease:lambda=300", "", 1});
     if (lo.cross_domain) out.push_back({"emcdr", ""});
-    for (const auto& e : encoders) out.push_back({"textbridge", e});
-    if (!encoders.empty()) out.push_back({"textbridge:ae_dim=64", encoders.back()});
+    // Shared users without text: the hybrid factorisation and the two towers fitted on ids only.
+    out.push_back({"hybrid:ae=0", "none", slow});
+    out.push_back({"twotower:merge=dot", "none", slow});
+    if (ablation) out.push_back({"twotower:merge=mlp", "none", slow});
+    for (size_t k = 0; k < encoders.size(); ++k) {
+      const std::string& e = encoders[k];
+      const bool main = e == "use-lite" || e.rfind("bert:", 0) == 0 ||
+                        (k + 1 == encoders.size() && !env.text->available("use-lite"));
+      if (!main && !ablation) continue;
+      // Hybrid factorisation with and without the autoencoder (the 512-d raw vectors are slow on the large
+      // Food-Kitchen catalogue: there in the ablation only).
+      if (lo.text_dim_cheap || ablation) out.push_back({"hybrid:ae=0", e, slow});
+      out.push_back({"hybrid:ae=64", e, slow});
+      // Two towers: dot product and concatenation + MLP.
+      out.push_back({"twotower:merge=dot", e, slow});
+      if (main) out.push_back({"twotower:merge=mlp", e, slow});
+      if (main && ablation) out.push_back({"twotower:merge=dot,ae=64", e, slow});
+      // Text bridge (fast).
+      out.push_back({"textbridge", e});
+      if (main && ablation) out.push_back({"textbridge:ae_dim=64", e});
+    }
   }
   if (!lo.text)
     env.notes.add(protocol +
@@ -639,8 +655,19 @@ std::vector<Config> model_list(Env& env, const ListOptions& lo, const std::strin
   if (!lo.ease_fits && env.opt.models.empty() && !env.opt.quick)
     env.notes.add(protocol + ": EASE not run: its dense item x item inverse is limited to catalogues of " +
                   std::to_string(kEaseMaxItems) + " items here (12 bytes per item pair, O(n^3) time)");
+  if (lo.ease_fits && !lo.ease_default && !ablation && env.opt.models.empty() && !env.opt.quick)
+    env.notes.add(protocol +
+                  ": EASE (minutes per fit here) runs on the 20% protocols only; --ablation adds it");
   if (lo.ease_fits && env.opt.models.empty() && !env.opt.quick && env.opt.seeds > 1)
-    env.notes.add(protocol + ": EASE runs on the first seed only (one fit takes minutes here): no CI");
+    env.notes.add("EASE runs on the first seed only (minutes per fit here): no CI");
+  if (lo.slow_seeds > 0 && env.opt.models.empty() && !env.opt.quick && env.opt.seeds > lo.slow_seeds)
+    env.notes.add(protocol + ": the hybrid and two-tower models run on the first " +
+                  std::to_string(lo.slow_seeds) +
+                  " seed(s) only (minutes per fit on this catalogue): no CI for them");
+  if (!ablation && lo.text && env.opt.models.empty() && !env.opt.quick)
+    env.notes.add(protocol +
+                  ": text models with use-lite only; --ablation adds tfidf, glove (and bert with --bert) "
+                  "with and without the autoencoder");
   return out;
 }
 
@@ -695,6 +722,8 @@ void run_fixed(Env& env, Results& res, const Dataset& ds, const std::string& pre
   lo.cross_domain = ds.n_domains() > 1;
   lo.ease_fits = ds.n_items() <= kEaseMaxItems;
   lo.encoder_ablation = false;  // use-lite only here: the encoder ablation runs on the cold-item protocol
+  lo.text_dim_cheap = false;
+  lo.slow_seeds = ds.n_items() > 20000 ? 1 : 0;
   const auto configs = model_list(env, lo, prefix);
   const std::vector<std::pair<std::string, std::string>> sampled_names = {
       {"hr@1", "hr@1"},     {"hr@5", "hr@5"},       {"hr@10", "hr@10"},
@@ -857,6 +886,7 @@ void run_cold_users(Env& env, Results& res, const Dataset& ds, const std::string
   lo.text = has_item_text(ds);
   lo.cross_domain = true;
   lo.ease_fits = ds.n_items() <= kEaseMaxItems;
+  lo.ease_default = base.find("cold=0.5") == std::string::npos;
   const auto configs = model_list(env, lo, protocol);
   pr.table_metrics = {"recall@10", "ndcg@10", "hr@10"};
   const std::vector<std::pair<std::string, std::string>> names = {
@@ -1068,6 +1098,8 @@ int main(int argc, char** argv) {
       o.threads = std::atoi(next().c_str());
     } else if (a == "--quick") {
       o.quick = true;
+    } else if (a == "--ablation") {
+      o.ablation = true;
     } else if (a == "--validate") {
       o.validate = true;
     } else if (a == "--merge") {
