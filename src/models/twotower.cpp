@@ -7,10 +7,17 @@
 // Training: binary cross-entropy on each observed pair against `negatives` sampled items (loss=bce), or
 // squared error on the observed values (loss=mse), Adam on minibatches. Id dropout zeroes the id embedding
 // of a user or item in a training pass with the given probability, so the text path learns to stand alone:
-// an item added later from its text only (add_item), or a user known only by a profile or by history
-// elsewhere (fold_in_profile), has a zero id part. Users and items without training interactions get a zero
-// id part as well. fold_in with a history additionally fits the user's id embedding to that history with the
-// towers fixed.
+// an item added later from its text only (add_item) or a user known only by a profile (fold_in_profile) has
+// a zero id part, as have users and items without training interactions. With both profile and history
+// inputs, text dropout zeroes each of them at random in training, so either alone serves. fold_in and
+// fold_in_profile with a history (in any domain) fit the user's id embedding to that history with the
+// towers fixed (a few Adam steps on the training loss against a seeded sample of other items), and pool the
+// history's text codes; a profile given without a profile input is pooled with the history. With text_skip,
+// a learned multiple of <user text codes, item text code> is added to the score.
+//
+// Defaults (ae=64, epochs=10, text_skip off) come from MovieLens latest-small cold items with use-lite
+// vectors, NDCG@10 among the cold items: centred text cosine 0.182, twotower without autoencoder 0.159-0.164,
+// with ae=64 0.24-0.27 (CI +-0.017).
 //
 // Every minibatch is computed in fixed chunks of rows whose gradients are added in a fixed order, and every
 // random draw comes from a stream named by the batch or chunk, so training is bitwise independent of the
