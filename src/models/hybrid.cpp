@@ -77,8 +77,11 @@ class HybridModel final : public Recommender {
         .add("loss", &loss_, "warp", {"warp", "bpr", "mse"},
              "warp or bpr (implicit: ranking of positives over sampled negatives) or mse (squared error on "
              "the matrix values, e.g. ratings)")
-        .add("epochs", &epochs_, 20, 0, 100000, "epochs; one epoch visits every training entry once")
+        .add("epochs", &epochs_, 10, 0, 100000, "epochs; one epoch visits every training entry once")
         .add("lr", &lr_, 0.05, 1e-9, 10.0, "Adagrad learning rate")
+        .add("text_lr", &text_lr_, 0.05, 1e-9, 10.0,
+             "Adagrad learning rate of the text, profile, history and category projections (one step per "
+             "mini-batch)")
         .add("reg", &reg_, 1e-4, 0.0, 1e3, "L2 regularisation of an id embedding, per term it appears in")
         .add("text_reg", &text_reg_, 1e-3, 0.0, 1e6,
              "L2 regularisation of the text, profile, history and category projections, per batch")
@@ -151,10 +154,10 @@ class HybridModel final : public Recommender {
   }
 
   ParamSet params_;
-  int factors_ = 64, epochs_ = 20, max_sampled_ = 30, ae_ = 0, ae_hidden_ = 256, ae_epochs_ = 30, batch_ = 0,
+  int factors_ = 64, epochs_ = 10, max_sampled_ = 30, ae_ = 0, ae_hidden_ = 256, ae_epochs_ = 30, batch_ = 0,
       foldin_epochs_ = 40, seed_ = 0;
-  double lr_ = 0.05, reg_ = 1e-4, text_reg_ = 1e-3, id_dropout_ = 0.5, margin_ = 1.0, ae_noise_ = 0.1,
-         init_ = 0.01;
+  double lr_ = 0.05, text_lr_ = 0.05, reg_ = 1e-4, text_reg_ = 1e-3, id_dropout_ = 0.5, margin_ = 1.0,
+         ae_noise_ = 0.1, init_ = 0.01;
   bool use_text_ = true, use_profile_ = true, use_history_ = true, use_categories_ = true,
        domain_negatives_ = true;
   std::string loss_ = "warp";
@@ -334,8 +337,7 @@ void HybridModel::fit(const Csr& user_items, const FitContext& ctx) {
   side.mse = mse_;
   hybrid::Caches caches;
   caches.resize(dims, nu, ni);
-  hybrid::refresh_items(b, side, caches, {}, threads);
-  hybrid::refresh_users(b, side, caches, {}, threads);
+  hybrid::refresh(b, side, caches, {}, {}, threads);
 
   build_candidates();
   std::vector<uint8_t> has_cat(ni, 0);
@@ -356,6 +358,7 @@ void HybridModel::fit(const Csr& user_items, const FitContext& ctx) {
           : std::clamp<size_t>(std::max(std::min(n_warm_users, n_warm_items) / 8, n_entries / 256), 32, 2048);
 
   const float p_drop = float(id_dropout_), lr = float(lr_), reg = float(reg_), text_reg = float(text_reg_);
+  const float text_lr = float(text_lr_);
   const float margin = float(margin_);
   std::vector<hybrid::Record> slots(batch), recs;
   std::vector<uint8_t> slot_ok(batch);
@@ -376,7 +379,7 @@ void HybridModel::fit(const Csr& user_items, const FitContext& ctx) {
     for (size_t start = 0; start < n_entries; start += batch) {
       const size_t m = std::min(batch, n_entries - start);
       // Fresh projections for this batch's users and positive items.
-      if ((dt_ || nc || profile_on_)) {
+      if (dt_ || nc || profile_on_) {
         rows_u.clear();
         rows_i.clear();
         for (size_t s = 0; s < m; ++s) {
@@ -387,8 +390,7 @@ void HybridModel::fit(const Csr& user_items, const FitContext& ctx) {
           std::sort(v->begin(), v->end());
           v->erase(std::unique(v->begin(), v->end()), v->end());
         }
-        hybrid::refresh_users(b, side, caches, rows_u, threads);
-        hybrid::refresh_items(b, side, caches, rows_i, threads);
+        hybrid::refresh(b, side, caches, rows_u, rows_i, threads);
       }
       t_refresh += phase.seconds();
       phase.reset();
@@ -505,15 +507,14 @@ void HybridModel::fit(const Csr& user_items, const FitContext& ctx) {
           }
         }
       });
-      adagrad(b.W.data(), acc.W.data(), grad.W.data(), text_reg, lr, b.W.size());
-      adagrad(b.H.data(), acc.H.data(), grad.H.data(), text_reg, lr, b.H.size());
-      adagrad(b.P.data(), acc.P.data(), grad.P.data(), text_reg, lr, b.P.size());
-      adagrad(b.C.data(), acc.C.data(), grad.C.data(), text_reg, lr, b.C.size());
+      adagrad(b.W.data(), acc.W.data(), grad.W.data(), text_reg, text_lr, b.W.size());
+      adagrad(b.H.data(), acc.H.data(), grad.H.data(), text_reg, text_lr, b.H.size());
+      adagrad(b.P.data(), acc.P.data(), grad.P.data(), text_reg, text_lr, b.P.size());
+      adagrad(b.C.data(), acc.C.data(), grad.C.data(), text_reg, text_lr, b.C.size());
       t_step += phase.seconds();
       phase.reset();
     }
-    hybrid::refresh_items(b, side, caches, {}, threads);
-    hybrid::refresh_users(b, side, caches, {}, threads);
+    hybrid::refresh(b, side, caches, {}, {}, threads);
     if (ctx.verbose)
       std::fprintf(
           stderr,

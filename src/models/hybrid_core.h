@@ -210,59 +210,51 @@ inline void gemm_nt(const float* a, size_t lda, size_t rows, const float* b, siz
 // Rows per block of the cache refreshes (fixed, so that the result does not depend on the thread count).
 constexpr size_t kRefreshBlock = 256;
 
-// Recomputes the item caches of `rows` (every item when rows is empty): one parallel pass over fixed blocks
-// of rows, each block gathered once and projected by single-threaded GEMMs.
-inline void refresh_items(const Blocks& b, const Side& side, Caches& c, std::span<const uint32_t> rows,
-                          int threads) {
+// Recomputes the item caches of rows [lo, hi) of `rows` (of all items when rows is empty): the block is
+// gathered once and projected by single-threaded GEMMs.
+inline void refresh_item_block(const Blocks& b, const Side& side, Caches& c, std::span<const uint32_t> rows,
+                               size_t lo, size_t hi) {
   const Dims& d = b.d;
-  const size_t m = rows.empty() ? b.n_items : rows.size();
-  if (m == 0 || (!d.dt && !d.nc)) return;
-  openblas_set_num_threads(1);
-  parallel_for(m, threads, kRefreshBlock, [&](size_t lo, size_t hi) {
-    const size_t n = hi - lo;
-    if (d.dt) {
-      if (rows.empty()) {
-        const float* t = side.item_text + lo * d.dt;
-        gemm_nt(t, d.dt, n, b.W.data(), d.ld, d.dt, d.dt, c.item_text.data() + lo * d.ld, d.ld);
-        if (d.hist) gemm_nt(t, d.dt, n, b.H.data(), d.lf, d.dt, d.dt, c.item_hist.data() + lo * d.lf, d.lf);
-      } else {
-        std::vector<float> t(n * d.dt), o(n * d.ld), oh(d.hist ? n * d.lf : 0);
-        for (size_t r = lo; r < hi; ++r)
-          std::copy(side.item_text + size_t(rows[r]) * d.dt, side.item_text + size_t(rows[r] + 1) * d.dt,
-                    t.data() + (r - lo) * d.dt);
-        gemm_nt(t.data(), d.dt, n, b.W.data(), d.ld, d.dt, d.dt, o.data(), d.ld);
-        if (d.hist) gemm_nt(t.data(), d.dt, n, b.H.data(), d.lf, d.dt, d.dt, oh.data(), d.lf);
-        for (size_t r = lo; r < hi; ++r) {
-          std::copy(o.data() + (r - lo) * d.ld, o.data() + (r - lo + 1) * d.ld,
-                    c.item_text.data() + size_t(rows[r]) * d.ld);
-          if (d.hist)
-            std::copy(oh.data() + (r - lo) * d.lf, oh.data() + (r - lo + 1) * d.lf,
-                      c.item_hist.data() + size_t(rows[r]) * d.lf);
-        }
-      }
-    }
-    if (d.nc) {
+  const size_t n = hi - lo;
+  if (d.dt) {
+    if (rows.empty()) {
+      const float* t = side.item_text + lo * d.dt;
+      gemm_nt(t, d.dt, n, b.W.data(), d.ld, d.dt, d.dt, c.item_text.data() + lo * d.ld, d.ld);
+      if (d.hist) gemm_nt(t, d.dt, n, b.H.data(), d.lf, d.dt, d.dt, c.item_hist.data() + lo * d.lf, d.lf);
+    } else {
+      std::vector<float> t(n * d.dt), o(n * d.ld), oh(d.hist ? n * d.lf : 0);
+      for (size_t r = lo; r < hi; ++r)
+        std::copy(side.item_text + size_t(rows[r]) * d.dt, side.item_text + size_t(rows[r] + 1) * d.dt,
+                  t.data() + (r - lo) * d.dt);
+      gemm_nt(t.data(), d.dt, n, b.W.data(), d.ld, d.dt, d.dt, o.data(), d.ld);
+      if (d.hist) gemm_nt(t.data(), d.dt, n, b.H.data(), d.lf, d.dt, d.dt, oh.data(), d.lf);
       for (size_t r = lo; r < hi; ++r) {
-        const uint32_t i = rows.empty() ? uint32_t(r) : rows[r];
-        float* q = c.item_cat.data() + size_t(i) * d.ld;
-        std::fill(q, q + d.ld, 0.0f);
-        auto idx = side.item_cat->row_indices(i);
-        auto val = side.item_cat->row_values(i);
-        for (size_t e = 0; e < idx.size(); ++e) axpy(val[e], b.C.data() + size_t(idx[e]) * d.ld, q, d.ld);
+        std::copy(o.data() + (r - lo) * d.ld, o.data() + (r - lo + 1) * d.ld,
+                  c.item_text.data() + size_t(rows[r]) * d.ld);
+        if (d.hist)
+          std::copy(oh.data() + (r - lo) * d.lf, oh.data() + (r - lo + 1) * d.lf,
+                    c.item_hist.data() + size_t(rows[r]) * d.lf);
       }
     }
-  });
+  }
+  if (d.nc) {
+    for (size_t r = lo; r < hi; ++r) {
+      const uint32_t i = rows.empty() ? uint32_t(r) : rows[r];
+      float* q = c.item_cat.data() + size_t(i) * d.ld;
+      std::fill(q, q + d.ld, 0.0f);
+      auto idx = side.item_cat->row_indices(i);
+      auto val = side.item_cat->row_values(i);
+      for (size_t e = 0; e < idx.size(); ++e) axpy(val[e], b.C.data() + size_t(idx[e]) * d.ld, q, d.ld);
+    }
+  }
 }
 
-// Recomputes the user caches of `rows` (every user when rows is empty).
-inline void refresh_users(const Blocks& b, const Side& side, Caches& c, std::span<const uint32_t> rows,
-                          int threads) {
+// Recomputes the user caches of rows [lo, hi) of `rows` (of all users when rows is empty).
+inline void refresh_user_block(const Blocks& b, const Side& side, Caches& c, std::span<const uint32_t> rows,
+                               size_t lo, size_t hi) {
   const Dims& d = b.d;
-  const size_t m = rows.empty() ? b.n_users : rows.size();
-  if (m == 0 || (!d.dp && !d.hist)) return;
-  openblas_set_num_threads(1);
   // One source matrix (profiles or pooled history) through one projection.
-  auto project = [&](const float* src, size_t k, const Floats& proj, Floats& dst, size_t lo, size_t hi) {
+  auto project = [&](const float* src, size_t k, const Floats& proj, Floats& dst) {
     const size_t n = hi - lo;
     if (rows.empty()) {
       gemm_nt(src + lo * k, k, n, proj.data(), d.lf, k, k, dst.data() + lo * d.lf, d.lf);
@@ -276,9 +268,29 @@ inline void refresh_users(const Blocks& b, const Side& side, Caches& c, std::spa
       std::copy(o.data() + (r - lo) * d.lf, o.data() + (r - lo + 1) * d.lf,
                 dst.data() + size_t(rows[r]) * d.lf);
   };
-  parallel_for(m, threads, kRefreshBlock, [&](size_t lo, size_t hi) {
-    if (d.dp) project(side.user_profile, d.dp, b.P, c.user_prof, lo, hi);
-    if (d.hist) project(side.user_hist, d.dt, b.H, c.user_hist, lo, hi);
+  if (d.dp) project(side.user_profile, d.dp, b.P, c.user_prof);
+  if (d.hist) project(side.user_hist, d.dt, b.H, c.user_hist);
+}
+
+// Recomputes the caches of the users `users` and the items `items` (an empty span: every user / item) in one
+// parallel pass over fixed blocks of rows, so that the result does not depend on the thread count.
+inline void refresh(const Blocks& b, const Side& side, Caches& c, std::span<const uint32_t> users,
+                    std::span<const uint32_t> items, int threads) {
+  const Dims& d = b.d;
+  const size_t mu = (d.dp || d.hist) ? (users.empty() ? b.n_users : users.size()) : 0;
+  const size_t mi = (d.dt || d.nc) ? (items.empty() ? b.n_items : items.size()) : 0;
+  const size_t bu = (mu + kRefreshBlock - 1) / kRefreshBlock, bi = (mi + kRefreshBlock - 1) / kRefreshBlock;
+  if (bu + bi == 0) return;
+  openblas_set_num_threads(1);
+  parallel_for(bu + bi, threads, 1, [&](size_t lo, size_t hi) {
+    for (size_t k = lo; k < hi; ++k) {
+      if (k < bu) {
+        refresh_user_block(b, side, c, users, k * kRefreshBlock, std::min(mu, (k + 1) * kRefreshBlock));
+      } else {
+        const size_t j = k - bu;
+        refresh_item_block(b, side, c, items, j * kRefreshBlock, std::min(mi, (j + 1) * kRefreshBlock));
+      }
+    }
   });
 }
 
@@ -459,49 +471,54 @@ inline void batch_gradient(Loss loss, const Blocks& b, const Side& side, const C
   const size_t mi = ig.size() - 1, mu = ug.size() - 1;
 
   // Items: id gradient, text gradient (with W), category gradient (with C), history gradient (with H: the
-  // left-out item's -t_i / (n_u - 1) part of h_u,-i).
+  // left-out item's -t_i / (n_u - 1) part of h_u,-i). Users: id gradient, profile gradient (with P), history
+  // gradient (with H: the n_u h_u / (n_u - 1) part). Both in one parallel pass over the groups.
   Floats gid(mi * ld, 0.0f), gtx(d.dt ? mi * ld : 0, 0.0f), gca(d.nc ? mi * ld : 0, 0.0f),
       ghi(d.hist ? mi * lf : 0, 0.0f);
   std::vector<uint32_t> icount(mi, 0), irow(mi);
-  parallel_for(mi, threads, 64, [&](size_t lo, size_t hi) {
-    for (size_t g = lo; g < hi; ++g) {
-      irow[g] = uint32_t(ikeys[ig[g]] >> 32);
-      for (size_t k = ig[g]; k < ig[g + 1]; ++k) {
-        const size_t r = size_t(uint32_t(ikeys[k]) >> 1);
-        const bool neg = ikeys[k] & 1;
-        const Record& x = recs[r];
-        const float gs = neg ? GJ[r] : GI[r];
-        const float* p = P_.data() + r * ld;
-        if (x.flags & (neg ? kIdJ : kIdI)) {
-          axpy(gs, p, gid.data() + g * ld, ld);
-          ++icount[g];
-        }
-        if (d.dt) axpy(gs, p, gtx.data() + g * ld, ld);
-        if (d.nc && (x.flags & (neg ? kCatJ : kCatI))) axpy(gs, p, gca.data() + g * ld, ld);
-        if (d.hist && !neg && side.hist_count[x.u] > 1)
-          axpy(-1.0f / float(side.hist_count[x.u] - 1), DP.data() + r * lf, ghi.data() + g * lf, lf);
-      }
-    }
-  });
-  // Users: id gradient, profile gradient (with P), history gradient (with H: the n_u h_u / (n_u - 1) part).
   Floats uid(mu * ld, 0.0f), gpr(d.dp ? mu * lf : 0, 0.0f), ghu(d.hist ? mu * lf : 0, 0.0f);
   std::vector<uint32_t> ucount(mu, 0), urow(mu);
   std::vector<float> ubias(mu, 0.0f);
-  parallel_for(mu, threads, 64, [&](size_t lo, size_t hi) {
+  auto item_group = [&](size_t g) {
+    irow[g] = uint32_t(ikeys[ig[g]] >> 32);
+    for (size_t k = ig[g]; k < ig[g + 1]; ++k) {
+      const size_t r = size_t(uint32_t(ikeys[k]) >> 1);
+      const bool neg = ikeys[k] & 1;
+      const Record& x = recs[r];
+      const float gs = neg ? GJ[r] : GI[r];
+      const float* p = P_.data() + r * ld;
+      if (x.flags & (neg ? kIdJ : kIdI)) {
+        axpy(gs, p, gid.data() + g * ld, ld);
+        ++icount[g];
+      }
+      if (d.dt) axpy(gs, p, gtx.data() + g * ld, ld);
+      if (d.nc && (x.flags & (neg ? kCatJ : kCatI))) axpy(gs, p, gca.data() + g * ld, ld);
+      if (d.hist && !neg && side.hist_count[x.u] > 1)
+        axpy(-1.0f / float(side.hist_count[x.u] - 1), DP.data() + r * lf, ghi.data() + g * lf, lf);
+    }
+  };
+  auto user_group = [&](size_t g) {
+    urow[g] = uint32_t(ukeys[ug[g]] >> 32);
+    for (size_t k = ug[g]; k < ug[g + 1]; ++k) {
+      const size_t r = size_t(uint32_t(ukeys[k]));
+      const Record& x = recs[r];
+      const float* dp = DP.data() + r * lf;
+      if (x.flags & kIdU) {
+        axpy(1.0f, dp, uid.data() + g * ld, lf);
+        ubias[g] += GI[r];
+        ++ucount[g];
+      }
+      if (d.dp) axpy(1.0f, dp, gpr.data() + g * lf, lf);
+      const uint32_t n = d.hist ? side.hist_count[x.u] : 0;
+      if (n > 1) axpy(float(n) / float(n - 1), dp, ghu.data() + g * lf, lf);
+    }
+  };
+  parallel_for(mi + mu, threads, 64, [&](size_t lo, size_t hi) {
     for (size_t g = lo; g < hi; ++g) {
-      urow[g] = uint32_t(ukeys[ug[g]] >> 32);
-      for (size_t k = ug[g]; k < ug[g + 1]; ++k) {
-        const size_t r = size_t(uint32_t(ukeys[k]));
-        const Record& x = recs[r];
-        const float* dp = DP.data() + r * lf;
-        if (x.flags & kIdU) {
-          axpy(1.0f, dp, uid.data() + g * ld, lf);
-          ubias[g] += GI[r];
-          ++ucount[g];
-        }
-        if (d.dp) axpy(1.0f, dp, gpr.data() + g * lf, lf);
-        const uint32_t n = d.hist ? side.hist_count[x.u] : 0;
-        if (n > 1) axpy(float(n) / float(n - 1), dp, ghu.data() + g * lf, lf);
+      if (g < mi) {
+        item_group(g);
+      } else {
+        user_group(g - mi);
       }
     }
   });
