@@ -491,6 +491,12 @@ int cmd_eval(const EvalArgs& a, const Common& c) {
     protocol = split.protocol;
     eopt.cold_user = split.cold_user;
     eopt.seed = seed;
+    if (a.candidates == "cold-items") {
+      check(std::find(split.cold_item.begin(), split.cold_item.end(), uint8_t(1)) != split.cold_item.end(),
+            "--candidates cold-items: split '" + split.protocol +
+                "' holds out no items (use --protocol cold-items)");
+      eopt.candidate_items = split.cold_item;
+    }
     const Csr train = ds.user_item_matrix(split.train), test = ds.user_item_matrix(split.test);
     // Item texts depend on the split only through user tags (held-out tags are dropped).
     if (encoder && (!text || !ds.tags.empty())) text = compute_text_side(ds, &split, *encoder, a.text, c);
@@ -501,11 +507,8 @@ int cmd_eval(const EvalArgs& a, const Common& c) {
     }
   }
 
-  nlohmann::json out = {{"dataset", ds.name},
-                        {"protocol", protocol},
-                        {"ks", eopt.ks},
-                        {"seeds", n_seeds},
-                        {"sampled_negatives", a.sampled}};
+  nlohmann::json out = {{"dataset", ds.name}, {"protocol", protocol},           {"ks", eopt.ks},
+                        {"seeds", n_seeds},   {"sampled_negatives", a.sampled}, {"candidates", a.candidates}};
   if (text) out["text_encoder"] = text->encoder_spec;
   std::vector<std::vector<std::string>> table;
   std::vector<std::string> header{"model"};
@@ -548,8 +551,9 @@ int cmd_eval(const EvalArgs& a, const Common& c) {
     row.push_back(fmt(fit / runs.size(), 2));
     table.push_back(row);
   }
-  std::printf("%s, %s, %s ranking, %d seed%s\n", ds.name.c_str(), protocol.c_str(),
-              a.sampled ? ("sampled (" + std::to_string(a.sampled) + " negatives)").c_str() : "full", n_seeds,
+  std::printf("%s, %s, %s ranking%s, %d seed%s\n", ds.name.c_str(), protocol.c_str(),
+              a.sampled ? ("sampled (" + std::to_string(a.sampled) + " negatives)").c_str() : "full",
+              a.candidates == "cold-items" ? " among the held-out items" : "", n_seeds,
               n_seeds > 1 ? "s" : "");
   if (text)
     std::printf("text models use item%s text vectors from %s\n", text->has_user_text ? " and profile" : "",

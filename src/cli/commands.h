@@ -52,6 +52,7 @@ struct EvalArgs {
   std::vector<size_t> ks;
   size_t sampled = 0;
   int n_seeds = 1;
+  std::string candidates = "all";  // "all", or "cold-items": rank only the split's held-out items
   TextArgs text;
 };
 struct RecommendArgs {

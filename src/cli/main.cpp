@@ -93,6 +93,11 @@ int main(int argc, char** argv) {
   c_eval->add_option("--target-domain", ev.target_domain, "target domain name (cold-users)");
   c_eval->add_option("-m,--model", ev.models, "model spec (repeatable)")->required();
   c_eval->add_option("-k,--k", ev.ks, "cut-offs (repeatable)");
+  c_eval
+      ->add_option("--candidates", ev.candidates,
+                   "all (default), or cold-items: rank only the items a cold-items split held out (how "
+                   "well cold items are ordered among themselves for the users who interacted with them)")
+      ->check(CLI::IsMember({"all", "cold-items"}));
   c_eval->add_option("--sampled", ev.sampled,
                      "sampled protocol: rank each target against N same-domain negatives");
   c_eval->add_option("--seeds", ev.n_seeds, "number of split seeds (seed, seed+1, ...) for mean ± 95% CI")

@@ -342,3 +342,24 @@ TEST_F(ColdStartCli, EvalWithEncoderHelpsColdItems) {
 }
 
 }  // namespace
+
+namespace {
+
+TEST_F(ColdStartCli, EvalCanRankOnlyTheHeldOutItems) {
+  // Held-out items have no training interactions, so popularity puts them below every warm item: among all
+  // items it never hits one; among the held-out items only, it must.
+  auto eval = [&](const std::string& cand, const std::string& out) {
+    Result r = run("eval " + data + " --protocol cold-items --cold 0.25 -m popular --candidates " + cand +
+                   " -o " + (dir / out).string());
+    EXPECT_EQ(r.status, 0) << r.out;
+    return nlohmann::json::parse(std::ifstream(dir / out))["models"]["popular"]["overall"];
+  };
+  const auto all = eval("all", "all.json"), cold = eval("cold-items", "cold.json");
+  EXPECT_EQ(all["hr@10"].get<double>(), 0.0);
+  EXPECT_GT(cold["hr@10"].get<double>(), 0.0);
+  Result bad = run("eval " + data + " --protocol random -m popular --candidates cold-items");
+  EXPECT_NE(bad.status, 0);
+  EXPECT_NE(bad.out.find("holds out no items"), std::string::npos) << bad.out;
+}
+
+}  // namespace
