@@ -513,7 +513,8 @@ inline void batch_gradient(Loss loss, const Blocks& b, const Side& side, const C
       if (n > 1) axpy(float(n) / float(n - 1), dp, ghu.data() + g * lf, lf);
     }
   };
-  parallel_for(mi + mu, threads, 64, [&](size_t lo, size_t hi) {
+  // (on this thread when small: a synchronisation would cost more than the work)
+  parallel_for(mi + mu, mi + mu < 4096 ? 1 : threads, 64, [&](size_t lo, size_t hi) {
     for (size_t g = lo; g < hi; ++g) {
       if (g < mi) {
         item_group(g);
