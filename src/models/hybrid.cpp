@@ -87,7 +87,7 @@ class HybridModel final : public Recommender {
              "L2 regularisation of the text, profile, history and category projections, per batch")
         .add("id_dropout", &id_dropout_, 0.5, 0.0, 1.0,
              "probability of dropping a user's or item's id embedding (and an item's categories) in a "
-             "training term, so that text alone learns to score")
+             "training term, so that text alone learns to score (rows without text keep their ids)")
         .add("margin", &margin_, 1.0, 0.0, 100.0,
              "warp: a negative violates when it scores above s_pos - margin")
         .add("max_sampled", &max_sampled_, 30, 1, 100000, "warp: negatives drawn per positive at most")
@@ -343,6 +343,20 @@ void HybridModel::fit(const Csr& user_items, const FitContext& ctx) {
   std::vector<uint8_t> has_cat(ni, 0);
   if (nc)
     for (uint32_t i = 0; i < ni; ++i) has_cat[i] = cats.row_size(i) > 0;
+  // Id dropout applies to the rows that have something to stand in for the id: an item with text or
+  // categories, a user with a profile or other history items with text (dropping an id with nothing in its
+  // place would only add noise).
+  std::vector<uint8_t> item_side(ni, 0), user_side(nu, 0);
+  for (uint32_t i = 0; i < ni; ++i) {
+    bool any = has_cat[i];
+    for (size_t k = 0; k < dt_ && !any; ++k) any = item_feat_[size_t(i) * dt_ + k] != 0.0f;
+    item_side[i] = any;
+  }
+  for (uint32_t u = 0; u < nu; ++u) {
+    bool any = hist_on_ && hist_count[u] > 1;
+    for (size_t k = 0; profile_on_ && k < dt_ && !any; ++k) any = profile_feat[size_t(u) * dt_ + k] != 0.0f;
+    user_side[u] = any;
+  }
 
   // Training entries (user << 32 | position in hist) and the batch size.
   const size_t n_entries = hist.nnz();
@@ -421,8 +435,8 @@ void HybridModel::fit(const Csr& user_items, const FitContext& ctx) {
           r.u = u;
           r.i = i;
           r.flags = 0;
-          if (keep()) r.flags |= hybrid::kIdU;
-          if (keep()) r.flags |= hybrid::kIdI;
+          if (!user_side[u] || keep()) r.flags |= hybrid::kIdU;
+          if (!item_side[i] || keep()) r.flags |= hybrid::kIdI;
           if (has_cat[i] && keep()) r.flags |= hybrid::kCatI;
           slot_ok[s] = 0;
           if (loss == Loss::Mse) {
@@ -439,7 +453,7 @@ void HybridModel::fit(const Csr& user_items, const FitContext& ctx) {
               const uint32_t j = cand[rng.below(cand.size())];
               if (std::binary_search(seen.begin(), seen.end(), j)) continue;
               r.j = j;
-              if (keep()) r.flags |= hybrid::kIdJ;
+              if (!item_side[j] || keep()) r.flags |= hybrid::kIdJ;
               if (has_cat[j] && keep()) r.flags |= hybrid::kCatJ;
               slots[s] = r;
               slot_ok[s] = 1;
@@ -462,7 +476,7 @@ void HybridModel::fit(const Csr& user_items, const FitContext& ctx) {
             }
             if (std::binary_search(seen.begin(), seen.end(), j)) continue;
             uint8_t fj = 0;
-            if (keep()) fj |= hybrid::kIdJ;
+            if (!item_side[j] || keep()) fj |= hybrid::kIdJ;
             if (has_cat[j] && keep()) fj |= hybrid::kCatJ;
             float sj = 0.0f;
             if (fj & hybrid::kIdJ) sj += hybrid::dot(p.data(), b.item_id.data() + size_t(j) * ld_, ld_);
