@@ -1,7 +1,12 @@
 // Hybrid factorisation: gradients of every loss against finite differences, ranking on clustered data with
 // informative text (warm users, items known only by text, profile-only users, history in another domain),
-// the effect of id dropout on cold items, save/load, thread independence and parameter errors. A MovieLens
-// cold-item check runs when XDREC_SLOW_TESTS is set and the data is present.
+// the effect of id dropout on cold items, save/load, thread independence and parameter errors.
+//
+// Real-data checks run only with XDREC_SLOW_TESTS=1 (and the data under XDREC_SHARED_DATA): MovieLens
+// latest-small warm users (random split) and cold items (20% of the movies held out; tfidf text) against text
+// cosine and popularity, and Food-Kitchen fit time and validation HR@10 (use-lite vectors from the embedding
+// cache). HYB_ML_SPECS="spec;spec;..." replaces the model list (a trailing "@none" fits Food-Kitchen without
+// text), HYB_THREADS sets the fit threads (default 2), HYB_VERBOSE=1 prints the epochs.
 #include <gtest/gtest.h>
 #include <unistd.h>
 
