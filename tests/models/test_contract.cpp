@@ -107,8 +107,8 @@ const std::map<std::string, std::map<std::string, std::string>>& fast_settings()
   return s;
 }
 // Models that promise bitwise-identical results for any thread count.
-const std::set<std::string> kThreadIndependent = {"ials",  "ease",       "itemknn", "popular",
-                                                  "emcdr", "textbridge", "twotower"};
+const std::set<std::string> kThreadIndependent = {"ials",  "ease",       "itemknn",  "popular",
+                                                  "emcdr", "textbridge", "twotower", "hybrid"};
 // Models whose scores do not depend on the user.
 const std::set<std::string> kNotPersonalised = {"popular"};
 
