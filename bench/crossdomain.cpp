@@ -626,10 +626,14 @@ std::vector<Config> model_list(Env& env, const ListOptions& lo, const std::strin
     out.push_back({"ials", ""});
     if (lo.ease_fits && (lo.ease_default || ablation)) out.push_back({"ease:lambda=300", "", 1});
     if (lo.cross_domain) out.push_back({"emcdr", ""});
+    // Fewer epochs on the large catalogue (a two-tower epoch takes about 10 s there, a hybrid fit minutes).
+    const bool fewer = lo.slow_seeds > 0 && !ablation;
+    const std::string tt = fewer ? "twotower:epochs=5," : "twotower:";
+    const std::string hy = fewer ? "hybrid:epochs=10," : "hybrid:";
     // Shared users without text: the hybrid factorisation and the two towers fitted on ids only.
-    out.push_back({"hybrid:ae=0", "none", slow});
-    out.push_back({"twotower:merge=dot", "none", slow});
-    if (ablation) out.push_back({"twotower:merge=mlp", "none", slow});
+    out.push_back({hy + "ae=0", "none", slow});
+    out.push_back({tt + "merge=dot", "none", slow});
+    if (ablation) out.push_back({tt + "merge=mlp", "none", slow});
     for (size_t k = 0; k < encoders.size(); ++k) {
       const std::string& e = encoders[k];
       const bool main = e == "use-lite" || e.rfind("bert:", 0) == 0 ||
@@ -637,12 +641,12 @@ std::vector<Config> model_list(Env& env, const ListOptions& lo, const std::strin
       if (!main && !ablation) continue;
       // Hybrid factorisation with and without the autoencoder (the 512-d raw vectors are slow on the large
       // Food-Kitchen catalogue: there in the ablation only).
-      if (lo.text_dim_cheap || ablation) out.push_back({"hybrid:ae=0", e, slow});
-      out.push_back({"hybrid:ae=64", e, slow});
+      if (lo.text_dim_cheap || ablation) out.push_back({hy + "ae=0", e, slow});
+      out.push_back({hy + "ae=64", e, slow});
       // Two towers: dot product and concatenation + MLP.
-      out.push_back({"twotower:merge=dot", e, slow});
-      if (main) out.push_back({"twotower:merge=mlp", e, slow});
-      if (main && ablation) out.push_back({"twotower:merge=dot,ae=64", e, slow});
+      out.push_back({tt + "merge=dot", e, slow});
+      if (main) out.push_back({tt + "merge=mlp", e, slow});
+      if (main && ablation) out.push_back({tt + "merge=dot,ae=64", e, slow});
       // Text bridge (fast).
       out.push_back({"textbridge", e});
       if (main && ablation) out.push_back({"textbridge:ae_dim=64", e});
