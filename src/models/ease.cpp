@@ -6,15 +6,7 @@
 // independent of the thread count. Memory grows with n_items^2 (12 bytes per entry while fitting); the
 // max_items parameter refuses catalogues where that is unreasonable.
 
-// Eigen must not start threads of its own: the caller's thread count rules (see parallel_for below).
-#define EIGEN_DONT_PARALLELIZE
-// GCC 12 reports false -Wmaybe-uninitialized warnings inside its own AVX-512 intrinsics when it inlines
-// Eigen's double-precision kernels; they are silenced for these headers only.
-#pragma GCC diagnostic push
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
-#include <Eigen/Cholesky>
-#include <Eigen/Core>
-#pragma GCC diagnostic pop
+#include "core/eigen.h"
 
 #include <climits>
 #include <cmath>

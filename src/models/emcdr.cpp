@@ -14,14 +14,7 @@
 //
 // Defaults (factors=32, alpha=5, map_reg=0.3) were chosen on the validation users of Douban Book/Music
 // cold-user splits (both directions, three seeds); the test users were not used.
-// Eigen must not start threads of its own; GCC 12 reports false -Wmaybe-uninitialized warnings inside its
-// AVX-512 intrinsics when it inlines Eigen's double-precision kernels (silenced for these headers only).
-#define EIGEN_DONT_PARALLELIZE
-#pragma GCC diagnostic push
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
-#include <Eigen/Cholesky>
-#include <Eigen/Core>
-#pragma GCC diagnostic pop
+#include "core/eigen.h"
 
 #include <algorithm>
 #include <climits>

@@ -20,12 +20,7 @@
 // Defaults (center=domain, pop_weight=0.5, align=ridge, align_reg=0.1) were chosen on the validation users
 // of Amazon Food-Kitchen (TF-IDF title vectors, target against 999 sampled negatives): per-domain centring
 // beat global centring in both domains, and the alignment added a little (NDCG@10 about +0.005).
-#define EIGEN_DONT_PARALLELIZE
-#pragma GCC diagnostic push
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
-#include <Eigen/Cholesky>
-#include <Eigen/Core>
-#pragma GCC diagnostic pop
+#include "core/eigen.h"
 
 #include <algorithm>
 #include <climits>

@@ -1,13 +1,6 @@
 // The nn toolkit (see include/xdrec/nn.h). Batched products go through Eigen on one thread; single-row
 // inference uses plain loops with a fixed summation order.
-// Eigen must not start threads of its own: callers parallelise over fixed chunks.
-#define EIGEN_DONT_PARALLELIZE
-// GCC 12 reports false -Wmaybe-uninitialized warnings inside its own AVX-512 intrinsics when it inlines
-// Eigen's kernels; they are silenced for these headers only.
-#pragma GCC diagnostic push
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
-#include <Eigen/Core>
-#pragma GCC diagnostic pop
+#include "core/eigen.h"
 
 #include <algorithm>
 #include <cmath>

@@ -1,13 +1,5 @@
 // Randomized SVD: see rsvd.h.
-#define EIGEN_DONT_PARALLELIZE
-// GCC 12 reports false (maybe-)uninitialized warnings inside its own AVX-512 intrinsics when it inlines
-// Eigen's kernels (seen at -O1 in the sanitizer build); silenced for these headers only.
-#pragma GCC diagnostic push
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
-#pragma GCC diagnostic ignored "-Wuninitialized"
-#include <Eigen/Dense>
-#include <Eigen/SVD>
-#pragma GCC diagnostic pop
+#include "core/eigen.h"
 
 #include <algorithm>
 #include <cmath>
