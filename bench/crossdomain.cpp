@@ -560,6 +560,7 @@ struct ListOptions {
   bool ease_default = true;      // EASE in the default list (else with --ablation only)
   bool text_dim_cheap = true;    // raw text vectors (ae=0) are affordable for the hybrid model by default
   int slow_seeds = 0;            // seeds of the slow text models (0: every seed)
+  bool fewer_epochs = false;     // large catalogue: fewer epochs for the hybrid and two-tower models
 };
 
 // Encoders of the text ablation that can run here (--encoders, else tfidf, glove, use-lite, and bert:DIR
@@ -627,7 +628,7 @@ std::vector<Config> model_list(Env& env, const ListOptions& lo, const std::strin
     if (lo.ease_fits && (lo.ease_default || ablation)) out.push_back({"ease:lambda=300", "", 1});
     if (lo.cross_domain) out.push_back({"emcdr", ""});
     // Fewer epochs on the large catalogue (a two-tower epoch takes about 10 s there, a hybrid fit minutes).
-    const bool fewer = lo.slow_seeds > 0 && !ablation;
+    const bool fewer = lo.fewer_epochs && !ablation;
     const std::string tt = fewer ? "twotower:epochs=5," : "twotower:";
     const std::string hy = fewer ? "hybrid:epochs=10," : "hybrid:";
     // Shared users without text: the hybrid factorisation and the two towers fitted on ids only.
@@ -727,7 +728,7 @@ void run_fixed(Env& env, Results& res, const Dataset& ds, const std::string& pre
   lo.ease_fits = ds.n_items() <= kEaseMaxItems;
   lo.encoder_ablation = false;  // use-lite only here: the encoder ablation runs on the cold-item protocol
   lo.text_dim_cheap = false;
-  lo.slow_seeds = ds.n_items() > 20000 ? 1 : 0;
+  lo.fewer_epochs = ds.n_items() > 20000;
   const auto configs = model_list(env, lo, prefix);
   const std::vector<std::pair<std::string, std::string>> sampled_names = {
       {"hr@1", "hr@1"},     {"hr@5", "hr@5"},       {"hr@10", "hr@10"},
