@@ -7,7 +7,7 @@
 //   DATA_ROOT      default: $XDREC_SHARED_DATA, else <repository>/../shared/data
 //   --seeds N      seeds per protocol (default 3)
 //   --threads N    threads for fitting and evaluation (default: all cores)
-//   --quick        a few minutes: one seed, fewer epochs and variants
+//   --quick        smoke run (about a minute): one seed, tiny epochs, one encoder
 //   --ablation     adds the full text ablation (tfidf, glove, use-lite and bert:DIR, each with and without
 //   the
 //                  autoencoder), EASE on the 50% protocols and the slow text models on Food-Kitchen
