@@ -14,14 +14,14 @@
 //
 // Defaults (factors=32, alpha=5, map_reg=0.3) were chosen on the validation users of Douban Book/Music
 // cold-user splits (both directions, three seeds); the test users were not used.
-#include "core/eigen.h"
-
 #include <algorithm>
 #include <climits>
 #include <cmath>
 #include <cstdio>
 
+#include "core/eigen.h"
 #include "models/mf_kernels.h"
+#include "models/model_util.h"
 #include "xdrec/nn.h"
 #include "xdrec/recommender.h"
 
@@ -380,16 +380,8 @@ class EmcdrModel final : public Recommender {
           who + "the manifest's extra section lacks 'domains'");
     const size_t nd = extra["domains"].get<size_t>();
     check(nd >= 1 && nd <= 65536, who + "invalid domain count " + std::to_string(nd));
-    const Tensor& dt = get_tensor(tensors, "item_domain");
-    check(dt.shape.size() == 1, who + "tensor 'item_domain' must have 1 dimension");
-    std::vector<uint32_t> dom = dt.to_u32("item_domain");
-    check(!dom.empty(), who + "tensor 'item_domain' is empty");
-    std::vector<uint16_t> item_domain(dom.size());
-    for (size_t i = 0; i < dom.size(); ++i) {
-      check(dom[i] < nd, who + "item " + std::to_string(i) + " has domain " + std::to_string(dom[i]) +
-                             " but the model has " + std::to_string(nd) + " domains");
-      item_domain[i] = uint16_t(dom[i]);
-    }
+    std::vector<uint16_t> item_domain = model_util::load_item_domains(tensors, nd, who);
+    const std::vector<uint16_t>& dom = item_domain;
     std::vector<float> pop = get_tensor(tensors, "item_popularity").to_f32("item_popularity");
     check(pop.size() == dom.size(), who + "tensor 'item_popularity' has " + std::to_string(pop.size()) +
                                         " entries for " + std::to_string(dom.size()) + " items");

@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "xdrec/common.h"
+#include "xdrec/tensor_io.h"
 
 extern "C" void openblas_set_num_threads(int num_threads);
 
@@ -202,6 +203,23 @@ inline void score_sparse_item_matrix(const Csr& hist, std::span<const uint32_t> 
       }
     }
   });
+}
+
+// The per-item domain tensor "item_domain" of a saved model with n_domains domains: 1-D, non-empty, every
+// entry below n_domains. `who` prefixes the error messages ("emcdr load: ").
+inline std::vector<uint16_t> load_item_domains(const TensorMap& tensors, size_t n_domains,
+                                               const std::string& who) {
+  const Tensor& dt = get_tensor(tensors, "item_domain");
+  check(dt.shape.size() == 1, who + "tensor 'item_domain' must have 1 dimension");
+  const std::vector<uint32_t> dom = dt.to_u32("item_domain");
+  check(!dom.empty(), who + "tensor 'item_domain' is empty");
+  std::vector<uint16_t> item_domain(dom.size());
+  for (size_t i = 0; i < dom.size(); ++i) {
+    check(dom[i] < n_domains, who + "item " + std::to_string(i) + " has domain " + std::to_string(dom[i]) +
+                                  " but the model has " + std::to_string(n_domains) + " domains");
+    item_domain[i] = uint16_t(dom[i]);
+  }
+  return item_domain;
 }
 
 }  // namespace xdrec::model_util

@@ -20,12 +20,11 @@
 // Defaults (center=domain, pop_weight=0.5, align=ridge, align_reg=0.1) were chosen on the validation users
 // of Amazon Food-Kitchen (TF-IDF title vectors, target against 999 sampled negatives): per-domain centring
 // beat global centring in both domains, and the alignment added a little (NDCG@10 about +0.005).
-#include "core/eigen.h"
-
 #include <algorithm>
 #include <climits>
 #include <cmath>
 
+#include "core/eigen.h"
 #include "models/mf_kernels.h"
 #include "models/model_util.h"
 #include "models/text_features.h"
@@ -313,14 +312,8 @@ class TextBridgeModel final : public Recommender {
     models::TextFeatures tf;
     tf.load(tensors, "text.");
     const size_t f = tf.dim(), d_in = tf.input_dim();
-    std::vector<uint32_t> dom = get_tensor(tensors, "item_domain").to_u32("item_domain");
-    check(!dom.empty(), who + "tensor 'item_domain' is empty");
-    std::vector<uint16_t> item_domain(dom.size());
-    for (size_t i = 0; i < dom.size(); ++i) {
-      check(dom[i] < nd, who + "item " + std::to_string(i) + " has domain " + std::to_string(dom[i]) +
-                             " but the model has " + std::to_string(nd) + " domains");
-      item_domain[i] = uint16_t(dom[i]);
-    }
+    std::vector<uint16_t> item_domain = model_util::load_item_domains(tensors, nd, who);
+    const std::vector<uint16_t>& dom = item_domain;
     std::vector<float> pop = get_tensor(tensors, "item_popularity").to_f32("item_popularity");
     check(pop.size() == dom.size(), who + "tensor 'item_popularity' has " + std::to_string(pop.size()) +
                                         " entries for " + std::to_string(dom.size()) + " items");
