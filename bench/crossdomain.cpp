@@ -396,7 +396,7 @@ Fitted fit_config(const Env& env, const Config& c, const Csr& train, const Datas
   FitContext ctx;
   ctx.threads = env.threads;
   ctx.seed = seed;
-  ctx.dataset = &ds;
+  ctx.item_categories = nullptr;  // set by the caller where categories are wanted
   ctx.item_domain = ds.item_domain;
   if (text) {
     ctx.item_text = &text->items;

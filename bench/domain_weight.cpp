@@ -46,7 +46,7 @@ double ndcg_in(const Dataset& ds, const std::string& spec, const std::vector<Int
   ctx.threads = threads;
   ctx.seed = seed;
   ctx.item_domain = ds.item_domain;
-  ctx.dataset = &ds;
+  ctx.item_categories = nullptr;  // set by the caller where categories are wanted
   m->fit(ds.user_item_matrix(train, true), ctx);
   EvalOptions eo;
   eo.ks = {10};

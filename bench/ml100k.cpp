@@ -85,7 +85,7 @@ Run fit_eval(const Dataset& ds, const std::string& spec, const std::vector<Inter
   FitContext ctx;
   ctx.threads = threads;
   ctx.seed = seed;
-  ctx.dataset = &ds;
+  ctx.item_categories = nullptr;  // set by the caller where categories are wanted
   reset_peak_rss();
   Timer t;
   model->fit(tr, ctx);

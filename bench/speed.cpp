@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "xdrec/common.h"
+#include "xdrec/rank.h"
 #include "xdrec/recommender.h"
 
 using namespace xdrec;

@@ -1,5 +1,5 @@
-// Recommender: the one interface every model implements, a registry of models by spec string, and the
-// top-K recommendation helpers shared by the CLI, evaluation and serving.
+// Recommender: the one interface every model implements and the registry of models by spec string. Top-K
+// lists over a model's scores: rank.h.
 #pragma once
 
 #include <cstdint>
@@ -10,7 +10,6 @@
 #include <vector>
 
 #include "xdrec/common.h"
-#include "xdrec/dataset.h"
 #include "xdrec/params.h"
 #include "xdrec/tensor_io.h"
 
@@ -20,7 +19,9 @@ namespace xdrec {
 struct FitContext {
   int threads = 1;      // fixed thread count from the caller; results must not depend on it where possible
   uint64_t seed = 42;
-  const Dataset* dataset = nullptr;              // ids, domains, text (may be null for matrix-only fits)
+  // Item categories as rows of a multi-hot matrix (n_items x n_categories, e.g. Dataset::category_vectors());
+  // null or 0 rows: no categories. Used by the models that declare it (hybrid:categories=1).
+  const Matrix* item_categories = nullptr;
   std::span<const uint16_t> item_domain;         // domain of each item (may be empty: one domain)
   ProgressFn progress;                            // may be empty
   bool verbose = false;
@@ -103,28 +104,5 @@ void save_model(const Recommender& model, const std::string& dir, uint64_t data_
 // Loads what save_model wrote; clear Error for a missing directory, a missing or corrupt file, a checksum
 // mismatch, or an unknown model name.
 std::unique_ptr<Recommender> load_model(const std::string& dir, uint64_t* data_fingerprint = nullptr);
-
-// ---- Top-K ----------------------------------------------------------------------------------------------
-
-struct ScoredItem {
-  uint32_t item;
-  float score;
-};
-
-struct RecommendOptions {
-  size_t k = 10;
-  const Csr* exclude = nullptr;          // users x items; items in the user's row are never returned
-  std::span<const uint16_t> item_domain;  // required when domain >= 0
-  int domain = -1;                         // restrict to one domain (-1: any)
-  int threads = 1;
-};
-
-// Top-K of one score row, ties broken by lower item index. Excluded and filtered items are skipped.
-std::vector<ScoredItem> top_k(const float* scores, uint32_t n_items, size_t k, std::span<const uint32_t> exclude,
-                              std::span<const uint16_t> item_domain, int domain);
-
-// Batched: scores users in blocks and returns one top-K list per user.
-std::vector<std::vector<ScoredItem>> recommend(const Recommender& model, std::span<const uint32_t> users,
-                                               const RecommendOptions& opt);
 
 }  // namespace xdrec

@@ -17,6 +17,7 @@
 #include "xdrec/metrics.h"
 #include "xdrec/params.h"
 #include "xdrec/readers.h"
+#include "xdrec/rank.h"
 #include "xdrec/recommender.h"
 #include "xdrec/synthetic.h"
 
@@ -101,7 +102,7 @@ FitContext fit_context(const Dataset& ds, const Common& c) {
   FitContext ctx;
   ctx.threads = resolve_threads(c.threads);
   ctx.seed = c.seed;
-  ctx.dataset = &ds;
+  ctx.item_categories = nullptr;  // set by the caller where categories are wanted
   ctx.item_domain = ds.item_domain;
   ctx.progress = progress_bar(!c.quiet);
   return ctx;

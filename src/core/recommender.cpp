@@ -1,4 +1,4 @@
-// Model registry, model files (save/load) and top-K selection.
+// Model registry and model files (save/load).
 #include <algorithm>
 #include <cmath>
 #include <cstdlib>
@@ -117,65 +117,6 @@ std::unique_ptr<Recommender> load_model(const std::string& dir, uint64_t* data_f
             " and " + std::to_string(want_items));
   if (data_fingerprint) *data_fingerprint = fingerprint;
   return model;
-}
-
-std::vector<ScoredItem> top_k(const float* scores, uint32_t n_items, size_t k, std::span<const uint32_t> exclude,
-                              std::span<const uint16_t> item_domain, int domain) {
-  std::vector<ScoredItem> heap;
-  if (k == 0) return heap;
-  heap.reserve(k + 1);
-  // "better" = higher score, then lower item index. The heap keeps the worst of the current top-k at front.
-  auto better = [](const ScoredItem& a, const ScoredItem& b) {
-    return a.score > b.score || (a.score == b.score && a.item < b.item);
-  };
-  const bool filter_domain = domain >= 0 && !item_domain.empty();
-  check(!filter_domain || item_domain.size() >= n_items,
-        "top_k: item domains are given for " + std::to_string(item_domain.size()) + " items, but there are " +
-            std::to_string(n_items));
-  size_t ex = 0;
-  for (uint32_t i = 0; i < n_items; ++i) {
-    while (ex < exclude.size() && exclude[ex] < i) ++ex;
-    if (ex < exclude.size() && exclude[ex] == i) continue;
-    if (filter_domain && item_domain[i] != domain) continue;
-    float s = scores[i];
-    if (std::isnan(s)) s = -INFINITY;
-    ScoredItem cand{i, s};
-    if (heap.size() < k) {
-      heap.push_back(cand);
-      std::push_heap(heap.begin(), heap.end(), better);
-    } else if (better(cand, heap.front())) {
-      std::pop_heap(heap.begin(), heap.end(), better);
-      heap.back() = cand;
-      std::push_heap(heap.begin(), heap.end(), better);
-    }
-  }
-  std::sort(heap.begin(), heap.end(), better);
-  return heap;
-}
-
-std::vector<std::vector<ScoredItem>> recommend(const Recommender& model, std::span<const uint32_t> users,
-                                               const RecommendOptions& opt) {
-  check(opt.domain < 0 || !opt.item_domain.empty(), "recommend: a domain filter needs the item domains");
-  for (uint32_t u : users)
-    check(u < model.n_users(), "recommend: user index " + std::to_string(u) + " is out of range (model has " +
-                                   std::to_string(model.n_users()) + " users)");
-  std::vector<std::vector<ScoredItem>> out(users.size());
-  const size_t block = 256;
-  const int threads = resolve_threads(opt.threads);
-  Matrix scores;
-  for (size_t b = 0; b < users.size(); b += block) {
-    const size_t e = std::min(users.size(), b + block);
-    model.score(users.subspan(b, e - b), scores, threads);
-    parallel_for(e - b, threads, 16, [&](size_t lo, size_t hi) {
-      for (size_t r = lo; r < hi; ++r) {
-        const uint32_t u = users[b + r];
-        std::span<const uint32_t> ex;
-        if (opt.exclude && u < opt.exclude->n_rows) ex = opt.exclude->row_indices(u);
-        out[b + r] = top_k(scores.row(r), model.n_items(), opt.k, ex, opt.item_domain, opt.domain);
-      }
-    });
-  }
-  return out;
 }
 
 }  // namespace xdrec

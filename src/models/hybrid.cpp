@@ -274,8 +274,8 @@ void HybridModel::fit(const Csr& user_items, const FitContext& ctx) {
 
   // ---- Categories ----
   Csr cats;
-  if (use_categories_ && ctx.dataset) {
-    const Matrix cv = ctx.dataset->category_vectors();
+  if (use_categories_ && ctx.item_categories && ctx.item_categories->rows > 0) {
+    const Matrix& cv = *ctx.item_categories;
     if (cv.rows == ni && cv.cols > 0) {
       std::vector<uint32_t> r, c;
       std::vector<float> v;

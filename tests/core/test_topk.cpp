@@ -5,6 +5,7 @@
 #include <limits>
 
 #include "test_util.h"
+#include "xdrec/rank.h"
 #include "xdrec/recommender.h"
 
 using namespace xdrec;

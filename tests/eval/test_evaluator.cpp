@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "xdrec/metrics.h"
+#include "xdrec/rank.h"
 
 using namespace xdrec;
 

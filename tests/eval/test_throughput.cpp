@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "xdrec/metrics.h"
+#include "xdrec/rank.h"
 
 extern "C" {
 // CBLAS (OpenBLAS) entry points, declared here so that the test needs no BLAS header.

@@ -14,6 +14,7 @@
 #include <sstream>
 
 #include "test_util.h"
+#include "xdrec/rank.h"
 #include "xdrec/recommender.h"
 
 namespace fs = std::filesystem;

@@ -21,6 +21,7 @@
 #include "xdrec/metrics.h"
 #include "xdrec/nn.h"
 #include "xdrec/readers.h"
+#include "xdrec/rank.h"
 #include "xdrec/recommender.h"
 #include "xdrec/split.h"
 

@@ -25,6 +25,7 @@
 #include "xdrec/encoder.h"
 #include "xdrec/metrics.h"
 #include "xdrec/readers.h"
+#include "xdrec/rank.h"
 #include "xdrec/recommender.h"
 #include "xdrec/split.h"
 
@@ -668,7 +669,8 @@ TEST(HybridMovieLens, WarmUsersBeatPopularity) {
     auto m = create_model(spec);
     FitContext ctx;
     ctx.threads = std::getenv("HYB_THREADS") ? std::atoi(std::getenv("HYB_THREADS")) : 2;
-    ctx.dataset = &ds;
+    const Matrix cats = ds.category_vectors();
+    ctx.item_categories = &cats;
     ctx.item_text = &x;
     ctx.item_domain = ds.item_domain;
     m->fit(train, ctx);
@@ -736,7 +738,8 @@ TEST(HybridMovieLens, ColdItemsBeatTextCosine) {
     FitContext ctx;
     ctx.threads = std::getenv("HYB_THREADS") ? std::atoi(std::getenv("HYB_THREADS")) : 2;
     ctx.verbose = std::getenv("HYB_VERBOSE") != nullptr;
-    ctx.dataset = &ds;
+    const Matrix cats = ds.category_vectors();
+    ctx.item_categories = &cats;
     ctx.item_text = &x;
     ctx.item_domain = ds.item_domain;
     m->fit(train, ctx);
@@ -774,7 +777,8 @@ TEST(HybridFoodKitchen, FitTimeAndValidationHitRate) {
     FitContext ctx;
     ctx.threads = std::getenv("HYB_THREADS") ? std::atoi(std::getenv("HYB_THREADS")) : 2;
     ctx.verbose = std::getenv("HYB_VERBOSE") != nullptr;
-    ctx.dataset = &ds;
+    const Matrix cats = ds.category_vectors();
+    ctx.item_categories = &cats;
     ctx.item_text = no_text ? nullptr : &x;
     ctx.item_domain = ds.item_domain;
     m->fit(train, ctx);

@@ -7,6 +7,7 @@
 #include <fstream>
 #include <string>
 
+#include "xdrec/rank.h"
 #include "xdrec/recommender.h"
 
 using namespace xdrec;

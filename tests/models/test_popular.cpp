@@ -4,6 +4,7 @@
 
 #include <filesystem>
 
+#include "xdrec/rank.h"
 #include "xdrec/recommender.h"
 
 using namespace xdrec;

@@ -12,6 +12,7 @@
 #include <numeric>
 
 #include "test_util.h"
+#include "xdrec/rank.h"
 #include "xdrec/recommender.h"
 
 using namespace xdrec;

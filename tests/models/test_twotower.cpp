@@ -8,6 +8,7 @@
 #include <cstring>
 
 #include "test_util.h"
+#include "xdrec/rank.h"
 #include "xdrec/recommender.h"
 
 using namespace xdrec;
