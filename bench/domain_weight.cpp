@@ -7,7 +7,7 @@
 //   tuned     the auxiliary weight from {0.1, 0.25, 0.5, 1} that is best on the validation users
 // and evaluated on the test users, mean ± 95% CI over seeds (model initialisation and negative sampling).
 //
-//   bench_domain_weight OUT.json [DATA_ROOT] [--seeds N] [--threads N] [--model SPEC]
+//   bench/domain_weight OUT.json [DATA_ROOT] [--seeds N] [--threads N] [--model SPEC]
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
@@ -15,10 +15,8 @@
 #include <string>
 #include <vector>
 
-#include "xdrec/metrics.h"
+#include "xdrec/pipeline.h"
 #include "xdrec/readers.h"
-#include "xdrec/recommender.h"
-#include "xdrec/split.h"
 
 using namespace xdrec;
 namespace fs = std::filesystem;
@@ -39,24 +37,26 @@ std::vector<Interaction> weighted(const Dataset& ds, const std::vector<Interacti
   return out;
 }
 
-double ndcg_in(const Dataset& ds, const std::string& spec, const std::vector<Interaction>& train,
-               const Csr& seen, const Csr& eval_on, int target, uint64_t seed, int threads, double* hr) {
-  auto m = create_model(spec);
-  FitContext ctx;
-  ctx.threads = threads;
-  ctx.seed = seed;
-  ctx.item_domain = ds.item_domain;
-  ctx.item_categories = nullptr;  // set by the caller where categories are wanted
-  m->fit(ds.user_item_matrix(train, true), ctx);
-  EvalOptions eo;
-  eo.ks = {10};
-  eo.threads = threads;
-  eo.sampled_negatives = 999;
-  eo.seed = seed;
-  auto r = evaluate(*m, seen, eval_on, &ds, eo);
-  const auto& d = r.by_domain.at(ds.domains.name(target));
-  if (hr) *hr = d.at("hr@10");
-  return d.at("ndcg@10");
+// Fits `spec` on the fixed split's training part with the auxiliary domains at weight `aux`, evaluated on
+// validation or test users of domain `target` (999 sampled negatives), one run per seed.
+ExperimentResult fit_weighted(const Dataset& ds, const Split& sp, const std::string& spec, int target, double aux,
+                              bool validation, const std::vector<uint64_t>& seeds, int threads) {
+  Split weighted_split = sp;
+  weighted_split.train = weighted(ds, sp.train, target, aux);
+  ExperimentOptions x;
+  x.given_split = weighted_split;
+  x.seeds = seeds;
+  x.use_ratings = true;  // the interaction weights above
+  x.evaluate_on_validation = validation;
+  x.threads = threads;
+  x.evaluations[0].options.ks = {10};
+  x.evaluations[0].options.sampled_negatives = 999;
+  x.models = {ModelRun::of(spec)};
+  Experiment exp(ds, x);
+  exp.on_run = [](const RunRecord& r) {
+    if (!r.error.empty()) throw Error(r.key + ": " + r.error);
+  };
+  return exp.run();
 }
 
 }  // namespace
@@ -88,8 +88,6 @@ int main(int argc, char** argv) {
   try {
     Dataset ds = read_dataset((fs::path(root) / "amazon_food-kitchen_llmcdsr").string());
     Split sp = split_fixed(ds);
-    const Csr seen = ds.user_item_matrix(sp.train);
-    const Csr valid = ds.user_item_matrix(sp.validation), test = ds.user_item_matrix(sp.test);
     std::vector<size_t> per_domain(ds.n_domains(), 0);
     for (auto& x : sp.train) ++per_domain[ds.item_domain[x.item]];
     nlohmann::json j;
@@ -103,23 +101,21 @@ int main(int argc, char** argv) {
       const double balanced = std::min(1.0, double(per_domain[t]) / double(n_aux));
       // Validation picks the tuned weight (first seed).
       double best_w = 1, best = -1;
+      const std::string dn = ds.domains.name(t);
       for (double w : {0.1, 0.25, 0.5, 1.0}) {
-        const double v = ndcg_in(ds, spec, weighted(ds, sp.train, t, w), seen, valid, t, 1, threads, nullptr);
+        const ExperimentResult r = fit_weighted(ds, sp, spec, t, w, true, {1}, threads);
+        const double v = r.summary(spec).at(dn + "/ndcg@10").mean;
         if (v > best) best = v, best_w = w;
       }
       const std::vector<std::pair<std::string, double>> variants{
           {"single", 0.0}, {"joint", 1.0}, {"balanced", balanced}, {"tuned", best_w}};
+      std::vector<uint64_t> seed_list;
+      for (int s = 0; s < seeds; ++s) seed_list.push_back(uint64_t(1 + s));
       for (auto& [name, w] : variants) {
-        std::vector<double> nd, hr;
-        for (int s = 0; s < seeds; ++s) {
-          double h = 0;
-          nd.push_back(ndcg_in(ds, spec, weighted(ds, sp.train, t, w), seen, test, t, 1 + s, threads, &h));
-          hr.push_back(h);
-        }
-        const MeanCI a = mean_ci95(nd), b = mean_ci95(hr);
-        const std::string dn = ds.domains.name(t);
-        std::printf("%-8s %-9s %-6.3f %.4f ± %.4f    %.4f ± %.4f\n", dn.c_str(), name.c_str(), w, a.mean,
-                    a.ci95, b.mean, b.ci95);
+        const auto summary = fit_weighted(ds, sp, spec, t, w, false, seed_list, threads).summary(spec);
+        const MeanCI a = summary.at(dn + "/ndcg@10"), b = summary.at(dn + "/hr@10");
+        std::printf("%-8s %-9s %-6.3f %.4f ± %.4f    %.4f ± %.4f\n", dn.c_str(), name.c_str(), w, a.mean, a.ci95,
+                    b.mean, b.ci95);
         std::fflush(stdout);
         j[dn][name] = {{"aux_weight", w},
                        {"ndcg@10", {{"mean", a.mean}, {"ci95", a.ci95}}},

@@ -18,26 +18,22 @@
 #include <string>
 #include <vector>
 
-#include "xdrec/metrics.h"
+#include "xdrec/pipeline.h"
 #include "xdrec/readers.h"
-#include "xdrec/recommender.h"
-#include "xdrec/split.h"
 
 using namespace xdrec;
 
 namespace {
 
-struct Parts {
-  std::vector<Interaction> fit, validation, test;
-};
-
-Parts make_parts(const Dataset& ds, uint64_t seed) {
+// The split of one seed: train = fit, validation, test (check_no_leakage passes on it).
+Split make_parts(const Dataset& ds, uint64_t seed) {
   std::vector<uint32_t> raw_user(ds.n_users()), raw_item(ds.n_items());
   for (uint32_t u = 0; u < ds.n_users(); ++u) raw_user[u] = std::stoul(ds.users.name(u));
   for (uint32_t i = 0; i < ds.n_items(); ++i) raw_item[i] = std::stoul(ds.items.name(i));
   std::vector<std::vector<Interaction>> by_user(ds.n_users());
   for (auto& it : ds.interactions) by_user[it.user].push_back(it);
-  Parts p;
+  Split p;
+  p.protocol = "ml100k-hash:seed=" + std::to_string(seed);
   for (auto& rows : by_user) {
     std::vector<size_t> order(rows.size());
     std::vector<uint64_t> key(rows.size());
@@ -57,7 +53,7 @@ Parts make_parts(const Dataset& ds, uint64_t seed) {
       } else if (r < n_test + n_val) {
         p.validation.push_back(it);
       } else {
-        p.fit.push_back(it);
+        p.train.push_back(it);
       }
     }
   }
@@ -65,39 +61,25 @@ Parts make_parts(const Dataset& ds, uint64_t seed) {
 }
 
 // Resets the kernel's peak-RSS counter so each fit's peak can be read separately.
-void reset_peak_rss() {
-  std::ofstream f("/proc/self/clear_refs");
-  if (f) f << "5";
-}
-
-struct Run {
-  MetricMap metrics;
-  double fit_seconds = 0, peak_mb = 0;
-};
-
-Run fit_eval(const Dataset& ds, const std::string& spec, const std::vector<Interaction>& train,
-             const std::vector<Interaction>& test, int threads, uint64_t seed) {
-  Csr tr = ds.user_item_matrix(train);
-  Csr te = ds.user_item_matrix(test);
-  for (auto& v : tr.values) v = 1.0f;  // every rating is one positive
-  for (auto& v : te.values) v = 1.0f;
-  auto model = create_model(spec);
-  FitContext ctx;
-  ctx.threads = threads;
-  ctx.seed = seed;
-  ctx.item_categories = nullptr;  // set by the caller where categories are wanted
-  reset_peak_rss();
-  Timer t;
-  model->fit(tr, ctx);
-  Run r;
-  r.fit_seconds = t.seconds();
-  r.peak_mb = peak_rss_mb();
-  EvalOptions eo;
-  eo.ks = {10};
-  eo.threads = threads;
-  eo.per_domain = false;
-  r.metrics = evaluate(*model, tr, te, &ds, eo).overall;
-  return r;
+// Fits and evaluates `specs` (full ranking, K = 10) on the split of each seed.
+ExperimentResult run(const Dataset& ds, const std::vector<std::string>& specs, const std::vector<uint64_t>& seeds,
+                     bool tuning, int threads) {
+  ExperimentOptions x;
+  x.make_split = [&ds](uint64_t seed) { return make_parts(ds, seed); };
+  x.seeds = seeds;
+  x.binary = true;  // every rating one positive
+  x.fit_on_validation = !tuning;
+  x.evaluate_on_validation = tuning;
+  x.threads = threads;
+  x.item_categories = false;
+  x.evaluations[0].options.ks = {10};
+  x.evaluations[0].options.per_domain = false;
+  for (auto& s : specs) x.models.push_back(ModelRun::of(s));
+  Experiment exp(ds, x);
+  exp.on_run = [](const RunRecord& r) {
+    if (!r.error.empty()) throw Error(r.key + ": " + r.error);
+  };
+  return exp.run();
 }
 
 }  // namespace
@@ -151,78 +133,65 @@ int main(int argc, char** argv) {
     }
     const std::vector<uint64_t> seeds = quick ? std::vector<uint64_t>{42} : std::vector<uint64_t>{42, 7, 1234, 2024, 99};
 
-    Parts p42 = make_parts(ds, 42);
-    std::printf("seed 42 split: fit %zu, validation %zu, test %zu (train = %zu)\n\n", p42.fit.size(),
-                p42.validation.size(), p42.test.size(), p42.fit.size() + p42.validation.size());
+    const Split p42 = make_parts(ds, 42);
+    std::printf("seed 42 split: fit %zu, validation %zu, test %zu (train = %zu)\n\n", p42.train.size(),
+                p42.validation.size(), p42.test.size(), p42.train.size() + p42.validation.size());
 
     nlohmann::json out;
     out["protocol"] =
         "ml-100k implicit top-10: every rating a positive; per user order by (splitmix64((seed<<40)|(u<<20)|i), "
         "item); n_test=floor(n/5) to test, n_val=floor((n-n_test)/5) to validation, rest fit; tuned on seed 42 "
         "fit->validation (NDCG@10), retrained on fit+validation, evaluated on test; full ranking of all items "
-        "minus the user's train items; seeds 42,7,1234,2024,99";
+        "minus the user's train items, ties in a seeded random order; seeds 42,7,1234,2024,99";
     out["dataset"] = {{"users", ds.n_users()}, {"items", ds.n_items()}, {"ratings", ds.interactions.size()}};
     out["threads"] = threads;
 
     std::vector<std::vector<std::string>> table;
-    const std::vector<std::string> names{"ndcg@10", "precision@10", "recall@10", "hr@10", "map@10", "coverage@10"};
+    const std::vector<std::string> names{"ndcg@10", "precision@10", "recall@10", "hr@10",
+                                         "map@10",  "coverage@10",  "tied_share"};
     for (auto& [family, specs] : grid) {
-      // Tune.
+      // Tune on (fit -> validation) of seed 42.
+      const ExperimentResult tune = run(ds, specs, {42}, true, threads);
       std::string best_spec;
       double best = -1;
       nlohmann::json tuning;
       for (auto& spec : specs) {
-        Run r = fit_eval(ds, spec, p42.fit, p42.validation, threads, 42);
-        const double v = r.metrics["ndcg@10"];
+        const RunRecord& r = tune.runs.at(spec).front();
+        const double v = r.metrics.at("ndcg@10");
         tuning[spec] = v;
-        std::printf("  tune %-60s validation ndcg@10 %.4f (%.2f s)\n", spec.c_str(), v, r.fit_seconds);
-        if (v > best) {
-          best = v;
-          best_spec = spec;
-        }
+        std::printf("  tune %-60s validation ndcg@10 %.4f (%.2f s)\n", spec.c_str(), v, r.metrics.at("fit_seconds"));
+        if (v > best) best = v, best_spec = spec;
       }
-      // Evaluate on test for every seed.
-      std::map<std::string, std::vector<double>> per_metric;
-      double fit_s42 = 0, peak42 = 0;
-      std::map<std::string, double> seed42;
-      for (uint64_t seed : seeds) {
-        Parts p = make_parts(ds, seed);
-        std::vector<Interaction> train = p.fit;
-        train.insert(train.end(), p.validation.begin(), p.validation.end());
-        Run r = fit_eval(ds, best_spec, train, p.test, threads, seed);
-        for (auto& n : names) per_metric[n].push_back(r.metrics[n]);
-        if (seed == 42) {
-          seed42 = {r.metrics.begin(), r.metrics.end()};
-          fit_s42 = r.fit_seconds;
-          peak42 = r.peak_mb;
-        }
-      }
+      // Retrain on fit + validation and evaluate on test, for every seed.
+      const ExperimentResult test = run(ds, {best_spec}, seeds, false, threads);
+      const RunRecord& r42 = test.runs.at(best_spec).front();
+      const auto summary = test.summary(best_spec);
+      auto seed42 = [&](const std::string& n) { return r42.metrics.count(n) ? r42.metrics.at(n) : 0.0; };
       nlohmann::json jm;
-      for (auto& n : names) {
-        MeanCI m = mean_ci95(per_metric[n]);
-        jm[n] = {{"seed42", seed42[n]}, {"mean", m.mean}, {"ci95", m.ci95}};
-      }
-      jm["fit_seconds"] = fit_s42;
-      jm["peak_rss_mb"] = peak42;
+      for (auto& n : names)
+        jm[n] = {{"seed42", seed42(n)}, {"mean", summary.at(n).mean}, {"ci95", summary.at(n).ci95}};
+      jm["fit_seconds"] = seed42("fit_seconds");
+      jm["peak_rss_delta_mb"] = seed42("peak_rss_delta_mb");
       jm["validation_ndcg@10"] = best;
       jm["tuning"] = tuning;
       jm["family"] = family;
-      jm["canonical_spec"] = create_model(best_spec)->spec();
+      jm["canonical_spec"] = r42.spec;
       out["models"][best_spec] = jm;
       char buf[512];
-      MeanCI nd = mean_ci95(per_metric["ndcg@10"]);
-      std::snprintf(buf, sizeof buf, "%.4f|%.4f ± %.4f|%.4f|%.4f|%.4f|%.4f|%.3f|%.2f|%.0f", seed42["ndcg@10"],
-                    nd.mean, nd.ci95, seed42["precision@10"], seed42["recall@10"], seed42["hr@10"],
-                    seed42["map@10"], seed42["coverage@10"], fit_s42, peak42);
+      const MeanCI nd = summary.at("ndcg@10");
+      std::snprintf(buf, sizeof buf, "%.4f|%.4f ± %.4f|%.4f|%.4f|%.4f|%.4f|%.3f|%.3f|%.2f|%.0f", seed42("ndcg@10"),
+                    nd.mean, nd.ci95, seed42("precision@10"), seed42("recall@10"), seed42("hr@10"),
+                    seed42("map@10"), seed42("coverage@10"), seed42("tied_share"), seed42("fit_seconds"),
+                    seed42("peak_rss_delta_mb"));
       std::vector<std::string> row{best_spec};
       std::stringstream ss(buf);
       for (std::string c; std::getline(ss, c, '|');) row.push_back(c);
       table.push_back(row);
       std::printf("%s: test ndcg@10 %.4f (seed 42), %.4f ± %.4f over %zu seeds\n\n", best_spec.c_str(),
-                  seed42["ndcg@10"], nd.mean, nd.ci95, seeds.size());
+                  seed42("ndcg@10"), nd.mean, nd.ci95, seeds.size());
     }
-    std::printf("\n| model (tuned) | NDCG@10 s42 | NDCG@10 mean ± CI | P@10 | R@10 | HR@10 | MAP@10 | coverage | fit s | "
-                "peak MB |\n|---|---|---|---|---|---|---|---|---|---|\n");
+    std::printf("\n| model (tuned) | NDCG@10 s42 | NDCG@10 mean ± CI | P@10 | R@10 | HR@10 | MAP@10 | coverage | tied | fit s | "
+                "fit MB |\n|---|---|---|---|---|---|---|---|---|---|---|\n");
     for (auto& row : table) {
       std::printf("|");
       for (auto& c : row) std::printf(" %s |", c.c_str());

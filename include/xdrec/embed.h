@@ -12,8 +12,12 @@
 #include "xdrec/common.h"
 #include "xdrec/dataset.h"
 #include "xdrec/encoder.h"
+#include "xdrec/split.h"
 
 namespace xdrec {
+
+// The item text every command and benchmark renders unless told otherwise.
+inline constexpr const char* kDefaultItemTemplate = "{title}. {categories}. {description}";
 
 // Item text from a template with the placeholders {title}, {description}, {categories} (joined with ", "),
 // {domain} and {id}; "{{" and "}}" stand for literal braces. A placeholder whose value is empty is dropped
@@ -75,7 +79,7 @@ class EmbeddingCache {
 };
 
 struct EmbedOptions {
-  std::string item_template = "{title}. {categories}. {description}";
+  std::string item_template = kDefaultItemTemplate;
   bool include_tags = true;  // see dataset_item_texts
   std::string cache_dir;     // empty: default_embedding_cache_dir()
   bool use_cache = true;
@@ -103,12 +107,22 @@ struct TextVectors {
   Matrix items;  // n_items x dim, in Dataset item order
   Matrix users;  // n_users x dim, in Dataset user order
   std::string encoder_spec, fingerprint;
+  size_t items_with_text = 0, users_with_text = 0;
   EmbedStats stats;
 };
 
-// Item and user vectors of a dataset. An encoder that needs fitting (tfidf) is first fitted on the item
-// texts (as rendered), so its fingerprint, and hence its cache file, follows the dataset's text.
-TextVectors embed_dataset(const Dataset& ds, TextEncoder& enc, const EmbedOptions& opt);
+// Item and user vectors of a dataset: the one builder of text vectors. The rule for empty text: an item whose
+// rendered text is empty, or a user without a profile text, gets a row of zeros ("no text") and is not
+// encoded; models treat a zero row as absent text. Item texts: with `split`, the categories carry the user
+// tags whose (user, item) pair the split does not hold out (item_text_with_tags), so a cold item's text never
+// carries tags of the users being predicted; without, every tag when opt.include_tags. An encoder that needs
+// fitting (tfidf) is first fitted on the non-empty item texts, so its fingerprint, and hence its cache file,
+// follows the dataset's text. Throws Error when no item has text for the template.
+TextVectors embed_dataset(const Dataset& ds, TextEncoder& enc, const EmbedOptions& opt,
+                          const Split* split = nullptr);
+// The item texts embed_dataset encodes (one per item; empty for an item without text).
+std::vector<std::string> dataset_item_texts(const Dataset& ds, const std::string& tmpl, const Split* split,
+                                            bool include_tags);
 
 // Writes `items` and `users` (F32) to a safetensors file with metadata: encoder (spec), fingerprint, dim,
 // template, dataset name and fingerprint, and the counts.

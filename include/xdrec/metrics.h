@@ -8,6 +8,8 @@
 #include <vector>
 
 #include "xdrec/common.h"
+#include "xdrec/dataset.h"
+#include "xdrec/rank.h"
 #include "xdrec/recommender.h"
 
 namespace xdrec {
@@ -64,9 +66,19 @@ struct EvalOptions {
   // the candidates (of each domain) as the catalogue. E.g. cold items: rank a user's held-out cold items
   // among the cold items only.
   std::vector<uint8_t> candidate_items;
+  // A protocol with a target domain (cold users of a domain, say): only that domain's items are candidates
+  // and relevant, in the overall metrics as in the per-domain ones (-1: every domain).
+  int target_domain = -1;
+  // Order of equal scores in full ranking (rank.h): seeded random per (seed, user) by default, so that a
+  // model that cannot tell items apart gets the chance level, not an index-order effect. The sampled
+  // protocol always ranks the target below every negative with an equal score (pessimistic).
+  Ties ties = Ties::kRandom;
 };
 
 // Metrics keyed by name ("ndcg@10", "precision@10", "coverage@10", ...), each a mean over evaluated users.
+// overall["tied_share"]: mean over users of the share of candidates whose score equals a held-out item's
+// (sampled: of its negatives; full: of every candidate, on up to 4 held-out items per user) — near 1 for a
+// model that cannot tell the candidates apart, near 0 for one that can.
 // The maps of by_domain and by_cohort also hold "n_users", the number of users averaged there. Definitions:
 // docs/METRICS.md.
 using MetricMap = std::map<std::string, double>;

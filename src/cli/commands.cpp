@@ -12,10 +12,10 @@
 #include <sstream>
 
 #include "cli/progress.h"
-#include "cli/text_setup.h"
 #include "xdrec/encoder.h"
 #include "xdrec/metrics.h"
 #include "xdrec/params.h"
+#include "xdrec/pipeline.h"
 #include "xdrec/readers.h"
 #include "xdrec/rank.h"
 #include "xdrec/recommender.h"
@@ -98,49 +98,11 @@ void print_table(const std::vector<std::vector<std::string>>& rows) {
   }
 }
 
-FitContext fit_context(const Dataset& ds, const Common& c) {
-  FitContext ctx;
-  ctx.threads = resolve_threads(c.threads);
-  ctx.seed = c.seed;
-  ctx.item_categories = nullptr;  // set by the caller where categories are wanted
-  ctx.item_domain = ds.item_domain;
-  ctx.progress = progress_bar(!c.quiet);
-  return ctx;
-}
-
 Split split_from(const Dataset& ds, const std::string& protocol, SplitOptions opt, const std::string& target,
                  uint64_t seed) {
   opt.seed = seed;
   if (!target.empty()) opt.target_domain = domain_index(ds, target);
   return make_split(ds, protocol, opt);
-}
-
-// One evaluation run of one model on one split.
-struct RunResult {
-  EvalResult eval;
-  double fit_seconds = 0;
-  double peak_rss_mb = 0;
-  std::string spec;
-};
-
-// Fits `spec` on train and evaluates it on test. The fitted model is handed back through `keep` when given.
-// Text models get `text` when given.
-RunResult train_and_eval(const Dataset& ds, const Csr& train, const Csr& test, const std::string& spec,
-                         const EvalOptions& eopt, const Common& c, uint64_t seed,
-                         std::unique_ptr<Recommender>* keep = nullptr, const TextSide* text = nullptr) {
-  RunResult r;
-  auto model = create_model(spec);
-  FitContext ctx = fit_context(ds, c);
-  ctx.seed = seed;
-  if (text) text->attach(ctx);  // models that do not use text ignore it
-  Timer t;
-  model->fit(train, ctx);
-  r.fit_seconds = t.seconds();
-  r.spec = model->spec();
-  r.eval = evaluate(*model, train, test, &ds, eopt);
-  r.peak_rss_mb = peak_rss_mb();
-  if (keep) *keep = std::move(model);
-  return r;
 }
 
 std::vector<std::string> kMainMetrics(size_t k) {
@@ -207,23 +169,31 @@ void quickstart_cold_user(const Dataset& ds, const Split& split, const Csr& trai
     return;
   }
   Timer t;
-  TextArgs ta;
-  ta.encoder = a.encoder;
-  ta.cache_dir = a.cache_dir;
-  auto encoder = make_encoder(a.encoder, quiet.quiet);
-  const TextSide text = compute_text_side(ds, &split, *encoder, ta, quiet);
+  auto encoder = cli_encoder(a.encoder, quiet.quiet);
+  EmbedOptions eo;
+  eo.cache_dir = a.cache_dir;
+  eo.threads = quiet.threads;
+  const TextVectors text = embed_dataset(ds, *encoder, eo, &split);
   try {
     (void)create_model(spec);
   } catch (const Error&) {
     spec = name;  // the quick settings name a parameter this build's model does not declare
   }
-  std::unique_ptr<Recommender> model;
-  RunResult r = train_and_eval(ds, train, test, spec, eopt, quiet, quiet.seed, &model, &text);
-  out[name] = r.eval.to_json();
+  FitRequest req;
+  req.spec = spec;
+  req.seed = quiet.seed;
+  req.threads = quiet.threads;
+  req.text = &text;
+  const Matrix categories = ds.category_vectors();
+  req.item_categories = &categories;
+  Fitted fitted = fit_model(ds, train, req);
+  std::unique_ptr<Recommender> model = std::move(fitted.model);
+  const EvalResult r = evaluate(*model, train, test, &ds, eopt);
+  out[name] = r.to_json();
   out[name]["text_encoder"] = text.encoder_spec;
-  const double nd = r.eval.overall.count("ndcg@10") ? r.eval.overall.at("ndcg@10") : 0.0;
+  const double nd = r.overall.count("ndcg@10") ? r.overall.at("ndcg@10") : 0.0;
   std::printf("\ncold start with text: %s fitted on item and profile texts from %s in %.1f s\n", spec.c_str(),
-              encoder->name().c_str(), r.fit_seconds);
+              encoder->name().c_str(), fitted.seconds);
   std::printf("  (warm users of the split above: ndcg@10 %s; %s %s)\n", fmt(nd).c_str(), best_spec.c_str(),
               fmt(best_ndcg).c_str());
 
@@ -414,171 +384,181 @@ int cmd_split(const SplitArgs& a, const Common& c) {
   return 0;
 }
 
+// Flattened metrics (Experiment::flatten) nested as EvalResult::to_json lays them out: "overall", "by_domain",
+// "by_cohort" (the run's own seconds and memory are left out).
+nlohmann::json nest_metrics(const Dataset& ds, const std::map<std::string, double>& flat) {
+  const std::vector<std::string> domains = ds.domains.names();
+  const std::vector<std::string> cohorts{"cold-users", "warm-users", "head-items", "tail-items"};
+  nlohmann::json overall = nlohmann::json::object(), by_domain = nlohmann::json::object(),
+                 by_cohort = nlohmann::json::object();
+  for (const auto& [name, v] : flat) {
+    const auto slash = name.find('/');
+    if (slash == std::string::npos) {
+      if (name != "fit_seconds" && name != "eval_seconds" && name != "peak_rss_delta_mb" && name != "n_users")
+        overall[name] = v;
+      continue;
+    }
+    const std::string group = name.substr(0, slash), metric = name.substr(slash + 1);
+    if (std::find(domains.begin(), domains.end(), group) != domains.end())
+      by_domain[group][metric] = v;
+    else if (std::find(cohorts.begin(), cohorts.end(), group) != cohorts.end())
+      by_cohort[group][metric] = v;
+  }
+  return {{"overall", overall}, {"by_domain", by_domain}, {"by_cohort", by_cohort}};
+}
+
+std::unique_ptr<TextEncoder> cli_encoder(const std::string& spec, bool quiet) {
+  std::string note;
+  auto enc = make_text_encoder(spec, &note);
+  if (!note.empty() && !quiet) std::fprintf(stderr, "%s\n", note.c_str());
+  return enc;
+}
+
 int cmd_train(const TrainArgs& a, const Common& c) {
   Dataset ds = load_data(a.data, c.quiet, c.threads);
   std::optional<Split> split;
   if (!a.split_dir.empty()) split = read_split(ds, a.split_dir);
   Csr train = split ? ds.user_item_matrix(split->train) : ds.user_item_matrix();
-  auto model = create_model(a.model);
-  FitContext ctx = fit_context(ds, c);
   // Text vectors go to every model; those that do not use text ignore them (uses_text() is known for sure
   // only after the fit).
-  std::optional<TextSide> text;
+  std::optional<TextVectors> text;
   if (!a.text.encoder.empty()) {
-    auto enc = make_encoder(a.text.encoder, c.quiet);
-    text = compute_text_side(ds, split ? &*split : nullptr, *enc, a.text, c);
-    text->attach(ctx);
+    auto enc = cli_encoder(a.text.encoder, c.quiet);
+    EmbedOptions eo;
+    eo.item_template = a.text.item_template;
+    eo.cache_dir = a.text.cache_dir;
+    eo.threads = c.threads;
+    eo.batch = 1024;
+    eo.progress = progress_bar(!c.quiet);
+    text = embed_dataset(ds, *enc, eo, split ? &*split : nullptr);
   }
-  Timer t;
-  model->fit(train, ctx);
-  const double secs = t.seconds();
-  save_model(*model, a.output, ds.fingerprint());
-  if (text && !(model->uses_text() && model->text_encoder() == text->encoder_spec)) {
+  const Matrix categories = ds.category_vectors();
+  FitRequest req;
+  req.spec = a.model;
+  req.seed = c.seed;
+  req.threads = c.threads;
+  req.text = text ? &*text : nullptr;
+  req.item_categories = &categories;
+  req.progress = progress_bar(!c.quiet);
+  Fitted f = fit_model(ds, train, req);
+  const Recommender& model = *f.model;
+  save_model(model, a.output, ds.fingerprint());
+  if (text && !(model.uses_text() && model.text_encoder() == text->encoder_spec)) {
     if (!c.quiet)
-      std::fprintf(stderr, "note: --encoder: model '%s' did not use the text vectors\n",
-                   model->name().c_str());
+      std::fprintf(stderr, "note: --encoder: model '%s' did not use the text vectors\n", model.name().c_str());
     text.reset();
   }
   if (text)
-    write_text_config(a.output, *text, a.split_dir);
+    write_text_config(a.output, *text, a.text.item_template, split.has_value() && !ds.tags.empty(), a.split_dir);
   else
     remove_text_config(a.output);  // a text config left by an earlier model in this directory
-  std::printf("trained %s on %zu interactions%s in %.2f s (peak memory %.0f MB) -> %s\n",
-              model->spec().c_str(), train.nnz(),
-              text ? (" with text vectors from " + text->encoder_spec + " (dim " +
-                      std::to_string(text->items.cols) + ")")
+  std::printf("trained %s on %zu interactions%s in %.2f s (peak memory %.0f MB) -> %s\n", model.spec().c_str(),
+              train.nnz(),
+              text ? (" with text vectors from " + text->encoder_spec + " (dim " + std::to_string(text->items.cols) +
+                      ")")
                          .c_str()
                    : "",
-              secs, peak_rss_mb(), a.output.c_str());
+              f.seconds, peak_rss_mb(), a.output.c_str());
   return 0;
 }
 
 int cmd_eval(const EvalArgs& a, const Common& c) {
   Dataset ds = load_data(a.data, c.quiet, c.threads);
-  EvalOptions eopt;
-  if (!a.ks.empty()) eopt.ks = a.ks;
-  eopt.threads = resolve_threads(c.threads);
-  eopt.sampled_negatives = a.sampled;
-  eopt.seed = c.seed;
-  eopt.progress = progress_bar(!c.quiet);
+  ExperimentOptions x;
+  x.protocol = a.protocol;
+  x.split = a.split_opt;
+  x.target_domain = a.target_domain;
+  if (!a.split_dir.empty()) x.given_split = read_split(ds, a.split_dir);
+  const int n_seeds = a.split_dir.empty() ? std::max(1, a.n_seeds) : 1;
+  x.seeds.clear();
+  for (int si = 0; si < n_seeds; ++si) x.seeds.push_back(c.seed + uint64_t(si));
+  x.threads = c.threads;
+  x.progress = progress_bar(!c.quiet);
+  Evaluation ev;
+  if (!a.ks.empty()) ev.options.ks = a.ks;
+  ev.options.sampled_negatives = a.sampled;
+  check(a.candidates == "all" || a.candidates == "cold-items",
+        "--candidates must be all or cold-items, got '" + a.candidates + "'");
+  if (a.candidates == "cold-items") ev.candidates = Evaluation::Candidates::kHeldOutItems;
+  x.evaluations = {ev};
   Matrix item_vectors;
   if (!a.item_vectors.empty()) {
     TensorMap t = load_safetensors(a.item_vectors);
     item_vectors = get_tensor(t, "items").to_matrix(a.item_vectors + ": items");
     check(item_vectors.rows == ds.n_items(), a.item_vectors + ": has " + std::to_string(item_vectors.rows) +
-                                                 " item vectors but the dataset has " +
-                                                 std::to_string(ds.n_items()) + " items");
-  } else {
-    item_vectors = ds.category_vectors();
+                                                 " item vectors but the dataset has " + std::to_string(ds.n_items()) +
+                                                 " items");
+    x.item_vectors = &item_vectors;
   }
-  if (item_vectors.rows) eopt.item_vectors = &item_vectors;
-  const size_t k = eopt.ks.front();
-  const int n_seeds = a.split_dir.empty() ? std::max(1, a.n_seeds) : 1;
-
   // Text vectors for the text models among --model (the others ignore them), built per split from its fair
   // item texts.
-  std::unique_ptr<TextEncoder> encoder;
-  if (!a.text.encoder.empty()) encoder = make_encoder(a.text.encoder, c.quiet);
-  std::optional<TextSide> text;
-
-  // results[spec][seed index]
-  std::map<std::string, std::vector<RunResult>> results;
-  std::vector<std::string> order;
-  std::string protocol;
-  for (int si = 0; si < n_seeds; ++si) {
-    const uint64_t seed = c.seed + si;
-    Split split = a.split_dir.empty() ? split_from(ds, a.protocol, a.split_opt, a.target_domain, seed)
-                                      : read_split(ds, a.split_dir);
-    protocol = split.protocol;
-    eopt.cold_user = split.cold_user;
-    eopt.seed = seed;
-    if (a.candidates == "cold-items") {
-      check(std::find(split.cold_item.begin(), split.cold_item.end(), uint8_t(1)) != split.cold_item.end(),
-            "--candidates cold-items: split '" + split.protocol +
-                "' holds out no items (use --protocol cold-items)");
-      eopt.candidate_items = split.cold_item;
-    }
-    const Csr train = ds.user_item_matrix(split.train), test = ds.user_item_matrix(split.test);
-    // Item texts depend on the split only through user tags (held-out tags are dropped).
-    if (encoder && (!text || !ds.tags.empty())) text = compute_text_side(ds, &split, *encoder, a.text, c);
-    for (auto& spec : a.models) {
-      RunResult r = train_and_eval(ds, train, test, spec, eopt, c, seed, nullptr, text ? &*text : nullptr);
-      if (!results.count(spec)) order.push_back(spec);
-      results[spec].push_back(std::move(r));
-    }
+  std::optional<TextVectorSource> text;
+  std::string encoder_spec;
+  if (!a.text.encoder.empty()) {
+    TextOptions to;
+    to.item_template = a.text.item_template;
+    to.cache_dir = a.text.cache_dir;
+    to.threads = c.threads;
+    to.progress = progress_bar(!c.quiet);
+    text.emplace(to);
+    encoder_spec = a.text.encoder;
+    if (encoder_spec == "auto") encoder_spec = cli_encoder("auto", c.quiet)->spec();
+    x.text = &*text;
   }
-
-  nlohmann::json out = {{"dataset", ds.name}, {"protocol", protocol},           {"ks", eopt.ks},
-                        {"seeds", n_seeds},   {"sampled_negatives", a.sampled}, {"candidates", a.candidates}};
-  if (text) out["text_encoder"] = text->encoder_spec;
-  std::vector<std::vector<std::string>> table;
-  std::vector<std::string> header{"model"};
-  for (auto& m : kMainMetrics(k)) header.push_back(m);
-  header.push_back("fit s");
-  table.push_back(header);
-  for (auto& spec : order) {
-    auto& runs = results[spec];
-    nlohmann::json jm;
-    jm["spec"] = runs[0].spec;
-    // Mean and CI of every overall metric over seeds.
-    nlohmann::json overall, ci;
-    for (auto& [name, v0] : runs[0].eval.overall) {
-      std::vector<double> vals;
-      for (auto& r : runs) vals.push_back(r.eval.overall.at(name));
-      MeanCI m = mean_ci95(vals);
-      overall[name] = m.mean;
-      ci[name] = m.ci95;
-      (void)v0;
-    }
-    jm["overall"] = overall;
-    if (n_seeds > 1) jm["ci95"] = ci;
-    jm["by_domain"] = runs[0].eval.to_json()["by_domain"];
-    jm["by_cohort"] = runs[0].eval.to_json()["by_cohort"];
-    double fit = 0;
-    for (auto& r : runs) fit += r.fit_seconds;
-    jm["fit_seconds"] = fit / runs.size();
-    jm["eval_seconds"] = runs[0].eval.seconds;
-    jm["peak_rss_mb"] = runs.back().peak_rss_mb;
-    out["models"][spec] = jm;
-    std::vector<std::string> row{spec};
-    for (auto& m : kMainMetrics(k)) {
-      if (!overall.contains(m)) {
-        row.push_back("-");  // e.g. coverage under the sampled protocol
-        continue;
-      }
-      const double v = overall[m].get<double>();
-      row.push_back(n_seeds > 1 ? fmt(v) + "±" + fmt(ci[m].get<double>(), 3) : fmt(v));
-    }
-    row.push_back(fmt(fit / runs.size(), 2));
-    table.push_back(row);
+  for (const auto& spec : a.models) {
+    ModelRun m;
+    m.spec = spec;
+    m.key = spec;
+    m.encoder = encoder_spec;
+    m.text_optional = true;
+    x.models.push_back(m);
   }
-  std::printf("%s, %s, %s ranking%s, %d seed%s\n", ds.name.c_str(), protocol.c_str(),
+  Experiment exp(ds, x);
+  const size_t k = ev.options.ks.front();
+  exp.on_run = [&](const RunRecord& r) {
+    if (!r.error.empty()) throw Error("model '" + r.key + "': " + r.error);
+  };
+  const ExperimentResult res = exp.run();
+
+  nlohmann::json out = {{"dataset", ds.name},  {"protocol", res.protocol}, {"ks", ev.options.ks},
+                        {"seeds", n_seeds},    {"sampled_negatives", a.sampled}, {"candidates", a.candidates},
+                        {"tie_rule", a.sampled ? "pessimistic (sampled)" : "seeded random order (full ranking)"}};
+  if (!a.target_domain.empty()) out["target_domain"] = a.target_domain;
+  if (!encoder_spec.empty()) out["text_encoder"] = encoder_spec;
+  const std::vector<std::string> domains = ds.domains.names();
+  for (const auto& key : res.keys) {
+    const auto summary = res.summary(key);
+    const RunRecord& first = res.runs.at(key).front();
+    std::map<std::string, double> means, cis;
+    for (const auto& [name, m] : summary) means[name] = m.mean, cis[name] = m.ci95;
+    nlohmann::json jm = nest_metrics(ds, means);
+    jm["spec"] = first.spec;
+    if (!first.text_encoder.empty()) jm["text_encoder"] = first.text_encoder;
+    if (n_seeds > 1) jm["ci95"] = nest_metrics(ds, cis)["overall"];
+    jm["n_users"] = summary.count("n_users") ? summary.at("n_users").mean : 0.0;
+    jm["fit_seconds"] = summary.count("fit_seconds") ? summary.at("fit_seconds").mean : 0.0;
+    jm["eval_seconds"] = summary.count("eval_seconds") ? summary.at("eval_seconds").mean : 0.0;
+    jm["peak_rss_mb"] = peak_rss_mb();
+    out["models"][key] = jm;
+  }
+  std::vector<std::string> cols = kMainMetrics(k);
+  cols.push_back("tied_share");
+  std::printf("%s, %s, %s ranking%s%s, %d seed%s\n", ds.name.c_str(), res.protocol.c_str(),
               a.sampled ? ("sampled (" + std::to_string(a.sampled) + " negatives)").c_str() : "full",
-              a.candidates == "cold-items" ? " among the held-out items" : "", n_seeds,
-              n_seeds > 1 ? "s" : "");
-  if (text)
-    std::printf("text models use item%s text vectors from %s\n", text->has_user_text ? " and profile" : "",
-                text->encoder_spec.c_str());
-  print_table(table);
-  if (ds.n_domains() > 1) {
+              a.candidates == "cold-items" ? " among the held-out items" : "",
+              a.target_domain.empty() ? "" : (" within " + a.target_domain).c_str(), n_seeds, n_seeds > 1 ? "s" : "");
+  if (!encoder_spec.empty()) {
+    const bool profiles = std::any_of(ds.user_profile.begin(), ds.user_profile.end(),
+                                      [](const UserProfile& p) { return !p.text.empty(); });
+    std::printf("text models use item%s text vectors from %s\n", profiles ? " and profile" : "",
+                encoder_spec.c_str());
+  }
+  std::printf("%s", res.table(cols).c_str());
+  if (ds.n_domains() > 1 && a.target_domain.empty()) {
     std::printf("\nper domain (ndcg@%zu):\n", k);
-    std::vector<std::vector<std::string>> dt;
-    std::vector<std::string> h{"model"};
-    for (auto& d : ds.domains.names()) h.push_back(d);
-    dt.push_back(h);
-    for (auto& spec : order) {
-      std::vector<std::string> row{spec};
-      auto& bd = results[spec][0].eval.by_domain;
-      for (auto& d : ds.domains.names()) {
-        auto it = bd.find(d);
-        row.push_back(it == bd.end() ? "-"
-                                     : fmt(it->second.count("ndcg@" + std::to_string(k))
-                                               ? it->second.at("ndcg@" + std::to_string(k))
-                                               : 0.0));
-      }
-      dt.push_back(row);
-    }
-    print_table(dt);
+    std::vector<std::string> dcols;
+    for (auto& d : domains) dcols.push_back(d + "/ndcg@" + std::to_string(k));
+    std::printf("%s", res.table(dcols).c_str());
   }
   if (!a.output.empty()) {
     write_file_atomic(a.output, out.dump(2) + "\n");
@@ -613,7 +593,13 @@ int cmd_recommend(const RecommendArgs& a, const Common& c) {
   // Profile texts and new items' texts go through the encoder the model was fitted with.
   std::unique_ptr<TextEncoder> encoder;
   if (a.profile_given || !a.new_item_text.empty())
-    encoder = encoder_for_model(*model, a.model_dir, ds, a.split_dir, c);
+  {
+    const std::optional<TextConfig> cfg = read_text_config(a.model_dir);
+    std::optional<Split> text_split;
+    const std::string sdir = !a.split_dir.empty() ? a.split_dir : (cfg ? cfg->split_dir : "");
+    if (cfg && cfg->split_tags && !ds.tags.empty() && !sdir.empty()) text_split = read_split(ds, sdir);
+    encoder = encoder_for_model(*model, a.model_dir, ds, text_split ? &*text_split : nullptr, c.threads);
+  }
 
   // An item known only by its text, appended without retraining.
   std::vector<uint16_t> item_domain = ds.item_domain;
@@ -743,6 +729,14 @@ int cmd_quickstart(const QuickstartArgs& a, const Common& c) {
   const Matrix categories = ds.category_vectors();
   if (categories.rows) eopt.item_vectors = &categories;
   const std::vector<std::string> specs{"popular", "itemknn", "ease", "ials", "bpr"};
+  ExperimentOptions x;
+  x.given_split = split;
+  x.seeds = {c.seed};
+  x.threads = c.threads;
+  x.keep_models = true;
+  for (auto& spec : specs) x.models.push_back(ModelRun::of(spec));
+  Experiment exp(ds, x);
+  ExperimentResult res = exp.run();
   std::vector<std::vector<std::string>> table;
   std::vector<std::string> header{"model"};
   for (auto& m : kMainMetrics(10)) header.push_back(m);
@@ -754,22 +748,21 @@ int cmd_quickstart(const QuickstartArgs& a, const Common& c) {
   Common quiet = c;
   quiet.quiet = true;
   const Csr train = ds.user_item_matrix(split.train), test = ds.user_item_matrix(split.test);
-  std::unique_ptr<Recommender> model;  // the best model so far
   for (auto& spec : specs) {
-    std::unique_ptr<Recommender> fitted;
-    RunResult r = train_and_eval(ds, train, test, spec, eopt, quiet, c.seed, &fitted);
+    const RunRecord& r = res.runs.at(spec).front();
+    check(r.error.empty(), "quickstart: " + spec + ": " + r.error);
     std::vector<std::string> row{spec};
-    for (auto& m : kMainMetrics(10)) row.push_back(r.eval.overall.count(m) ? fmt(r.eval.overall.at(m)) : "-");
-    row.push_back(fmt(r.fit_seconds, 2));
+    for (auto& m : kMainMetrics(10)) row.push_back(r.metrics.count(m) ? fmt(r.metrics.at(m)) : "-");
+    row.push_back(fmt(r.metrics.at("fit_seconds"), 2));
     table.push_back(row);
-    out[spec] = r.eval.to_json();
-    const double nd = r.eval.overall.count("ndcg@10") ? r.eval.overall.at("ndcg@10") : 0.0;
+    out[spec] = nest_metrics(ds, r.metrics);
+    const double nd = r.metrics.count("ndcg@10") ? r.metrics.at("ndcg@10") : 0.0;
     if (nd > best) {
       best = nd;
       best_spec = spec;
-      model = std::move(fitted);
     }
   }
+  std::unique_ptr<Recommender> model = std::move(res.models.at(best_spec));  // the best model
   print_table(table);
 
   // Recommendations from the best model for a user active in several domains.

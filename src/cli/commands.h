@@ -5,7 +5,11 @@
 #include <string>
 #include <vector>
 
+#include <memory>
+
 #include "xdrec/dataset.h"
+#include "xdrec/embed.h"
+#include "xdrec/encoder.h"
 #include "xdrec/split.h"
 
 namespace xdrec::cli {
@@ -26,7 +30,7 @@ struct DataArg {
 // no text: text models then fit on interactions alone (or refuse with their own error).
 struct TextArgs {
   std::string encoder;
-  std::string item_template = "{title}. {categories}. {description}";
+  std::string item_template = kDefaultItemTemplate;
   std::string cache_dir;  // empty: $XDG_CACHE_HOME/xdrec/embeddings
 };
 
@@ -79,7 +83,7 @@ struct EncodeArgs {
 };
 struct EmbedArgs {
   DataArg data;
-  std::string encoder = "auto", output, template_text = "{title}. {categories}. {description}";
+  std::string encoder = "auto", output, template_text = kDefaultItemTemplate;
   std::string cache_dir;  // empty: $XDG_CACHE_HOME/xdrec/embeddings
   size_t batch = 1024;
 };
@@ -98,5 +102,7 @@ int cmd_embed(const EmbedArgs& a, const Common& c);    // src/cli/text_commands.
 Dataset load_data(const DataArg& d, bool quiet, int threads = 1);
 void write_split(const Dataset& ds, const Split& s, const std::string& dir);
 Split read_split(const Dataset& ds, const std::string& dir);
+// make_text_encoder with its note printed to standard error unless quiet.
+std::unique_ptr<TextEncoder> cli_encoder(const std::string& spec, bool quiet);
 
 }  // namespace xdrec::cli

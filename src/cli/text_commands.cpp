@@ -7,10 +7,10 @@
 
 #include "cli/commands.h"
 #include "cli/progress.h"
-#include "cli/text_setup.h"
 #include "data/text.h"
 #include "xdrec/embed.h"
 #include "xdrec/encoder.h"
+#include "xdrec/pipeline.h"
 #include "xdrec/tensor_io.h"
 
 namespace xdrec::cli {
@@ -55,7 +55,7 @@ void write_out(const std::string& s) {
 }  // namespace
 
 int cmd_encode(const EncodeArgs& a, const Common& c) {
-  std::unique_ptr<TextEncoder> enc = make_encoder(a.encoder, c.quiet);
+  std::unique_ptr<TextEncoder> enc = cli_encoder(a.encoder, c.quiet);
   if (a.ids) (void)enc->token_ids("");  // fail before reading input when the encoder has no tokenizer
   std::string input(std::istreambuf_iterator<char>(std::cin), {});
   const std::vector<std::string> texts = read_lines(input, "<stdin>");
@@ -117,7 +117,7 @@ int cmd_encode(const EncodeArgs& a, const Common& c) {
 int cmd_embed(const EmbedArgs& a, const Common& c) {
   check_item_template(a.template_text);
   check(a.batch > 0, "embed: --batch must be positive");
-  std::unique_ptr<TextEncoder> enc = make_encoder(a.encoder, c.quiet);
+  std::unique_ptr<TextEncoder> enc = cli_encoder(a.encoder, c.quiet);
   Dataset ds = load_data(a.data, c.quiet, c.threads);
   EmbedOptions opt;
   opt.item_template = a.template_text;
@@ -132,6 +132,9 @@ int cmd_embed(const EmbedArgs& a, const Common& c) {
     std::fprintf(stderr, "embed: note: %zu of %u items have no title, description or categories%s\n", no_text,
                  ds.n_items(), ds.tags.empty() ? "" : " (user tags may still give them text)");
   const TextVectors tv = embed_dataset(ds, *enc, opt);
+  if (!c.quiet && tv.items_with_text < ds.n_items())
+    std::fprintf(stderr, "embed: %zu items without text and %zu users without a profile get rows of zeros\n",
+                 size_t(ds.n_items()) - tv.items_with_text, size_t(ds.n_users()) - tv.users_with_text);
   if (!a.output.empty()) save_text_vectors(a.output, tv, ds, opt);
   const EmbedStats& s = tv.stats;
   std::printf("embed: %zu items + %zu users with %s (dim %zu)\n", tv.items.rows, tv.users.rows,

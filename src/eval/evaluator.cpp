@@ -11,13 +11,11 @@
 #include <mutex>
 #include <string>
 
-#include "eval/topk_select.h"
 #include "xdrec/metrics.h"
+#include "xdrec/rank.h"
 
 namespace xdrec {
 
-using eval_detail::select_all_and_domains;
-using eval_detail::TopKSelector;
 
 namespace {
 
@@ -27,6 +25,8 @@ constexpr size_t kNumAcc = std::size(kAccNames);
 // Metrics of the head-items / tail-items cohorts.
 constexpr const char* kItemCohortNames[] = {"recall", "ndcg"};
 constexpr size_t kNumItemCohort = std::size(kItemCohortNames);
+// Full ranking: the tied share is measured on up to this many held-out items per user (one pass each).
+constexpr size_t kTiedTargets = 4;
 
 std::string metric_name(const char* base, size_t k) {
   return std::string(base) + "@" + std::to_string(k);
@@ -195,11 +195,22 @@ EvalResult evaluate(const Recommender& model, const Csr& train, const Csr& test,
                                                  std::to_string(opt.item_vectors->rows) +
                                                  " rows but there are " + std::to_string(n_items) + " items");
   const bool sampled = opt.sampled_negatives > 0;
-  const bool restricted = !opt.candidate_items.empty();
-  check(!restricted || opt.candidate_items.size() == n_items,
+  check(opt.candidate_items.empty() || opt.candidate_items.size() == n_items,
         "evaluate: candidate_items has " + std::to_string(opt.candidate_items.size()) +
             " entries but there are " + std::to_string(n_items) + " items");
-  auto is_candidate = [&](uint32_t i) { return !restricted || opt.candidate_items[i] != 0; };
+  // Candidates: the given restriction, intersected with the target domain's items when there is one.
+  std::vector<uint8_t> candidate_mask = opt.candidate_items;
+  if (opt.target_domain >= 0) {
+    check(ds != nullptr && ds->item_domain.size() == n_items,
+          "evaluate: a target domain needs the dataset's item domains");
+    check(size_t(opt.target_domain) < std::max<size_t>(ds->n_domains(), 1),
+          "evaluate: target domain " + std::to_string(opt.target_domain) + " is out of range");
+    if (candidate_mask.empty()) candidate_mask.assign(n_items, 1);
+    for (uint32_t i = 0; i < n_items; ++i)
+      if (ds->item_domain[i] != opt.target_domain) candidate_mask[i] = 0;
+  }
+  const bool restricted = !candidate_mask.empty();
+  auto is_candidate = [&](uint32_t i) { return !restricted || candidate_mask[i] != 0; };
   // With a candidate restriction, the relevant items are the test items that are candidates.
   Csr test_candidates;
   if (restricted) {
@@ -287,6 +298,7 @@ EvalResult evaluate(const Recommender& model, const Csr& train, const Csr& test,
   Group head, tail;
   head.init(n_pos, ic_width);
   tail.init(n_pos, ic_width);
+  std::vector<double> tied(n_pos, 0.0);  // per user: mean share of candidates tied with a held-out item
   Lists overall_lists;
   std::vector<Lists> domain_lists(n_groups_domain);
   if (!sampled) {
@@ -308,9 +320,9 @@ EvalResult evaluate(const Recommender& model, const Csr& train, const Csr& test,
   // Full ranking: one pass over the row feeds the overall top list and, for each domain where the user has
   // test items, that domain's top list (candidates of that domain only).
   struct FullScratch {
-    TopKSelector all;
-    std::vector<TopKSelector> domain;
-    std::vector<eval_detail::DomainSelector> selectors;
+    TopK all;
+    std::vector<TopK> domain;
+    std::vector<SelectorGroup> selectors;
     std::vector<uint32_t> list, rel_a, rel_b, exclude;
   };
   auto process_full_user = [&](size_t p, const float* row, FullScratch& w) {
@@ -323,19 +335,24 @@ EvalResult evaluate(const Recommender& model, const Csr& train, const Csr& test,
       exclude = w.exclude;
     }
     const auto relevant = target.row_indices(u);
-    w.all.reset(max_k);
+    const uint64_t salt = opt.ties == Ties::kRandom ? tie_salt(opt.seed, u) : 0;
+    w.all.reset(max_k, opt.ties, salt);
     w.selectors.clear();
     for (size_t d = 0; d < n_groups_domain; ++d) {
       bool has = false;
       for (uint32_t i : relevant) has = has || item_domain[i] == d;
       if (!has) continue;  // users with no test item in a domain are not evaluated there
-      w.domain[d].reset(max_k);
+      w.domain[d].reset(max_k, opt.ties, salt);
       w.selectors.push_back({&w.domain[d], domain_bits[d].data()});
     }
-    if (w.selectors.empty())
-      w.all.push_all_except(row, n_items, exclude);
-    else
-      select_all_and_domains(row, n_items, exclude, w.all, w.selectors);
+    select_multi(row, n_items, exclude, &w.all, w.selectors);
+    // Share of the candidates tied with a held-out item's score (up to kTiedTargets of them per user).
+    {
+      double t = 0;
+      const size_t n_t = std::min(relevant.size(), kTiedTargets);
+      for (size_t j = 0; j < n_t; ++j) t += tied_fraction(row, n_items, exclude, relevant[j]);
+      tied[p] = n_t ? t / double(n_t) : 0.0;
+    }
     w.all.finish(w.list);
     overall_lists.store(p, w.list);
     accuracy_metrics(w.list, relevant, ks, overall.at(p));
@@ -367,7 +384,7 @@ EvalResult evaluate(const Recommender& model, const Csr& train, const Csr& test,
 
   // Sampled protocol: one ranking per (user, test item); the user's value is the mean over its test items
   // (within a domain / item cohort: over its test items there).
-  auto process_sampled_user = [&](size_t p, const float* row, TopKSelector& sel, std::vector<uint32_t>& list,
+  auto process_sampled_user = [&](size_t p, const float* row, std::vector<uint32_t>& list,
                                   std::vector<uint32_t>& seen, std::vector<uint32_t>& negatives,
                                   std::vector<uint8_t>& mark, std::vector<double>& pair) {
     const uint32_t u = users[p];
@@ -382,14 +399,24 @@ EvalResult evaluate(const Recommender& model, const Csr& train, const Csr& test,
       if (is_candidate(i)) ++seen_in_domain[item_domain[i]];
     std::vector<size_t> n_in_domain(n_groups_domain, 0);
     size_t n_head = 0, n_tail = 0;
+    double tied_sum = 0;
     Rng rng(opt.seed, u);
     for (uint32_t t : relevant) {
       const uint16_t d = item_domain[t];
       sample_negatives(domain_items[d], seen, seen_in_domain[d], opt.sampled_negatives, rng, mark, negatives);
-      sel.reset(max_k);
-      sel.push(t, row[t]);
-      for (uint32_t i : negatives) sel.push(i, row[i]);
-      sel.finish(list);
+      // Pessimistic ties: every negative scored at least as high as the target ranks above it. The list
+      // holds the target at that rank (the items above it are negatives; which ones does not matter).
+      const float ts = std::isnan(row[t]) ? -INFINITY : row[t];
+      size_t above = 0, equal = 0;
+      for (uint32_t i : negatives) {
+        const float s = std::isnan(row[i]) ? -INFINITY : row[i];
+        above += s >= ts;
+        equal += s == ts;
+      }
+      tied_sum += negatives.empty() ? 0.0 : double(equal) / double(negatives.size());
+      list.clear();
+      for (size_t j = 0; j < std::min(above, max_k); ++j) list.push_back(negatives[j]);
+      if (above < max_k) list.push_back(t);
       const std::span<const uint32_t> target(&t, 1);
       accuracy_metrics(list, target, ks, pair.data());
       double* o = overall.at(p);
@@ -413,6 +440,7 @@ EvalResult evaluate(const Recommender& model, const Csr& train, const Csr& test,
       g.has[p] = 1;
     };
     finalise(overall, p, relevant.size());
+    tied[p] = relevant.empty() ? 0.0 : tied_sum / double(relevant.size());
     for (size_t d = 0; d < n_groups_domain; ++d) finalise(per_domain[d], p, n_in_domain[d]);
     finalise(head, p, n_head);
     finalise(tail, p, n_tail);
@@ -422,7 +450,6 @@ EvalResult evaluate(const Recommender& model, const Csr& train, const Csr& test,
     Matrix scores;
     FullScratch full;
     full.domain.resize(n_groups_domain);
-    TopKSelector sel;
     std::vector<uint32_t> list, buf1, negatives;
     std::vector<uint8_t> mark(sampled ? n_items : 0, 0);
     std::vector<double> pair(acc_width);
@@ -440,7 +467,7 @@ EvalResult evaluate(const Recommender& model, const Csr& train, const Csr& test,
         for (size_t p = begin; p < end; ++p) {
           const float* row = scores.row(p - begin);
           if (sampled)
-            process_sampled_user(p, row, sel, list, buf1, negatives, mark, pair);
+            process_sampled_user(p, row, list, buf1, negatives, mark, pair);
           else
             process_full_user(p, row, full);
         }
@@ -464,6 +491,11 @@ EvalResult evaluate(const Recommender& model, const Csr& train, const Csr& test,
   auto all = [&](size_t p) { return overall.has[p] != 0; };
   res.overall = reduce(overall, n_pos, ks, kAccNames, kNumAcc, all, &res.overall_ci95);
   res.overall.erase("n_users");  // reported as EvalResult::n_users
+  if (n_pos > 0) {
+    double t = 0;
+    for (double v : tied) t += v;
+    res.overall["tied_share"] = t / double(n_pos);
+  }
   if (!sampled && n_items > 0)
     beyond_accuracy(overall_lists, n_pos, all, ks, catalogue, catalogue_index, popularity, train.n_rows,
                     opt.item_vectors, res.overall);

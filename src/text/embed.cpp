@@ -287,30 +287,49 @@ Matrix encode_with_cache(const TextEncoder& enc, std::span<const std::string> te
   return out;
 }
 
-TextVectors embed_dataset(const Dataset& ds, TextEncoder& enc, const EmbedOptions& opt) {
-  const std::vector<std::string> items = dataset_item_texts(ds, opt.item_template, opt.include_tags);
+std::vector<std::string> dataset_item_texts(const Dataset& ds, const std::string& tmpl, const Split* split,
+                                            bool include_tags) {
+  if (!split || ds.tags.empty()) return dataset_item_texts(ds, tmpl, include_tags);
+  const std::vector<ItemText> texts = item_text_with_tags(ds, *split);
+  std::vector<std::string> out(ds.n_items());
+  for (uint32_t i = 0; i < ds.n_items(); ++i)
+    out[i] = render_item_text(tmpl, i < texts.size() ? texts[i] : ItemText{}, ds.domains.name(ds.item_domain[i]),
+                              ds.items.name(i));
+  return out;
+}
+
+TextVectors embed_dataset(const Dataset& ds, TextEncoder& enc, const EmbedOptions& opt, const Split* split) {
+  check_item_template(opt.item_template);
+  const std::vector<std::string> items = dataset_item_texts(ds, opt.item_template, split, opt.include_tags);
   const std::vector<std::string> users = dataset_user_texts(ds);
   TextVectors tv;
+  std::vector<std::string> corpus;  // the non-empty item texts, then the non-empty profiles
+  std::vector<std::pair<bool, uint32_t>> where;  // (is user, index) of each corpus text
+  for (uint32_t i = 0; i < items.size(); ++i)
+    if (!items[i].empty()) corpus.push_back(items[i]), where.emplace_back(false, i);
+  tv.items_with_text = corpus.size();
+  check(tv.items_with_text > 0, "no item of " + (ds.name.empty() ? std::string("the dataset") : ds.name) +
+                                    " has text for the template '" + opt.item_template +
+                                    "' (no title, description or categories)");
   if (enc.needs_fit()) {
     Timer t;
     if (opt.progress) opt.progress(0, 1, "fitting " + enc.name());
-    enc.fit(items, opt.threads);
+    enc.fit(std::span<const std::string>(corpus.data(), tv.items_with_text), opt.threads);
     if (opt.progress) opt.progress(1, 1, "fitting " + enc.name());
     tv.stats.fit_seconds = t.seconds();
   }
-  std::vector<std::string> all;
-  all.reserve(items.size() + users.size());
-  all.insert(all.end(), items.begin(), items.end());
-  all.insert(all.end(), users.begin(), users.end());
+  for (uint32_t u = 0; u < users.size(); ++u)
+    if (!users[u].empty()) corpus.push_back(users[u]), where.emplace_back(true, u);
+  tv.users_with_text = corpus.size() - tv.items_with_text;
   const double fit_s = tv.stats.fit_seconds;
-  Matrix m = encode_with_cache(enc, all, opt, &tv.stats);
+  const Matrix m = encode_with_cache(enc, corpus, opt, &tv.stats);
   tv.stats.fit_seconds = fit_s;
   const size_t d = m.cols;
-  tv.items.resize(items.size(), d);
+  tv.items.resize(items.size(), d);  // zero rows: no text
   tv.users.resize(users.size(), d);
-  if (d > 0) {
-    std::memcpy(tv.items.data.data(), m.data.data(), items.size() * d * sizeof(float));
-    std::memcpy(tv.users.data.data(), m.data.data() + items.size() * d, users.size() * d * sizeof(float));
+  for (size_t r = 0; r < where.size(); ++r) {
+    Matrix& dst = where[r].first ? tv.users : tv.items;
+    std::memcpy(dst.row(where[r].second), m.row(r), d * sizeof(float));
   }
   tv.encoder_spec = enc.spec();
   tv.fingerprint = enc.fingerprint();

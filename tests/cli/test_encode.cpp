@@ -184,7 +184,8 @@ TEST_F(EncodeCli, EmbedWritesVectorsAndReusesTheCache) {
   CliRun r1 = run(args);
   ASSERT_EQ(r1.status, 0) << r1.out << r1.err;
   EXPECT_NE(r1.out.find("3 items + 3 users"), std::string::npos) << r1.out;
-  EXPECT_NE(r1.out.find("0 from the cache, 6 encoded"), std::string::npos) << r1.out;
+  // Three item texts and two profiles: u2 has no profile text, so it is not encoded and gets a row of zeros.
+  EXPECT_NE(r1.out.find("0 from the cache, 5 encoded"), std::string::npos) << r1.out;
   std::map<std::string, std::string> meta;
   const TensorMap t = load_safetensors(out, &meta);
   const Matrix items = get_tensor(t, "items").to_matrix("items");
@@ -192,13 +193,17 @@ TEST_F(EncodeCli, EmbedWritesVectorsAndReusesTheCache) {
   EXPECT_EQ(items.rows, 3u);
   EXPECT_EQ(items.cols, 4u);
   EXPECT_EQ(users.rows, 3u);
+  for (size_t k = 0; k < users.cols; ++k) EXPECT_EQ(users(1, k), 0.0f) << "u2 has no profile text";
+  float norm_u1 = 0;
+  for (size_t k = 0; k < users.cols; ++k) norm_u1 += users(0, k) * users(0, k);
+  EXPECT_GT(norm_u1, 0.0f);
   EXPECT_EQ(meta.at("encoder").rfind("tfidf:", 0), 0u);
   EXPECT_FALSE(meta.at("fingerprint").empty());
   EXPECT_EQ(meta.at("template"), "{title}. {categories}. {description}");
 
   CliRun r2 = run(args);
   ASSERT_EQ(r2.status, 0) << r2.err;
-  EXPECT_NE(r2.out.find("6 from the cache, 0 encoded"), std::string::npos) << r2.out;
+  EXPECT_NE(r2.out.find("5 from the cache, 0 encoded"), std::string::npos) << r2.out;
   EXPECT_EQ(get_tensor(load_safetensors(out), "items").to_matrix("items").data, items.data);
 
   CliRun bad = run("embed '" + data + "' --encoder tfidf --template '{title} {genre}' --quiet");

@@ -74,6 +74,7 @@ TEST(Candidates, FullRankingHandComputed) {
   const Csr train = make_csr(3, 6, {{0}, {}, {3}});
   const Csr test = make_csr(3, 6, {{1, 4}, {2}, {2, 5}});
   EvalOptions opt;
+  opt.ties = Ties::kLowerIndex;  // hand-computed lists: equal scores in index order
   opt.ks = {1, 2};
   opt.candidate_items = {1, 0, 0, 1, 1, 1};
   const EvalResult r = evaluate(model, train, test, nullptr, opt);
@@ -117,6 +118,7 @@ TEST(Candidates, SampledHandComputed) {
   const Csr train = make_csr(2, 10, {{0}, {}});
   const Csr test = make_csr(2, 10, {{2, 7}, {4}});
   EvalOptions opt;
+  opt.ties = Ties::kLowerIndex;  // hand-computed lists: equal scores in index order
   opt.ks = {1, 2};
   opt.sampled_negatives = 50;
   opt.candidate_items = {1, 1, 1, 1, 0, 0, 0, 1, 1, 0};
@@ -152,6 +154,7 @@ TEST(Candidates, FullPerDomainHandComputed) {
   const Csr train = make_csr(1, 8, {{}});
   const Csr test = make_csr(1, 8, {{1, 6}});
   EvalOptions opt;
+  opt.ties = Ties::kLowerIndex;  // hand-computed lists: equal scores in index order
   opt.ks = {2, 4};
   opt.candidate_items = {0, 1, 1, 0, 0, 0, 1, 1};
   const EvalResult r = evaluate(model, train, test, &ds, opt);
@@ -194,6 +197,7 @@ TEST(Candidates, SameAsRemovingNonCandidateColumns) {
     for (uint32_t i = 0; i < n_items; ++i)
       if (cand[i]) s_c(u, new_index[i]) = s(u, i);
   EvalOptions opt;
+  opt.ties = Ties::kLowerIndex;  // hand-computed lists: equal scores in index order
   opt.ks = {1, 5, 10};
   opt.threads = 2;
   opt.candidate_items = cand;
@@ -214,6 +218,7 @@ TEST(Candidates, AllOnesIsNoRestriction) {
   const Csr train = make_csr(5, 8, {{0}, {1, 2}, {}, {7}, {3}});
   const Csr test = make_csr(5, 8, {{4, 5}, {0}, {6}, {}, {1, 2}});
   EvalOptions opt;
+  opt.ties = Ties::kLowerIndex;  // hand-computed lists: equal scores in index order
   opt.ks = {3};
   for (size_t neg : {size_t{0}, size_t{3}}) {
     opt.sampled_negatives = neg;
@@ -230,6 +235,7 @@ TEST(Candidates, WrongSizeIsAnError) {
   const Csr train = make_csr(1, 4, {{}});
   const Csr test = make_csr(1, 4, {{1}});
   EvalOptions opt;
+  opt.ties = Ties::kLowerIndex;  // hand-computed lists: equal scores in index order
   opt.candidate_items = {1, 1};
   try {
     evaluate(model, train, test, nullptr, opt);

@@ -82,6 +82,7 @@ TEST(Evaluate, FullRankingExactValues) {
   Tiny t;
   FixedScores model(t.scores);
   EvalOptions opt;
+  opt.ties = Ties::kLowerIndex;  // hand-computed lists: equal scores in index order
   opt.ks = {2};
   opt.per_domain = false;
   const EvalResult r = evaluate(model, t.train, t.test, nullptr, opt);
@@ -126,6 +127,7 @@ TEST(Evaluate, TrainItemsAreNeverRanked) {
   FixedScores model(t.scores);
   Csr test = make_csr(4, 6, {{0, 1}, {}, {}, {}});
   EvalOptions opt;
+  opt.ties = Ties::kLowerIndex;  // hand-computed lists: equal scores in index order
   opt.ks = {1};
   const EvalResult r = evaluate(model, t.train, test, nullptr, opt);
   EXPECT_EQ(r.n_users, 1u);
@@ -144,6 +146,7 @@ TEST(Evaluate, PerDomainRestriction) {
   Tiny t;
   FixedScores model(t.scores);
   EvalOptions opt;
+  opt.ties = Ties::kLowerIndex;  // hand-computed lists: equal scores in index order
   opt.ks = {2};
   const EvalResult r = evaluate(model, t.train, t.test, &t.ds, opt);
   ASSERT_EQ(r.by_domain.size(), 2u);
@@ -184,6 +187,7 @@ TEST(Evaluate, Cohorts) {
   Tiny t;
   FixedScores model(t.scores);
   EvalOptions opt;
+  opt.ties = Ties::kLowerIndex;  // hand-computed lists: equal scores in index order
   opt.ks = {2};
   opt.cold_user = {0, 1, 0, 0};  // user 1 cold
   const EvalResult r = evaluate(model, t.train, t.test, nullptr, opt);
@@ -227,6 +231,7 @@ TEST(Evaluate, DiversityFromItemVectors) {
   v(1, 1) = v(3, 1) = 1;
   v(4, 0) = v(4, 1) = 1;
   EvalOptions opt;
+  opt.ties = Ties::kLowerIndex;  // hand-computed lists: equal scores in index order
   opt.ks = {2};
   opt.item_vectors = &v;
   const EvalResult r = evaluate(model, t.train, t.test, nullptr, opt);
@@ -249,6 +254,7 @@ TEST(Evaluate, SampledProtocolExactValues) {
   Tiny t;
   FixedScores model(t.scores);
   EvalOptions opt;
+  opt.ties = Ties::kLowerIndex;  // hand-computed lists: equal scores in index order
   opt.ks = {2};
   opt.sampled_negatives = 100;
   const EvalResult r = evaluate(model, t.train, t.test, &t.ds, opt);
@@ -322,6 +328,7 @@ TEST(Evaluate, FullRankingMatchesBruteForce) {
   for (size_t j = 0; j < c.scores.data.size(); j += 37) c.scores.data[j] = std::nanf("");
   FixedScores model(c.scores);
   EvalOptions opt;
+  opt.ties = Ties::kLowerIndex;  // hand-computed lists: equal scores in index order
   opt.ks = {1, 5, 10};
   opt.block_users = 16;
   const EvalResult r = evaluate(model, c.train, c.test, &c.ds, opt);
@@ -363,6 +370,7 @@ TEST(Evaluate, ResultsIndependentOfThreadCount) {
   RandomCase c(150, 80, 11);
   FixedScores model(c.scores);
   EvalOptions opt;
+  opt.ties = Ties::kLowerIndex;  // hand-computed lists: equal scores in index order
   opt.ks = {3, 10};
   opt.block_users = 7;  // many blocks, so that two threads really share the work
   opt.cold_user.assign(c.n_users, 0);
@@ -386,6 +394,7 @@ TEST(Evaluate, SampledIsSeededAndReproducible) {
   RandomCase c(100, 400, 3);
   FixedScores model(c.scores);
   EvalOptions opt;
+  opt.ties = Ties::kLowerIndex;  // hand-computed lists: equal scores in index order
   opt.ks = {5};
   opt.sampled_negatives = 50;
   const EvalResult a = evaluate(model, c.train, c.test, &c.ds, opt);
@@ -419,6 +428,7 @@ TEST(Evaluate, SampledNegativesFromOwnDomainAndUnseen) {
     FixedScores model(s);
     for (size_t negatives : {size_t{30}, size_t{1000}}) {
       EvalOptions opt;
+      opt.ties = Ties::kLowerIndex;  // hand-computed lists: equal scores in index order
       opt.ks = {1, 2};
       opt.sampled_negatives = negatives;
       const EvalResult r = evaluate(model, c.train, make_csr(c.n_users, c.n_items, te), &c.ds, opt);
@@ -476,6 +486,7 @@ TEST(Evaluate, SampledNegativesAreUniform) {
       }
       FixedScores model(s);
       EvalOptions opt;
+      opt.ties = Ties::kLowerIndex;  // hand-computed lists: equal scores in index order
       opt.ks = {1};
       opt.sampled_negatives = st.negatives;
       const EvalResult r =
@@ -490,6 +501,7 @@ TEST(Evaluate, JsonShapeProgressAndErrors) {
   Tiny t;
   FixedScores model(t.scores);
   EvalOptions opt;
+  opt.ties = Ties::kLowerIndex;  // hand-computed lists: equal scores in index order
   opt.ks = {2, 1, 2};  // unsorted with a duplicate: evaluated as {1, 2}
   size_t last_done = 0, calls = 0;
   opt.progress = [&](size_t done, size_t total, const std::string&) {
@@ -513,6 +525,7 @@ TEST(Evaluate, JsonShapeProgressAndErrors) {
   EXPECT_TRUE(j["by_cohort"].is_object());
   // Errors: mismatched shapes, bad k, bad cold-user flags, out-of-range user.
   EvalOptions bad;
+  bad.ties = Ties::kLowerIndex;  // hand-computed lists: equal scores in index order
   bad.ks = {0};
   EXPECT_THROW(evaluate(model, t.train, t.test, nullptr, bad), Error);
   bad.ks = {2};

@@ -225,14 +225,17 @@ TEST(EmbedDataset, FitsTfidfOnItemTextsAndCachesAcrossRuns) {
   EXPECT_EQ(tv.items.rows, 3u);
   EXPECT_EQ(tv.users.rows, 3u);
   EXPECT_EQ(tv.items.cols, 4u);
-  EXPECT_EQ(tv.stats.encoded, 6u);  // 3 item texts + 3 user texts, all distinct
+  // 3 item texts + 2 profile texts, all distinct; the user without a profile is not encoded (a zero row).
+  EXPECT_EQ(tv.stats.encoded, 5u);
+  EXPECT_EQ(tv.items_with_text, 3u);
+  EXPECT_EQ(tv.users_with_text, 2u);
   EXPECT_EQ(tv.fingerprint, enc->fingerprint());
   EXPECT_EQ(tv.encoder_spec, enc->spec());
   // Same data, new encoder object: the fit is reproduced, so is the fingerprint: all from the cache.
   auto enc2 = create_encoder("tfidf:dim=4");
   const TextVectors tv2 = embed_dataset(ds, *enc2, opt);
   EXPECT_EQ(tv2.stats.encoded, 0u);
-  EXPECT_EQ(tv2.stats.cached, 6u);
+  EXPECT_EQ(tv2.stats.cached, 5u);
   EXPECT_EQ(tv2.items.data, tv.items.data);
   EXPECT_EQ(tv2.users.data, tv.users.data);
   // A changed item text changes the fitted tfidf, hence its fingerprint and cache file.
@@ -241,7 +244,7 @@ TEST(EmbedDataset, FitsTfidfOnItemTextsAndCachesAcrossRuns) {
   auto enc3 = create_encoder("tfidf:dim=4");
   const TextVectors tv3 = embed_dataset(changed, *enc3, opt);
   EXPECT_NE(tv3.fingerprint, tv.fingerprint);
-  EXPECT_EQ(tv3.stats.encoded, 6u);
+  EXPECT_EQ(tv3.stats.encoded, 5u);
   // A pretrained encoder re-encodes only the changed text.
   CountingEncoder counting;
   embed_dataset(ds, counting, opt);
@@ -268,7 +271,9 @@ TEST(EmbedDataset, SavesItemsUsersAndMetadata) {
   EXPECT_EQ(users.rows, 3u);
   EXPECT_EQ(items.data, tv.items.data);
   EXPECT_EQ(users.data, tv.users.data);
-  EXPECT_EQ(std::vector<float>(users.row(1), users.row(1) + 3), expected(""));  // a user without text
+  // The one rule for empty text: a user without a profile gets a row of zeros and is never encoded.
+  EXPECT_EQ(std::vector<float>(users.row(1), users.row(1) + 3), std::vector<float>(3, 0.0f));
+  EXPECT_NE(std::vector<float>(users.row(0), users.row(0) + 3), std::vector<float>(3, 0.0f));
   EXPECT_EQ(meta.at("encoder"), "counting:salt=a");
   EXPECT_EQ(meta.at("fingerprint"), "counting/a");
   EXPECT_EQ(meta.at("template"), opt.item_template);
