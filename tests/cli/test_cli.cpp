@@ -176,3 +176,18 @@ TEST_F(CliTest, RealDataImportSplitEvalWithSeeds) {
             2 * m["models"]["ease"]["overall"]["recall@10"].get<double>());
   EXPECT_FALSE(sj["models"]["ease"]["overall"].contains("coverage@10"));
 }
+
+TEST_F(CliTest, TargetDomainProtocolRanksWithinItInTheHeadline) {
+  // Cold users of films: the headline metrics rank films only, so they equal the films row.
+  Result r = run("eval synthetic:users=600,items=100 --protocol cold-users --target-domain films -m popular "
+                 "--threads 2 -o " + (dir / "cold.json").string());
+  ASSERT_EQ(r.status, 0) << r.out;
+  EXPECT_NE(r.out.find("within films"), std::string::npos) << r.out;
+  auto j = nlohmann::json::parse(std::ifstream(dir / "cold.json"));
+  const auto& m = j["models"]["popular"];
+  EXPECT_GT(m["overall"]["ndcg@10"].get<double>(), 0.0);
+  EXPECT_DOUBLE_EQ(m["overall"]["ndcg@10"].get<double>(), m["by_domain"]["films"]["ndcg@10"].get<double>());
+  EXPECT_FALSE(m["by_domain"].contains("books"));
+  EXPECT_TRUE(m["overall"].contains("tied_share"));
+  EXPECT_EQ(j["target_domain"], "films");
+}

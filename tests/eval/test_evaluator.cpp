@@ -539,3 +539,86 @@ TEST(Evaluate, JsonShapeProgressAndErrors) {
   EXPECT_EQ(e.n_users, 0u);
   EXPECT_TRUE(e.overall.empty());
 }
+
+// ---- Honest ties ----
+
+namespace {
+// n_users x n_items, every user's held-out items are the first items (index order is "right"), scores all
+// equal: a model that cannot tell the candidates apart.
+struct AllTied {
+  uint32_t n_users = 300, n_items = 500;
+  Matrix scores{300, 500};
+  Csr train, test;
+  AllTied() {
+    std::fill(scores.data.begin(), scores.data.end(), 0.5f);
+    std::vector<std::vector<uint32_t>> tr(n_users), te(n_users);
+    for (uint32_t u = 0; u < n_users; ++u) {
+      te[u] = {0, 1, 2};                  // the lowest indices: index-order ties would find them all
+      tr[u] = {100 + u % 300, 450};
+    }
+    train = make_csr(n_users, n_items, tr);
+    test = make_csr(n_users, n_items, te);
+  }
+};
+}  // namespace
+
+TEST(EvaluateTies, FullRankingOfATiedModelIsAtTheChanceLevel) {
+  AllTied t;
+  FixedScores model(t.scores);
+  EvalOptions opt;
+  opt.ks = {10};
+  opt.per_domain = false;
+  const EvalResult r = evaluate(model, t.train, t.test, nullptr, opt);  // default: seeded random order
+  // Chance: 3 relevant among 498 candidates, 10 drawn -> recall@10 = 10/498 = 0.0201 on average.
+  EXPECT_NEAR(r.overall.at("recall@10"), 10.0 / 498, 0.01);
+  EXPECT_DOUBLE_EQ(r.overall.at("tied_share"), 1.0);
+  // The index order would put the three relevant items first: the bias the random rule removes.
+  opt.ties = Ties::kLowerIndex;
+  const EvalResult biased = evaluate(model, t.train, t.test, nullptr, opt);
+  EXPECT_DOUBLE_EQ(biased.overall.at("recall@10"), 1.0);
+  // Seeded: the same numbers again, and for another thread count.
+  opt.ties = Ties::kRandom;
+  opt.threads = 2;
+  opt.block_users = 7;
+  EXPECT_EQ(evaluate(model, t.train, t.test, nullptr, opt).overall, r.overall);
+}
+
+TEST(EvaluateTies, SampledProtocolIsPessimistic) {
+  AllTied t;
+  FixedScores model(t.scores);
+  EvalOptions opt;
+  opt.ks = {10, 1000};
+  opt.per_domain = false;
+  opt.sampled_negatives = 99;
+  const EvalResult r = evaluate(model, t.train, t.test, nullptr, opt);
+  // Every negative ties with the target, so the target ranks last (100 of 100), whatever the tie rule.
+  EXPECT_DOUBLE_EQ(r.overall.at("hr@10"), 0.0);
+  EXPECT_NEAR(r.overall.at("mrr@1000"), 1.0 / 100, 1e-12);
+  EXPECT_NEAR(r.overall.at("ndcg@1000"), 1.0 / std::log2(101.0), 1e-12);
+  EXPECT_DOUBLE_EQ(r.overall.at("tied_share"), 1.0);
+  // A model that scores the target strictly above every negative gets the first rank and no ties.
+  Matrix s = t.scores;
+  for (uint32_t u = 0; u < t.n_users; ++u)
+    for (uint32_t i : {0u, 1u, 2u}) s(u, i) = 1.0f;
+  const EvalResult good = evaluate(FixedScores(s), t.train, t.test, nullptr, opt);
+  EXPECT_DOUBLE_EQ(good.overall.at("hr@10"), 1.0);
+  EXPECT_DOUBLE_EQ(good.overall.at("tied_share"), 0.0);
+}
+
+TEST(EvaluateTies, TargetDomainRanksWithinItEverywhere) {
+  Tiny t;
+  FixedScores model(t.scores);
+  EvalOptions opt;
+  opt.ks = {2};
+  opt.ties = Ties::kLowerIndex;
+  opt.target_domain = 1;  // films: items 3-5
+  const EvalResult r = evaluate(model, t.train, t.test, &t.ds, opt);
+  // Only film test items count and only films are ranked: u0 (test film 4) ranks [3 .7, 4 .6, 5 .2] -> hit at
+  // 2; u1 (test film 3, train 5) ranks [4 .5, 3 .4] -> hit at 2; u2 has no film test item.
+  EXPECT_EQ(r.n_users, 2u);
+  EXPECT_NEAR(r.overall.at("hr@2"), 1.0, kEps);
+  EXPECT_NEAR(r.overall.at("ndcg@2"), kL3, kEps);
+  ASSERT_TRUE(r.by_domain.count("films"));
+  EXPECT_EQ(r.by_domain.count("books"), 0u);
+  EXPECT_NEAR(r.by_domain.at("films").at("ndcg@2"), r.overall.at("ndcg@2"), kEps);
+}

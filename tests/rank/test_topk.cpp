@@ -1,6 +1,7 @@
 // Top-K selection and batched recommend(), checked on hand-made score rows.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <limits>
 
@@ -183,4 +184,139 @@ TEST(Recommend, RejectsBadRequests) {
   std::vector<uint32_t> ok{1};
   EXPECT_TRUE(throws_error([&] { recommend(m, ok, opt); }, {"domain"}));
   EXPECT_TRUE(recommend(m, std::span<const uint32_t>{}, RecommendOptions{}).empty());
+}
+
+// ---- Tie rules ----
+
+// The reference order under Ties::kRandom: score descending, then the tie key ascending (via a selector of
+// k = n, which only sorts).
+static std::vector<uint32_t> full_order(const std::vector<float>& s, uint64_t salt) {
+  TopK sel;
+  sel.reset(s.size(), Ties::kRandom, salt);
+  for (uint32_t i = 0; i < s.size(); ++i) sel.push(i, s[i]);
+  std::vector<uint32_t> out;
+  sel.finish(out);
+  return out;
+}
+
+TEST(Ties, RandomOrderIsAShuffleNotTheIndexOrder) {
+  // 200 equal scores: the first 10 under the random rule are a seeded selection, not items 0..9, and differ
+  // between users (salts) while the same salt always gives the same list.
+  std::vector<float> s(200, 1.0f);
+  const auto a = top_k(s.data(), 200, 10, {}, {}, -1, Ties::kRandom, tie_salt(7, 1));
+  const auto b = top_k(s.data(), 200, 10, {}, {}, -1, Ties::kRandom, tie_salt(7, 1));
+  const auto c = top_k(s.data(), 200, 10, {}, {}, -1, Ties::kRandom, tie_salt(7, 2));
+  EXPECT_EQ(items_of(a), items_of(b));
+  EXPECT_NE(items_of(a), items_of(c));
+  EXPECT_NE(items_of(a), (std::vector<uint32_t>{0, 1, 2, 3, 4, 5, 6, 7, 8, 9}));
+  // Chance level: over many users the mean of the first pick is near the middle of the catalogue.
+  double mean_first = 0;
+  for (uint64_t u = 0; u < 400; ++u)
+    mean_first += top_k(s.data(), 200, 1, {}, {}, -1, Ties::kRandom, tie_salt(3, u))[0].item;
+  mean_first /= 400;
+  EXPECT_NEAR(mean_first, 99.5, 12.0);
+}
+
+TEST(Ties, RandomRuleStillOrdersByScoreAndMatchesAFullSort) {
+  Rng rng(11);
+  for (int trial = 0; trial < 60; ++trial) {
+    const uint32_t n = 1 + uint32_t(rng.below(300));
+    std::vector<float> s(n);
+    for (auto& v : s) v = float(rng.below(6));  // many ties
+    if (trial % 7 == 0) s[rng.below(n)] = std::numeric_limits<float>::quiet_NaN();
+    std::vector<uint32_t> ex;
+    for (uint32_t i = 0; i < n; ++i)
+      if (rng.below(5) == 0) ex.push_back(i);
+    const uint64_t salt = tie_salt(trial, 3);
+    std::vector<uint32_t> want;
+    for (uint32_t i : full_order(s, salt))
+      if (!std::binary_search(ex.begin(), ex.end(), i)) want.push_back(i);
+    const size_t k = rng.below(n + 3);
+    want.resize(std::min(want.size(), k));
+    // The SIMD scan (skips groups that cannot enter) gives the same list as the plain sort.
+    EXPECT_EQ(items_of(top_k(s.data(), n, k, ex, {}, -1, Ties::kRandom, salt)), want) << "trial " << trial;
+    for (size_t j = 1; j < want.size(); ++j) {
+      const float a = std::isnan(s[want[j - 1]]) ? -INFINITY : s[want[j - 1]];
+      const float b = std::isnan(s[want[j]]) ? -INFINITY : s[want[j]];
+      EXPECT_GE(a, b);
+    }
+  }
+}
+
+TEST(Ties, MultiSelectorEqualsOneSelectorPerGroup) {
+  Rng rng(5);
+  for (int trial = 0; trial < 30; ++trial) {
+    const uint32_t n = 20 + uint32_t(rng.below(300));
+    std::vector<float> s(n);
+    for (auto& v : s) v = float(rng.below(8));
+    std::vector<uint16_t> dom(n);
+    for (auto& d : dom) d = uint16_t(rng.below(3));
+    std::vector<uint32_t> ex;
+    for (uint32_t i = 0; i < n; ++i)
+      if (rng.below(6) == 0) ex.push_back(i);
+    for (Ties ties : {Ties::kLowerIndex, Ties::kRandom}) {
+      const uint64_t salt = ties == Ties::kRandom ? tie_salt(1, trial) : 0;
+      TopK all, g[3];
+      all.reset(7, ties, salt);
+      std::vector<std::vector<uint64_t>> bits(3, std::vector<uint64_t>((n + 63) / 64, 0));
+      std::vector<SelectorGroup> groups;
+      for (int d = 0; d < 3; ++d) {
+        g[d].reset(5, ties, salt);
+        for (uint32_t i = 0; i < n; ++i)
+          if (dom[i] == d) bits[d][i >> 6] |= uint64_t{1} << (i & 63);
+        groups.push_back({&g[d], bits[d].data()});
+      }
+      select_multi(s.data(), n, ex, &all, groups);
+      std::vector<uint32_t> got;
+      all.finish(got);
+      EXPECT_EQ(got, items_of(top_k(s.data(), n, 7, ex, {}, -1, ties, salt)));
+      for (int d = 0; d < 3; ++d) {
+        g[d].finish(got);
+        EXPECT_EQ(got, items_of(top_k(s.data(), n, 5, ex, dom, d, ties, salt))) << "domain " << d;
+      }
+    }
+  }
+}
+
+TEST(Ties, PessimisticRankPutsTheTargetBelowEqualScores) {
+  const std::vector<float> others{0.5f, 0.9f, 0.5f, 0.1f};
+  EXPECT_EQ(pessimistic_rank(0.5f, others), 4u);  // 0.9 and both 0.5 rank above
+  EXPECT_EQ(pessimistic_rank(0.95f, others), 1u);
+  EXPECT_EQ(pessimistic_rank(0.0f, others), 5u);
+  const float nan = std::numeric_limits<float>::quiet_NaN();
+  EXPECT_EQ(pessimistic_rank(nan, others), 5u);                      // NaN counts as -inf: last
+  EXPECT_EQ(pessimistic_rank(0.0f, std::vector<float>{nan}), 1u);  // a NaN candidate ranks below a number
+  const std::vector<float> tied(999, 0.0f);
+  EXPECT_EQ(pessimistic_rank(0.0f, tied), 1000u);  // a model that ties everything gets the last rank
+}
+
+TEST(Ties, TiedFractionCountsEqualCandidatesOnly) {
+  const float s[] = {1.0f, 2.0f, 1.0f, 1.0f, 3.0f, 1.0f};
+  // Target 0 (score 1): other candidates 1..5 -> equal: 2, 3, 5 = 3 of 5.
+  EXPECT_DOUBLE_EQ(tied_fraction(s, 6, {}, 0), 3.0 / 5);
+  // Excluding items 2 and 4: candidates 1, 3, 5 -> equal: 3, 5 = 2 of 3.
+  const std::vector<uint32_t> ex{2, 4};
+  EXPECT_DOUBLE_EQ(tied_fraction(s, 6, ex, 0), 2.0 / 3);
+  EXPECT_DOUBLE_EQ(tied_fraction(s, 6, {}, 4), 0.0);
+  std::vector<float> flat(100, 0.25f);
+  EXPECT_DOUBLE_EQ(tied_fraction(flat.data(), 100, {}, 17), 1.0);  // 99 of 99 (AVX-512 path and tail)
+}
+
+TEST(Recommend, RandomTiesAndAllowedMask) {
+  FormulaModel m(4, 40);
+  RecommendOptions opt;
+  opt.k = 40;
+  std::vector<uint8_t> allowed(40, 1);
+  allowed[3] = allowed[7] = 0;
+  opt.allowed = allowed;
+  opt.ties = Ties::kRandom;
+  opt.tie_seed = 9;
+  const std::vector<uint32_t> users{0, 1, 2, 3};
+  const auto recs = recommend(m, users, opt);
+  for (size_t q = 0; q < users.size(); ++q) {
+    EXPECT_EQ(recs[q].size(), 38u);
+    for (auto& it : recs[q]) EXPECT_TRUE(it.item != 3 && it.item != 7);
+    for (size_t j = 1; j < recs[q].size(); ++j) EXPECT_GE(recs[q][j - 1].score, recs[q][j].score);
+  }
+  EXPECT_EQ(items_of(recommend(m, users, opt)[2]), items_of(recs[2])) << "seeded: the same lists again";
 }
