@@ -35,6 +35,7 @@
 #include <cstdio>
 #include <numeric>
 
+#include "models/factor_model.h"
 #include "models/hybrid_core.h"
 #include "models/mf_kernels.h"
 #include "models/text_features.h"
@@ -74,7 +75,7 @@ inline void adagrad(float* x, float* acc, const float* g, float reg, float lr, s
 
 }  // namespace
 
-class HybridModel final : public Recommender {
+class HybridModel final : public models::FactorModel {
  public:
   explicit HybridModel(const Spec& spec) : params_("hybrid") {
     params_.add("factors", &factors_, 64, 1, mf::kMaxFactors - 1, "number of latent factors")
@@ -119,25 +120,19 @@ class HybridModel final : public Recommender {
   std::string param_help() const { return params_.help(); }
   std::string name() const override { return "hybrid"; }
   std::string spec() const override { return name() + ":" + params_.current(); }
-  uint32_t n_users() const override { return uint32_t(users_.rows); }
-  uint32_t n_items() const override { return uint32_t(items_.rows); }
   bool uses_text() const override { return fitted_ ? dt_ > 0 : use_text_; }
   std::string text_encoder() const override { return dt_ > 0 ? encoder_ : ""; }
 
   void fit(const Csr& user_items, const FitContext& ctx) override;
 
   void score(std::span<const uint32_t> users, Matrix& out, int threads) const override {
-    mf::gemm_scores(users_, users, items_, nullptr, out, resolve_threads(threads));
+    FactorModel::score(users, out, threads);
     if (mse_)
       for (size_t r = 0; r < users.size(); ++r) {
         float* o = out.row(r);
         const float off = user_offset_[users[r]];
         for (size_t j = 0; j < out.cols; ++j) o[j] += off;
       }
-  }
-
-  uint32_t fold_in(uint32_t user, std::span<const uint32_t> items, std::span<const float> weights) override {
-    return fold_in_profile(user, {}, items, weights);
   }
 
   uint32_t fold_in_profile(uint32_t user, std::span<const float> profile, std::span<const uint32_t> items,
@@ -148,7 +143,19 @@ class HybridModel final : public Recommender {
   void save(TensorMap& tensors, nlohmann::json& extra) const override;
   void load(const TensorMap& tensors, const nlohmann::json& extra) override;
 
+ protected:
+  // Fold-in from a history alone (FactorModel::fold_in); the profile path is fold_in_profile.
+  void solve_user(const model_util::History& hist, float* row) override { solve_profile({}, hist, row); }
+  void commit_user(uint32_t user, const float* row) override {
+    FactorModel::commit_user(user, row);
+    if (user_offset_.size() < users_.rows) user_offset_.resize(users_.rows, 0.0f);
+    user_offset_[user] = fold_offset_;
+  }
+
  private:
+  // The fold-in solve: writes the user's vector (ld_ floats) for profile features `profile_feat` (empty: no
+  // profile) and history `h`, and leaves the user's score offset in fold_offset_. Changes nothing else.
+  void solve_profile(const std::vector<float>& profile_feat, const model_util::History& h, float* out);
   // The text part of a user vector (lf floats) from profile features and the mean history features.
   void user_text_part(const float* profile_feat, const std::vector<uint32_t>& hist, float* out) const;
   // Candidate negatives (items with training interactions) of each domain, or of all domains in list 0.
@@ -172,8 +179,9 @@ class HybridModel final : public Recommender {
   uint64_t seed_used_ = 0;
   float mu_ = 0.0f;
   std::string encoder_;
-  mf::Factors users_, items_;       // final vectors: users (slot f = 1), items (slot f = bias)
+  // users_ / items_ (FactorModel) are the final vectors: users with slot f = 1, items with slot f = bias.
   std::vector<float> user_offset_;  // mse: user bias + global mean
+  float fold_offset_ = 0.0f;        // the offset of the user being folded in (solve_profile -> commit_user)
   std::vector<float> item_feat_;    // n_items x dt text features
   Floats W_, H_, P_;                // text, history, profile projections (as in hybrid::Blocks)
   models::TextFeatures tf_;
@@ -192,7 +200,7 @@ void HybridModel::build_candidates() {
 }
 
 void HybridModel::fit(const Csr& user_items, const FitContext& ctx) {
-  mf::check_interactions(user_items, "hybrid");
+  model_util::check_interactions(user_items, "hybrid");
   const int threads = resolve_threads(ctx.threads);
   seed_used_ = seed_ != 0 ? uint64_t(seed_) : ctx.seed;
   const Loss loss = hybrid::parse_loss(loss_);
@@ -585,24 +593,27 @@ void HybridModel::user_text_part(const float* profile_feat, const std::vector<ui
 
 uint32_t HybridModel::fold_in_profile(uint32_t user, std::span<const float> profile,
                                       std::span<const uint32_t> items, std::span<const float> weights) {
-  check(fitted_, "hybrid fold_in: the model is not fitted (call fit or load first)");
-  check(user <= users_.rows, "hybrid fold_in: user index " + std::to_string(user) +
-                                 " is beyond the next new user (" + std::to_string(users_.rows) + ")");
-  const mf::History h = mf::merge_history(items, weights, items_.rows, "hybrid");
-  std::vector<float> profile_feat;
-  if (!profile.empty()) {
-    check(dt_ > 0, "hybrid fold_in_profile: the model was fitted without text, so it cannot use a profile");
-    check(profile.size() == tf_.input_dim(),
-          "hybrid fold_in_profile: the profile vector has " + std::to_string(profile.size()) +
-              " values but the model's text has " + std::to_string(tf_.input_dim()));
-    check(all_finite(profile.data(), profile.size()),
-          "hybrid fold_in_profile: the profile vector has a non-finite value");
-    check(profile_on_ || hist_on_,
-          "hybrid fold_in_profile: the model uses neither profiles nor history text (profile=false, "
-          "history=false)");
-    profile_feat.resize(tf_.dim());
-    tf_.transform_row(profile.data(), profile_feat.data());
-  }
+  if (profile.empty()) return fold_in(user, items, weights);
+  const model_util::History h = fold_in_history(user, items, weights);
+  check(dt_ > 0, "hybrid fold_in_profile: the model was fitted without text, so it cannot use a profile");
+  check(profile.size() == tf_.input_dim(),
+        "hybrid fold_in_profile: the profile vector has " + std::to_string(profile.size()) +
+            " values but the model's text has " + std::to_string(tf_.input_dim()));
+  check(all_finite(profile.data(), profile.size()),
+        "hybrid fold_in_profile: the profile vector has a non-finite value");
+  check(profile_on_ || hist_on_,
+        "hybrid fold_in_profile: the model uses neither profiles nor history text (profile=false, "
+        "history=false)");
+  std::vector<float> profile_feat(tf_.dim());
+  tf_.transform_row(profile.data(), profile_feat.data());
+  Floats row(ld_, 0.0f);
+  solve_profile(profile_feat, h, row.data());
+  commit_user(user, row.data());
+  return user;
+}
+
+void HybridModel::solve_profile(const std::vector<float>& profile_feat, const model_util::History& h,
+                                float* out) {
   // History: positive entries (ranking losses) or every entry (squared error).
   std::vector<uint32_t> hist;
   std::vector<float> hw;
@@ -662,16 +673,9 @@ uint32_t HybridModel::fold_in_profile(uint32_t user, std::span<const float> prof
       }
     }
   }
-  // Commit only now, so that an error leaves the model unchanged.
-  if (user == users_.rows) {
-    users_.append_row();
-    user_offset_.push_back(0.0f);
-  }
-  float* out = users_.row(user);
   for (size_t c = 0; c < ld_; ++c) out[c] = x[c] + text[c];
   out[f_] = 1.0f;
-  user_offset_[user] = mse_ ? bias + mu_ : 0.0f;
-  return user;
+  fold_offset_ = mse_ ? bias + mu_ : 0.0f;
 }
 
 uint32_t HybridModel::add_item(std::span<const float> text_vector, uint16_t domain) {
@@ -702,8 +706,7 @@ uint32_t HybridModel::add_item(std::span<const float> text_vector, uint16_t doma
 
 void HybridModel::save(TensorMap& tensors, nlohmann::json& extra) const {
   check(fitted_, "hybrid save: the model is not fitted");
-  tensors["user_vectors"] = Tensor::from_matrix(users_.to_matrix());
-  tensors["item_vectors"] = Tensor::from_matrix(items_.to_matrix());
+  save_factors(tensors, "user_vectors", "item_vectors");
   tensors["user_offset"] = Tensor::from_f32({int64_t(user_offset_.size())}, user_offset_.data());
   std::vector<uint32_t> dom(item_domain_.begin(), item_domain_.end()),
       warm(item_warm_.begin(), item_warm_.end());
@@ -732,12 +735,10 @@ void HybridModel::load(const TensorMap& tensors, const nlohmann::json& extra) {
     return extra[key];
   };
   const size_t f = size_t(factors_);
-  Matrix u = get_tensor(tensors, "user_vectors").to_matrix("user_vectors");
-  Matrix v = get_tensor(tensors, "item_vectors").to_matrix("item_vectors");
-  check(u.cols == f + 1 && v.cols == f + 1, "hybrid load: vectors have " + std::to_string(u.cols) + " and " +
-                                                std::to_string(v.cols) +
-                                                " columns but the spec says factors=" + std::to_string(f) +
-                                                " (" + std::to_string(f + 1) + " with the bias)");
+  FactorTensors factors = read_factors(tensors, "user_vectors", "item_vectors", f + 1,
+                                       "factors=" + std::to_string(f) + " plus the bias column");
+  const Matrix& u = factors.users;
+  const Matrix& v = factors.items;
   std::vector<float> off = get_tensor(tensors, "user_offset").to_f32("user_offset");
   std::vector<uint32_t> dom = get_tensor(tensors, "item_domain").to_u32("item_domain");
   std::vector<uint32_t> warm = get_tensor(tensors, "item_warm").to_u32("item_warm");
@@ -774,9 +775,7 @@ void HybridModel::load(const TensorMap& tensors, const nlohmann::json& extra) {
           "hybrid load: the text features give " + std::to_string(tf.dim()) + "-d output from " +
               std::to_string(tf.input_dim()) + "-d input, which does not match the model");
   }
-  users_.from_matrix(u);
-  items_.from_matrix(v);
-  users_.f = items_.f = f + 1;
+  set_factors(std::move(factors));
   user_offset_ = std::move(off);
   item_domain_.assign(dom.begin(), dom.end());
   item_warm_.assign(warm.begin(), warm.end());

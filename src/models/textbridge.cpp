@@ -225,8 +225,7 @@ class TextBridgeModel final : public Recommender {
     check(!item_domain_.empty(), "textbridge fold_in: the model is not fitted (call fit or load first)");
     check(user <= n_users_, "textbridge fold_in: user index " + std::to_string(user) +
                                 " is beyond the next new user (" + std::to_string(n_users_) + ")");
-    const model_util::HistoryRow hist =
-        model_util::make_history(items, weights, n_items(), false, "textbridge");
+    const model_util::History hist = model_util::make_history(items, weights, n_items(), false, "textbridge");
     std::vector<float> profile;
     if (!profile_vector.empty()) {
       check_text(profile_vector, "fold_in_profile: the profile vector");

@@ -404,7 +404,7 @@ class TwoTowerModel final : public Recommender {
     check(fitted_, "twotower fold_in: the model is not fitted (call fit or load first)");
     check(user <= n_users(), "twotower fold_in: user index " + std::to_string(user) +
                                  " is beyond the next new user (" + std::to_string(n_users()) + ")");
-    const model_util::HistoryRow hist =
+    const model_util::History hist =
         model_util::make_history(items, weights, n_items(), loss_ == "bce", "twotower");
     std::vector<float> prof_code(has_profile_ ? text_dim_ : 0, 0.0f),
         hist_code(use_hist_ ? text_dim_ : 0, 0.0f);
@@ -870,7 +870,7 @@ class TwoTowerModel final : public Recommender {
 
   // Fits a user's id embedding to a history with everything else fixed: Adam on the training loss over the
   // history items (positives, or their values for loss=mse) and a fixed sample of other items (negatives).
-  void fit_user_embedding(const model_util::HistoryRow& hist, const std::vector<float>& prof,
+  void fit_user_embedding(const model_util::History& hist, const std::vector<float>& prof,
                           const std::vector<float>& hcode, std::vector<float>& emb) const {
     const size_t f = size_t(factors_), ni = item_emb_.size();
     const bool implicit = loss_ == "bce";
