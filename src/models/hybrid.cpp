@@ -100,10 +100,6 @@ class HybridModel final : public models::FactorModel {
         .add("profile", &use_profile_, true, "use user profile text vectors when the fit is given them")
         .add("history", &use_history_, true, "add the projected mean text of the user's history items")
         .add("categories", &use_categories_, true, "use the dataset's item categories when it has them")
-        .add("ae", &ae_, 0, 0, 4096, "autoencoder code size of the text features (0: no autoencoder)")
-        .add("ae_hidden", &ae_hidden_, 256, 0, 65536, "autoencoder hidden layer width (0: linear)")
-        .add("ae_noise", &ae_noise_, 0.1, 0.0, 0.99, "autoencoder input dropout (denoising)")
-        .add("ae_epochs", &ae_epochs_, 30, 1, 100000, "autoencoder training epochs")
         .add("domain_negatives", &domain_negatives_, true,
              "draw negatives from the positive item's domain (when the items have several domains)")
         .add("batch", &batch_, 0, 0, 1 << 20, "training terms per mini-batch (0: from the matrix size)")
@@ -111,10 +107,9 @@ class HybridModel final : public models::FactorModel {
         .add("foldin_epochs", &foldin_epochs_, 40, 1, 100000,
              "fold-in: passes over the new user's history fitting the user's id embedding")
         .add("seed", &seed_, 0, 0, INT_MAX, "random seed (0: the fit context's seed)");
+    ae_.declare(params_);
     params_.apply(spec.values);
-    if (ae_ > 0 && ae_hidden_ > 0 && ae_hidden_ < ae_)
-      throw Error("hybrid: ae_hidden=" + std::to_string(ae_hidden_) + " is smaller than the code size ae=" +
-                  std::to_string(ae_) + " (use ae_hidden >= ae, or 0 for a linear autoencoder)");
+    ae_.validate("hybrid");
   }
 
   std::string param_help() const { return params_.help(); }
@@ -165,13 +160,13 @@ class HybridModel final : public models::FactorModel {
   }
 
   ParamSet params_;
-  int factors_ = 64, epochs_ = 10, max_sampled_ = 30, ae_ = 0, ae_hidden_ = 256, ae_epochs_ = 30, batch_ = 0,
-      foldin_epochs_ = 40, seed_ = 0;
+  int factors_ = 64, epochs_ = 10, max_sampled_ = 30, batch_ = 0, foldin_epochs_ = 40, seed_ = 0;
   double lr_ = 0.05, text_lr_ = 0.05, reg_ = 1e-4, text_reg_ = 1e-3, id_dropout_ = 0.5, margin_ = 1.0,
-         ae_noise_ = 0.1, init_ = 0.01;
+         init_ = 0.01;
   bool use_text_ = true, use_profile_ = true, use_history_ = true, use_categories_ = true,
        domain_negatives_ = true;
   std::string loss_ = "warp";
+  models::AutoencoderParams ae_;  // ae, ae_hidden, ae_noise, ae_epochs
 
   // Fitted state.
   bool fitted_ = false, mse_ = false, profile_on_ = false, hist_on_ = false;
@@ -263,11 +258,7 @@ void HybridModel::fit(const Csr& user_items, const FitContext& ctx) {
     Matrix warm_text(ni, it.cols);
     for (uint32_t i = 0; i < ni; ++i)
       if (item_warm_[i]) std::copy(it.row(i), it.row(i) + it.cols, warm_text.row(i));
-    models::TextFeatureOptions topt;
-    topt.ae_dim = ae_;
-    topt.ae_hidden = ae_hidden_;
-    topt.ae_noise = ae_noise_;
-    topt.ae_epochs = ae_epochs_;
+    const models::TextFeatureOptions topt = ae_.options("hybrid", it.cols);
     tf_.fit(warm_text, ut, topt, seed_used_, threads);
     const Matrix feat = tf_.transform(it, threads);
     dt_ = feat.cols;

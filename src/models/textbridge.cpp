@@ -74,10 +74,10 @@ class TextBridgeModel final : public Recommender {
              "ridge maps between the domains' history features, learned on users active in both")
         .add("align_reg", &align_reg_, 0.1, 0.0, 1e6,
              "penalty of the alignment maps towards the identity, relative to the mean feature variance")
-        .add("ae_dim", &ae_dim_, 0, 0, 4096, "autoencoder code dimension of the text features (0: none)")
-        .add("ae_epochs", &ae_epochs_, 30, 1, 100000, "autoencoder training epochs")
         .add("seed", &seed_, 0, 0, INT_MAX, "random seed of the autoencoder (0: the fit context's seed)");
-    params_.apply(spec.values);
+    ae_.declare(params_);
+    params_.apply(legacy_keys(spec.values));
+    ae_.validate("textbridge");
   }
 
   std::string param_help() const { return params_.help(); }
@@ -150,11 +150,9 @@ class TextBridgeModel final : public Recommender {
     const Matrix centred_items = centre_rows(text, [&](size_t i) { return means.row(item_domain[i]); });
 
     models::TextFeatures tf;
-    models::TextFeatureOptions opt;
+    models::TextFeatureOptions opt = ae_.options("textbridge", d_in);
     opt.center = false;  // centred above
     opt.normalize = true;
-    opt.ae_dim = ae_dim_;
-    opt.ae_epochs = ae_epochs_;
     tf.fit(centred_items, profiles ? &centred_profiles : nullptr, opt, seed, threads);
     const Matrix features = tf.transform(centred_items, threads);
     const Matrix profile_features = profiles ? tf.transform(centred_profiles, threads) : Matrix();
@@ -361,6 +359,20 @@ class TextBridgeModel final : public Recommender {
   }
 
  private:
+  // `ae_dim`, the name of `ae` before every text model shared it, is still read (model files saved then carry
+  // it in their spec) and becomes `ae`; giving both with different values is an Error. spec() writes `ae`.
+  static std::map<std::string, std::string> legacy_keys(std::map<std::string, std::string> values) {
+    auto it = values.find("ae_dim");
+    if (it == values.end()) return values;
+    auto ae = values.find("ae");
+    if (ae != values.end() && ae->second != it->second)
+      throw Error("textbridge: ae_dim=" + it->second + " and ae=" + ae->second +
+                  " disagree (ae_dim is the old name of ae; give ae only)");
+    values["ae"] = it->second;
+    values.erase("ae_dim");
+    return values;
+  }
+
   // A user's history, pooled per domain: the weighted sum of the items' features and the total weight.
   struct Pooled {
     std::vector<std::vector<double>> sum;  // per domain: dim() entries, or empty when the domain has none
@@ -507,7 +519,8 @@ class TextBridgeModel final : public Recommender {
   ParamSet params_;
   std::string center_ = "domain", align_mode_ = "ridge";
   double profile_weight_ = 1.0, pop_weight_ = 0.5, align_reg_ = 0.1;
-  int ae_dim_ = 0, ae_epochs_ = 30, seed_ = 0;
+  int seed_ = 0;
+  models::AutoencoderParams ae_;  // ae, ae_hidden, ae_noise, ae_epochs
 
   std::string encoder_;
   models::TextFeatures tf_;
