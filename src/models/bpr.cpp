@@ -213,6 +213,12 @@ class BprModel final : public models::FactorModel {
 };
 
 XDREC_REGISTER_MODEL(bpr, "BPR-MF: pairwise ranking matrix factorisation with item bias, Hogwild SGD",
-                     BprModel);
+                     BprModel,
+                     {.uses_text = false,
+                      .thread_independent = false,
+                      .personalised = true,
+                      .fold_in = true,
+                      .add_item = false,
+                      .profile = false});
 
 }  // namespace xdrec

@@ -141,6 +141,12 @@ class EaseModel final : public Recommender {
 }  // namespace
 
 XDREC_REGISTER_MODEL(ease, "EASE: closed-form item-item linear autoencoder (dense, for up to ~50k items)",
-                     EaseModel);
+                     EaseModel,
+                     {.uses_text = false,
+                      .thread_independent = true,
+                      .personalised = true,
+                      .fold_in = true,
+                      .add_item = false,
+                      .profile = false});
 
 }  // namespace xdrec

@@ -568,6 +568,12 @@ XDREC_REGISTER_MODEL(
     emcdr,
     "EMCDR mapping: per-domain iALS, ridge maps between domains' user factors for users cold "
     "in a domain, popularity without history",
-    EmcdrModel);
+    EmcdrModel,
+    {.uses_text = false,
+     .thread_independent = true,
+     .personalised = true,
+     .fold_in = true,
+     .add_item = false,
+     .profile = false});
 
 }  // namespace xdrec

@@ -792,6 +792,12 @@ void HybridModel::load(const TensorMap& tensors, const nlohmann::json& extra) {
 XDREC_REGISTER_MODEL(hybrid,
                      "hybrid factorisation: id embeddings + projected text (item text, profile, history) and "
                      "categories; WARP/BPR/squared error; id dropout for cold start",
-                     HybridModel);
+                     HybridModel,
+                     {.uses_text = true,
+                      .thread_independent = true,
+                      .personalised = true,
+                      .fold_in = true,
+                      .add_item = true,
+                      .profile = true});
 
 }  // namespace xdrec

@@ -131,6 +131,12 @@ class IalsModel final : public models::FactorModel {
 
 XDREC_REGISTER_MODEL(ials,
                      "implicit-feedback ALS (confidence 1 + alpha*r), conjugate-gradient or exact row solves",
-                     IalsModel);
+                     IalsModel,
+                     {.uses_text = false,
+                      .thread_independent = true,
+                      .personalised = true,
+                      .fold_in = true,
+                      .add_item = false,
+                      .profile = false});
 
 }  // namespace xdrec

@@ -241,6 +241,12 @@ class ItemKnnModel final : public Recommender {
 }  // namespace
 
 XDREC_REGISTER_MODEL(itemknn, "item-item neighbourhood model (cosine/jaccard/dot, tfidf or bm25 weighting)",
-                     ItemKnnModel);
+                     ItemKnnModel,
+                     {.uses_text = false,
+                      .thread_independent = true,
+                      .personalised = true,
+                      .fold_in = true,
+                      .add_item = false,
+                      .profile = false});
 
 }  // namespace xdrec

@@ -76,6 +76,12 @@ class PopularModel final : public Recommender {
 }  // namespace
 
 XDREC_REGISTER_MODEL(popular, "MostPopular: items ranked by interaction count, the same for every user",
-                     PopularModel);
+                     PopularModel,
+                     {.uses_text = false,
+                      .thread_independent = true,
+                      .personalised = false,
+                      .fold_in = true,
+                      .add_item = false,
+                      .profile = false});
 
 }  // namespace xdrec

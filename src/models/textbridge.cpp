@@ -543,6 +543,12 @@ class TextBridgeModel final : public Recommender {
 XDREC_REGISTER_MODEL(textbridge,
                      "text bridge: items of every domain in one text space (centred per domain); users are "
                      "their history's and profile's text; cold items and users from text alone",
-                     TextBridgeModel);
+                     TextBridgeModel,
+                     {.uses_text = true,
+                      .thread_independent = true,
+                      .personalised = true,
+                      .fold_in = true,
+                      .add_item = true,
+                      .profile = true});
 
 }  // namespace xdrec

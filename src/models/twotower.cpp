@@ -965,6 +965,12 @@ XDREC_REGISTER_MODEL(
     twotower,
     "two-tower neural model over id embeddings and text codes; dot or MLP merge, BCE with sampled "
     "negatives or squared error; cold items and users through text",
-    TwoTowerModel);
+    TwoTowerModel,
+    {.uses_text = true,
+     .thread_independent = true,
+     .personalised = true,
+     .fold_in = true,
+     .add_item = true,
+     .profile = true});
 
 }  // namespace xdrec
