@@ -52,6 +52,13 @@ std::unique_ptr<Recommender> create_model(const std::string& spec_text) {
   return model_info(spec.name).create(spec);
 }
 
+ModelCost estimate_model_cost(const std::string& spec_text, const DataShape& shape) {
+  const Spec spec = Spec::parse(spec_text);
+  const ModelInfo& info = model_info(spec.name);
+  check(bool(info.estimate), "model '" + spec.name + "' has no cost estimate");
+  return info.estimate(spec, shape);
+}
+
 void save_model(const Recommender& model, const std::string& dir, uint64_t data_fingerprint) {
   namespace fs = std::filesystem;
   std::error_code ec;

@@ -54,6 +54,16 @@ class BprModel final : public models::FactorModel {
   }
 
   std::string param_help() const { return params_.help(); }
+  ModelCost estimate_cost(const DataShape& s) const {
+    const uint64_t ld = model_util::padded_floats(uint64_t(factors_));
+    ModelCost c;
+    // Factors and item bias, the packed positive entries.
+    c.bytes = (s.n_users + s.n_items) * ld * 4 + s.n_items * 4 + s.nnz * 8 + model_util::score_batch_bytes(s);
+    // One SGD step touches three factor rows, mostly cache misses.
+    c.seconds = double(epochs_) * double(s.nnz) * (60e-9 + double(ld) * 1e-9);
+    c.note = "factors x (users + items) floats";
+    return c;
+  }
   std::string name() const override { return "bpr"; }
   std::string spec() const override { return name() + ":" + params_.current(); }
 

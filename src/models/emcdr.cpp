@@ -175,6 +175,23 @@ class EmcdrModel final : public Recommender {
   }
 
   std::string param_help() const { return params_.help(); }
+  ModelCost estimate_cost(const DataShape& s) const {
+    const uint64_t ld = model_util::padded_floats(uint64_t(factors_)),
+                   nd = std::max<uint32_t>(s.n_domains, 1);
+    const uint64_t f = uint64_t(factors_);
+    ModelCost c;
+    // Per domain: user factors and the factors each user is scored with; item factors; while one domain's
+    // iALS runs, its own factors, their saved copies and its sub-matrix; counts and modes per user and
+    // domain; the maps.
+    c.bytes = s.n_users * nd * ld * 4 * 2 + s.n_items * ld * 4 + (s.n_users + s.n_items) * ld * 4 * 3 +
+              2 * model_util::csr_bytes(s.n_users, s.nnz) + s.n_users * nd * 5 + nd * nd * (f + 2) * f * 4 +
+              2 * model_util::score_batch_bytes(s);
+    const double per_iter = double(s.n_users * nd + s.n_items) * 4 * double(ld) * double(ld) * 2 +
+                            double(s.nnz) * 4 * double(ld) * 4;
+    c.seconds = double(iterations_) * per_iter / 4e9;
+    c.note = "per-domain user factors (users x domains x factors floats, twice)";
+    return c;
+  }
   std::string name() const override { return "emcdr"; }
   std::string spec() const override { return name() + ":" + params_.current(); }
   uint32_t n_users() const override { return n_users_; }

@@ -113,6 +113,20 @@ class HybridModel final : public models::FactorModel {
   }
 
   std::string param_help() const { return params_.help(); }
+  ModelCost estimate_cost(const DataShape& s) const {
+    const uint64_t ld = model_util::padded_floats(uint64_t(factors_) + 1), rows = s.n_users + s.n_items;
+    const uint64_t dt = use_text_ ? model_util::text_feature_dim(s, ae_.ae) : 0;
+    ModelCost c;
+    // Id embeddings and their Adagrad sums, the text / category caches, the final vectors; text features of
+    // items, profiles and pooled histories; the projections and their sums; the history rows and training
+    // entries; the text pipeline.
+    c.bytes = rows * ld * 4 * 5 + (s.n_items * 2 + s.n_users * 2) * dt * 4 + 3 * ld * dt * 4 * 2 +
+              model_util::csr_bytes(s.n_users, s.nnz) + s.nnz * 8 +
+              (use_text_ ? model_util::text_pipeline_bytes(s, ae_.ae) : 0) + model_util::score_batch_bytes(s);
+    c.seconds = double(epochs_) * double(s.nnz) * double(ld) * double(std::max<uint64_t>(dt, 1)) * 8 / 4e9;
+    c.note = "id embeddings (5 copies) and text features of items and users";
+    return c;
+  }
   std::string name() const override { return "hybrid"; }
   std::string spec() const override { return name() + ":" + params_.current(); }
   bool uses_text() const override { return fitted_ ? dt_ > 0 : use_text_; }

@@ -34,6 +34,24 @@ class IalsModel final : public models::FactorModel {
   }
 
   std::string param_help() const { return params_.help(); }
+  ModelCost estimate_cost(const DataShape& s) const {
+    const uint64_t ld = model_util::padded_floats(uint64_t(factors_)), rows = s.n_users + s.n_items;
+    const uint64_t blocks = (std::max(s.n_users, s.n_items) + 4095) / 4096;
+    ModelCost c;
+    // Factors of users and items, the transposed interactions, per-row regularisation, the Gram matrix and
+    // its per-block partial sums.
+    c.bytes = rows * ld * 4 + model_util::csr_bytes(s.n_items, s.nnz) + rows * 4 +
+              (blocks + 1) * ld * ld * 4 + model_util::score_batch_bytes(s);
+    const double f = double(ld), steps = solver_ == "cholesky" ? 0 : double(cg_steps_);
+    const double per_iter =
+        solver_ == "cholesky"
+            ? double(s.nnz) * f * f * 2 + double(rows) * f * f * f / 3 + double(rows) * f * f * 2
+            : double(rows) * (steps + 1) * f * f * 2 + double(s.nnz) * (steps + 1) * f * 4 +
+                  double(rows) * f * f * 2;
+    c.seconds = double(iterations_) * per_iter / 4e9;
+    c.note = "factors x (users + items) floats";
+    return c;
+  }
   std::string name() const override { return "ials"; }
   std::string spec() const override { return name() + ":" + params_.current(); }
 

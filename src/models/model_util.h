@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "xdrec/common.h"
+#include "xdrec/recommender.h"
 #include "xdrec/tensor_io.h"
 
 extern "C" void openblas_set_num_threads(int num_threads);
@@ -113,6 +114,32 @@ inline History make_history(std::span<const uint32_t> items, std::span<const flo
     return b;
   }
   return row;
+}
+
+// ---- Cost estimates (estimate_cost of every model) -----------------------------------------------------
+
+// Bytes of a Csr with `rows` rows and `nnz` entries.
+inline uint64_t csr_bytes(uint64_t rows, uint64_t nnz) {
+  return nnz * 8 + (rows + 1) * 8;
+}
+// Bytes of one batch of scores: up to 1024 users x all items (the unit of work of evaluation and recommend).
+inline uint64_t score_batch_bytes(const DataShape& s) {
+  return std::min<uint64_t>(s.n_users, 1024) * s.n_items * 4;
+}
+// Floats of a factor row padded as mf::Factors pads it.
+inline uint64_t padded_floats(uint64_t f) {
+  return (f + 7) / 8 * 8;
+}
+// Text feature width after the shared pipeline: the autoencoder code, or the text itself; 0 without text.
+inline uint64_t text_feature_dim(const DataShape& s, int ae) {
+  return s.text_dim == 0 ? 0 : (ae > 0 ? uint64_t(ae) : s.text_dim);
+}
+// Bytes of fitting the shared text pipeline: a working copy of the item (and user) text, and with an
+// autoencoder its training matrix.
+inline uint64_t text_pipeline_bytes(const DataShape& s, int ae) {
+  if (s.text_dim == 0) return 0;
+  const uint64_t rows = s.n_items + s.n_users;
+  return rows * s.text_dim * 4 * (ae > 0 ? 2 : 1);
 }
 
 // Replaces row `user` of m (user < n_rows) or appends it (user == n_rows). Returns `user`.

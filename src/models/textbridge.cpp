@@ -81,6 +81,19 @@ class TextBridgeModel final : public Recommender {
   }
 
   std::string param_help() const { return params_.help(); }
+  ModelCost estimate_cost(const DataShape& s) const {
+    const uint64_t d = s.text_dim, dt = model_util::text_feature_dim(s, ae_.ae);
+    const uint64_t nd = std::max<uint32_t>(s.n_domains, 1);
+    ModelCost c;
+    // Centred item and profile text, their features (stored and transformed), users' history features, the
+    // alignment maps (double), the text pipeline, the interactions.
+    c.bytes = (s.n_items + s.n_users) * d * 4 + (s.n_items + s.n_users) * dt * 4 * 2 +
+              s.n_users * nd * dt * 4 + nd * nd * dt * dt * 8 + model_util::text_pipeline_bytes(s, ae_.ae) +
+              model_util::csr_bytes(s.n_users, s.nnz) + model_util::score_batch_bytes(s);
+    c.seconds = 0;
+    c.note = d == 0 ? "needs item text vectors (text_dim = 0)" : "text features of items and users";
+    return c;
+  }
   std::string name() const override { return "textbridge"; }
   std::string spec() const override { return name() + ":" + params_.current(); }
   uint32_t n_users() const override { return n_users_; }

@@ -210,6 +210,19 @@ class TwoTowerModel final : public Recommender {
   }
 
   std::string param_help() const { return params_.help(); }
+  ModelCost estimate_cost(const DataShape& s) const {
+    const uint64_t f = uint64_t(factors_), rows = s.n_users + s.n_items;
+    const uint64_t dt = model_util::text_feature_dim(s, ae_.ae);
+    ModelCost c;
+    // Id embeddings with their Adam moments, text codes of items, profiles and histories, the towers' item
+    // outputs for scoring, the prepared interactions and the training order, the text pipeline.
+    c.bytes = rows * f * 4 * 3 + (s.n_items + 2 * s.n_users) * dt * 4 + s.n_items * f * 4 +
+              model_util::csr_bytes(s.n_users, s.nnz) + s.nnz * 16 +
+              model_util::text_pipeline_bytes(s, ae_.ae) + model_util::score_batch_bytes(s);
+    c.seconds = 0;
+    c.note = "id embeddings with Adam moments and text codes";
+    return c;
+  }
   std::string name() const override { return "twotower"; }
   std::string spec() const override { return name() + ":" + params_.current(); }
   uint32_t n_users() const override { return fitted_ ? uint32_t(user_emb_.size()) : 0; }
