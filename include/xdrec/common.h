@@ -121,6 +121,10 @@ class Rng {
 // Number of threads to use: n > 0 is taken as given; 0 means all hardware threads.
 int resolve_threads(int n);
 
+// Memory the system can still give without swapping (MemAvailable of /proc/meminfo), in bytes; 0 when it
+// cannot be read.
+size_t available_memory_bytes();
+
 // Runs body(begin, end) over [0, n) split into contiguous chunks of at most `grain` elements on `threads`
 // threads (dynamic scheduling). body must not depend on which thread runs a chunk.
 void parallel_for(size_t n, int threads, size_t grain, const std::function<void(size_t, size_t)>& body);

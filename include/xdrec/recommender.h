@@ -75,6 +75,34 @@ class Recommender {
                                    std::span<const uint32_t> items, std::span<const float> weights);
 };
 
+// What a model declares about itself in the registry; the contract test suite checks behaviour against it.
+struct ModelTraits {
+  bool uses_text = false;          // uses item / user text vectors when the fit is given them
+  bool thread_independent = true;  // results bitwise identical for any thread count
+  bool personalised = true;        // scores differ per user (false: the same list for everyone)
+  bool fold_in = true;             // fold_in() works without retraining
+  bool add_item = false;           // add_item() appends an item from its text vector
+  bool profile = false;            // fold_in_profile() accepts a profile text vector
+};
+
+// ---- Cost before work -----------------------------------------------------------------------------------
+
+// The size of a fit: interaction matrix users x items with nnz entries, text vectors of text_dim dimensions
+// (0: none), items in n_domains domains.
+struct DataShape {
+  uint64_t n_users = 0, n_items = 0, nnz = 0;
+  uint32_t text_dim = 0, n_domains = 1;
+};
+
+// A model's estimated cost on a DataShape: peak memory of fit plus scoring a batch of users (bytes; what the
+// model allocates, not the caller's interaction matrix and text vectors), wall time on one thread (seconds;
+// rough, 0 = unknown), and what dominates (note).
+struct ModelCost {
+  uint64_t bytes = 0;
+  double seconds = 0;
+  std::string note;
+};
+
 // ---- Registry -------------------------------------------------------------------------------------------
 
 struct ModelInfo {
@@ -83,20 +111,36 @@ struct ModelInfo {
   // Creates a model from spec values (unknown keys and bad values throw Error).
   std::function<std::unique_ptr<Recommender>(const Spec&)> create;
   std::function<std::string()> param_help;  // ParamSet::help() of a default instance
+  ModelTraits traits;
+  // Cost of fitting and scoring a model of these spec values on data of this shape (bad values throw Error).
+  std::function<ModelCost(const Spec&, const DataShape&)> estimate;
 };
 
-// Register at static-initialisation time: `XDREC_REGISTER_MODEL(ials, "...", IalsModel)` in the model's file.
+// Register at static-initialisation time, in the model's file:
+//   XDREC_REGISTER_MODEL(ials, "summary", IalsModel, {.thread_independent = true, ...});
+// The last argument initialises the model's ModelTraits (designated initialisers, in declaration order). The
+// class provides `ModelCost estimate_cost(const DataShape&) const`, called on an instance made from the spec.
 bool register_model(ModelInfo info);
 const std::vector<ModelInfo>& registered_models();
+// The registry entry of a model name; Error for an unknown name.
+const ModelInfo& model_info(const std::string& name);
 // "ials:factors=128,reg=0.05" -> configured, unfitted model. Throws Error for unknown model names.
 std::unique_ptr<Recommender> create_model(const std::string& spec);
+// The registered estimate of a spec's cost on data of `shape`, before any work (Error for an unknown model or
+// a bad parameter). Compare ModelCost::bytes with available_memory_bytes() before fitting.
+ModelCost estimate_model_cost(const std::string& spec, const DataShape& shape);
 
-#define XDREC_REGISTER_MODEL(NAME, SUMMARY, CLASS)                                                          \
-  static const bool xdrec_registered_##NAME = ::xdrec::register_model(::xdrec::ModelInfo{                   \
-      #NAME, SUMMARY, [](const ::xdrec::Spec& s) -> std::unique_ptr<::xdrec::Recommender> {                 \
-        return std::make_unique<CLASS>(s);                                                                    \
-      },                                                                                                      \
-      [] { return CLASS(::xdrec::Spec{#NAME, {}}).param_help(); }})
+#define XDREC_REGISTER_MODEL(NAME, SUMMARY, CLASS, ...)                                   \
+  static const bool xdrec_registered_##NAME = ::xdrec::register_model(::xdrec::ModelInfo{ \
+      #NAME, SUMMARY,                                                                     \
+      [](const ::xdrec::Spec& s) -> std::unique_ptr<::xdrec::Recommender> {               \
+        return std::make_unique<CLASS>(s);                                                \
+      },                                                                                  \
+      [] {                                                                                \
+        return CLASS(::xdrec::Spec{#NAME, {}}).param_help();                              \
+      },                                                                                  \
+      ::xdrec::ModelTraits __VA_ARGS__,                                                   \
+      [](const ::xdrec::Spec& s, const ::xdrec::DataShape& d) { return CLASS(s).estimate_cost(d); }})
 
 // Saves into directory `dir` (created if needed): model.safetensors + manifest.json (format version, spec,
 // dataset fingerprint, sha of the tensor file). Both written atomically.

@@ -111,6 +111,17 @@ int resolve_threads(int n) {
   return h == 0 ? 1 : static_cast<int>(h);
 }
 
+size_t available_memory_bytes() {
+  std::ifstream f("/proc/meminfo");
+  std::string key, unit;
+  unsigned long long value = 0;
+  while (f >> key >> value) {
+    std::getline(f, unit);
+    if (key == "MemAvailable:") return size_t(value) * 1024;  // reported in kB
+  }
+  return 0;
+}
+
 void parallel_for(size_t n, int threads, size_t grain, const std::function<void(size_t, size_t)>& body) {
   threads = resolve_threads(threads);
   if (grain == 0) grain = 1;

@@ -39,13 +39,24 @@ uint32_t Recommender::fold_in_profile(uint32_t user, std::span<const float> prof
   return fold_in(user, items, weights);
 }
 
-std::unique_ptr<Recommender> create_model(const std::string& spec_text) {
-  Spec spec = Spec::parse(spec_text);
+const ModelInfo& model_info(const std::string& name) {
   for (auto& m : registry())
-    if (m.name == spec.name) return m.create(spec);
+    if (m.name == name) return m;
   std::string known;
   for (auto& m : registry()) known += (known.empty() ? "" : ", ") + m.name;
-  throw Error("unknown model '" + spec.name + "' (known: " + known + ")");
+  throw Error("unknown model '" + name + "' (known: " + known + ")");
+}
+
+std::unique_ptr<Recommender> create_model(const std::string& spec_text) {
+  Spec spec = Spec::parse(spec_text);
+  return model_info(spec.name).create(spec);
+}
+
+ModelCost estimate_model_cost(const std::string& spec_text, const DataShape& shape) {
+  const Spec spec = Spec::parse(spec_text);
+  const ModelInfo& info = model_info(spec.name);
+  check(bool(info.estimate), "model '" + spec.name + "' has no cost estimate");
+  return info.estimate(spec, shape);
 }
 
 void save_model(const Recommender& model, const std::string& dir, uint64_t data_fingerprint) {

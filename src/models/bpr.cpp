@@ -9,6 +9,7 @@
 #include <cmath>
 #include <cstdio>
 
+#include "models/factor_model.h"
 #include "models/mf_kernels.h"
 #include "xdrec/recommender.h"
 
@@ -35,7 +36,7 @@ inline bool draw_negative(Rng& rng, uint32_t n_items, std::span<const uint32_t> 
 
 }  // namespace
 
-class BprModel final : public Recommender {
+class BprModel final : public models::FactorModel {
  public:
   explicit BprModel(const Spec& spec) : params_("bpr") {
     params_.add("factors", &factors_, 64, 1, mf::kMaxFactors, "number of latent factors")
@@ -53,13 +54,21 @@ class BprModel final : public Recommender {
   }
 
   std::string param_help() const { return params_.help(); }
+  ModelCost estimate_cost(const DataShape& s) const {
+    const uint64_t ld = model_util::padded_floats(uint64_t(factors_));
+    ModelCost c;
+    // Factors and item bias, the packed positive entries.
+    c.bytes = (s.n_users + s.n_items) * ld * 4 + s.n_items * 4 + s.nnz * 8 + model_util::score_batch_bytes(s);
+    // One SGD step touches three factor rows, mostly cache misses.
+    c.seconds = double(epochs_) * double(s.nnz) * (60e-9 + double(ld) * 1e-9);
+    c.note = "factors x (users + items) floats";
+    return c;
+  }
   std::string name() const override { return "bpr"; }
   std::string spec() const override { return name() + ":" + params_.current(); }
-  uint32_t n_users() const override { return uint32_t(users_.rows); }
-  uint32_t n_items() const override { return uint32_t(items_.rows); }
 
   void fit(const Csr& user_items, const FitContext& ctx) override {
-    mf::check_interactions(user_items, "bpr");
+    model_util::check_interactions(user_items, "bpr");
     const int threads = resolve_threads(ctx.threads);
     seed_used_ = seed_ != 0 ? uint64_t(seed_) : ctx.seed;
     users_.resize(user_items.n_rows, size_t(factors_));
@@ -102,28 +111,33 @@ class BprModel final : public Recommender {
     }
   }
 
-  void score(std::span<const uint32_t> users, Matrix& out, int threads) const override {
-    mf::gemm_scores(users_, users, items_, item_bias_.data(), out, resolve_threads(threads));
+  void save(TensorMap& tensors, nlohmann::json& extra) const override {
+    save_factors(tensors, "user_factors", "item_factors", "item_bias");
+    extra["factors"] = factors_;
+    extra["seed"] = seed_used_;
   }
 
-  uint32_t fold_in(uint32_t user, std::span<const uint32_t> items, std::span<const float> weights) override {
-    check(users_.ld > 0, "bpr fold_in: the model is not fitted (call fit or load first)");
-    check(user <= users_.rows, "bpr fold_in: user index " + std::to_string(user) +
-                                   " is beyond the next new user (" + std::to_string(users_.rows) + ")");
-    const mf::History hist = mf::merge_history(items, weights, items_.rows, "bpr");
+  void load(const TensorMap& tensors, const nlohmann::json& extra) override {
+    load_factors(tensors, "user_factors", "item_factors", size_t(factors_),
+                 "factors=" + std::to_string(factors_), "item_bias");
+    seed_used_ = extra.contains("seed") ? extra["seed"].get<uint64_t>() : uint64_t(seed_);
+  }
+
+  double last_epoch_accuracy() const { return last_epoch_accuracy_; }
+
+ protected:
+  // Fold-in: SGD on the history's positives against sampled negatives, updating only the user's factors.
+  void solve_user(const model_util::History& hist, float* x) override {
     const std::vector<uint32_t>& seen = hist.items;
     std::vector<uint32_t> positives;
     for (size_t k = 0; k < seen.size(); ++k)
       if (hist.weights[k] > 0) positives.push_back(seen[k]);
-    if (user == users_.rows) users_.append_row();
-    float* x = users_.row(user);
-    std::fill(x, x + users_.ld, 0.0f);
     // The random stream depends on the history only (not on the user's index).
     const uint64_t h = fnv1a64(positives.data(), positives.size() * sizeof(uint32_t),
                                fnv1a64(seen.data(), seen.size() * sizeof(uint32_t)));
     Rng rng(seed_used_, kFoldInStreamBase ^ h);
     for (size_t k = 0; k < users_.f; ++k) x[k] = float(init_) * rng.normal();
-    if (positives.empty()) return user;
+    if (positives.empty()) return;
     const int nv = int(users_.ld / 8);
     const float lr = float(lr_), reg = float(reg_);
     for (int e = 0; e < foldin_epochs_; ++e) {
@@ -138,33 +152,7 @@ class BprModel final : public Recommender {
         });
       }
     }
-    return user;
   }
-
-  void save(TensorMap& tensors, nlohmann::json& extra) const override {
-    tensors["user_factors"] = Tensor::from_matrix(users_.to_matrix());
-    tensors["item_factors"] = Tensor::from_matrix(items_.to_matrix());
-    tensors["item_bias"] = Tensor::from_f32({int64_t(item_bias_.size())}, item_bias_.data());
-    extra["factors"] = factors_;
-    extra["seed"] = seed_used_;
-  }
-
-  void load(const TensorMap& tensors, const nlohmann::json& extra) override {
-    Matrix u = get_tensor(tensors, "user_factors").to_matrix("user_factors");
-    Matrix v = get_tensor(tensors, "item_factors").to_matrix("item_factors");
-    std::vector<float> b = get_tensor(tensors, "item_bias").to_f32("item_bias");
-    check(u.cols == size_t(factors_) && v.cols == size_t(factors_),
-          "bpr load: factor matrices have " + std::to_string(u.cols) + " and " + std::to_string(v.cols) +
-              " columns but the spec says factors=" + std::to_string(factors_));
-    check(b.size() == v.rows, "bpr load: item_bias has " + std::to_string(b.size()) + " entries for " +
-                                  std::to_string(v.rows) + " items");
-    users_.from_matrix(u);
-    items_.from_matrix(v);
-    item_bias_ = std::move(b);
-    seed_used_ = extra.contains("seed") ? extra["seed"].get<uint64_t>() : uint64_t(seed_);
-  }
-
-  double last_epoch_accuracy() const { return last_epoch_accuracy_; }
 
  private:
   // n SGD steps on sampled triples, software-pipelined to hide memory latency: while triple s is applied, the
@@ -231,12 +219,16 @@ class BprModel final : public Recommender {
   double lr_ = 0.05, reg_ = 0.01, init_ = 0.01;
   bool bias_ = true, verify_negatives_ = true;
   uint64_t seed_used_ = 0;
-  mf::Factors users_, items_;
-  std::vector<float> item_bias_;
   double last_epoch_accuracy_ = 0;
 };
 
 XDREC_REGISTER_MODEL(bpr, "BPR-MF: pairwise ranking matrix factorisation with item bias, Hogwild SGD",
-                     BprModel);
+                     BprModel,
+                     {.uses_text = false,
+                      .thread_independent = false,
+                      .personalised = true,
+                      .fold_in = true,
+                      .add_item = false,
+                      .profile = false});
 
 }  // namespace xdrec

@@ -29,6 +29,18 @@ class EaseModel final : public Recommender {
     params_.apply(spec.values);
   }
   std::string param_help() const { return params_.help(); }
+  ModelCost estimate_cost(const DataShape& s) const {
+    const uint64_t n = s.n_items;
+    ModelCost c;
+    // Gram matrix and its Cholesky factor in place (double, n x n), the weights B (float, n x n), one block
+    // of 64 inverse columns (double) per thread, the prepared and transposed interactions, and dense scoring.
+    c.bytes = n * n * 8 + n * n * 4 + n * 64 * 8 + 2 * model_util::csr_bytes(std::max(s.n_users, n), s.nnz) +
+              2 * 64 * n * 4 + model_util::score_batch_bytes(s);
+    // Cholesky n^3/3 and the inverse about n^3 flops at a few GFLOP/s on one core.
+    c.seconds = (4.0 / 3.0) * double(n) * double(n) * double(n) / 5e9;
+    c.note = "dense item x item Gram (double) and weights (float): 12 bytes x n_items^2";
+    return c;
+  }
   std::string name() const override { return "ease"; }
   std::string spec() const override { return name() + ":" + params_.current(); }
   uint32_t n_users() const override { return hist_.n_rows; }
@@ -141,6 +153,12 @@ class EaseModel final : public Recommender {
 }  // namespace
 
 XDREC_REGISTER_MODEL(ease, "EASE: closed-form item-item linear autoencoder (dense, for up to ~50k items)",
-                     EaseModel);
+                     EaseModel,
+                     {.uses_text = false,
+                      .thread_independent = true,
+                      .personalised = true,
+                      .fold_in = true,
+                      .add_item = false,
+                      .profile = false});
 
 }  // namespace xdrec

@@ -20,6 +20,7 @@
 #include <cstdio>
 
 #include "core/eigen.h"
+#include "models/factor_model.h"
 #include "models/mf_kernels.h"
 #include "models/model_util.h"
 #include "xdrec/nn.h"
@@ -174,13 +175,30 @@ class EmcdrModel final : public Recommender {
   }
 
   std::string param_help() const { return params_.help(); }
+  ModelCost estimate_cost(const DataShape& s) const {
+    const uint64_t ld = model_util::padded_floats(uint64_t(factors_)),
+                   nd = std::max<uint32_t>(s.n_domains, 1);
+    const uint64_t f = uint64_t(factors_);
+    ModelCost c;
+    // Per domain: user factors and the factors each user is scored with; item factors; while one domain's
+    // iALS runs, its own factors, their saved copies and its sub-matrix; counts and modes per user and
+    // domain; the maps.
+    c.bytes = s.n_users * nd * ld * 4 * 2 + s.n_items * ld * 4 + (s.n_users + s.n_items) * ld * 4 * 3 +
+              2 * model_util::csr_bytes(s.n_users, s.nnz) + s.n_users * nd * 5 + nd * nd * (f + 2) * f * 4 +
+              2 * model_util::score_batch_bytes(s);
+    const double per_iter = double(s.n_users * nd + s.n_items) * 4 * double(ld) * double(ld) * 2 +
+                            double(s.nnz) * 4 * double(ld) * 4;
+    c.seconds = double(iterations_) * per_iter / 4e9;
+    c.note = "per-domain user factors (users x domains x factors floats, twice)";
+    return c;
+  }
   std::string name() const override { return "emcdr"; }
   std::string spec() const override { return name() + ":" + params_.current(); }
   uint32_t n_users() const override { return n_users_; }
   uint32_t n_items() const override { return uint32_t(item_domain_.size()); }
 
   void fit(const Csr& user_items, const FitContext& ctx) override {
-    mf::check_interactions(user_items, "emcdr");
+    model_util::check_interactions(user_items, "emcdr");
     check(user_items.n_cols > 0, "emcdr: the interaction matrix has no items");
     check(ctx.item_domain.empty() || ctx.item_domain.size() == user_items.n_cols,
           "emcdr: item_domain has " + std::to_string(ctx.item_domain.size()) +
@@ -299,7 +317,7 @@ class EmcdrModel final : public Recommender {
     check(!item_domain_.empty(), "emcdr fold_in: the model is not fitted (call fit or load first)");
     check(user <= n_users_, "emcdr fold_in: user index " + std::to_string(user) +
                                 " is beyond the next new user (" + std::to_string(n_users_) + ")");
-    const mf::History hist = mf::merge_history(items, weights, n_items(), "emcdr");
+    const model_util::History hist = model_util::make_history(items, weights, n_items(), false, "emcdr");
     const size_t nd = n_domains();
     // The history of each domain, in local item indices (the merged history is sorted, so these are too).
     std::vector<std::vector<uint32_t>> idx(nd);
@@ -400,21 +418,14 @@ class EmcdrModel final : public Recommender {
     std::vector<mf::Factors> users(nd), items(nd);
     for (size_t d = 0; d < nd; ++d) {
       const std::string uk = domain_key(d) + ".user_factors", ik = domain_key(d) + ".item_factors";
-      Matrix u = get_tensor(tensors, uk).to_matrix(uk);
-      check(u.rows == counts.rows && u.cols == size_t(factors_),
-            who + "tensor '" + uk + "' is " + std::to_string(u.rows) + " x " + std::to_string(u.cols) +
-                ", expected " + std::to_string(counts.rows) + " x " + std::to_string(factors_));
+      Matrix u = models::load_factor_tensor(tensors, uk, counts.rows, size_t(factors_), who);
       // A domain without items stores an empty item matrix, which reads back with no columns.
       const Tensor& it = get_tensor(tensors, ik);
       if (per_domain[d] == 0) {
         check(it.numel() == 0, who + "tensor '" + ik + "' should be empty (the domain has no items)");
         items[d].resize(0, size_t(factors_));
       } else {
-        Matrix v = it.to_matrix(ik);
-        check(v.rows == per_domain[d] && v.cols == size_t(factors_),
-              who + "tensor '" + ik + "' is " + std::to_string(v.rows) + " x " + std::to_string(v.cols) +
-                  ", expected " + std::to_string(per_domain[d]) + " x " + std::to_string(factors_));
-        items[d].from_matrix(v);
+        items[d].from_matrix(models::load_factor_tensor(tensors, ik, per_domain[d], size_t(factors_), who));
       }
       users[d].from_matrix(u);
     }
@@ -574,6 +585,12 @@ XDREC_REGISTER_MODEL(
     emcdr,
     "EMCDR mapping: per-domain iALS, ridge maps between domains' user factors for users cold "
     "in a domain, popularity without history",
-    EmcdrModel);
+    EmcdrModel,
+    {.uses_text = false,
+     .thread_independent = true,
+     .personalised = true,
+     .fold_in = true,
+     .add_item = false,
+     .profile = false});
 
 }  // namespace xdrec

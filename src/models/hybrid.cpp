@@ -35,6 +35,7 @@
 #include <cstdio>
 #include <numeric>
 
+#include "models/factor_model.h"
 #include "models/hybrid_core.h"
 #include "models/mf_kernels.h"
 #include "models/text_features.h"
@@ -74,7 +75,7 @@ inline void adagrad(float* x, float* acc, const float* g, float reg, float lr, s
 
 }  // namespace
 
-class HybridModel final : public Recommender {
+class HybridModel final : public models::FactorModel {
  public:
   explicit HybridModel(const Spec& spec) : params_("hybrid") {
     params_.add("factors", &factors_, 64, 1, mf::kMaxFactors - 1, "number of latent factors")
@@ -99,10 +100,6 @@ class HybridModel final : public Recommender {
         .add("profile", &use_profile_, true, "use user profile text vectors when the fit is given them")
         .add("history", &use_history_, true, "add the projected mean text of the user's history items")
         .add("categories", &use_categories_, true, "use the dataset's item categories when it has them")
-        .add("ae", &ae_, 0, 0, 4096, "autoencoder code size of the text features (0: no autoencoder)")
-        .add("ae_hidden", &ae_hidden_, 256, 0, 65536, "autoencoder hidden layer width (0: linear)")
-        .add("ae_noise", &ae_noise_, 0.1, 0.0, 0.99, "autoencoder input dropout (denoising)")
-        .add("ae_epochs", &ae_epochs_, 30, 1, 100000, "autoencoder training epochs")
         .add("domain_negatives", &domain_negatives_, true,
              "draw negatives from the positive item's domain (when the items have several domains)")
         .add("batch", &batch_, 0, 0, 1 << 20, "training terms per mini-batch (0: from the matrix size)")
@@ -110,34 +107,41 @@ class HybridModel final : public Recommender {
         .add("foldin_epochs", &foldin_epochs_, 40, 1, 100000,
              "fold-in: passes over the new user's history fitting the user's id embedding")
         .add("seed", &seed_, 0, 0, INT_MAX, "random seed (0: the fit context's seed)");
+    ae_.declare(params_);
     params_.apply(spec.values);
-    if (ae_ > 0 && ae_hidden_ > 0 && ae_hidden_ < ae_)
-      throw Error("hybrid: ae_hidden=" + std::to_string(ae_hidden_) + " is smaller than the code size ae=" +
-                  std::to_string(ae_) + " (use ae_hidden >= ae, or 0 for a linear autoencoder)");
+    ae_.validate("hybrid");
   }
 
   std::string param_help() const { return params_.help(); }
+  ModelCost estimate_cost(const DataShape& s) const {
+    const uint64_t ld = model_util::padded_floats(uint64_t(factors_) + 1), rows = s.n_users + s.n_items;
+    const uint64_t dt = use_text_ ? model_util::text_feature_dim(s, ae_.ae) : 0;
+    ModelCost c;
+    // Id embeddings and their Adagrad sums, the text / category caches, the final vectors; text features of
+    // items, profiles and pooled histories; the projections and their sums; the history rows and training
+    // entries; the text pipeline.
+    c.bytes = rows * ld * 4 * 5 + (s.n_items * 2 + s.n_users * 2) * dt * 4 + 3 * ld * dt * 4 * 2 +
+              model_util::csr_bytes(s.n_users, s.nnz) + s.nnz * 8 +
+              (use_text_ ? model_util::text_pipeline_bytes(s, ae_.ae) : 0) + model_util::score_batch_bytes(s);
+    c.seconds = double(epochs_) * double(s.nnz) * double(ld) * double(std::max<uint64_t>(dt, 1)) * 8 / 4e9;
+    c.note = "id embeddings (5 copies) and text features of items and users";
+    return c;
+  }
   std::string name() const override { return "hybrid"; }
   std::string spec() const override { return name() + ":" + params_.current(); }
-  uint32_t n_users() const override { return uint32_t(users_.rows); }
-  uint32_t n_items() const override { return uint32_t(items_.rows); }
   bool uses_text() const override { return fitted_ ? dt_ > 0 : use_text_; }
   std::string text_encoder() const override { return dt_ > 0 ? encoder_ : ""; }
 
   void fit(const Csr& user_items, const FitContext& ctx) override;
 
   void score(std::span<const uint32_t> users, Matrix& out, int threads) const override {
-    mf::gemm_scores(users_, users, items_, nullptr, out, resolve_threads(threads));
+    FactorModel::score(users, out, threads);
     if (mse_)
       for (size_t r = 0; r < users.size(); ++r) {
         float* o = out.row(r);
         const float off = user_offset_[users[r]];
         for (size_t j = 0; j < out.cols; ++j) o[j] += off;
       }
-  }
-
-  uint32_t fold_in(uint32_t user, std::span<const uint32_t> items, std::span<const float> weights) override {
-    return fold_in_profile(user, {}, items, weights);
   }
 
   uint32_t fold_in_profile(uint32_t user, std::span<const float> profile, std::span<const uint32_t> items,
@@ -148,7 +152,19 @@ class HybridModel final : public Recommender {
   void save(TensorMap& tensors, nlohmann::json& extra) const override;
   void load(const TensorMap& tensors, const nlohmann::json& extra) override;
 
+ protected:
+  // Fold-in from a history alone (FactorModel::fold_in); the profile path is fold_in_profile.
+  void solve_user(const model_util::History& hist, float* row) override { solve_profile({}, hist, row); }
+  void commit_user(uint32_t user, const float* row) override {
+    FactorModel::commit_user(user, row);
+    if (user_offset_.size() < users_.rows) user_offset_.resize(users_.rows, 0.0f);
+    user_offset_[user] = fold_offset_;
+  }
+
  private:
+  // The fold-in solve: writes the user's vector (ld_ floats) for profile features `profile_feat` (empty: no
+  // profile) and history `h`, and leaves the user's score offset in fold_offset_. Changes nothing else.
+  void solve_profile(const std::vector<float>& profile_feat, const model_util::History& h, float* out);
   // The text part of a user vector (lf floats) from profile features and the mean history features.
   void user_text_part(const float* profile_feat, const std::vector<uint32_t>& hist, float* out) const;
   // Candidate negatives (items with training interactions) of each domain, or of all domains in list 0.
@@ -158,13 +174,13 @@ class HybridModel final : public Recommender {
   }
 
   ParamSet params_;
-  int factors_ = 64, epochs_ = 10, max_sampled_ = 30, ae_ = 0, ae_hidden_ = 256, ae_epochs_ = 30, batch_ = 0,
-      foldin_epochs_ = 40, seed_ = 0;
+  int factors_ = 64, epochs_ = 10, max_sampled_ = 30, batch_ = 0, foldin_epochs_ = 40, seed_ = 0;
   double lr_ = 0.05, text_lr_ = 0.05, reg_ = 1e-4, text_reg_ = 1e-3, id_dropout_ = 0.5, margin_ = 1.0,
-         ae_noise_ = 0.1, init_ = 0.01;
+         init_ = 0.01;
   bool use_text_ = true, use_profile_ = true, use_history_ = true, use_categories_ = true,
        domain_negatives_ = true;
   std::string loss_ = "warp";
+  models::AutoencoderParams ae_;  // ae, ae_hidden, ae_noise, ae_epochs
 
   // Fitted state.
   bool fitted_ = false, mse_ = false, profile_on_ = false, hist_on_ = false;
@@ -172,8 +188,9 @@ class HybridModel final : public Recommender {
   uint64_t seed_used_ = 0;
   float mu_ = 0.0f;
   std::string encoder_;
-  mf::Factors users_, items_;       // final vectors: users (slot f = 1), items (slot f = bias)
+  // users_ / items_ (FactorModel) are the final vectors: users with slot f = 1, items with slot f = bias.
   std::vector<float> user_offset_;  // mse: user bias + global mean
+  float fold_offset_ = 0.0f;        // the offset of the user being folded in (solve_profile -> commit_user)
   std::vector<float> item_feat_;    // n_items x dt text features
   Floats W_, H_, P_;                // text, history, profile projections (as in hybrid::Blocks)
   models::TextFeatures tf_;
@@ -192,7 +209,7 @@ void HybridModel::build_candidates() {
 }
 
 void HybridModel::fit(const Csr& user_items, const FitContext& ctx) {
-  mf::check_interactions(user_items, "hybrid");
+  model_util::check_interactions(user_items, "hybrid");
   const int threads = resolve_threads(ctx.threads);
   seed_used_ = seed_ != 0 ? uint64_t(seed_) : ctx.seed;
   const Loss loss = hybrid::parse_loss(loss_);
@@ -255,11 +272,7 @@ void HybridModel::fit(const Csr& user_items, const FitContext& ctx) {
     Matrix warm_text(ni, it.cols);
     for (uint32_t i = 0; i < ni; ++i)
       if (item_warm_[i]) std::copy(it.row(i), it.row(i) + it.cols, warm_text.row(i));
-    models::TextFeatureOptions topt;
-    topt.ae_dim = ae_;
-    topt.ae_hidden = ae_hidden_;
-    topt.ae_noise = ae_noise_;
-    topt.ae_epochs = ae_epochs_;
+    const models::TextFeatureOptions topt = ae_.options("hybrid", it.cols);
     tf_.fit(warm_text, ut, topt, seed_used_, threads);
     const Matrix feat = tf_.transform(it, threads);
     dt_ = feat.cols;
@@ -585,24 +598,27 @@ void HybridModel::user_text_part(const float* profile_feat, const std::vector<ui
 
 uint32_t HybridModel::fold_in_profile(uint32_t user, std::span<const float> profile,
                                       std::span<const uint32_t> items, std::span<const float> weights) {
-  check(fitted_, "hybrid fold_in: the model is not fitted (call fit or load first)");
-  check(user <= users_.rows, "hybrid fold_in: user index " + std::to_string(user) +
-                                 " is beyond the next new user (" + std::to_string(users_.rows) + ")");
-  const mf::History h = mf::merge_history(items, weights, items_.rows, "hybrid");
-  std::vector<float> profile_feat;
-  if (!profile.empty()) {
-    check(dt_ > 0, "hybrid fold_in_profile: the model was fitted without text, so it cannot use a profile");
-    check(profile.size() == tf_.input_dim(),
-          "hybrid fold_in_profile: the profile vector has " + std::to_string(profile.size()) +
-              " values but the model's text has " + std::to_string(tf_.input_dim()));
-    check(all_finite(profile.data(), profile.size()),
-          "hybrid fold_in_profile: the profile vector has a non-finite value");
-    check(profile_on_ || hist_on_,
-          "hybrid fold_in_profile: the model uses neither profiles nor history text (profile=false, "
-          "history=false)");
-    profile_feat.resize(tf_.dim());
-    tf_.transform_row(profile.data(), profile_feat.data());
-  }
+  if (profile.empty()) return fold_in(user, items, weights);
+  const model_util::History h = fold_in_history(user, items, weights);
+  check(dt_ > 0, "hybrid fold_in_profile: the model was fitted without text, so it cannot use a profile");
+  check(profile.size() == tf_.input_dim(),
+        "hybrid fold_in_profile: the profile vector has " + std::to_string(profile.size()) +
+            " values but the model's text has " + std::to_string(tf_.input_dim()));
+  check(all_finite(profile.data(), profile.size()),
+        "hybrid fold_in_profile: the profile vector has a non-finite value");
+  check(profile_on_ || hist_on_,
+        "hybrid fold_in_profile: the model uses neither profiles nor history text (profile=false, "
+        "history=false)");
+  std::vector<float> profile_feat(tf_.dim());
+  tf_.transform_row(profile.data(), profile_feat.data());
+  Floats row(ld_, 0.0f);
+  solve_profile(profile_feat, h, row.data());
+  commit_user(user, row.data());
+  return user;
+}
+
+void HybridModel::solve_profile(const std::vector<float>& profile_feat, const model_util::History& h,
+                                float* out) {
   // History: positive entries (ranking losses) or every entry (squared error).
   std::vector<uint32_t> hist;
   std::vector<float> hw;
@@ -662,16 +678,9 @@ uint32_t HybridModel::fold_in_profile(uint32_t user, std::span<const float> prof
       }
     }
   }
-  // Commit only now, so that an error leaves the model unchanged.
-  if (user == users_.rows) {
-    users_.append_row();
-    user_offset_.push_back(0.0f);
-  }
-  float* out = users_.row(user);
   for (size_t c = 0; c < ld_; ++c) out[c] = x[c] + text[c];
   out[f_] = 1.0f;
-  user_offset_[user] = mse_ ? bias + mu_ : 0.0f;
-  return user;
+  fold_offset_ = mse_ ? bias + mu_ : 0.0f;
 }
 
 uint32_t HybridModel::add_item(std::span<const float> text_vector, uint16_t domain) {
@@ -702,8 +711,7 @@ uint32_t HybridModel::add_item(std::span<const float> text_vector, uint16_t doma
 
 void HybridModel::save(TensorMap& tensors, nlohmann::json& extra) const {
   check(fitted_, "hybrid save: the model is not fitted");
-  tensors["user_vectors"] = Tensor::from_matrix(users_.to_matrix());
-  tensors["item_vectors"] = Tensor::from_matrix(items_.to_matrix());
+  save_factors(tensors, "user_vectors", "item_vectors");
   tensors["user_offset"] = Tensor::from_f32({int64_t(user_offset_.size())}, user_offset_.data());
   std::vector<uint32_t> dom(item_domain_.begin(), item_domain_.end()),
       warm(item_warm_.begin(), item_warm_.end());
@@ -732,12 +740,10 @@ void HybridModel::load(const TensorMap& tensors, const nlohmann::json& extra) {
     return extra[key];
   };
   const size_t f = size_t(factors_);
-  Matrix u = get_tensor(tensors, "user_vectors").to_matrix("user_vectors");
-  Matrix v = get_tensor(tensors, "item_vectors").to_matrix("item_vectors");
-  check(u.cols == f + 1 && v.cols == f + 1, "hybrid load: vectors have " + std::to_string(u.cols) + " and " +
-                                                std::to_string(v.cols) +
-                                                " columns but the spec says factors=" + std::to_string(f) +
-                                                " (" + std::to_string(f + 1) + " with the bias)");
+  FactorTensors factors = read_factors(tensors, "user_vectors", "item_vectors", f + 1,
+                                       "factors=" + std::to_string(f) + " plus the bias column");
+  const Matrix& u = factors.users;
+  const Matrix& v = factors.items;
   std::vector<float> off = get_tensor(tensors, "user_offset").to_f32("user_offset");
   std::vector<uint32_t> dom = get_tensor(tensors, "item_domain").to_u32("item_domain");
   std::vector<uint32_t> warm = get_tensor(tensors, "item_warm").to_u32("item_warm");
@@ -774,9 +780,7 @@ void HybridModel::load(const TensorMap& tensors, const nlohmann::json& extra) {
           "hybrid load: the text features give " + std::to_string(tf.dim()) + "-d output from " +
               std::to_string(tf.input_dim()) + "-d input, which does not match the model");
   }
-  users_.from_matrix(u);
-  items_.from_matrix(v);
-  users_.f = items_.f = f + 1;
+  set_factors(std::move(factors));
   user_offset_ = std::move(off);
   item_domain_.assign(dom.begin(), dom.end());
   item_warm_.assign(warm.begin(), warm.end());
@@ -802,6 +806,12 @@ void HybridModel::load(const TensorMap& tensors, const nlohmann::json& extra) {
 XDREC_REGISTER_MODEL(hybrid,
                      "hybrid factorisation: id embeddings + projected text (item text, profile, history) and "
                      "categories; WARP/BPR/squared error; id dropout for cold start",
-                     HybridModel);
+                     HybridModel,
+                     {.uses_text = true,
+                      .thread_independent = true,
+                      .personalised = true,
+                      .fold_in = true,
+                      .add_item = true,
+                      .profile = true});
 
 }  // namespace xdrec

@@ -3,75 +3,19 @@
 // conjugate-gradient steps (or exactly with a Cholesky factorisation). A row's solve reads only the other
 // side's factors and their Gram matrix, which is computed once per half-iteration in a fixed order, so the
 // result is bitwise independent of the thread count.
-#include <cblas.h>
-
 #include <algorithm>
 #include <climits>
 #include <cmath>
 #include <cstdio>
 #include <numeric>
 
+#include "models/factor_model.h"
 #include "models/mf_kernels.h"
 #include "xdrec/recommender.h"
 
-extern "C" void openblas_set_num_threads(int num_threads);
-
 namespace xdrec {
 
-namespace mf {
-
-void gram(const Factors& y, AlignedFloats& g, int threads) {
-  openblas_set_num_threads(1);
-  const size_t ld = y.ld;
-  constexpr size_t kBlock = 4096;
-  const size_t nb = (y.rows + kBlock - 1) / kBlock;
-  g.assign(ld * ld, 0.0f);
-  if (nb == 0) return;
-  AlignedFloats partial(nb * ld * ld);
-  parallel_for(nb, threads, 1, [&](size_t lo, size_t hi) {
-    for (size_t b = lo; b < hi; ++b) {
-      const size_t r0 = b * kBlock, m = std::min(y.rows, r0 + kBlock) - r0;
-      cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, int(ld), int(ld), int(m), 1.0f, y.row(r0), int(ld),
-                  y.row(r0), int(ld), 0.0f, partial.data() + b * ld * ld, int(ld));
-    }
-  });
-  for (size_t b = 0; b < nb; ++b) {
-    const float* p = partial.data() + b * ld * ld;
-    for (size_t k = 0; k < ld * ld; ++k) g[k] += p[k];
-  }
-}
-
-void gemm_scores(const Factors& u, std::span<const uint32_t> users, const Factors& y, const float* bias,
-                 Matrix& out, int threads) {
-  for (uint32_t user : users)
-    if (user >= u.rows)
-      throw Error("score: user index " + std::to_string(user) + " is out of range (model has " +
-                  std::to_string(u.rows) + " users)");
-  // Every entry is overwritten below: keep the buffer (no zero fill) when the shape already matches.
-  if (out.rows != users.size() || out.cols != y.rows || out.data.size() != users.size() * y.rows)
-    out.resize(users.size(), y.rows);
-  if (users.empty() || y.rows == 0) return;
-  openblas_set_num_threads(1);
-  const size_t ld = u.ld;
-  constexpr size_t kBlock = 64;
-  parallel_for(users.size(), threads, kBlock, [&](size_t lo, size_t hi) {
-    AlignedFloats a((hi - lo) * ld);
-    for (size_t i = lo; i < hi; ++i)
-      std::copy(u.row(users[i]), u.row(users[i]) + ld, a.data() + (i - lo) * ld);
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, int(hi - lo), int(y.rows), int(u.f), 1.0f, a.data(),
-                int(ld), y.data.data(), int(ld), 0.0f, out.row(lo), int(out.cols));
-    if (bias) {
-      for (size_t i = lo; i < hi; ++i) {
-        float* o = out.row(i);
-        for (size_t j = 0; j < y.rows; ++j) o[j] += bias[j];
-      }
-    }
-  });
-}
-
-}  // namespace mf
-
-class IalsModel final : public Recommender {
+class IalsModel final : public models::FactorModel {
  public:
   explicit IalsModel(const Spec& spec) : params_("ials") {
     params_.add("factors", &factors_, 64, 1, mf::kMaxFactors, "number of latent factors")
@@ -90,13 +34,29 @@ class IalsModel final : public Recommender {
   }
 
   std::string param_help() const { return params_.help(); }
+  ModelCost estimate_cost(const DataShape& s) const {
+    const uint64_t ld = model_util::padded_floats(uint64_t(factors_)), rows = s.n_users + s.n_items;
+    const uint64_t blocks = (std::max(s.n_users, s.n_items) + 4095) / 4096;
+    ModelCost c;
+    // Factors of users and items, the transposed interactions, per-row regularisation, the Gram matrix and
+    // its per-block partial sums.
+    c.bytes = rows * ld * 4 + model_util::csr_bytes(s.n_items, s.nnz) + rows * 4 +
+              (blocks + 1) * ld * ld * 4 + model_util::score_batch_bytes(s);
+    const double f = double(ld), steps = solver_ == "cholesky" ? 0 : double(cg_steps_);
+    const double per_iter =
+        solver_ == "cholesky"
+            ? double(s.nnz) * f * f * 2 + double(rows) * f * f * f / 3 + double(rows) * f * f * 2
+            : double(rows) * (steps + 1) * f * f * 2 + double(s.nnz) * (steps + 1) * f * 4 +
+                  double(rows) * f * f * 2;
+    c.seconds = double(iterations_) * per_iter / 4e9;
+    c.note = "factors x (users + items) floats";
+    return c;
+  }
   std::string name() const override { return "ials"; }
   std::string spec() const override { return name() + ":" + params_.current(); }
-  uint32_t n_users() const override { return uint32_t(users_.rows); }
-  uint32_t n_items() const override { return uint32_t(items_.rows); }
 
   void fit(const Csr& user_items, const FitContext& ctx) override {
-    mf::check_interactions(user_items, "ials");
+    model_util::check_interactions(user_items, "ials");
     const int threads = resolve_threads(ctx.threads);
     const uint64_t seed = seed_ != 0 ? uint64_t(seed_) : ctx.seed;
     const Csr item_users = user_items.transpose();
@@ -119,45 +79,28 @@ class IalsModel final : public Recommender {
     }
   }
 
-  void score(std::span<const uint32_t> users, Matrix& out, int threads) const override {
-    mf::gemm_scores(users_, users, items_, nullptr, out, resolve_threads(threads));
+  void save(TensorMap& tensors, nlohmann::json& extra) const override {
+    save_factors(tensors, "user_factors", "item_factors");
+    extra["factors"] = factors_;
   }
 
-  uint32_t fold_in(uint32_t user, std::span<const uint32_t> items, std::span<const float> weights) override {
-    check(users_.ld > 0, "ials fold_in: the model is not fitted (call fit or load first)");
-    check(user <= users_.rows, "ials fold_in: user index " + std::to_string(user) +
-                                   " is beyond the next new user (" + std::to_string(users_.rows) + ")");
-    const mf::History hist = mf::merge_history(items, weights, items_.rows, "ials");
+  void load(const TensorMap& tensors, const nlohmann::json&) override {
+    load_factors(tensors, "user_factors", "item_factors", size_t(factors_),
+                 "factors=" + std::to_string(factors_));
+    item_gram_valid_ = false;
+  }
+
+ protected:
+  // Fold-in: the exact (Cholesky) solve of the user's normal equations against the fixed item factors.
+  void solve_user(const model_util::History& hist, float* x) override {
     if (!item_gram_valid_) {
       mf::gram(items_, item_gram_, 1);
       item_gram_valid_ = true;
     }
     const mf::IalsRow row{hist.items.data(), hist.weights.data(), hist.items.size()};
     mf::CholScratch chol(users_.f);
-    mf::AlignedFloats x(users_.ld, 0.0f);
-    // Solve first, so that an error leaves the model unchanged.
     mf::ials_exact_solve(item_gram_.data(), row_reg(row), items_.data.data(), items_.ld, items_.f, row,
-                         float(alpha_), x.data(), chol);
-    if (user == users_.rows) users_.append_row();
-    std::copy(x.begin(), x.end(), users_.row(user));
-    return user;
-  }
-
-  void save(TensorMap& tensors, nlohmann::json& extra) const override {
-    tensors["user_factors"] = Tensor::from_matrix(users_.to_matrix());
-    tensors["item_factors"] = Tensor::from_matrix(items_.to_matrix());
-    extra["factors"] = factors_;
-  }
-
-  void load(const TensorMap& tensors, const nlohmann::json&) override {
-    Matrix u = get_tensor(tensors, "user_factors").to_matrix("user_factors");
-    Matrix v = get_tensor(tensors, "item_factors").to_matrix("item_factors");
-    check(u.cols == size_t(factors_) && v.cols == size_t(factors_),
-          "ials load: factor matrices have " + std::to_string(u.cols) + " and " + std::to_string(v.cols) +
-              " columns but the spec says factors=" + std::to_string(factors_));
-    users_.from_matrix(u);
-    items_.from_matrix(v);
-    item_gram_valid_ = false;
+                         float(alpha_), x, chol);
   }
 
  private:
@@ -200,13 +143,18 @@ class IalsModel final : public Recommender {
   int factors_ = 64, iterations_ = 15, cg_steps_ = 3, seed_ = 0;
   double reg_ = 3.0, reg_exponent_ = 0.5, alpha_ = 2.0, init_ = 0.01;
   std::string solver_ = "cg";
-  mf::Factors users_, items_;
   mf::AlignedFloats item_gram_;
   bool item_gram_valid_ = false;
 };
 
 XDREC_REGISTER_MODEL(ials,
                      "implicit-feedback ALS (confidence 1 + alpha*r), conjugate-gradient or exact row solves",
-                     IalsModel);
+                     IalsModel,
+                     {.uses_text = false,
+                      .thread_independent = true,
+                      .personalised = true,
+                      .fold_in = true,
+                      .add_item = false,
+                      .profile = false});
 
 }  // namespace xdrec

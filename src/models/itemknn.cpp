@@ -42,6 +42,17 @@ class ItemKnnModel final : public Recommender {
     params_.apply(spec.values);
   }
   std::string param_help() const { return params_.help(); }
+  ModelCost estimate_cost(const DataShape& s) const {
+    const uint64_t n = s.n_items, k = std::min<uint64_t>(uint64_t(neighbours_), n);
+    ModelCost c;
+    // The prepared, weighted and transposed interactions; per item its candidate and kept neighbours; the
+    // sparse similarity matrix; a dense accumulator per thread.
+    c.bytes = 3 * model_util::csr_bytes(std::max(s.n_users, n), s.nnz) + 2 * n * k * 8 +
+              model_util::csr_bytes(n, n * k) + n * 17 + model_util::score_batch_bytes(s);
+    c.seconds = 0;
+    c.note = "neighbours x items similarity entries";
+    return c;
+  }
   std::string name() const override { return "itemknn"; }
   std::string spec() const override { return name() + ":" + params_.current(); }
   uint32_t n_users() const override { return hist_.n_rows; }
@@ -241,6 +252,12 @@ class ItemKnnModel final : public Recommender {
 }  // namespace
 
 XDREC_REGISTER_MODEL(itemknn, "item-item neighbourhood model (cosine/jaccard/dot, tfidf or bm25 weighting)",
-                     ItemKnnModel);
+                     ItemKnnModel,
+                     {.uses_text = false,
+                      .thread_independent = true,
+                      .personalised = true,
+                      .fold_in = true,
+                      .add_item = false,
+                      .profile = false});
 
 }  // namespace xdrec

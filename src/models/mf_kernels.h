@@ -96,63 +96,6 @@ struct Factors {
   }
 };
 
-// Checks that a users x items matrix is consistent (sizes, column range, sorted rows) and its values finite.
-inline void check_interactions(const Csr& m, const std::string& who) {
-  check(m.indptr.size() == size_t(m.n_rows) + 1 && m.indptr.back() == m.indices.size() &&
-            m.values.size() == m.indices.size(),
-        who + ": the interaction matrix is inconsistent (indptr/indices/values sizes differ)");
-  // Messages are built only on failure (this runs over every entry).
-  for (uint32_t r = 0; r < m.n_rows; ++r) {
-    if (m.indptr[r] > m.indptr[r + 1]) throw Error(who + ": indptr decreases at row " + std::to_string(r));
-    for (uint64_t p = m.indptr[r]; p < m.indptr[r + 1]; ++p) {
-      if (m.indices[p] >= m.n_cols)
-        throw Error(who + ": row " + std::to_string(r) + " has column " + std::to_string(m.indices[p]) +
-                    " out of range (" + std::to_string(m.n_cols) + " columns)");
-      if (p > m.indptr[r] && m.indices[p - 1] >= m.indices[p])
-        throw Error(who + ": row " + std::to_string(r) + " is not sorted by column or repeats a column");
-      if (!std::isfinite(m.values[p]))
-        throw Error(who + ": interaction value " + std::to_string(p) + " (row " + std::to_string(r) +
-                    ") is not finite");
-    }
-  }
-}
-
-// A fold-in history as a sorted row without repeated items (repeated items' weights are summed, as in a Csr
-// built from triplets). Empty `weights` means weight 1 for every item. Throws Error naming `who` for a size
-// mismatch, an item out of range or a non-finite weight.
-struct History {
-  std::vector<uint32_t> items;
-  std::vector<float> weights;
-};
-
-inline History merge_history(std::span<const uint32_t> items, std::span<const float> weights, size_t n_items,
-                             const std::string& who) {
-  check(weights.empty() || weights.size() == items.size(), who + " fold_in: " + std::to_string(items.size()) +
-                                                               " items but " +
-                                                               std::to_string(weights.size()) + " weights");
-  std::vector<std::pair<uint32_t, float>> h;
-  h.reserve(items.size());
-  for (size_t k = 0; k < items.size(); ++k) {
-    if (items[k] >= n_items)
-      throw Error(who + " fold_in: item index " + std::to_string(items[k]) + " is out of range (model has " +
-                  std::to_string(n_items) + " items)");
-    const float w = weights.empty() ? 1.0f : weights[k];
-    if (!std::isfinite(w)) throw Error(who + " fold_in: weight " + std::to_string(k) + " is not finite");
-    h.emplace_back(items[k], w);
-  }
-  std::stable_sort(h.begin(), h.end(), [](const auto& a, const auto& b) { return a.first < b.first; });
-  History out;
-  for (const auto& [i, w] : h) {
-    if (!out.items.empty() && out.items.back() == i) {
-      out.weights.back() += w;
-    } else {
-      out.items.push_back(i);
-      out.weights.push_back(w);
-    }
-  }
-  return out;
-}
-
 // ---- Small vector helpers (n a multiple of 8, pointers to padded rows) ------------------------------------
 
 // Sum of the 8 lanes, returned in every lane. Every lane gets bitwise the same value (the additions pair the
@@ -222,11 +165,11 @@ decltype(auto) dispatch_width(int nv, Fn&& fn) {
 
 // G = Y^T Y (ld x ld, row-major, padding rows/columns zero), computed with single-threaded OpenBLAS GEMMs on
 // fixed blocks of rows whose partial sums are added in block order: the result is bitwise the same for any
-// thread count. Defined in ials.cpp.
+// thread count.
 void gram(const Factors& y, AlignedFloats& g, int threads);
 
 // Scores = U[users] * Y^T into out (users.size() x y.rows), plus bias[j] when bias is non-null, on `threads`
-// threads over blocks of users (single-threaded OpenBLAS GEMM per block). Defined in ials.cpp.
+// threads over blocks of users (single-threaded OpenBLAS GEMM per block).
 void gemm_scores(const Factors& u, std::span<const uint32_t> users, const Factors& y, const float* bias,
                  Matrix& out, int threads);
 

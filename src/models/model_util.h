@@ -1,6 +1,6 @@
-// Helpers shared by the neighbourhood and linear item-item models (popular, itemknn, ease): checking and
-// normalising interaction matrices, fold-in history rows, and scoring a user's history row against an
-// item x item matrix (dense through OpenBLAS GEMM, or sparse).
+// Helpers shared by every model: checking and normalising interaction matrices and fold-in histories (one set
+// of input checks); for the neighbourhood and linear item-item models (popular, itemknn, ease) also scoring a
+// user's history row against an item x item matrix (dense through OpenBLAS GEMM, or sparse).
 #pragma once
 
 #include <cblas.h>
@@ -13,23 +13,42 @@
 #include <vector>
 
 #include "xdrec/common.h"
+#include "xdrec/recommender.h"
 #include "xdrec/tensor_io.h"
 
 extern "C" void openblas_set_num_threads(int num_threads);
 
 namespace xdrec::model_util {
 
-// Checks that every value is finite. When `implicit` is true every entry with a positive value becomes 1 and
-// entries with a value <= 0 are dropped; otherwise the values are kept as given.
-inline Csr prepare_interactions(const Csr& m, bool implicit, const std::string& who) {
-  check(m.indptr.size() == size_t(m.n_rows) + 1 && m.indptr.back() == m.indices.size() &&
-            m.values.size() == m.indices.size(),
+// ---- Interaction matrices and fold-in histories: the one set of input checks every model uses ------------
+
+// Checks that a users x items matrix is consistent (sizes, offsets, column range), that every row is sorted
+// by column without repeats, and that every value is finite. `who` (the model's name) starts every message.
+inline void check_interactions(const Csr& m, const std::string& who) {
+  check(m.indptr.size() == size_t(m.n_rows) + 1 && m.indptr.front() == 0 &&
+            m.indptr.back() == m.indices.size() && m.values.size() == m.indices.size(),
         who + ": the interaction matrix is inconsistent (indptr/indices/values sizes differ)");
-  for (size_t k = 0; k < m.values.size(); ++k) {
-    check(std::isfinite(m.values[k]), who + ": interaction value " + std::to_string(k) + " is not finite");
-    check(m.indices[k] < m.n_cols, who + ": interaction column " + std::to_string(m.indices[k]) +
-                                       " is out of range (" + std::to_string(m.n_cols) + " items)");
+  // Messages are built only on failure (this runs over every entry).
+  for (uint32_t r = 0; r < m.n_rows; ++r) {
+    if (m.indptr[r] > m.indptr[r + 1]) throw Error(who + ": indptr decreases at row " + std::to_string(r));
+    for (uint64_t p = m.indptr[r]; p < m.indptr[r + 1]; ++p) {
+      if (m.indices[p] >= m.n_cols)
+        throw Error(who + ": interaction column " + std::to_string(m.indices[p]) + " in row " +
+                    std::to_string(r) + " is out of range (" + std::to_string(m.n_cols) + " items)");
+      if (p > m.indptr[r] && m.indices[p - 1] >= m.indices[p])
+        throw Error(who + ": row " + std::to_string(r) +
+                    " of the interaction matrix is not sorted by column " + "or repeats a column");
+      if (!std::isfinite(m.values[p]))
+        throw Error(who + ": interaction value " + std::to_string(p) + " (row " + std::to_string(r) +
+                    ") is not finite");
+    }
   }
+}
+
+// check_interactions, then, when `implicit` is true, every entry with a positive value becomes 1 and entries
+// with a value <= 0 are dropped; otherwise the values are kept as given.
+inline Csr prepare_interactions(const Csr& m, bool implicit, const std::string& who) {
+  check_interactions(m, who);
   if (!implicit) return m;
   Csr out;
   out.n_rows = m.n_rows;
@@ -49,31 +68,34 @@ inline Csr prepare_interactions(const Csr& m, bool implicit, const std::string& 
   return out;
 }
 
-// One user's history as a sorted row without repeated items.
-struct HistoryRow {
+// One user's fold-in history as a sorted row without repeated items.
+struct History {
   std::vector<uint32_t> items;
   std::vector<float> weights;
 };
 
-// Builds a history row for fold-in: empty `weights` means weight 1 for every item; repeated items are summed;
-// with `implicit` the summed weights are binarised like prepare_interactions does.
-inline HistoryRow make_history(std::span<const uint32_t> items, std::span<const float> weights,
-                               uint32_t n_items, bool implicit, const std::string& who) {
+// Builds a fold-in history: empty `weights` means weight 1 for every item; repeated items' weights are summed
+// (as in a Csr built from triplets); with `implicit` the summed weights are binarised like
+// prepare_interactions does. Throws Error naming `who` for a size mismatch, an item out of range or a
+// non-finite weight.
+inline History make_history(std::span<const uint32_t> items, std::span<const float> weights, size_t n_items,
+                            bool implicit, const std::string& who) {
   check(weights.empty() || weights.size() == items.size(), who + " fold_in: " + std::to_string(items.size()) +
                                                                " items but " +
                                                                std::to_string(weights.size()) + " weights");
   std::vector<std::pair<uint32_t, float>> h;
   h.reserve(items.size());
   for (size_t k = 0; k < items.size(); ++k) {
-    check(items[k] < n_items, who + " fold_in: item index " + std::to_string(items[k]) +
-                                  " is out of range (model has " + std::to_string(n_items) + " items)");
+    if (items[k] >= n_items)
+      throw Error(who + " fold_in: item index " + std::to_string(items[k]) + " is out of range (model has " +
+                  std::to_string(n_items) + " items)");
     const float w = weights.empty() ? 1.0f : weights[k];
-    check(std::isfinite(w), who + " fold_in: weight " + std::to_string(k) + " is not finite");
+    if (!std::isfinite(w)) throw Error(who + " fold_in: weight " + std::to_string(k) + " is not finite");
     h.emplace_back(items[k], w);
   }
   std::stable_sort(h.begin(), h.end(), [](const auto& a, const auto& b) { return a.first < b.first; });
-  HistoryRow row;
-  for (auto& [i, w] : h) {
+  History row;
+  for (const auto& [i, w] : h) {
     if (!row.items.empty() && row.items.back() == i) {
       row.weights.back() += w;
     } else {
@@ -82,7 +104,7 @@ inline HistoryRow make_history(std::span<const uint32_t> items, std::span<const 
     }
   }
   if (implicit) {
-    HistoryRow b;
+    History b;
     for (size_t k = 0; k < row.items.size(); ++k) {
       if (row.weights[k] > 0.0f) {
         b.items.push_back(row.items[k]);
@@ -94,8 +116,34 @@ inline HistoryRow make_history(std::span<const uint32_t> items, std::span<const 
   return row;
 }
 
+// ---- Cost estimates (estimate_cost of every model) -----------------------------------------------------
+
+// Bytes of a Csr with `rows` rows and `nnz` entries.
+inline uint64_t csr_bytes(uint64_t rows, uint64_t nnz) {
+  return nnz * 8 + (rows + 1) * 8;
+}
+// Bytes of one batch of scores: up to 1024 users x all items (the unit of work of evaluation and recommend).
+inline uint64_t score_batch_bytes(const DataShape& s) {
+  return std::min<uint64_t>(s.n_users, 1024) * s.n_items * 4;
+}
+// Floats of a factor row padded as mf::Factors pads it.
+inline uint64_t padded_floats(uint64_t f) {
+  return (f + 7) / 8 * 8;
+}
+// Text feature width after the shared pipeline: the autoencoder code, or the text itself; 0 without text.
+inline uint64_t text_feature_dim(const DataShape& s, int ae) {
+  return s.text_dim == 0 ? 0 : (ae > 0 ? uint64_t(ae) : s.text_dim);
+}
+// Bytes of fitting the shared text pipeline: a working copy of the item (and user) text, and with an
+// autoencoder its training matrix.
+inline uint64_t text_pipeline_bytes(const DataShape& s, int ae) {
+  if (s.text_dim == 0) return 0;
+  const uint64_t rows = s.n_items + s.n_users;
+  return rows * s.text_dim * 4 * (ae > 0 ? 2 : 1);
+}
+
 // Replaces row `user` of m (user < n_rows) or appends it (user == n_rows). Returns `user`.
-inline uint32_t set_row(Csr& m, uint32_t user, const HistoryRow& row, const std::string& who) {
+inline uint32_t set_row(Csr& m, uint32_t user, const History& row, const std::string& who) {
   check(user <= m.n_rows, who + " fold_in: user index " + std::to_string(user) +
                               " is beyond the next new user (" + std::to_string(m.n_rows) + ")");
   if (user == m.n_rows) {

@@ -18,6 +18,13 @@ class PopularModel final : public Recommender {
     params_.apply(spec.values);
   }
   std::string param_help() const { return params_.help(); }
+  ModelCost estimate_cost(const DataShape& s) const {
+    ModelCost c;
+    c.bytes = model_util::csr_bytes(s.n_users, s.nnz) + s.n_items * 12 + model_util::score_batch_bytes(s);
+    c.seconds = double(s.nnz) * 2e-9;
+    c.note = "a copy of the interactions and one count per item";
+    return c;
+  }
   std::string name() const override { return "popular"; }
   std::string spec() const override { return name() + ":" + params_.current(); }
   uint32_t n_users() const override { return n_users_; }
@@ -76,6 +83,12 @@ class PopularModel final : public Recommender {
 }  // namespace
 
 XDREC_REGISTER_MODEL(popular, "MostPopular: items ranked by interaction count, the same for every user",
-                     PopularModel);
+                     PopularModel,
+                     {.uses_text = false,
+                      .thread_independent = true,
+                      .personalised = false,
+                      .fold_in = true,
+                      .add_item = false,
+                      .profile = false});
 
 }  // namespace xdrec

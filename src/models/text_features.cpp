@@ -34,6 +34,35 @@ void check_finite(const Matrix& m, const std::string& what) {
 
 }  // namespace
 
+void AutoencoderParams::declare(ParamSet& params) {
+  params
+      .add("ae", &ae, 0, 0, 4096,
+           "autoencoder code size of the text features (0: no autoencoder; below the text dimension)")
+      .add("ae_hidden", &ae_hidden, 256, 0, 65536, "autoencoder hidden layer width (0: linear; at least ae)")
+      .add("ae_noise", &ae_noise, 0.1, 0.0, 0.99, "autoencoder input dropout (denoising)")
+      .add("ae_epochs", &ae_epochs, 30, 1, 100000, "autoencoder training epochs");
+}
+
+void AutoencoderParams::validate(const std::string& model) const {
+  if (ae > 0 && ae_hidden > 0 && ae_hidden < ae)
+    throw Error(model + ": ae_hidden=" + std::to_string(ae_hidden) + " is smaller than the code size ae=" +
+                std::to_string(ae) + " (use ae_hidden >= ae, or 0 for a linear autoencoder)");
+}
+
+TextFeatureOptions AutoencoderParams::options(const std::string& model, size_t text_dim) const {
+  if (ae > 0 && size_t(ae) >= text_dim)
+    throw Error(model + ": ae=" + std::to_string(ae) + " is not below the text dimension " +
+                std::to_string(text_dim) +
+                " (the autoencoder code must be shorter than the text vectors; ae=0 "
+                "uses the text without an autoencoder)");
+  TextFeatureOptions opt;
+  opt.ae_dim = ae;
+  opt.ae_hidden = ae_hidden;
+  opt.ae_noise = ae_noise;
+  opt.ae_epochs = ae_epochs;
+  return opt;
+}
+
 void TextFeatures::fit(const Matrix& item_text, const Matrix* user_text, const TextFeatureOptions& opt,
                        uint64_t seed, int threads) {
   check(item_text.cols > 0, "text features: the item text vectors have no columns");

@@ -8,6 +8,7 @@
 
 #include "xdrec/autoencoder.h"
 #include "xdrec/common.h"
+#include "xdrec/params.h"
 #include "xdrec/tensor_io.h"
 
 namespace xdrec::models {
@@ -19,6 +20,25 @@ struct TextFeatureOptions {
   int ae_hidden = 256;
   double ae_noise = 0.1;  // denoising input dropout
   int ae_epochs = 30;
+};
+
+// The autoencoder options of every text model (hybrid, twotower, textbridge), declared once so that they have
+// the same names, defaults, ranges and checks everywhere:
+//   ae         code dimension of the text features; 0: no autoencoder. Must be below the text dimension.
+//   ae_hidden  hidden layer width on each side (0: linear); at least ae.
+//   ae_noise   input dropout while training (denoising).
+//   ae_epochs  training epochs.
+struct AutoencoderParams {
+  int ae = 0, ae_hidden = 256, ae_epochs = 30;
+  double ae_noise = 0.1;
+
+  // Declares the four keys in `params` (bound to this object's fields).
+  void declare(ParamSet& params);
+  // After ParamSet::apply: Error naming `model` when ae_hidden is below ae.
+  void validate(const std::string& model) const;
+  // Options for TextFeatures::fit on text vectors of `text_dim` dimensions. Error naming `model`, the value
+  // and the dimension when ae is not below text_dim (the code would not compress anything).
+  TextFeatureOptions options(const std::string& model, size_t text_dim) const;
 };
 
 class TextFeatures {

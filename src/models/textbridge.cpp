@@ -74,13 +74,26 @@ class TextBridgeModel final : public Recommender {
              "ridge maps between the domains' history features, learned on users active in both")
         .add("align_reg", &align_reg_, 0.1, 0.0, 1e6,
              "penalty of the alignment maps towards the identity, relative to the mean feature variance")
-        .add("ae_dim", &ae_dim_, 0, 0, 4096, "autoencoder code dimension of the text features (0: none)")
-        .add("ae_epochs", &ae_epochs_, 30, 1, 100000, "autoencoder training epochs")
         .add("seed", &seed_, 0, 0, INT_MAX, "random seed of the autoencoder (0: the fit context's seed)");
-    params_.apply(spec.values);
+    ae_.declare(params_);
+    params_.apply(legacy_keys(spec.values));
+    ae_.validate("textbridge");
   }
 
   std::string param_help() const { return params_.help(); }
+  ModelCost estimate_cost(const DataShape& s) const {
+    const uint64_t d = s.text_dim, dt = model_util::text_feature_dim(s, ae_.ae);
+    const uint64_t nd = std::max<uint32_t>(s.n_domains, 1);
+    ModelCost c;
+    // Centred item and profile text, their features (stored and transformed), users' history features, the
+    // alignment maps (double), the text pipeline, the interactions.
+    c.bytes = (s.n_items + s.n_users) * d * 4 + (s.n_items + s.n_users) * dt * 4 * 2 +
+              s.n_users * nd * dt * 4 + nd * nd * dt * dt * 8 + model_util::text_pipeline_bytes(s, ae_.ae) +
+              model_util::csr_bytes(s.n_users, s.nnz) + model_util::score_batch_bytes(s);
+    c.seconds = 0;
+    c.note = d == 0 ? "needs item text vectors (text_dim = 0)" : "text features of items and users";
+    return c;
+  }
   std::string name() const override { return "textbridge"; }
   std::string spec() const override { return name() + ":" + params_.current(); }
   uint32_t n_users() const override { return n_users_; }
@@ -150,11 +163,9 @@ class TextBridgeModel final : public Recommender {
     const Matrix centred_items = centre_rows(text, [&](size_t i) { return means.row(item_domain[i]); });
 
     models::TextFeatures tf;
-    models::TextFeatureOptions opt;
+    models::TextFeatureOptions opt = ae_.options("textbridge", d_in);
     opt.center = false;  // centred above
     opt.normalize = true;
-    opt.ae_dim = ae_dim_;
-    opt.ae_epochs = ae_epochs_;
     tf.fit(centred_items, profiles ? &centred_profiles : nullptr, opt, seed, threads);
     const Matrix features = tf.transform(centred_items, threads);
     const Matrix profile_features = profiles ? tf.transform(centred_profiles, threads) : Matrix();
@@ -225,8 +236,7 @@ class TextBridgeModel final : public Recommender {
     check(!item_domain_.empty(), "textbridge fold_in: the model is not fitted (call fit or load first)");
     check(user <= n_users_, "textbridge fold_in: user index " + std::to_string(user) +
                                 " is beyond the next new user (" + std::to_string(n_users_) + ")");
-    const model_util::HistoryRow hist =
-        model_util::make_history(items, weights, n_items(), false, "textbridge");
+    const model_util::History hist = model_util::make_history(items, weights, n_items(), false, "textbridge");
     std::vector<float> profile;
     if (!profile_vector.empty()) {
       check_text(profile_vector, "fold_in_profile: the profile vector");
@@ -362,6 +372,20 @@ class TextBridgeModel final : public Recommender {
   }
 
  private:
+  // `ae_dim`, the name of `ae` before every text model shared it, is still read (model files saved then carry
+  // it in their spec) and becomes `ae`; giving both with different values is an Error. spec() writes `ae`.
+  static std::map<std::string, std::string> legacy_keys(std::map<std::string, std::string> values) {
+    auto it = values.find("ae_dim");
+    if (it == values.end()) return values;
+    auto ae = values.find("ae");
+    if (ae != values.end() && ae->second != it->second)
+      throw Error("textbridge: ae_dim=" + it->second + " and ae=" + ae->second +
+                  " disagree (ae_dim is the old name of ae; give ae only)");
+    values["ae"] = it->second;
+    values.erase("ae_dim");
+    return values;
+  }
+
   // A user's history, pooled per domain: the weighted sum of the items' features and the total weight.
   struct Pooled {
     std::vector<std::vector<double>> sum;  // per domain: dim() entries, or empty when the domain has none
@@ -508,7 +532,8 @@ class TextBridgeModel final : public Recommender {
   ParamSet params_;
   std::string center_ = "domain", align_mode_ = "ridge";
   double profile_weight_ = 1.0, pop_weight_ = 0.5, align_reg_ = 0.1;
-  int ae_dim_ = 0, ae_epochs_ = 30, seed_ = 0;
+  int seed_ = 0;
+  models::AutoencoderParams ae_;  // ae, ae_hidden, ae_noise, ae_epochs
 
   std::string encoder_;
   models::TextFeatures tf_;
@@ -531,6 +556,12 @@ class TextBridgeModel final : public Recommender {
 XDREC_REGISTER_MODEL(textbridge,
                      "text bridge: items of every domain in one text space (centred per domain); users are "
                      "their history's and profile's text; cold items and users from text alone",
-                     TextBridgeModel);
+                     TextBridgeModel,
+                     {.uses_text = true,
+                      .thread_independent = true,
+                      .personalised = true,
+                      .fold_in = true,
+                      .add_item = true,
+                      .profile = true});
 
 }  // namespace xdrec

@@ -15,9 +15,10 @@
 // history's text codes; a profile given without a profile input is pooled with the history. With text_skip,
 // a learned multiple of <user text codes, item text code> is added to the score.
 //
-// Defaults (ae=64, epochs=10, text_skip off) come from MovieLens latest-small cold items with use-lite
-// vectors, NDCG@10 among the cold items: centred text cosine 0.182, twotower without autoencoder 0.159-0.164,
-// with ae=64 0.24-0.27 (CI +-0.017).
+// Defaults (epochs=10, text_skip off) come from MovieLens latest-small cold items with use-lite vectors,
+// NDCG@10 among the cold items: centred text cosine 0.182, twotower without autoencoder 0.159-0.164, with
+// ae=64 0.24-0.27 (CI +-0.017). The autoencoder is off by default (ae=0, as in every text model); ae=64 is
+// the setting to try with 512-d sentence-encoder text. ae must be below the text dimension (Error otherwise).
 //
 // Every minibatch is computed in fixed chunks of rows whose gradients are added in a fixed order, and every
 // random draw comes from a stream named by the batch or chunk, so training is bitwise independent of the
@@ -197,20 +198,31 @@ class TwoTowerModel final : public Recommender {
              "training "
              "pass (so a user with only one of them is served)")
         .add("init", &init_, 0.1, 0.0, 10.0, "standard deviation of the initial id embeddings")
-        .add("ae", &ae_, 64, 0, 4096,
-             "autoencoder code size for the text vectors (0, or not below the text dimension: no "
-             "autoencoder)")
-        .add("ae_epochs", &ae_epochs_, 20, 1, 100000, "autoencoder training epochs")
         .add("text_skip", &text_skip_, false,
              "add a learned multiple of the dot product of the user's text codes (profile + history) and the "
              "item's text code to the score")
         .add("use_history_text", &use_history_text_, true,
              "feed the pooled text code of a user's history items to the user tower")
         .add("seed", &seed_, 0, 0, INT_MAX, "random seed (0: the fit context's seed)");
+    ae_.declare(params_);
     params_.apply(spec.values);
+    ae_.validate("twotower");
   }
 
   std::string param_help() const { return params_.help(); }
+  ModelCost estimate_cost(const DataShape& s) const {
+    const uint64_t f = uint64_t(factors_), rows = s.n_users + s.n_items;
+    const uint64_t dt = model_util::text_feature_dim(s, ae_.ae);
+    ModelCost c;
+    // Id embeddings with their Adam moments, text codes of items, profiles and histories, the towers' item
+    // outputs for scoring, the prepared interactions and the training order, the text pipeline.
+    c.bytes = rows * f * 4 * 3 + (s.n_items + 2 * s.n_users) * dt * 4 + s.n_items * f * 4 +
+              model_util::csr_bytes(s.n_users, s.nnz) + s.nnz * 16 +
+              model_util::text_pipeline_bytes(s, ae_.ae) + model_util::score_batch_bytes(s);
+    c.seconds = 0;
+    c.note = "id embeddings with Adam moments and text codes";
+    return c;
+  }
   std::string name() const override { return "twotower"; }
   std::string spec() const override { return name() + ":" + params_.current(); }
   uint32_t n_users() const override { return fitted_ ? uint32_t(user_emb_.size()) : 0; }
@@ -247,9 +259,7 @@ class TwoTowerModel final : public Recommender {
     user_prof_ = MatF(nu, 0);
     user_hist_ = MatF(nu, 0);
     if (ctx.item_text && !all_zero(*ctx.item_text)) {
-      models::TextFeatureOptions to;
-      to.ae_dim = size_t(ae_) < ctx.item_text->cols ? ae_ : 0;
-      to.ae_epochs = ae_epochs_;
+      const models::TextFeatureOptions to = ae_.options("twotower", ctx.item_text->cols);
       text_.fit(*ctx.item_text, ctx.user_text, to, seed, threads);
       text_dim_ = text_.dim();
       item_code_ = nn::from_matrix<float>(text_.transform(*ctx.item_text, threads));
@@ -404,7 +414,7 @@ class TwoTowerModel final : public Recommender {
     check(fitted_, "twotower fold_in: the model is not fitted (call fit or load first)");
     check(user <= n_users(), "twotower fold_in: user index " + std::to_string(user) +
                                  " is beyond the next new user (" + std::to_string(n_users()) + ")");
-    const model_util::HistoryRow hist =
+    const model_util::History hist =
         model_util::make_history(items, weights, n_items(), loss_ == "bce", "twotower");
     std::vector<float> prof_code(has_profile_ ? text_dim_ : 0, 0.0f),
         hist_code(use_hist_ ? text_dim_ : 0, 0.0f);
@@ -870,7 +880,7 @@ class TwoTowerModel final : public Recommender {
 
   // Fits a user's id embedding to a history with everything else fixed: Adam on the training loss over the
   // history items (positives, or their values for loss=mse) and a fixed sample of other items (negatives).
-  void fit_user_embedding(const model_util::HistoryRow& hist, const std::vector<float>& prof,
+  void fit_user_embedding(const model_util::History& hist, const std::vector<float>& prof,
                           const std::vector<float>& hcode, std::vector<float>& emb) const {
     const size_t f = size_t(factors_), ni = item_emb_.size();
     const bool implicit = loss_ == "bce";
@@ -945,7 +955,8 @@ class TwoTowerModel final : public Recommender {
   ParamSet params_;
   int factors_ = 32, hidden_ = 64, layers_ = 1, merge_hidden_ = 32, epochs_ = 10, batch_ = 128,
       negatives_ = 4;
-  int ae_ = 64, ae_epochs_ = 20, seed_ = 0;
+  int seed_ = 0;
+  models::AutoencoderParams ae_;  // ae, ae_hidden, ae_noise, ae_epochs
   double lr_ = 5e-3, weight_decay_ = 0, dropout_ = 0.1, id_dropout_ = 0.25, text_dropout_ = 0.25, init_ = 0.1;
   bool dot_skip_ = true, text_skip_ = false, use_history_text_ = true;
   std::string merge_ = "dot", loss_ = "bce";
@@ -967,6 +978,12 @@ XDREC_REGISTER_MODEL(
     twotower,
     "two-tower neural model over id embeddings and text codes; dot or MLP merge, BCE with sampled "
     "negatives or squared error; cold items and users through text",
-    TwoTowerModel);
+    TwoTowerModel,
+    {.uses_text = true,
+     .thread_independent = true,
+     .personalised = true,
+     .fold_in = true,
+     .add_item = true,
+     .profile = true});
 
 }  // namespace xdrec

@@ -24,8 +24,8 @@
 #include "xdrec/embed.h"
 #include "xdrec/encoder.h"
 #include "xdrec/metrics.h"
-#include "xdrec/readers.h"
 #include "xdrec/rank.h"
+#include "xdrec/readers.h"
 #include "xdrec/recommender.h"
 #include "xdrec/split.h"
 
@@ -794,3 +794,13 @@ TEST(HybridFoodKitchen, FitTimeAndValidationHitRate) {
 }
 
 }  // namespace
+
+TEST(Hybrid, AutoencoderNotShorterThanTheTextIsAnError) {
+  const ColdData& c = cold_data();
+  const std::string dim = std::to_string(kDim);
+  EXPECT_TRUE(throws_error([&] { fit_model("hybrid:epochs=1,ae=" + dim, c.train, &c.warm_text); },
+                           {"hybrid", "ae=" + dim, dim}));
+  // Without text (or with text=false) the autoencoder is not used and not checked.
+  EXPECT_NO_THROW(fit_model("hybrid:epochs=1,factors=4,ae=" + dim, c.train, nullptr));
+  EXPECT_NO_THROW(fit_model("hybrid:epochs=1,factors=4,text=false,ae=" + dim, c.train, &c.warm_text));
+}

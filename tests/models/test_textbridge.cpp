@@ -298,7 +298,7 @@ TEST(TextBridge, SaveLoadThreadsAndDeterminism) {
   TextWorld w;
   w.build();
   for (const char* spec :
-       {"textbridge", "textbridge:align=none,center=global", "textbridge:ae_dim=4,ae_epochs=5"}) {
+       {"textbridge", "textbridge:align=none,center=global", "textbridge:ae=4,ae_epochs=5"}) {
     auto a = fit(spec, w, 1), b = fit(spec, w, 2);
     EXPECT_TRUE(bitwise_equal(score_all(*a, 1), score_all(*b, 2))) << spec;
     EXPECT_TRUE(bitwise_equal(score_all(*a, 1), score_all(*a, 3))) << spec;
@@ -343,4 +343,19 @@ TEST(TextBridge, Errors) {
   EXPECT_TRUE(
       throws_error([&] { f->fold_in_profile(n, nan_profile, {}, {}); }, {"textbridge", "non-finite"}));
   EXPECT_EQ(f->n_users(), n);
+}
+
+TEST(TextBridge, AutoencoderSettingIsSharedWithTheOtherTextModels) {
+  TextWorld w;
+  w.build();
+  // The shared option names; `ae_dim`, the old name, is read as `ae` (saved specs carry it).
+  const std::string spec = create_model("textbridge")->spec();
+  for (const char* key : {"ae=0", "ae_hidden=256", "ae_noise=0.1", "ae_epochs=30"})
+    EXPECT_NE(spec.find(key), std::string::npos) << key << " in " << spec;
+  EXPECT_EQ(spec.find("ae_dim"), std::string::npos);
+  EXPECT_EQ(create_model("textbridge:ae_dim=4")->spec(), create_model("textbridge:ae=4")->spec());
+  EXPECT_TRUE(throws_error([] { create_model("textbridge:ae_dim=4,ae=8"); }, {"textbridge", "ae_dim", "ae"}));
+  // A code not shorter than the text is an error naming the model, the value and the text dimension.
+  const std::string dim = std::to_string(w.item_text.cols);
+  EXPECT_TRUE(throws_error([&] { fit("textbridge:ae=" + dim, w); }, {"textbridge", "ae=" + dim, dim}));
 }

@@ -4,6 +4,7 @@
 // squared error, and is independent of the thread count.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 
@@ -284,4 +285,54 @@ TEST(TwoTower, RejectsMismatchedText) {
   FitContext users_only;
   users_only.user_text = &data().user_text;
   EXPECT_TRUE(testing_util::throws_error([&] { m->fit(data().train, users_only); }, {"item text"}));
+}
+
+// The autoencoder setting is real: ae=0 and ae=64 are different models (on text wider than 64 dimensions),
+// and a code not shorter than the text is an error rather than a silent drop.
+TEST(TwoTower, AutoencoderSettingChangesTheModel) {
+  // 96-d text: the suite's 24-d vectors repeated four times with a little noise per copy.
+  constexpr size_t kWide = 96;
+  Matrix wide(kItems, kWide);
+  Rng rng(3);
+  for (uint32_t i = 0; i < kItems; ++i)
+    for (size_t j = 0; j < kWide; ++j) wide(i, j) = data().item_text(i, j % kTextDim) + 0.05f * rng.normal();
+  auto fit_wide = [&](const std::string& spec) {
+    auto m = create_model(spec);
+    FitContext ctx;
+    ctx.seed = 9;
+    ctx.item_text = &wide;
+    ctx.text_encoder = "wide";
+    m->fit(data().train, ctx);
+    return m;
+  };
+  auto plain = fit_wide("twotower:factors=8,epochs=2,merge=dot,ae=0");
+  auto coded = fit_wide("twotower:factors=8,epochs=2,merge=dot,ae=64,ae_epochs=3");
+  EXPECT_NE(plain->spec(), coded->spec());
+  TensorMap tp, tc;
+  nlohmann::json ep, ec;
+  plain->save(tp, ep);
+  coded->save(tc, ec);
+  EXPECT_FALSE(tp.count("text.ae.enc.w0"));
+  EXPECT_TRUE(tc.count("text.ae.enc.w0")) << "ae=64 on 96-d text must train an autoencoder";
+  const Matrix a = scores(*plain, kUsers), b = scores(*coded, kUsers);
+  float diff = 0;
+  for (size_t k = 0; k < a.data.size(); ++k) diff = std::max(diff, std::fabs(a.data[k] - b.data[k]));
+  EXPECT_GT(diff, 1e-3f) << "ae=0 and ae=64 gave the same scores";
+}
+
+TEST(TwoTower, AutoencoderNotShorterThanTheTextIsAnError) {
+  for (int ae : {int(kTextDim), 64}) {
+    auto m = create_model("twotower:factors=8,epochs=1,ae=" + std::to_string(ae));
+    FitContext ctx;
+    ctx.item_text = &data().item_text;
+    EXPECT_TRUE(
+        testing_util::throws_error([&] { m->fit(data().train, ctx); },
+                                   {"twotower", "ae=" + std::to_string(ae), std::to_string(kTextDim)}));
+    EXPECT_EQ(m->n_users(), 0u) << "a refused fit leaves the model unfitted";
+  }
+  // Without text there is nothing to encode: ae is not used and not checked.
+  auto ids = create_model("twotower:factors=8,epochs=1,ae=64");
+  FitContext ctx;
+  ids->fit(data().train, ctx);
+  EXPECT_FALSE(ids->uses_text());
 }

@@ -1,0 +1,88 @@
+// FactorModel (see factor_model.h): scoring, fold-in plumbing and factor tensors shared by the factor models.
+#include "models/factor_model.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+
+namespace xdrec::models {
+
+void FactorModel::score(std::span<const uint32_t> users, Matrix& out, int threads) const {
+  check(factors_fitted(), name() + " score: the model is not fitted (call fit or load first)");
+  for (uint32_t u : users)
+    check(u < users_.rows, name() + " score: user index " + std::to_string(u) +
+                               " is out of range (model has " + std::to_string(users_.rows) + " users)");
+  mf::gemm_scores(users_, users, items_, item_bias_.empty() ? nullptr : item_bias_.data(), out,
+                  resolve_threads(threads));
+}
+
+model_util::History FactorModel::fold_in_history(uint32_t user, std::span<const uint32_t> items,
+                                                 std::span<const float> weights) const {
+  check(factors_fitted(), name() + " fold_in: the model is not fitted (call fit or load first)");
+  check(user <= users_.rows, name() + " fold_in: user index " + std::to_string(user) +
+                                 " is beyond the next new user (" + std::to_string(users_.rows) + ")");
+  return model_util::make_history(items, weights, items_.rows, false, name());
+}
+
+void FactorModel::commit_user(uint32_t user, const float* row) {
+  if (user == users_.rows) users_.append_row();
+  std::copy(row, row + users_.ld, users_.row(user));
+}
+
+uint32_t FactorModel::fold_in(uint32_t user, std::span<const uint32_t> items,
+                              std::span<const float> weights) {
+  const model_util::History hist = fold_in_history(user, items, weights);
+  mf::AlignedFloats x(users_.ld, 0.0f);
+  solve_user(hist, x.data());
+  commit_user(user, x.data());
+  return user;
+}
+
+void FactorModel::save_factors(TensorMap& tensors, const std::string& user_key, const std::string& item_key,
+                               const std::string& bias_key) const {
+  tensors[user_key] = Tensor::from_matrix(users_.to_matrix());
+  tensors[item_key] = Tensor::from_matrix(items_.to_matrix());
+  if (!bias_key.empty())
+    tensors[bias_key] = Tensor::from_f32({int64_t(item_bias_.size())}, item_bias_.data());
+}
+
+FactorModel::FactorTensors FactorModel::read_factors(const TensorMap& tensors, const std::string& user_key,
+                                                     const std::string& item_key, size_t cols,
+                                                     const std::string& spec_note,
+                                                     const std::string& bias_key) const {
+  FactorTensors t;
+  t.users = get_tensor(tensors, user_key).to_matrix(user_key);
+  t.items = get_tensor(tensors, item_key).to_matrix(item_key);
+  check(t.users.cols == cols && t.items.cols == cols,
+        name() + " load: factor matrices have " + std::to_string(t.users.cols) + " and " +
+            std::to_string(t.items.cols) + " columns but the spec says " + spec_note + " (" +
+            std::to_string(cols) + " columns)");
+  for (const Matrix* m : {&t.users, &t.items})
+    for (float v : m->data)
+      check(std::isfinite(v), name() + " load: a factor matrix holds a non-finite value");
+  if (!bias_key.empty()) {
+    t.bias = get_tensor(tensors, bias_key).to_f32(bias_key);
+    check(t.bias.size() == t.items.rows, name() + " load: " + bias_key + " has " +
+                                             std::to_string(t.bias.size()) + " entries for " +
+                                             std::to_string(t.items.rows) + " items");
+  }
+  return t;
+}
+
+void FactorModel::set_factors(FactorTensors&& t) {
+  users_.from_matrix(t.users);
+  items_.from_matrix(t.items);
+  item_bias_ = std::move(t.bias);
+}
+
+Matrix load_factor_tensor(const TensorMap& tensors, const std::string& key, size_t rows, size_t cols,
+                          const std::string& who) {
+  Matrix m = get_tensor(tensors, key).to_matrix(key);
+  check((rows == SIZE_MAX || m.rows == rows) && m.cols == cols,
+        who + "tensor '" + key + "' is " + std::to_string(m.rows) + " x " + std::to_string(m.cols) +
+            ", expected " + (rows == SIZE_MAX ? std::string("n") : std::to_string(rows)) + " x " +
+            std::to_string(cols));
+  return m;
+}
+
+}  // namespace xdrec::models
