@@ -65,7 +65,9 @@ void attach_text(const TextVectors& v, FitContext& ctx);
 // ---- Fit -------------------------------------------------------------------------------------------------
 
 // One fit: the model from its spec, the FitContext from the dataset (item domains, categories) and the text
-// vectors, the time and the peak memory it took.
+// vectors, the time and the peak memory it took. Cost before work: the model's registered estimate for the
+// data's shape is taken first; a fit whose estimate exceeds the memory available is refused with an Error
+// that says how much it needs and which registered models would fit.
 struct FitRequest {
   std::string spec;
   uint64_t seed = 42;
@@ -73,7 +75,16 @@ struct FitRequest {
   const TextVectors* text = nullptr;         // attached when given
   const Matrix* item_categories = nullptr;  // e.g. Dataset::category_vectors()
   ProgressFn progress;
+  bool check_cost = true;                        // refuse when the estimate exceeds the available memory
+  std::function<void(const ModelCost&)> on_cost;  // told the estimate before the fit (e.g. to print it)
 };
+// The shape fit_model estimates the cost on.
+DataShape data_shape(const Dataset& ds, const Csr& train, const TextVectors* text);
+// Throws Error when `cost` exceeds `available` bytes (0: available_memory_bytes()), naming the model, what it
+// needs and the registered models whose estimate fits.
+void check_cost(const std::string& spec, const ModelCost& cost, const DataShape& shape, size_t available = 0);
+// "1.4 GiB", "820 MiB"
+std::string format_bytes(double bytes);
 struct Fitted {
   std::unique_ptr<Recommender> model;
   double seconds = 0, rss_delta_mb = 0;
@@ -138,6 +149,8 @@ struct ExperimentOptions {
   ProgressFn progress;      // fit and evaluation progress
   TextVectorSource* text = nullptr;  // required when a model names an encoder
   bool keep_models = false;          // keep the fitted model of each key's last seed (not with isolate)
+  // Told each fit's cost estimate before it starts (key, estimate).
+  std::function<void(const std::string&, const ModelCost&)> on_cost;
 };
 
 // The result of one (model, seed).

@@ -386,6 +386,14 @@ int cmd_split(const SplitArgs& a, const Common& c) {
 
 // Flattened metrics (Experiment::flatten) nested as EvalResult::to_json lays them out: "overall", "by_domain",
 // "by_cohort" (the run's own seconds and memory are left out).
+// Prints a fit's estimated cost when the job is long or large (stderr; not with --quiet).
+void print_cost(const std::string& spec, const ModelCost& c, bool quiet) {
+  if (quiet || (c.seconds < 10 && c.bytes < (size_t{1} << 30))) return;
+  std::fprintf(stderr, "%s: estimated %s%s%s\n", spec.c_str(), format_bytes(double(c.bytes)).c_str(),
+               c.seconds > 0 ? (", ~" + std::to_string(int(c.seconds + 0.5)) + " s on one thread").c_str() : "",
+               c.note.empty() ? "" : (" (" + c.note + ")").c_str());
+}
+
 nlohmann::json nest_metrics(const Dataset& ds, const std::map<std::string, double>& flat) {
   const std::vector<std::string> domains = ds.domains.names();
   const std::vector<std::string> cohorts{"cold-users", "warm-users", "head-items", "tail-items"};
@@ -440,6 +448,7 @@ int cmd_train(const TrainArgs& a, const Common& c) {
   req.text = text ? &*text : nullptr;
   req.item_categories = &categories;
   req.progress = progress_bar(!c.quiet);
+  req.on_cost = [&](const ModelCost& cost) { print_cost(a.model, cost, c.quiet); };
   Fitted f = fit_model(ds, train, req);
   const Recommender& model = *f.model;
   save_model(model, a.output, ds.fingerprint());
@@ -474,6 +483,7 @@ int cmd_eval(const EvalArgs& a, const Common& c) {
   for (int si = 0; si < n_seeds; ++si) x.seeds.push_back(c.seed + uint64_t(si));
   x.threads = c.threads;
   x.progress = progress_bar(!c.quiet);
+  x.on_cost = [&](const std::string& key, const ModelCost& cost) { print_cost(key, cost, c.quiet); };
   Evaluation ev;
   if (!a.ks.empty()) ev.options.ks = a.ks;
   ev.options.sampled_negatives = a.sampled;

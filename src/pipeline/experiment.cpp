@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <set>
 
 #include "xdrec/pipeline.h"
 
@@ -69,8 +70,52 @@ void overall_from_domains(const Dataset& ds, const std::string& prefix, std::map
 
 }  // namespace
 
+std::string format_bytes(double bytes) {
+  char buf[64];
+  if (bytes >= double(1ULL << 30))
+    std::snprintf(buf, sizeof buf, "%.1f GiB", bytes / double(1ULL << 30));
+  else
+    std::snprintf(buf, sizeof buf, "%.0f MiB", bytes / double(1ULL << 20));
+  return buf;
+}
+
+DataShape data_shape(const Dataset& ds, const Csr& train, const TextVectors* text) {
+  DataShape s;
+  s.n_users = train.n_rows;
+  s.n_items = train.n_cols;
+  s.nnz = train.nnz();
+  s.text_dim = text ? uint32_t(text->items.cols) : 0;
+  s.n_domains = std::max<uint32_t>(1, ds.n_domains());
+  return s;
+}
+
+void check_cost(const std::string& spec, const ModelCost& cost, const DataShape& shape, size_t available) {
+  if (available == 0) available = available_memory_bytes();
+  if (available == 0 || cost.bytes <= available) return;
+  // Registered models (default settings) whose estimate fits, cheapest first.
+  std::vector<std::pair<uint64_t, std::string>> fits;
+  for (const ModelInfo& m : registered_models()) {
+    try {
+      const ModelCost c = estimate_model_cost(m.name, shape);
+      if (c.bytes <= available) fits.emplace_back(c.bytes, m.name + " (~" + format_bytes(double(c.bytes)) + ")");
+    } catch (const Error&) {
+    }
+  }
+  std::sort(fits.begin(), fits.end());
+  std::string alt;
+  for (size_t k = 0; k < fits.size() && k < 4; ++k) alt += (k ? ", " : "") + fits[k].second;
+  throw Error("model '" + spec + "' needs about " + format_bytes(double(cost.bytes)) + " for " +
+              std::to_string(shape.n_users) + " users x " + std::to_string(shape.n_items) + " items" +
+              (cost.note.empty() ? "" : " (" + cost.note + ")") + ", but only " + format_bytes(double(available)) +
+              " are available; it was not started" + (alt.empty() ? "" : ". Models that fit: " + alt));
+}
+
 Fitted fit_model(const Dataset& ds, const Csr& train, const FitRequest& req) {
   Fitted f;
+  const DataShape shape = data_shape(ds, train, req.text);
+  const ModelCost cost = estimate_model_cost(req.spec, shape);
+  if (req.on_cost) req.on_cost(cost);
+  if (req.check_cost) check_cost(req.spec, cost, shape);
   f.model = create_model(req.spec);
   FitContext ctx;
   ctx.threads = resolve_threads(req.threads);
@@ -186,6 +231,7 @@ RunRecord Experiment::run_one(const ModelRun& m, uint64_t seed, std::unique_ptr<
     req.text = tv;
     req.item_categories = opt_.item_categories ? &categories_ : nullptr;
     req.progress = opt_.progress;
+    if (opt_.on_cost) req.on_cost = [&](const ModelCost& c) { opt_.on_cost(m.result_key(), c); };
     Fitted f = fit_model(ds_, tr, req);
     fit_s += f.seconds;
     rss = std::max(rss, f.rss_delta_mb);
@@ -254,9 +300,35 @@ RunRecord Experiment::run_one(const ModelRun& m, uint64_t seed, std::unique_ptr<
 
 ExperimentResult Experiment::run() {
   ExperimentResult res;
-  res.protocol = split(opt_.seeds.front()).protocol;
+  const Split& first = split(opt_.seeds.front());
+  res.protocol = first.protocol;
+  // Cost before work: every model's estimate on the first split's shape, before any fit; a model that cannot
+  // fit in memory is refused here (its record carries why) instead of failing after the others ran.
+  std::set<std::string> refused;
+  {
+    const Csr train = part_matrix(ds_, first.train, opt_.fit_on_validation ? &first.validation : nullptr,
+                                  opt_.binary, opt_.use_ratings);
+    const DataShape shape = data_shape(ds_, train, nullptr);
+    for (const ModelRun& m : opt_.models) {
+      const std::string key = m.result_key();
+      try {
+        check_cost(m.spec, estimate_model_cost(m.spec, shape), shape);
+      } catch (const Error& e) {
+        if (!refused.insert(key).second) continue;
+        RunRecord rec;
+        rec.key = key;
+        rec.seed = opt_.seeds.front();
+        rec.error = e.what();
+        res.keys.push_back(key);
+        res.notes.push_back("'" + key + "' refused: " + rec.error);
+        if (on_run) on_run(rec);
+        res.runs[key].push_back(std::move(rec));
+      }
+    }
+  }
   for (const ModelRun& m : opt_.models) {
     const std::string key = m.result_key();
+    if (refused.count(key)) continue;
     if (!res.runs.count(key)) res.keys.push_back(key);
     for (size_t si = 0; si < opt_.seeds.size(); ++si) {
       if (m.max_seeds > 0 && si >= size_t(m.max_seeds)) break;
