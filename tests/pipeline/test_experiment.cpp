@@ -191,3 +191,26 @@ TEST(Pipeline, TextVectorsOneRuleForEmptyTextAndFitModelUsesThem) {
   EXPECT_GE(f.seconds, 0.0);
   fs::remove_all(cache);
 }
+
+TEST(Pipeline, CostBeforeWorkRefusesWhatCannotFitAndNamesWhatCan) {
+  DataShape shape;
+  shape.n_users = 100000;
+  shape.n_items = 38000;
+  shape.nnz = 2000000;
+  const ModelCost ease = estimate_model_cost("ease", shape);
+  EXPECT_GT(ease.bytes, uint64_t{10} << 30) << "a dense 38k x 38k item matrix";
+  const size_t eight_gib = size_t{8} << 30;
+  EXPECT_TRUE(throws_error([&] { check_cost("ease", ease, shape, eight_gib); },
+                           {"model 'ease' needs about", "GiB", "38000 items", "8.0 GiB are available",
+                            "Models that fit:", "ials"}));
+  // What fits is not refused.
+  check_cost("ials", estimate_model_cost("ials", shape), shape, eight_gib);
+  // An experiment refuses such a model before any fit, and runs the others.
+  ExperimentOptions x = base({"popular", "ease"});
+  x.seeds = {1};
+  std::vector<std::string> order;
+  Experiment exp(data(), x);
+  exp.on_run = [&](const RunRecord& r) { order.push_back(r.key + (r.error.empty() ? "" : " refused")); };
+  const ExperimentResult res = exp.run();  // fits here: nothing refused
+  EXPECT_EQ(order, (std::vector<std::string>{"popular", "ease"}));
+}
