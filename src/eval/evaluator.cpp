@@ -306,9 +306,10 @@ EvalResult evaluate(const Recommender& model, const Csr& train, const Csr& test,
     for (auto& l : domain_lists) l.init(n_pos, max_k);
   }
 
-  // Blocks of users: about 16 MiB of scores per block.
+  // Blocks of users: about 64 MiB of scores per block (a factor model packs its item matrix once per block,
+  // so larger blocks amortise it; the selection streams through the rows and does not need them in cache).
   size_t block = opt.block_users;
-  if (block == 0) block = std::clamp<size_t>((size_t{4} << 20) / std::max<uint32_t>(n_items, 1), 8, 512);
+  if (block == 0) block = std::clamp<size_t>((size_t{16} << 20) / std::max<uint32_t>(n_items, 1), 8, 1024);
   const size_t n_blocks = (n_pos + block - 1) / block;
   const int threads = resolve_threads(opt.threads);
   const size_t n_workers = std::min<size_t>(static_cast<size_t>(threads), std::max<size_t>(n_blocks, 1));

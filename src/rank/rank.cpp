@@ -132,51 +132,33 @@ void TopK::finish(std::vector<ScoredItem>& items) {
 
 namespace {
 
-// The loosest bound over the selectors: -inf while any of them is not yet full (nothing can be skipped), and
-// whether an equal score may still enter one of them.
-struct Bound {
-  float value;
-  bool strict;
-};
-
-inline Bound lowest_bound(const TopK* all, std::span<const SelectorGroup> groups) {
-  Bound b{INFINITY, true};
-  auto take = [&](const TopK& s) {
-    if (s.k() == 0) return;
-    const float v = s.full() ? s.bound() : -INFINITY;
-    if (v < b.value) b.value = v;
-    if (s.equal_may_enter()) b.strict = false;
-  };
-  if (all) take(*all);
-  for (const SelectorGroup& g : groups) take(*g.sel);
-  return b;
+// The 16 member bits of items [i, i + 16) from a bitset (one bit per item).
+inline uint32_t member16(const uint64_t* bits, uint32_t i) {
+  const uint32_t w = i >> 6, o = i & 63;
+  uint64_t v = bits[w] >> o;
+  if (o > 48) v |= bits[w + 1] << (64 - o);
+  return uint32_t(v & 0xFFFF);
 }
 
-inline void offer_one(const float* row, uint32_t i, TopK* all, std::span<const SelectorGroup> groups) {
-  const float s = std::isnan(row[i]) ? -INFINITY : row[i];
-  if (all) all->offer_ordered(i, s);
-  for (const SelectorGroup& g : groups)
-    if ((g.members[i >> 6] >> (i & 63)) & 1) g.sel->offer_ordered(i, s);
+// Which of 16 scores may enter a selector: every one while it is not full, else those above (or, when an
+// equal score may win on its tie key, at least at) the worst kept score. NaN never passes a full selector.
+inline uint32_t enter_mask16(const TopK& s, const float* row) {
+  if (s.k() == 0) return 0;
+  if (!s.full()) return 0xFFFF;
+  return pass_mask16(row, s.bound(), !s.equal_may_enter());
 }
 
-// Offers the items of [begin, end) set in `mask` (all of them when `every`) and returns the new bound. Out of
-// line so that the skipping loop keeps its state in registers.
-[[gnu::noinline]] Bound offer_group(const float* row, uint32_t begin, uint32_t end, uint32_t mask, bool every,
-                                    TopK* all, std::span<const SelectorGroup> groups) {
-  if (every) {
-    for (uint32_t j = begin; j < end; ++j) offer_one(row, j, all, groups);
-  } else {
-    for (; mask != 0; mask &= mask - 1) offer_one(row, begin + uint32_t(__builtin_ctz(mask)), all, groups);
-  }
-  return lowest_bound(all, groups);
-}
+inline float clean(float s) { return std::isnan(s) ? -INFINITY : s; }
 
 }  // namespace
 
 void select_multi(const float* row, uint32_t n_items, std::span<const uint32_t> exclude, TopK* all,
                   std::span<const SelectorGroup> groups) {
-  Bound lo = lowest_bound(all, groups);
-  if (lo.value == INFINITY) return;  // every selector has k = 0
+  // Each group of 16 scores is tested against each selector's own bound (a selector of one domain is not held
+  // back by another that is not full yet); only the items that may enter one of them are offered.
+  constexpr size_t kMaxGroups = 64;
+  check(groups.size() <= kMaxGroups, "select_multi: at most 64 selector groups");
+  uint32_t gmask[kMaxGroups];
   size_t ex = 0;
   uint32_t start = 0;
   while (start < n_items) {
@@ -184,18 +166,27 @@ void select_multi(const float* row, uint32_t n_items, std::span<const uint32_t> 
     const uint32_t end = ex < exclude.size() ? std::min(exclude[ex], n_items) : n_items;
     uint32_t i = start;
     for (; i + 16 <= end; i += 16) {
-      if (lo.value == -INFINITY && !lo.strict) {
-        lo = offer_group(row, i, i + 16, 0, true, all, groups);
-        continue;
+      const uint32_t amask = all ? enter_mask16(*all, row + i) : 0;
+      uint32_t any = amask;
+      for (size_t g = 0; g < groups.size(); ++g) {
+        const uint32_t members = member16(groups[g].members, i);
+        gmask[g] = members ? enter_mask16(*groups[g].sel, row + i) & members : 0;
+        any |= gmask[g];
       }
-      if (lo.value == -INFINITY) {  // strict: only NaN / -inf scores can be skipped; rare, offer all
-        lo = offer_group(row, i, i + 16, 0, true, all, groups);
-        continue;
+      for (uint32_t m = any; m != 0; m &= m - 1) {
+        const uint32_t j = uint32_t(__builtin_ctz(m));
+        const float v = clean(row[i + j]);
+        if ((amask >> j) & 1) all->offer_ordered(i + j, v);
+        for (size_t g = 0; g < groups.size(); ++g)
+          if ((gmask[g] >> j) & 1) groups[g].sel->offer_ordered(i + j, v);
       }
-      const uint32_t m = pass_mask16(row + i, lo.value, lo.strict);
-      if (m != 0) lo = offer_group(row, i, i + 16, m, false, all, groups);
     }
-    if (i < end) lo = offer_group(row, i, end, 0, true, all, groups);
+    for (; i < end; ++i) {
+      const float v = clean(row[i]);
+      if (all) all->offer_ordered(i, v);
+      for (const SelectorGroup& g : groups)
+        if ((g.members[i >> 6] >> (i & 63)) & 1) g.sel->offer_ordered(i, v);
+    }
     start = end + 1;
   }
 }
