@@ -4,7 +4,11 @@
 //   bench_speed OUT.json [--threads N] [--ials-iterations K] [--bpr-epochs E] [--eval-users U]
 //
 // Writes {"ials": {...}, "bpr": {...}, "eval": {...}, ...} to OUT.json and a table to stdout.
+#include <unistd.h>
+#include <cblas.h>
+
 #include <algorithm>
+#include <filesystem>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
@@ -17,8 +21,12 @@
 #include <vector>
 
 #include "xdrec/common.h"
+#include "xdrec/metrics.h"
+#include "xdrec/tensor_io.h"
 #include "xdrec/rank.h"
 #include "xdrec/recommender.h"
+
+extern "C" void openblas_set_num_threads(int num_threads);
 
 using namespace xdrec;
 
@@ -151,6 +159,7 @@ int main(int argc, char** argv) {
   std::string out_path;
   int threads = 1, ials_iterations = 3, bpr_epochs = 3;
   size_t eval_users = 10000;
+  std::string torch_script, python = "python3";
   for (int a = 1; a < argc; ++a) {
     std::string arg = argv[a];
     auto value = [&]() -> long {
@@ -168,6 +177,10 @@ int main(int argc, char** argv) {
       bpr_epochs = int(value());
     } else if (arg == "--eval-users") {
       eval_users = size_t(value());
+    } else if (arg == "--torch" && a + 1 < argc) {
+      torch_script = argv[++a];
+    } else if (arg == "--python" && a + 1 < argc) {
+      python = argv[++a];
     } else if (!arg.empty() && arg[0] == '-') {
       usage("unknown option '" + arg + "'");
     } else if (out_path.empty()) {
@@ -240,6 +253,94 @@ int main(int argc, char** argv) {
     size_t listed = 0;
     for (auto& l : lists) listed += l.size();
     if (listed != users.size() * 10) throw Error("evaluation returned short lists");
+    const double rec_ups = double(users.size()) / eval_sec;
+
+    // The evaluator (metrics included): the same users, each with up to 5 held-out items outside their row.
+    std::vector<uint32_t> tr, tc;
+    for (uint32_t u : users)
+      for (uint32_t j = 0, n = 0; j < 50 && n < 5; ++j) {
+        const uint32_t i = uint32_t((uint64_t(u) * 7919 + uint64_t(j) * 104729) % m.n_cols);
+        if (!m.contains(u, i)) tr.push_back(u), tc.push_back(i), ++n;
+      }
+    const std::vector<float> ones(tr.size(), 1.0f);
+    const Csr test = Csr::from_triplets(m.n_rows, m.n_cols, tr, tc, ones);
+    EvalOptions eo;
+    eo.ks = {10};
+    eo.threads = threads;
+    eo.per_domain = false;
+    const EvalResult ev = evaluate(*ials, m, test, nullptr, eo);
+    const double eval_ups = double(ev.n_users) / ev.seconds;
+
+    // Baseline of ours, the previous scoring path: OpenBLAS SGEMM per block of 256 users (row-major U x Y^T)
+    // and the same top-10 selection.
+    TensorMap tm;
+    nlohmann::json extra;
+    ials->save(tm, extra);
+    const Matrix U = get_tensor(tm, "user_factors").to_matrix("user_factors");
+    const Matrix Y = get_tensor(tm, "item_factors").to_matrix("item_factors");
+    double blas_sec = 0;
+    {
+      openblas_set_num_threads(1);
+      Timer bt;
+      const size_t block = 256;
+      parallel_for((users.size() + block - 1) / block, threads, 1, [&](size_t lo, size_t hi) {
+        std::vector<float> a(block * kFactors), c(block * size_t(m.n_cols));
+        TopK sel;
+        std::vector<uint32_t> out;
+        for (size_t b = lo; b < hi; ++b) {
+          const size_t u0 = b * block, nb = std::min(block, users.size() - u0);
+          for (size_t r = 0; r < nb; ++r) std::copy(U.row(users[u0 + r]), U.row(users[u0 + r]) + kFactors, &a[r * kFactors]);
+          cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, int(nb), int(m.n_cols), kFactors, 1.0f, a.data(),
+                      kFactors, Y.data.data(), kFactors, 0.0f, c.data(), int(m.n_cols));
+          for (size_t r = 0; r < nb; ++r) {
+            sel.reset(10);
+            sel.push_row(c.data() + r * m.n_cols, m.n_cols, m.row_indices(users[u0 + r]));
+            sel.finish(out);
+          }
+        }
+      });
+      blas_sec = bt.seconds();
+    }
+    const double blas_ups = double(users.size()) / blas_sec;
+
+    // PyTorch on the CPU, same factors, same users, same threads (when a python3 with torch is found).
+    nlohmann::json torch_ref = nullptr;
+    if (!torch_script.empty()) {
+      const std::string dir = "/tmp/xdrec-bench-speed-" + std::to_string(::getpid());
+      std::filesystem::create_directories(dir);
+      auto dump = [&](const std::string& name, const void* p, size_t bytes) {
+        std::ofstream(dir + "/" + name, std::ios::binary).write(static_cast<const char*>(p), std::streamsize(bytes));
+      };
+      std::vector<float> uf(users.size() * kFactors);
+      std::vector<int64_t> indptr{0};
+      std::vector<int32_t> idx;
+      for (size_t r = 0; r < users.size(); ++r) {
+        std::copy(U.row(users[r]), U.row(users[r]) + kFactors, &uf[r * kFactors]);
+        for (uint32_t i : m.row_indices(users[r])) idx.push_back(int32_t(i));
+        indptr.push_back(int64_t(idx.size()));
+      }
+      dump("users.f32", uf.data(), uf.size() * 4);
+      dump("items.f32", Y.data.data(), Y.data.size() * 4);
+      dump("seen_indptr.i64", indptr.data(), indptr.size() * 8);
+      dump("seen_indices.i32", idx.data(), idx.size() * 4);
+      std::ofstream(dir + "/meta.json") << nlohmann::json{{"users", users.size()}, {"items", m.n_cols}, {"factors", kFactors}}.dump();
+      const std::string cmd = python + " " + torch_script + " " + dir + " " + std::to_string(threads);
+      std::string line;
+      if (FILE* pipe = popen(cmd.c_str(), "r")) {
+        char buf[4096];
+        while (std::fgets(buf, sizeof buf, pipe)) line += buf;
+        pclose(pipe);
+      }
+      std::filesystem::remove_all(dir);
+      try {
+        torch_ref = nlohmann::json::parse(line);
+      } catch (const std::exception&) {
+        std::fprintf(stderr, "bench_speed: the PyTorch reference gave no result: %s\n", line.c_str());
+      }
+    }
+    const double score_flops = 2.0 * kFactors * double(m.n_cols);  // per user
+    const double eval_all_users_s = double(m.n_rows) / eval_ups;
+    const double fit_15_s = 15 * ials_sec;
 
     nlohmann::json j = {
         {"threads", threads},
@@ -265,7 +366,17 @@ int main(int argc, char** argv) {
           {"cpu_seconds_per_epoch", bpr_cpu},
           {"samples_per_second", bpr_samples},
           {"samples_per_second_per_thread", bpr_samples / threads}}},
-        {"eval", {{"users_per_second", double(users.size()) / eval_sec}, {"users", users.size()}, {"k", 10}}},
+        {"eval",
+         {{"recommend_users_per_second", rec_ups},
+          {"evaluate_users_per_second", eval_ups},
+          {"users", users.size()},
+          {"k", 10},
+          {"scoring_gflops_at_evaluate_rate", eval_ups * score_flops * 1e-9},
+          {"fraction_of_peak", eval_ups * score_flops * 1e-9 / peak_gflops},
+          {"openblas_sgemm_plus_selection_users_per_second", blas_ups},
+          {"pytorch_cpu", torch_ref},
+          {"evaluate_all_users_seconds", eval_all_users_s},
+          {"ials_15_iterations_seconds", fit_15_s}}},
         {"reference",
          {{"source", "implicit library, stated for this kind of machine"},
           {"ials_seconds_per_iteration_1_thread", kRefIalsSeconds},
@@ -289,8 +400,15 @@ int main(int argc, char** argv) {
     std::printf("%-34s %14.3f %16.2f\n", "BPR M samples/s per thread", bpr_samples / threads * 1e-6,
                 kRefBprSamplesPerSec * 1e-6);
     std::printf("%-34s %14.3f %16s\n", "  per thread, by CPU time", nnz / bpr_cpu * 1e-6, "");
-    std::printf("%-34s %14.0f %16s\n", "eval users/s (top-10, full rank)", double(users.size()) / eval_sec,
-                "");
+    std::printf("%-34s %14.0f %16s\n", "recommend users/s (top-10)", rec_ups, "");
+    std::printf("%-34s %14.0f %16s\n", "evaluate users/s (full ranking)", eval_ups, "");
+    std::printf("%-34s %14.3f %16s\n", "  scoring fraction of peak", eval_ups * score_flops * 1e-9 / peak_gflops, "");
+    std::printf("%-34s %14.0f %16s\n", "  OpenBLAS SGEMM + top-10 users/s", blas_ups, "(same run)");
+    if (!torch_ref.is_null())
+      std::printf("%-34s %14.0f %16s\n", "  PyTorch CPU mm + topk users/s", torch_ref["users_per_second"].get<double>(),
+                  "(same run)");
+    std::printf("%-34s %14.1f %16s\n", "evaluate all users (s)", eval_all_users_s, "");
+    std::printf("%-34s %14.1f %16s\n", "iALS 15 iterations (s)", fit_15_s, "");
     std::printf("wrote %s\n", out_path.c_str());
   } catch (const std::exception& e) {
     std::fprintf(stderr, "bench_speed: %s\n", e.what());
