@@ -71,12 +71,13 @@ struct Options {
 };
 
 [[noreturn]] void usage(const char* argv0) {
-  std::fprintf(stderr,
-               "usage: %s OUT.json [DATA_ROOT] [--seeds N] [--threads N] [--quick] [--only P[,P]] [--filter S]\n"
-               "          [--model SPEC[@TEXT]] [--bert DIR] [--encoders E[,E]] [--ablation] [--validate]\n"
-               "          [--merge] [--task-timeout S] [--no-fork]\n"
-               "          [--dataset DIR --protocol cold-items|cold-users:target=X|fixed]\n",
-               argv0);
+  std::fprintf(
+      stderr,
+      "usage: %s OUT.json [DATA_ROOT] [--seeds N] [--threads N] [--quick] [--only P[,P]] [--filter S]\n"
+      "          [--model SPEC[@TEXT]] [--bert DIR] [--encoders E[,E]] [--ablation] [--validate]\n"
+      "          [--merge] [--task-timeout S] [--no-fork]\n"
+      "          [--dataset DIR --protocol cold-items|cold-users:target=X|fixed]\n",
+      argv0);
   std::exit(2);
 }
 
@@ -302,8 +303,8 @@ std::vector<Config> model_list(Env& env, const ListOptions& lo, const std::strin
 
 // ---- Protocols ----
 
-using Results = std::map<std::string, nlohmann::json>;     // protocol -> {model key -> {metric -> mean, ci95}}
-using Infos = std::map<std::string, nlohmann::json>;       // protocol -> description
+using Results = std::map<std::string, nlohmann::json>;  // protocol -> {model key -> {metric -> mean, ci95}}
+using Infos = std::map<std::string, nlohmann::json>;    // protocol -> description
 
 // The experiment's model runs: the configurations selected by --filter (and, with `single_domain`, their
 // single-domain ablation right after each).
@@ -357,8 +358,9 @@ ExperimentResult run_experiment(Env& env, const Dataset& ds, ExperimentOptions x
       std::snprintf(buf, sizeof buf, "%s %.4f  ", m.c_str(), get(m));
       what += buf;
     }
-    std::printf("  [%s] seed %llu %-52s fit %6.1f s  eval %5.1f s  %s\n", label.c_str(), (unsigned long long)r.seed,
-                r.key.c_str(), get("fit_seconds"), get("eval_seconds"), what.c_str());
+    std::printf("  [%s] seed %llu %-52s fit %6.1f s  eval %5.1f s  %s\n", label.c_str(),
+                (unsigned long long)r.seed, r.key.c_str(), get("fit_seconds"), get("eval_seconds"),
+                what.c_str());
     std::fflush(stdout);
   };
   return exp.run();
@@ -381,7 +383,8 @@ nlohmann::json protocol_json(const ExperimentResult& res, const std::string& pre
   return out;
 }
 
-void print_table(const std::string& name, const ExperimentResult& res, const std::vector<std::string>& metrics) {
+void print_table(const std::string& name, const ExperimentResult& res,
+                 const std::vector<std::string>& metrics) {
   std::printf("\n== %s ==\n%s", name.c_str(), res.table(metrics).c_str());
   std::fflush(stdout);
 }
@@ -390,10 +393,12 @@ void print_table(const std::string& name, const ExperimentResult& res, const std
 // negatives of the target's domain, pessimistic ties) and full ranking within the target's domain (seeded
 // random ties), per domain; cross-domain training (all interactions) and single-domain training (only the
 // target domain's) for every model. Overall = the user-weighted mean over the target domains: every test
-// user has exactly one target, so this is the mean over test users of the ranking within their target's domain.
+// user has exactly one target, so this is the mean over test users of the ranking within their target's
+// domain.
 void run_fixed(Env& env, Results& res, Infos& info, const Dataset& ds, const std::string& prefix) {
   const std::string p_sampled = prefix + "/sampled", p_full = prefix + "/full";
-  const bool want_sampled = protocol_selected(env.opt, p_sampled), want_full = protocol_selected(env.opt, p_full);
+  const bool want_sampled = protocol_selected(env.opt, p_sampled),
+             want_full = protocol_selected(env.opt, p_full);
   if (!want_sampled && !want_full) return;
   ListOptions lo;
   lo.text = has_item_text(ds);
@@ -428,8 +433,10 @@ void run_fixed(Env& env, Results& res, Infos& info, const Dataset& ds, const std
     if (want_full) line.push_back("full/" + ds.domains.name(d) + "/ndcg@10");
   }
   std::printf("\n%s (fixed split): %s\n", prefix.c_str(), ds.summary().c_str());
-  const ExperimentResult r = run_experiment(env, ds, x, model_runs(env, configs, lo.cross_domain), prefix, line);
-  for (const auto& [pname, ev] : {std::pair{p_sampled, std::string("sampled/")}, std::pair{p_full, std::string("full/")}}) {
+  const ExperimentResult r =
+      run_experiment(env, ds, x, model_runs(env, configs, lo.cross_domain), prefix, line);
+  for (const auto& [pname, ev] :
+       {std::pair{p_sampled, std::string("sampled/")}, std::pair{p_full, std::string("full/")}}) {
     if (!protocol_selected(env.opt, pname)) continue;
     res[pname] = protocol_json(r, ev);
     std::vector<std::string> cols;
@@ -443,9 +450,11 @@ void run_fixed(Env& env, Results& res, Infos& info, const Dataset& ds, const std
                    {"users", ds.n_users()},
                    {"items", ds.n_items()},
                    {"split", "fixed: the last item of each validation / test user is the target"},
-                   {"ranking", pname == p_sampled ? "target vs 999 negatives drawn from its own domain; ties pessimistic"
-                                                  : "full ranking within the target domain; ties in seeded random order"},
-                   {"evaluated_on", env.opt.validate ? "validation (fitted on train)" : "test (fitted on train + validation)"},
+                   {"ranking", pname == p_sampled
+                                   ? "target vs 999 negatives drawn from its own domain; ties pessimistic"
+                                   : "full ranking within the target domain; ties in seeded random order"},
+                   {"evaluated_on", env.opt.validate ? "validation (fitted on train)"
+                                                     : "test (fitted on train + validation)"},
                    {"seeds", x.seeds}};
   }
 }
@@ -469,23 +478,25 @@ void run_cold_users(Env& env, Results& res, Infos& info, const Dataset& ds, cons
   x.seeds = seed_list(env.opt);
   x.evaluations[0].options.ks = {10};
   std::printf("\n%s: %s; target %s\n", protocol.c_str(), ds.summary().c_str(), target.c_str());
-  const ExperimentResult r =
-      run_experiment(env, ds, x, model_runs(env, configs, false), protocol, {"recall@10", "ndcg@10", "hr@10"});
+  const ExperimentResult r = run_experiment(env, ds, x, model_runs(env, configs, false), protocol,
+                                            {"recall@10", "ndcg@10", "hr@10"});
   res[protocol] = protocol_json(r, "");
   print_table(protocol, r, {"recall@10", "ndcg@10", "hr@10", "tied_share"});
-  info[protocol] = {{"dataset", ds.name},
-                    {"users", ds.n_users()},
-                    {"items", ds.n_items()},
-                    {"target_domain", target},
-                    {"split", r.protocol},
-                    {"ranking", "full ranking within the target domain, cold users only; ties in seeded random order"},
-                    {"evaluated_on", env.opt.validate ? "validation" : "test"},
-                    {"seeds", x.seeds}};
+  info[protocol] = {
+      {"dataset", ds.name},
+      {"users", ds.n_users()},
+      {"items", ds.n_items()},
+      {"target_domain", target},
+      {"split", r.protocol},
+      {"ranking", "full ranking within the target domain, cold users only; ties in seeded random order"},
+      {"evaluated_on", env.opt.validate ? "validation" : "test"},
+      {"seeds", x.seeds}};
 }
 
 // Cold items: a fraction of the items are held out entirely. (a) ranking among the held-out items only, for
 // the users who interacted with them; (b) full ranking over every item.
-void run_cold_items(Env& env, Results& res, Infos& info, const Dataset& ds, const std::string& protocol, double cold) {
+void run_cold_items(Env& env, Results& res, Infos& info, const Dataset& ds, const std::string& protocol,
+                    double cold) {
   if (!protocol_selected(env.opt, protocol)) return;
   ListOptions lo;
   lo.text = has_item_text(ds);
@@ -507,19 +518,22 @@ void run_cold_items(Env& env, Results& res, Infos& info, const Dataset& ds, cons
   ea.options.per_domain = false;
   x.evaluations = {ec, ea};
   std::printf("\n%s: %s\n", protocol.c_str(), ds.summary().c_str());
-  const ExperimentResult r =
-      run_experiment(env, ds, x, model_runs(env, configs, false), protocol, {"cold/ndcg@10", "cold/recall@10", "all/ndcg@10"});
+  const ExperimentResult r = run_experiment(env, ds, x, model_runs(env, configs, false), protocol,
+                                            {"cold/ndcg@10", "cold/recall@10", "all/ndcg@10"});
   res[protocol] = protocol_json(r, "");
-  print_table(protocol, r, {"cold/recall@10", "cold/ndcg@10", "cold/tied_share", "all/recall@10", "all/ndcg@10"});
-  info[protocol] = {{"dataset", ds.name},
-                    {"users", ds.n_users()},
-                    {"items", ds.n_items()},
-                    {"split", r.protocol},
-                    {"ranking", "cold/*: among the held-out items only; all/*: full ranking over every item; ties in "
-                                "seeded random order"},
-                    {"text", "title, genres/categories and the tags of pairs not held out (item_text_with_tags)"},
-                    {"evaluated_on", env.opt.validate ? "validation" : "test"},
-                    {"seeds", x.seeds}};
+  print_table(protocol, r,
+              {"cold/recall@10", "cold/ndcg@10", "cold/tied_share", "all/recall@10", "all/ndcg@10"});
+  info[protocol] = {
+      {"dataset", ds.name},
+      {"users", ds.n_users()},
+      {"items", ds.n_items()},
+      {"split", r.protocol},
+      {"ranking",
+       "cold/*: among the held-out items only; all/*: full ranking over every item; ties in "
+       "seeded random order"},
+      {"text", "title, genres/categories and the tags of pairs not held out (item_text_with_tags)"},
+      {"evaluated_on", env.opt.validate ? "validation" : "test"},
+      {"seeds", x.seeds}};
 }
 
 Dataset load(const std::string& path, const std::string& format = "auto") {
@@ -565,22 +579,38 @@ int main(int argc, char** argv) {
       if (i + 1 >= argc) usage(argv[0]);
       return argv[++i];
     };
-    if (a == "--seeds") o.seeds = std::atoi(next().c_str());
-    else if (a == "--threads") o.threads = std::atoi(next().c_str());
-    else if (a == "--quick") o.quick = true;
-    else if (a == "--ablation") o.ablation = true;
-    else if (a == "--validate") o.validate = true;
-    else if (a == "--merge") o.merge = true;
-    else if (a == "--no-fork") o.no_fork = true;
-    else if (a == "--task-timeout") o.task_timeout = std::atoi(next().c_str());
-    else if (a == "--only") split_list(next(), o.only);
-    else if (a == "--filter") o.filters.push_back(next());
-    else if (a == "--model") o.models.push_back(next());
-    else if (a == "--encoders") split_list(next(), o.encoders);
-    else if (a == "--bert") o.bert = next();
-    else if (a == "--dataset") o.dataset = next();
-    else if (a == "--protocol") o.dataset_protocols.push_back(next());
-    else if (a == "-h" || a == "--help") usage(argv[0]);
+    if (a == "--seeds")
+      o.seeds = std::atoi(next().c_str());
+    else if (a == "--threads")
+      o.threads = std::atoi(next().c_str());
+    else if (a == "--quick")
+      o.quick = true;
+    else if (a == "--ablation")
+      o.ablation = true;
+    else if (a == "--validate")
+      o.validate = true;
+    else if (a == "--merge")
+      o.merge = true;
+    else if (a == "--no-fork")
+      o.no_fork = true;
+    else if (a == "--task-timeout")
+      o.task_timeout = std::atoi(next().c_str());
+    else if (a == "--only")
+      split_list(next(), o.only);
+    else if (a == "--filter")
+      o.filters.push_back(next());
+    else if (a == "--model")
+      o.models.push_back(next());
+    else if (a == "--encoders")
+      split_list(next(), o.encoders);
+    else if (a == "--bert")
+      o.bert = next();
+    else if (a == "--dataset")
+      o.dataset = next();
+    else if (a == "--protocol")
+      o.dataset_protocols.push_back(next());
+    else if (a == "-h" || a == "--help")
+      usage(argv[0]);
     else if (!a.empty() && a[0] == '-') {
       std::fprintf(stderr, "unknown option %s\n", a.c_str());
       usage(argv[0]);
@@ -631,7 +661,8 @@ int main(int argc, char** argv) {
     meta["notes"] = env.notes.list;
     meta["ties"] =
         "sampled protocol: the target ranks below every negative with an equal score (pessimistic); full "
-        "ranking: equal scores in a seeded random order per (seed, user). tied_share: mean share of candidates "
+        "ranking: equal scores in a seeded random order per (seed, user). tied_share: mean share of "
+        "candidates "
         "scored exactly like a held-out item";
     meta["memory_note"] =
         "peak_rss_delta_mb: peak resident set during the fit (sampled every 5 ms) minus the resident set "
@@ -645,8 +676,8 @@ int main(int argc, char** argv) {
     write_file_atomic(o.out, j.dump(1));
   };
 
-  std::printf("bench/crossdomain: data %s, %d threads, %d seed(s)%s%s\n", o.data_root.c_str(), env.threads, o.seeds,
-              o.quick ? ", quick" : "", o.validate ? ", evaluated on validation" : "");
+  std::printf("bench/crossdomain: data %s, %d threads, %d seed(s)%s%s\n", o.data_root.c_str(), env.threads,
+              o.seeds, o.quick ? ", quick" : "", o.validate ? ", evaluated on validation" : "");
   std::printf("machine: %s\n", machine_description().c_str());
   try {
     if (o.dataset.empty()) {
@@ -658,7 +689,8 @@ int main(int argc, char** argv) {
       }
       if (dataset_selected(o, "douban")) {
         Dataset db = load((root / "douban_book-music_gadtcdr").string(), "douban");
-        check(db.domains.find("book") && db.domains.find("music"), "douban: expected the domains book and music");
+        check(db.domains.find("book") && db.domains.find("music"),
+              "douban: expected the domains book and music");
         for (const char* pct : {"20", "50"}) {
           const double cold = std::atof(pct) / 100.0;
           run_cold_users(env, res, info, db, std::string("douban/book->music/cold") + pct, "music", cold);
@@ -687,7 +719,8 @@ int main(int argc, char** argv) {
           check(args.count("target"), "--protocol cold-users needs target=DOMAIN");
           run_cold_users(env, res, info, ds, dsname + "/" + p, args.at("target"), cold);
         } else {
-          throw Error("--protocol must be fixed, cold-items[:cold=R] or cold-users:target=X[,cold=R], got '" + p + "'");
+          throw Error("--protocol must be fixed, cold-items[:cold=R] or cold-users:target=X[,cold=R], got '" +
+                      p + "'");
         }
         write();
       }

@@ -39,8 +39,8 @@ std::vector<Interaction> weighted(const Dataset& ds, const std::vector<Interacti
 
 // Fits `spec` on the fixed split's training part with the auxiliary domains at weight `aux`, evaluated on
 // validation or test users of domain `target` (999 sampled negatives), one run per seed.
-ExperimentResult fit_weighted(const Dataset& ds, const Split& sp, const std::string& spec, int target, double aux,
-                              bool validation, const std::vector<uint64_t>& seeds, int threads) {
+ExperimentResult fit_weighted(const Dataset& ds, const Split& sp, const std::string& spec, int target,
+                              double aux, bool validation, const std::vector<uint64_t>& seeds, int threads) {
   Split weighted_split = sp;
   weighted_split.train = weighted(ds, sp.train, target, aux);
   ExperimentOptions x;
@@ -114,8 +114,8 @@ int main(int argc, char** argv) {
       for (auto& [name, w] : variants) {
         const auto summary = fit_weighted(ds, sp, spec, t, w, false, seed_list, threads).summary(spec);
         const MeanCI a = summary.at(dn + "/ndcg@10"), b = summary.at(dn + "/hr@10");
-        std::printf("%-8s %-9s %-6.3f %.4f ± %.4f    %.4f ± %.4f\n", dn.c_str(), name.c_str(), w, a.mean, a.ci95,
-                    b.mean, b.ci95);
+        std::printf("%-8s %-9s %-6.3f %.4f ± %.4f    %.4f ± %.4f\n", dn.c_str(), name.c_str(), w, a.mean,
+                    a.ci95, b.mean, b.ci95);
         std::fflush(stdout);
         j[dn][name] = {{"aux_weight", w},
                        {"ndcg@10", {{"mean", a.mean}, {"ci95", a.ci95}}},

@@ -3,18 +3,18 @@
 // Every rating is one positive. For user u and item i (raw 1-based ids) key = splitmix64((seed << 40) |
 // (u << 20) | i); each user's interactions are ordered by (key, item id); n_test = floor(n/5),
 // n_val = floor((n - n_test)/5); the first n_test go to test, the next n_val to validation, the rest to fit;
-// train = fit + validation. Hyper-parameters are tuned on (fit -> validation) of seed 42 only, then every model
-// is retrained on train and evaluated once on test, for seed 42 and four more seeds. Full ranking of all
-// items minus the user's train items, K = 10.
+// train = fit + validation. Hyper-parameters are tuned on (fit -> validation) of seed 42 only, then every
+// model is retrained on train and evaluated once on test, for seed 42 and four more seeds. Full ranking of
+// all items minus the user's train items, K = 10.
 //
 // Usage: bench_ml100k OUT.json DATA_DIR [--quick]
 #include <algorithm>
 #include <cstdio>
 #include <cstdlib>
-#include <sstream>
 #include <fstream>
 #include <iostream>
 #include <map>
+#include <sstream>
 #include <string>
 #include <vector>
 
@@ -62,8 +62,8 @@ Split make_parts(const Dataset& ds, uint64_t seed) {
 
 // Resets the kernel's peak-RSS counter so each fit's peak can be read separately.
 // Fits and evaluates `specs` (full ranking, K = 10) on the split of each seed.
-ExperimentResult run(const Dataset& ds, const std::vector<std::string>& specs, const std::vector<uint64_t>& seeds,
-                     bool tuning, int threads) {
+ExperimentResult run(const Dataset& ds, const std::vector<std::string>& specs,
+                     const std::vector<uint64_t>& seeds, bool tuning, int threads) {
   ExperimentOptions x;
   x.make_split = [&ds](uint64_t seed) { return make_parts(ds, seed); };
   x.seeds = seeds;
@@ -103,13 +103,16 @@ int main(int argc, char** argv) {
     std::map<std::string, std::vector<std::string>> grid = {
         {"popular", {"popular"}},
         {"itemknn",
-         {"itemknn:neighbours=50,shrink=10", "itemknn:neighbours=100,shrink=10", "itemknn:neighbours=200,shrink=10",
-          "itemknn:neighbours=100,shrink=10,weighting=bm25", "itemknn:neighbours=200,shrink=50,weighting=bm25",
+         {"itemknn:neighbours=50,shrink=10", "itemknn:neighbours=100,shrink=10",
+          "itemknn:neighbours=200,shrink=10", "itemknn:neighbours=100,shrink=10,weighting=bm25",
+          "itemknn:neighbours=200,shrink=50,weighting=bm25",
           "itemknn:neighbours=400,shrink=10,weighting=bm25"}},
-        {"ease", {"ease:lambda=100", "ease:lambda=200", "ease:lambda=300", "ease:lambda=500", "ease:lambda=800",
-                  "ease:lambda=1200"}},
+        {"ease",
+         {"ease:lambda=100", "ease:lambda=200", "ease:lambda=300", "ease:lambda=500", "ease:lambda=800",
+          "ease:lambda=1200"}},
         {"ials",
-         {"ials", "ials:factors=64,reg=0.05,alpha=2,iterations=15", "ials:factors=200,reg=30,alpha=5,iterations=20",
+         {"ials", "ials:factors=64,reg=0.05,alpha=2,iterations=15",
+          "ials:factors=200,reg=30,alpha=5,iterations=20",
           "ials:factors=200,reg=1,reg_exponent=1,alpha=10,iterations=20",
           "ials:factors=200,reg=0.5,reg_exponent=1,alpha=5,iterations=20",
           "ials:factors=300,reg=0.5,reg_exponent=1,alpha=5,iterations=20",
@@ -117,8 +120,8 @@ int main(int argc, char** argv) {
           "ials:factors=128,reg=2,reg_exponent=1,alpha=10,iterations=20"}},
         {"bpr",
          {"bpr:factors=64,lr=0.05,reg=0.01,epochs=100", "bpr:factors=128,lr=0.05,reg=0.005,epochs=150",
-          "bpr:factors=64,lr=0.02,reg=0.001,epochs=200",
-          "bpr:factors=128,lr=0.05,reg=0.02,epochs=200", "bpr:factors=200,lr=0.05,reg=0.02,epochs=300"}},
+          "bpr:factors=64,lr=0.02,reg=0.001,epochs=200", "bpr:factors=128,lr=0.05,reg=0.02,epochs=200",
+          "bpr:factors=200,lr=0.05,reg=0.02,epochs=300"}},
     };
     if (const char* g = std::getenv("XDREC_ML100K_GRID")) {  // "family=spec;spec|family=spec"
       std::string s = g;
@@ -131,7 +134,8 @@ int main(int argc, char** argv) {
         for (std::string spec; std::getline(rs, spec, ';');) grid[fam].push_back(spec);
       }
     }
-    const std::vector<uint64_t> seeds = quick ? std::vector<uint64_t>{42} : std::vector<uint64_t>{42, 7, 1234, 2024, 99};
+    const std::vector<uint64_t> seeds =
+        quick ? std::vector<uint64_t>{42} : std::vector<uint64_t>{42, 7, 1234, 2024, 99};
 
     const Split p42 = make_parts(ds, 42);
     std::printf("seed 42 split: fit %zu, validation %zu, test %zu (train = %zu)\n\n", p42.train.size(),
@@ -139,9 +143,12 @@ int main(int argc, char** argv) {
 
     nlohmann::json out;
     out["protocol"] =
-        "ml-100k implicit top-10: every rating a positive; per user order by (splitmix64((seed<<40)|(u<<20)|i), "
-        "item); n_test=floor(n/5) to test, n_val=floor((n-n_test)/5) to validation, rest fit; tuned on seed 42 "
-        "fit->validation (NDCG@10), retrained on fit+validation, evaluated on test; full ranking of all items "
+        "ml-100k implicit top-10: every rating a positive; per user order by "
+        "(splitmix64((seed<<40)|(u<<20)|i), "
+        "item); n_test=floor(n/5) to test, n_val=floor((n-n_test)/5) to validation, rest fit; tuned on seed "
+        "42 "
+        "fit->validation (NDCG@10), retrained on fit+validation, evaluated on test; full ranking of all "
+        "items "
         "minus the user's train items, ties in a seeded random order; seeds 42,7,1234,2024,99";
     out["dataset"] = {{"users", ds.n_users()}, {"items", ds.n_items()}, {"ratings", ds.interactions.size()}};
     out["threads"] = threads;
@@ -159,7 +166,8 @@ int main(int argc, char** argv) {
         const RunRecord& r = tune.runs.at(spec).front();
         const double v = r.metrics.at("ndcg@10");
         tuning[spec] = v;
-        std::printf("  tune %-60s validation ndcg@10 %.4f (%.2f s)\n", spec.c_str(), v, r.metrics.at("fit_seconds"));
+        std::printf("  tune %-60s validation ndcg@10 %.4f (%.2f s)\n", spec.c_str(), v,
+                    r.metrics.at("fit_seconds"));
         if (v > best) best = v, best_spec = spec;
       }
       // Retrain on fit + validation and evaluate on test, for every seed.
@@ -179,10 +187,10 @@ int main(int argc, char** argv) {
       out["models"][best_spec] = jm;
       char buf[512];
       const MeanCI nd = summary.at("ndcg@10");
-      std::snprintf(buf, sizeof buf, "%.4f|%.4f ± %.4f|%.4f|%.4f|%.4f|%.4f|%.3f|%.3f|%.2f|%.0f", seed42("ndcg@10"),
-                    nd.mean, nd.ci95, seed42("precision@10"), seed42("recall@10"), seed42("hr@10"),
-                    seed42("map@10"), seed42("coverage@10"), seed42("tied_share"), seed42("fit_seconds"),
-                    seed42("peak_rss_delta_mb"));
+      std::snprintf(buf, sizeof buf, "%.4f|%.4f ± %.4f|%.4f|%.4f|%.4f|%.4f|%.3f|%.3f|%.2f|%.0f",
+                    seed42("ndcg@10"), nd.mean, nd.ci95, seed42("precision@10"), seed42("recall@10"),
+                    seed42("hr@10"), seed42("map@10"), seed42("coverage@10"), seed42("tied_share"),
+                    seed42("fit_seconds"), seed42("peak_rss_delta_mb"));
       std::vector<std::string> row{best_spec};
       std::stringstream ss(buf);
       for (std::string c; std::getline(ss, c, '|');) row.push_back(c);
@@ -190,15 +198,18 @@ int main(int argc, char** argv) {
       std::printf("%s: test ndcg@10 %.4f (seed 42), %.4f ± %.4f over %zu seeds\n\n", best_spec.c_str(),
                   seed42("ndcg@10"), nd.mean, nd.ci95, seeds.size());
     }
-    std::printf("\n| model (tuned) | NDCG@10 s42 | NDCG@10 mean ± CI | P@10 | R@10 | HR@10 | MAP@10 | coverage | tied | fit s | "
-                "fit MB |\n|---|---|---|---|---|---|---|---|---|---|---|\n");
+    std::printf(
+        "\n| model (tuned) | NDCG@10 s42 | NDCG@10 mean ± CI | P@10 | R@10 | HR@10 | MAP@10 | coverage | "
+        "tied | fit s | "
+        "fit MB |\n|---|---|---|---|---|---|---|---|---|---|---|\n");
     for (auto& row : table) {
       std::printf("|");
       for (auto& c : row) std::printf(" %s |", c.c_str());
       std::printf("\n");
     }
-    std::printf("\nreference (same split, seed 42, this kind of machine): implicit ALS 0.4335, LightFM WARP 0.4264, "
-                "PureSVD 0.4206, ItemKNN 0.3926, popularity 0.2119\n");
+    std::printf(
+        "\nreference (same split, seed 42, this kind of machine): implicit ALS 0.4335, LightFM WARP 0.4264, "
+        "PureSVD 0.4206, ItemKNN 0.3926, popularity 0.2119\n");
     write_file_atomic(out_path, out.dump(2) + "\n");
     std::printf("wrote %s\n", out_path.c_str());
   } catch (const std::exception& e) {

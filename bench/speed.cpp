@@ -4,15 +4,15 @@
 //   bench_speed OUT.json [--threads N] [--ials-iterations K] [--bpr-epochs E] [--eval-users U]
 //
 // Writes {"ials": {...}, "bpr": {...}, "eval": {...}, ...} to OUT.json and a table to stdout.
-#include <unistd.h>
 #include <cblas.h>
+#include <unistd.h>
 
 #include <algorithm>
-#include <filesystem>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <ctime>
+#include <filesystem>
 #include <fstream>
 #include <iostream>
 #include <nlohmann/json.hpp>
@@ -22,9 +22,9 @@
 
 #include "xdrec/common.h"
 #include "xdrec/metrics.h"
-#include "xdrec/tensor_io.h"
 #include "xdrec/rank.h"
 #include "xdrec/recommender.h"
+#include "xdrec/tensor_io.h"
 
 extern "C" void openblas_set_num_threads(int num_threads);
 
@@ -289,9 +289,10 @@ int main(int argc, char** argv) {
         std::vector<uint32_t> out;
         for (size_t b = lo; b < hi; ++b) {
           const size_t u0 = b * block, nb = std::min(block, users.size() - u0);
-          for (size_t r = 0; r < nb; ++r) std::copy(U.row(users[u0 + r]), U.row(users[u0 + r]) + kFactors, &a[r * kFactors]);
-          cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, int(nb), int(m.n_cols), kFactors, 1.0f, a.data(),
-                      kFactors, Y.data.data(), kFactors, 0.0f, c.data(), int(m.n_cols));
+          for (size_t r = 0; r < nb; ++r)
+            std::copy(U.row(users[u0 + r]), U.row(users[u0 + r]) + kFactors, &a[r * kFactors]);
+          cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, int(nb), int(m.n_cols), kFactors, 1.0f,
+                      a.data(), kFactors, Y.data.data(), kFactors, 0.0f, c.data(), int(m.n_cols));
           for (size_t r = 0; r < nb; ++r) {
             sel.reset(10);
             sel.push_row(c.data() + r * m.n_cols, m.n_cols, m.row_indices(users[u0 + r]));
@@ -309,7 +310,8 @@ int main(int argc, char** argv) {
       const std::string dir = "/tmp/xdrec-bench-speed-" + std::to_string(::getpid());
       std::filesystem::create_directories(dir);
       auto dump = [&](const std::string& name, const void* p, size_t bytes) {
-        std::ofstream(dir + "/" + name, std::ios::binary).write(static_cast<const char*>(p), std::streamsize(bytes));
+        std::ofstream(dir + "/" + name, std::ios::binary)
+            .write(static_cast<const char*>(p), std::streamsize(bytes));
       };
       std::vector<float> uf(users.size() * kFactors);
       std::vector<int64_t> indptr{0};
@@ -323,7 +325,8 @@ int main(int argc, char** argv) {
       dump("items.f32", Y.data.data(), Y.data.size() * 4);
       dump("seen_indptr.i64", indptr.data(), indptr.size() * 8);
       dump("seen_indices.i32", idx.data(), idx.size() * 4);
-      std::ofstream(dir + "/meta.json") << nlohmann::json{{"users", users.size()}, {"items", m.n_cols}, {"factors", kFactors}}.dump();
+      std::ofstream(dir + "/meta.json")
+          << nlohmann::json{{"users", users.size()}, {"items", m.n_cols}, {"factors", kFactors}}.dump();
       const std::string cmd = python + " " + torch_script + " " + dir + " " + std::to_string(threads);
       std::string line;
       if (FILE* pipe = popen(cmd.c_str(), "r")) {
@@ -402,11 +405,12 @@ int main(int argc, char** argv) {
     std::printf("%-34s %14.3f %16s\n", "  per thread, by CPU time", nnz / bpr_cpu * 1e-6, "");
     std::printf("%-34s %14.0f %16s\n", "recommend users/s (top-10)", rec_ups, "");
     std::printf("%-34s %14.0f %16s\n", "evaluate users/s (full ranking)", eval_ups, "");
-    std::printf("%-34s %14.3f %16s\n", "  scoring fraction of peak", eval_ups * score_flops * 1e-9 / peak_gflops, "");
+    std::printf("%-34s %14.3f %16s\n", "  scoring fraction of peak",
+                eval_ups * score_flops * 1e-9 / peak_gflops, "");
     std::printf("%-34s %14.0f %16s\n", "  OpenBLAS SGEMM + top-10 users/s", blas_ups, "(same run)");
     if (!torch_ref.is_null())
-      std::printf("%-34s %14.0f %16s\n", "  PyTorch CPU mm + topk users/s", torch_ref["users_per_second"].get<double>(),
-                  "(same run)");
+      std::printf("%-34s %14.0f %16s\n", "  PyTorch CPU mm + topk users/s",
+                  torch_ref["users_per_second"].get<double>(), "(same run)");
     std::printf("%-34s %14.1f %16s\n", "evaluate all users (s)", eval_all_users_s, "");
     std::printf("%-34s %14.1f %16s\n", "iALS 15 iterations (s)", fit_15_s, "");
     std::printf("wrote %s\n", out_path.c_str());

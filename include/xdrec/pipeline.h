@@ -26,6 +26,9 @@
 
 namespace xdrec {
 
+// Index of the domain called `name` (-1 for an empty name); Error listing the domains when there is none.
+int domain_index(const Dataset& ds, const std::string& name);
+
 // ---- Text vectors ----------------------------------------------------------------------------------------
 
 // "auto": use-lite when its model is installed, else tfidf (`note` gets why); any other spec as given.
@@ -72,10 +75,10 @@ struct FitRequest {
   std::string spec;
   uint64_t seed = 42;
   int threads = 0;
-  const TextVectors* text = nullptr;         // attached when given
+  const TextVectors* text = nullptr;        // attached when given
   const Matrix* item_categories = nullptr;  // e.g. Dataset::category_vectors()
   ProgressFn progress;
-  bool check_cost = true;                        // refuse when the estimate exceeds the available memory
+  bool check_cost = true;                         // refuse when the estimate exceeds the available memory
   std::function<void(const ModelCost&)> on_cost;  // told the estimate before the fit (e.g. to print it)
 };
 // The shape fit_model estimates the cost on.
@@ -117,8 +120,10 @@ struct ModelRun {
 // One way of evaluating every fitted model; its metrics are prefixed "<name>/" (none when name is empty).
 struct Evaluation {
   std::string name;
-  EvalOptions options;  // ks, sampled_negatives, per_domain, ties, ... (threads, seed, cold users: set per run)
-  // kHeldOutItems: rank only the items the split held out entirely (cold items) that the evaluated part holds.
+  EvalOptions
+      options;  // ks, sampled_negatives, per_domain, ties, ... (threads, seed, cold users: set per run)
+  // kHeldOutItems: rank only the items the split held out entirely (cold items) that the evaluated part
+  // holds.
   enum class Candidates { kAll, kHeldOutItems } candidates = Candidates::kAll;
   // Overall metrics as the user-weighted mean of the per-domain ones (each user ranked within the domain of
   // their held-out items), instead of one ranking over every domain.
@@ -145,8 +150,8 @@ struct ExperimentOptions {
   int threads = 0;
   // Run each (model, seed) in a forked worker: a crash or a time-out costs that result only.
   bool isolate = false;
-  int task_timeout = 3600;  // seconds per isolated task
-  ProgressFn progress;      // fit and evaluation progress
+  int task_timeout = 3600;           // seconds per isolated task
+  ProgressFn progress;               // fit and evaluation progress
   TextVectorSource* text = nullptr;  // required when a model names an encoder
   bool keep_models = false;          // keep the fitted model of each key's last seed (not with isolate)
   // Told each fit's cost estimate before it starts (key, estimate).
@@ -165,10 +170,10 @@ struct RunRecord {
 
 class ExperimentResult {
  public:
-  std::vector<std::string> keys;                        // model keys in order
-  std::map<std::string, std::vector<RunRecord>> runs;   // per key, one record per seed run
+  std::vector<std::string> keys;                       // model keys in order
+  std::map<std::string, std::vector<RunRecord>> runs;  // per key, one record per seed run
   std::vector<std::string> notes;
-  std::string protocol;                                  // the split's protocol (first seed)
+  std::string protocol;                                        // the split's protocol (first seed)
   std::map<std::string, std::unique_ptr<Recommender>> models;  // with keep_models
   // Mean and 95% CI over the successful seeds of each flattened metric.
   std::map<std::string, MeanCI> summary(const std::string& key) const;

@@ -4,7 +4,8 @@
 //
 // Ties. Equal scores are ordered by a tie rule, because item indices are not neutral (they follow release or
 // catalogue order), so "lower index first" lets a model that cannot tell items apart score far above chance:
-//   - Ties::kRandom      a seeded pseudo-random order per (seed, user): the order of two tied items is fixed by
+//   - Ties::kRandom      a seeded pseudo-random order per (seed, user): the order of two tied items is fixed
+//   by
 //                        a hash of (salt, item), the same for any thread count. The evaluator's default for
 //                        full ranking.
 //   - Ties::kLowerIndex  lower item index first (deterministic, cheap); the default of recommend().
@@ -90,9 +91,9 @@ void select_multi(const float* row, uint32_t n_items, std::span<const uint32_t> 
 
 // Top-K of one score row. Excluded items (sorted) are skipped; with domain >= 0 only items of that domain
 // (item_domain[i] == domain) are considered.
-std::vector<ScoredItem> top_k(const float* scores, uint32_t n_items, size_t k, std::span<const uint32_t> exclude,
-                              std::span<const uint16_t> item_domain, int domain, Ties ties = Ties::kLowerIndex,
-                              uint64_t salt = 0);
+std::vector<ScoredItem> top_k(const float* scores, uint32_t n_items, size_t k,
+                              std::span<const uint32_t> exclude, std::span<const uint16_t> item_domain,
+                              int domain, Ties ties = Ties::kLowerIndex, uint64_t salt = 0);
 
 // 1-based rank of `target_score` among itself and `others`, pessimistic: every other candidate with an equal
 // (or higher) score ranks above it. NaN counts as -inf.

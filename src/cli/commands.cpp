@@ -16,8 +16,8 @@
 #include "xdrec/metrics.h"
 #include "xdrec/params.h"
 #include "xdrec/pipeline.h"
-#include "xdrec/readers.h"
 #include "xdrec/rank.h"
+#include "xdrec/readers.h"
 #include "xdrec/recommender.h"
 #include "xdrec/synthetic.h"
 
@@ -56,17 +56,6 @@ SyntheticOptions synthetic_options(const std::string& spec_text, uint64_t seed) 
     if (!d.empty()) o.domains.push_back(d);
   check(!o.domains.empty(), "synthetic: at least one domain is needed");
   return o;
-}
-
-int domain_index(const Dataset& ds, const std::string& name) {
-  if (name.empty()) return -1;
-  auto d = ds.domains.find(name);
-  if (!d) {
-    std::string known;
-    for (auto& n : ds.domains.names()) known += (known.empty() ? "" : ", ") + n;
-    throw Error("unknown domain '" + name + "' (domains: " + known + ")");
-  }
-  return static_cast<int>(*d);
 }
 
 std::string fmt(double v, int prec = 4) {
@@ -384,14 +373,15 @@ int cmd_split(const SplitArgs& a, const Common& c) {
   return 0;
 }
 
-// Flattened metrics (Experiment::flatten) nested as EvalResult::to_json lays them out: "overall", "by_domain",
-// "by_cohort" (the run's own seconds and memory are left out).
-// Prints a fit's estimated cost when the job is long or large (stderr; not with --quiet).
+// Flattened metrics (Experiment::flatten) nested as EvalResult::to_json lays them out: "overall",
+// "by_domain", "by_cohort" (the run's own seconds and memory are left out). Prints a fit's estimated cost
+// when the job is long or large (stderr; not with --quiet).
 void print_cost(const std::string& spec, const ModelCost& c, bool quiet) {
   if (quiet || (c.seconds < 10 && c.bytes < (size_t{1} << 30))) return;
-  std::fprintf(stderr, "%s: estimated %s%s%s\n", spec.c_str(), format_bytes(double(c.bytes)).c_str(),
-               c.seconds > 0 ? (", ~" + std::to_string(int(c.seconds + 0.5)) + " s on one thread").c_str() : "",
-               c.note.empty() ? "" : (" (" + c.note + ")").c_str());
+  std::fprintf(
+      stderr, "%s: estimated %s%s%s\n", spec.c_str(), format_bytes(double(c.bytes)).c_str(),
+      c.seconds > 0 ? (", ~" + std::to_string(int(c.seconds + 0.5)) + " s on one thread").c_str() : "",
+      c.note.empty() ? "" : (" (" + c.note + ")").c_str());
 }
 
 nlohmann::json nest_metrics(const Dataset& ds, const std::map<std::string, double>& flat) {
@@ -454,17 +444,19 @@ int cmd_train(const TrainArgs& a, const Common& c) {
   save_model(model, a.output, ds.fingerprint());
   if (text && !(model.uses_text() && model.text_encoder() == text->encoder_spec)) {
     if (!c.quiet)
-      std::fprintf(stderr, "note: --encoder: model '%s' did not use the text vectors\n", model.name().c_str());
+      std::fprintf(stderr, "note: --encoder: model '%s' did not use the text vectors\n",
+                   model.name().c_str());
     text.reset();
   }
   if (text)
-    write_text_config(a.output, *text, a.text.item_template, split.has_value() && !ds.tags.empty(), a.split_dir);
+    write_text_config(a.output, *text, a.text.item_template, split.has_value() && !ds.tags.empty(),
+                      a.split_dir);
   else
     remove_text_config(a.output);  // a text config left by an earlier model in this directory
-  std::printf("trained %s on %zu interactions%s in %.2f s (peak memory %.0f MB) -> %s\n", model.spec().c_str(),
-              train.nnz(),
-              text ? (" with text vectors from " + text->encoder_spec + " (dim " + std::to_string(text->items.cols) +
-                      ")")
+  std::printf("trained %s on %zu interactions%s in %.2f s (peak memory %.0f MB) -> %s\n",
+              model.spec().c_str(), train.nnz(),
+              text ? (" with text vectors from " + text->encoder_spec + " (dim " +
+                      std::to_string(text->items.cols) + ")")
                          .c_str()
                    : "",
               f.seconds, peak_rss_mb(), a.output.c_str());
@@ -496,8 +488,8 @@ int cmd_eval(const EvalArgs& a, const Common& c) {
     TensorMap t = load_safetensors(a.item_vectors);
     item_vectors = get_tensor(t, "items").to_matrix(a.item_vectors + ": items");
     check(item_vectors.rows == ds.n_items(), a.item_vectors + ": has " + std::to_string(item_vectors.rows) +
-                                                 " item vectors but the dataset has " + std::to_string(ds.n_items()) +
-                                                 " items");
+                                                 " item vectors but the dataset has " +
+                                                 std::to_string(ds.n_items()) + " items");
     x.item_vectors = &item_vectors;
   }
   // Text vectors for the text models among --model (the others ignore them), built per split from its fair
@@ -530,9 +522,14 @@ int cmd_eval(const EvalArgs& a, const Common& c) {
   };
   const ExperimentResult res = exp.run();
 
-  nlohmann::json out = {{"dataset", ds.name},  {"protocol", res.protocol}, {"ks", ev.options.ks},
-                        {"seeds", n_seeds},    {"sampled_negatives", a.sampled}, {"candidates", a.candidates},
-                        {"tie_rule", a.sampled ? "pessimistic (sampled)" : "seeded random order (full ranking)"}};
+  nlohmann::json out = {
+      {"dataset", ds.name},
+      {"protocol", res.protocol},
+      {"ks", ev.options.ks},
+      {"seeds", n_seeds},
+      {"sampled_negatives", a.sampled},
+      {"candidates", a.candidates},
+      {"tie_rule", a.sampled ? "pessimistic (sampled)" : "seeded random order (full ranking)"}};
   if (!a.target_domain.empty()) out["target_domain"] = a.target_domain;
   if (!encoder_spec.empty()) out["text_encoder"] = encoder_spec;
   const std::vector<std::string> domains = ds.domains.names();
@@ -556,7 +553,8 @@ int cmd_eval(const EvalArgs& a, const Common& c) {
   std::printf("%s, %s, %s ranking%s%s, %d seed%s\n", ds.name.c_str(), res.protocol.c_str(),
               a.sampled ? ("sampled (" + std::to_string(a.sampled) + " negatives)").c_str() : "full",
               a.candidates == "cold-items" ? " among the held-out items" : "",
-              a.target_domain.empty() ? "" : (" within " + a.target_domain).c_str(), n_seeds, n_seeds > 1 ? "s" : "");
+              a.target_domain.empty() ? "" : (" within " + a.target_domain).c_str(), n_seeds,
+              n_seeds > 1 ? "s" : "");
   if (!encoder_spec.empty()) {
     const bool profiles = std::any_of(ds.user_profile.begin(), ds.user_profile.end(),
                                       [](const UserProfile& p) { return !p.text.empty(); });
@@ -602,8 +600,7 @@ int cmd_recommend(const RecommendArgs& a, const Common& c) {
   }
   // Profile texts and new items' texts go through the encoder the model was fitted with.
   std::unique_ptr<TextEncoder> encoder;
-  if (a.profile_given || !a.new_item_text.empty())
-  {
+  if (a.profile_given || !a.new_item_text.empty()) {
     const std::optional<TextConfig> cfg = read_text_config(a.model_dir);
     std::optional<Split> text_split;
     const std::string sdir = !a.split_dir.empty() ? a.split_dir : (cfg ? cfg->split_dir : "");

@@ -16,7 +16,6 @@
 
 namespace xdrec {
 
-
 namespace {
 
 // The accuracy metrics computed per list, per cut-off k, in this order.

@@ -42,7 +42,7 @@ namespace {
 // A tile is 8 users x 32 items: 16 accumulators, per factor two panel loads and eight broadcasts for sixteen
 // FMAs, so the loop is bound by the FMA units, not by loads. Each score is summed over k in order, whatever
 // the tiling or the thread count.
-constexpr size_t kPanel = 32;   // items per panel
+constexpr size_t kPanel = 32;    // items per panel
 constexpr size_t kChunk = 1024;  // items packed at once (256 KiB for 64 factors: stays in L2)
 constexpr size_t kTile = 8;      // users per tile
 
@@ -90,7 +90,9 @@ void tiles(const float* ub, const float* packed, size_t f, float* const* orow, s
   for (size_t p = 0; p * kPanel < n; ++p) {
     const size_t cnt = std::min(kPanel, n - p * kPanel);
     const __mmask16 m0 = cnt >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << cnt) - 1);
-    const __mmask16 m1 = cnt >= 32 ? __mmask16(0xFFFF) : cnt <= 16 ? __mmask16(0) : __mmask16((1u << (cnt - 16)) - 1);
+    const __mmask16 m1 = cnt >= 32   ? __mmask16(0xFFFF)
+                         : cnt <= 16 ? __mmask16(0)
+                                     : __mmask16((1u << (cnt - 16)) - 1);
     tile<NU>(ub, packed + p * f * kPanel, f, orow, i0 + p * kPanel, m0, m1, bias);
   }
 }
@@ -111,14 +113,30 @@ void scores_avx512(const Factors& u, std::span<const uint32_t> users, const Fact
       orow[j] = out.row(t + j);
     }
     switch (nu) {
-      case 8: tiles<8>(ubp, buf.data(), f, orow, i0, n, bias); break;
-      case 7: tiles<7>(ubp, buf.data(), f, orow, i0, n, bias); break;
-      case 6: tiles<6>(ubp, buf.data(), f, orow, i0, n, bias); break;
-      case 5: tiles<5>(ubp, buf.data(), f, orow, i0, n, bias); break;
-      case 4: tiles<4>(ubp, buf.data(), f, orow, i0, n, bias); break;
-      case 3: tiles<3>(ubp, buf.data(), f, orow, i0, n, bias); break;
-      case 2: tiles<2>(ubp, buf.data(), f, orow, i0, n, bias); break;
-      default: tiles<1>(ubp, buf.data(), f, orow, i0, n, bias); break;
+      case 8:
+        tiles<8>(ubp, buf.data(), f, orow, i0, n, bias);
+        break;
+      case 7:
+        tiles<7>(ubp, buf.data(), f, orow, i0, n, bias);
+        break;
+      case 6:
+        tiles<6>(ubp, buf.data(), f, orow, i0, n, bias);
+        break;
+      case 5:
+        tiles<5>(ubp, buf.data(), f, orow, i0, n, bias);
+        break;
+      case 4:
+        tiles<4>(ubp, buf.data(), f, orow, i0, n, bias);
+        break;
+      case 3:
+        tiles<3>(ubp, buf.data(), f, orow, i0, n, bias);
+        break;
+      case 2:
+        tiles<2>(ubp, buf.data(), f, orow, i0, n, bias);
+        break;
+      default:
+        tiles<1>(ubp, buf.data(), f, orow, i0, n, bias);
+        break;
     }
   }
 }

@@ -39,17 +39,6 @@ Csr restrict_to_domain(const Csr& m, std::span<const uint16_t> item_domain, uint
   return Csr::from_triplets(m.n_rows, m.n_cols, r, c, v);
 }
 
-int domain_index(const Dataset& ds, const std::string& name) {
-  if (name.empty()) return -1;
-  auto d = ds.domains.find(name);
-  if (!d) {
-    std::string known;
-    for (auto& n : ds.domains.names()) known += (known.empty() ? "" : ", ") + n;
-    throw Error("unknown domain '" + name + "' (domains: " + known + ")");
-  }
-  return int(*d);
-}
-
 // Overall metrics of prefix P as the user-weighted mean of the per-domain ones ("P<domain>/<metric>", with
 // "P<domain>/n_users" the weights).
 void overall_from_domains(const Dataset& ds, const std::string& prefix, std::map<std::string, double>& m) {
@@ -69,6 +58,17 @@ void overall_from_domains(const Dataset& ds, const std::string& prefix, std::map
 }
 
 }  // namespace
+
+int domain_index(const Dataset& ds, const std::string& name) {
+  if (name.empty()) return -1;
+  auto d = ds.domains.find(name);
+  if (!d) {
+    std::string known;
+    for (auto& n : ds.domains.names()) known += (known.empty() ? "" : ", ") + n;
+    throw Error("unknown domain '" + name + "' (domains: " + known + ")");
+  }
+  return int(*d);
+}
 
 std::string format_bytes(double bytes) {
   char buf[64];
@@ -97,7 +97,8 @@ void check_cost(const std::string& spec, const ModelCost& cost, const DataShape&
   for (const ModelInfo& m : registered_models()) {
     try {
       const ModelCost c = estimate_model_cost(m.name, shape);
-      if (c.bytes <= available) fits.emplace_back(c.bytes, m.name + " (~" + format_bytes(double(c.bytes)) + ")");
+      if (c.bytes <= available)
+        fits.emplace_back(c.bytes, m.name + " (~" + format_bytes(double(c.bytes)) + ")");
     } catch (const Error&) {
     }
   }
@@ -106,8 +107,9 @@ void check_cost(const std::string& spec, const ModelCost& cost, const DataShape&
   for (size_t k = 0; k < fits.size() && k < 4; ++k) alt += (k ? ", " : "") + fits[k].second;
   throw Error("model '" + spec + "' needs about " + format_bytes(double(cost.bytes)) + " for " +
               std::to_string(shape.n_users) + " users x " + std::to_string(shape.n_items) + " items" +
-              (cost.note.empty() ? "" : " (" + cost.note + ")") + ", but only " + format_bytes(double(available)) +
-              " are available; it was not started" + (alt.empty() ? "" : ". Models that fit: " + alt));
+              (cost.note.empty() ? "" : " (" + cost.note + ")") + ", but only " +
+              format_bytes(double(available)) + " are available; it was not started" +
+              (alt.empty() ? "" : ". Models that fit: " + alt));
 }
 
 Fitted fit_model(const Dataset& ds, const Csr& train, const FitRequest& req) {
@@ -179,7 +181,8 @@ RunRecord Experiment::run_one(const ModelRun& m, uint64_t seed, std::unique_ptr<
   const bool with_text = !m.encoder.empty() && m.encoder != "none";
   const TextVectors* tv = nullptr;
   if (with_text) {
-    check(opt_.text != nullptr, "experiment: model '" + rec.key + "' names an encoder but no text source is set");
+    check(opt_.text != nullptr,
+          "experiment: model '" + rec.key + "' names an encoder but no text source is set");
     if (opt_.isolate && !opt_.text->has(ds_, &sp, m.encoder)) {
       // Encode in a worker with every thread (it fills the embedding cache); this process then reads the
       // vectors from the cache, so it never starts a thread pool that a later fork would break.
@@ -203,7 +206,8 @@ RunRecord Experiment::run_one(const ModelRun& m, uint64_t seed, std::unique_ptr<
       part_matrix(ds_, opt_.evaluate_on_validation ? sp.validation : sp.test, nullptr, opt_.binary, false);
   const int threads = resolve_threads(opt_.threads);
   const int target = domain_index(ds_, opt_.target_domain);
-  const Matrix* item_vectors = opt_.item_vectors ? opt_.item_vectors : (categories_.rows ? &categories_ : nullptr);
+  const Matrix* item_vectors =
+      opt_.item_vectors ? opt_.item_vectors : (categories_.rows ? &categories_ : nullptr);
 
   auto eval_options = [&](const Evaluation& ev) {
     EvalOptions eo = ev.options;
@@ -215,7 +219,8 @@ RunRecord Experiment::run_one(const ModelRun& m, uint64_t seed, std::unique_ptr<
     if (!eo.progress) eo.progress = opt_.progress;
     if (ev.candidates == Evaluation::Candidates::kHeldOutItems) {
       check(std::find(sp.cold_item.begin(), sp.cold_item.end(), uint8_t(1)) != sp.cold_item.end(),
-            "candidates cold-items: split '" + sp.protocol + "' holds out no items (use --protocol cold-items)");
+            "candidates cold-items: split '" + sp.protocol +
+                "' holds out no items (use --protocol cold-items)");
       // The held-out items of the evaluated part (a split may hold out items for validation too).
       eo.candidate_items.assign(ds_.n_items(), 0);
       for (uint32_t i : test.indices)
@@ -344,7 +349,8 @@ ExperimentResult Experiment::run() {
         rec.error = e.what();
       }
       const bool failed = !rec.error.empty();
-      if (failed) res.notes.push_back("'" + key + "' failed (seed " + std::to_string(rec.seed) + "): " + rec.error);
+      if (failed)
+        res.notes.push_back("'" + key + "' failed (seed " + std::to_string(rec.seed) + "): " + rec.error);
       if (on_run) on_run(rec);
       res.runs[key].push_back(std::move(rec));
       if (failed) break;  // the remaining seeds would fail the same way

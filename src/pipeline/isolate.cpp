@@ -80,8 +80,8 @@ std::optional<nlohmann::json> run_isolated(const std::function<nlohmann::json()>
     return std::nullopt;
   }
   if (WIFSIGNALED(status)) {
-    error = std::string("crashed (signal ") + std::to_string(WTERMSIG(status)) + ": " + strsignal(WTERMSIG(status)) +
-            ")";
+    error = std::string("crashed (signal ") + std::to_string(WTERMSIG(status)) + ": " +
+            strsignal(WTERMSIG(status)) + ")";
     return std::nullopt;
   }
   try {
@@ -126,7 +126,9 @@ RssSampler::RssSampler() : impl_(std::make_unique<Impl>()) {
   });
 }
 
-RssSampler::~RssSampler() { stop(); }
+RssSampler::~RssSampler() {
+  stop();
+}
 
 double RssSampler::stop() {
   if (impl_->thread.joinable()) {

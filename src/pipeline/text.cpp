@@ -144,11 +144,13 @@ std::unique_ptr<TextEncoder> encoder_for_model(const Recommender& model, const s
   try {
     enc = create_encoder(spec);
   } catch (const Error& e) {
-    throw Error("cannot re-create the text encoder of model '" + model.name() + "' (" + spec + "): " + e.what());
+    throw Error("cannot re-create the text encoder of model '" + model.name() + "' (" + spec +
+                "): " + e.what());
   }
   if (enc->needs_fit()) {
-    check(cfg.has_value(), "model directory '" + model_dir + "' has no " + kTextConfigFile + ", which encoder " +
-                               enc->name() + " needs to be refitted; retrain the model with `xdrec train`");
+    check(cfg.has_value(), "model directory '" + model_dir + "' has no " + kTextConfigFile +
+                               ", which encoder " + enc->name() +
+                               " needs to be refitted; retrain the model with `xdrec train`");
     check(!cfg->split_tags || ds.tags.empty() || split != nullptr,
           "model '" + model_dir + "' was trained on the item texts of a split; give that split");
     // The same corpus as embed_dataset: the non-empty item texts.
@@ -160,8 +162,8 @@ std::unique_ptr<TextEncoder> encoder_for_model(const Recommender& model, const s
   if (cfg)
     check(enc->fingerprint() == cfg->fingerprint,
           "the text encoder " + spec + " re-created for model '" + model.name() +
-              "' differs from the one it was trained with (fingerprint " + enc->fingerprint() + ", recorded " +
-              cfg->fingerprint + "): use the dataset (and split) the model was trained on");
+              "' differs from the one it was trained with (fingerprint " + enc->fingerprint() +
+              ", recorded " + cfg->fingerprint + "): use the dataset (and split) the model was trained on");
   return enc;
 }
 

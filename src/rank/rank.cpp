@@ -37,7 +37,8 @@ inline uint32_t pass_mask16(const float* s, float bound, bool strict) {
 #if defined(__AVX512F__)
   const __m512 v = _mm512_loadu_ps(s);
   const __m512 b = _mm512_set1_ps(bound);
-  return strict ? uint32_t(_mm512_cmp_ps_mask(v, b, _CMP_GT_OQ)) : uint32_t(_mm512_cmp_ps_mask(v, b, _CMP_GE_OQ));
+  return strict ? uint32_t(_mm512_cmp_ps_mask(v, b, _CMP_GT_OQ))
+                : uint32_t(_mm512_cmp_ps_mask(v, b, _CMP_GE_OQ));
 #elif defined(__AVX__)
   const __m256 b = _mm256_set1_ps(bound);
   const __m256 lo = _mm256_loadu_ps(s), hi = _mm256_loadu_ps(s + 8);
@@ -148,7 +149,9 @@ inline uint32_t enter_mask16(const TopK& s, const float* row) {
   return pass_mask16(row, s.bound(), !s.equal_may_enter());
 }
 
-inline float clean(float s) { return std::isnan(s) ? -INFINITY : s; }
+inline float clean(float s) {
+  return std::isnan(s) ? -INFINITY : s;
+}
 
 }  // namespace
 
@@ -191,8 +194,9 @@ void select_multi(const float* row, uint32_t n_items, std::span<const uint32_t> 
   }
 }
 
-std::vector<ScoredItem> top_k(const float* scores, uint32_t n_items, size_t k, std::span<const uint32_t> exclude,
-                              std::span<const uint16_t> item_domain, int domain, Ties ties, uint64_t salt) {
+std::vector<ScoredItem> top_k(const float* scores, uint32_t n_items, size_t k,
+                              std::span<const uint32_t> exclude, std::span<const uint16_t> item_domain,
+                              int domain, Ties ties, uint64_t salt) {
   std::vector<ScoredItem> out;
   if (k == 0 || n_items == 0) return out;
   const bool filter_domain = domain >= 0 && !item_domain.empty();
@@ -257,15 +261,16 @@ std::vector<std::vector<ScoredItem>> recommend(const Recommender& model, std::sp
         "recommend: item domains are given for " + std::to_string(opt.item_domain.size()) +
             " items, but the model has " + std::to_string(n_items));
   check(opt.allowed.empty() || opt.allowed.size() >= n_items,
-        "recommend: the allowed-item mask has " + std::to_string(opt.allowed.size()) + " entries, but the model has " +
-            std::to_string(n_items) + " items");
+        "recommend: the allowed-item mask has " + std::to_string(opt.allowed.size()) +
+            " entries, but the model has " + std::to_string(n_items) + " items");
   // Items never returned to anyone (other domains, not allowed): one member bitset.
   const bool filtered = opt.domain >= 0 || !opt.allowed.empty();
   std::vector<uint64_t> members;
   if (filtered) {
     members.assign((size_t(n_items) + 63) / 64, 0);
     for (uint32_t i = 0; i < n_items; ++i) {
-      const bool ok = (opt.domain < 0 || opt.item_domain[i] == opt.domain) && (opt.allowed.empty() || opt.allowed[i]);
+      const bool ok =
+          (opt.domain < 0 || opt.item_domain[i] == opt.domain) && (opt.allowed.empty() || opt.allowed[i]);
       if (ok) members[i >> 6] |= uint64_t{1} << (i & 63);
     }
   }

@@ -293,8 +293,8 @@ std::vector<std::string> dataset_item_texts(const Dataset& ds, const std::string
   const std::vector<ItemText> texts = item_text_with_tags(ds, *split);
   std::vector<std::string> out(ds.n_items());
   for (uint32_t i = 0; i < ds.n_items(); ++i)
-    out[i] = render_item_text(tmpl, i < texts.size() ? texts[i] : ItemText{}, ds.domains.name(ds.item_domain[i]),
-                              ds.items.name(i));
+    out[i] = render_item_text(tmpl, i < texts.size() ? texts[i] : ItemText{},
+                              ds.domains.name(ds.item_domain[i]), ds.items.name(i));
   return out;
 }
 
@@ -303,7 +303,7 @@ TextVectors embed_dataset(const Dataset& ds, TextEncoder& enc, const EmbedOption
   const std::vector<std::string> items = dataset_item_texts(ds, opt.item_template, split, opt.include_tags);
   const std::vector<std::string> users = dataset_user_texts(ds);
   TextVectors tv;
-  std::vector<std::string> corpus;  // the non-empty item texts, then the non-empty profiles
+  std::vector<std::string> corpus;               // the non-empty item texts, then the non-empty profiles
   std::vector<std::pair<bool, uint32_t>> where;  // (is user, index) of each corpus text
   for (uint32_t i = 0; i < items.size(); ++i)
     if (!items[i].empty()) corpus.push_back(items[i]), where.emplace_back(false, i);

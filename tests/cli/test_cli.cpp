@@ -179,8 +179,10 @@ TEST_F(CliTest, RealDataImportSplitEvalWithSeeds) {
 
 TEST_F(CliTest, TargetDomainProtocolRanksWithinItInTheHeadline) {
   // Cold users of films: the headline metrics rank films only, so they equal the films row.
-  Result r = run("eval synthetic:users=600,items=100 --protocol cold-users --target-domain films -m popular "
-                 "--threads 2 -o " + (dir / "cold.json").string());
+  Result r =
+      run("eval synthetic:users=600,items=100 --protocol cold-users --target-domain films -m popular "
+          "--threads 2 -o " +
+          (dir / "cold.json").string());
   ASSERT_EQ(r.status, 0) << r.out;
   EXPECT_NE(r.out.find("within films"), std::string::npos) << r.out;
   auto j = nlohmann::json::parse(std::ifstream(dir / "cold.json"));

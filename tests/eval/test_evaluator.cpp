@@ -502,7 +502,7 @@ TEST(Evaluate, JsonShapeProgressAndErrors) {
   FixedScores model(t.scores);
   EvalOptions opt;
   opt.ties = Ties::kLowerIndex;  // hand-computed lists: equal scores in index order
-  opt.ks = {2, 1, 2};  // unsorted with a duplicate: evaluated as {1, 2}
+  opt.ks = {2, 1, 2};            // unsorted with a duplicate: evaluated as {1, 2}
   size_t last_done = 0, calls = 0;
   opt.progress = [&](size_t done, size_t total, const std::string&) {
     EXPECT_EQ(total, 3u);
@@ -553,7 +553,7 @@ struct AllTied {
     std::fill(scores.data.begin(), scores.data.end(), 0.5f);
     std::vector<std::vector<uint32_t>> tr(n_users), te(n_users);
     for (uint32_t u = 0; u < n_users; ++u) {
-      te[u] = {0, 1, 2};                  // the lowest indices: index-order ties would find them all
+      te[u] = {0, 1, 2};  // the lowest indices: index-order ties would find them all
       tr[u] = {100 + u % 300, 450};
     }
     train = make_csr(n_users, n_items, tr);

@@ -108,7 +108,12 @@ TEST(Experiment, TargetDomainRanksWithinItInTheHeadline) {
   EXPECT_GT(m.at("ndcg@10"), 0.0);
   EXPECT_DOUBLE_EQ(m.at("ndcg@10"), m.at("films/ndcg@10"));
   EXPECT_FALSE(m.count("books/ndcg@10"));
-  EXPECT_TRUE(throws_error([&] { x.target_domain = "music"; Experiment(data(), x); }, {"unknown domain 'music'"}));
+  EXPECT_TRUE(throws_error(
+      [&] {
+        x.target_domain = "music";
+        Experiment(data(), x);
+      },
+      {"unknown domain 'music'"}));
 }
 
 TEST(Experiment, HeldOutCandidatesAndTiedPopularity) {

@@ -284,7 +284,7 @@ TEST(Ties, PessimisticRankPutsTheTargetBelowEqualScores) {
   EXPECT_EQ(pessimistic_rank(0.95f, others), 1u);
   EXPECT_EQ(pessimistic_rank(0.0f, others), 5u);
   const float nan = std::numeric_limits<float>::quiet_NaN();
-  EXPECT_EQ(pessimistic_rank(nan, others), 5u);                      // NaN counts as -inf: last
+  EXPECT_EQ(pessimistic_rank(nan, others), 5u);                    // NaN counts as -inf: last
   EXPECT_EQ(pessimistic_rank(0.0f, std::vector<float>{nan}), 1u);  // a NaN candidate ranks below a number
   const std::vector<float> tied(999, 0.0f);
   EXPECT_EQ(pessimistic_rank(0.0f, tied), 1000u);  // a model that ties everything gets the last rank
