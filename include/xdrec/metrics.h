@@ -8,6 +8,8 @@
 #include <vector>
 
 #include "xdrec/common.h"
+#include "xdrec/dataset.h"
+#include "xdrec/rank.h"
 #include "xdrec/recommender.h"
 
 namespace xdrec {
