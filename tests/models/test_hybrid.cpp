@@ -2,11 +2,12 @@
 // informative text (warm users, items known only by text, profile-only users, history in another domain),
 // the effect of id dropout on cold items, save/load, thread independence and parameter errors.
 //
-// Real-data checks run only with XDREC_SLOW_TESTS=1 (and the data under XDREC_SHARED_DATA): MovieLens
-// latest-small warm users (random split) and cold items (20% of the movies held out; tfidf text) against text
-// cosine and popularity, and Food-Kitchen fit time and validation HR@10 (use-lite vectors from the embedding
-// cache). HYB_ML_SPECS="spec;spec;..." replaces the model list (a trailing "@none" fits Food-Kitchen without
-// text), HYB_THREADS sets the fit threads (default 2), HYB_VERBOSE=1 prints the epochs.
+// Real-data checks run only with XDREC_SLOW_TESTS=1, which `scripts/test --slow` sets (and the data under
+// XDREC_SHARED_DATA): MovieLens latest-small warm users (random split) against popularity, cold items (20% of
+// the movies held out; tfidf text) against text cosine, and Food-Kitchen validation HR@10 (use-lite vectors
+// from the embedding cache) against popularity; every model of a check must clear the check's floor, which
+// its baseline stays below. HYB_ML_SPECS="spec;spec;..." replaces the model list (a trailing "@none" fits
+// Food-Kitchen without text), HYB_THREADS sets the fit threads (default 2), HYB_VERBOSE=1 prints the epochs.
 #include <gtest/gtest.h>
 #include <unistd.h>
 
@@ -610,8 +611,20 @@ TEST(Hybrid, BadParametersAndInputsGiveClearErrors) {
   EXPECT_FALSE(off->uses_text());
 }
 
-// ---- MovieLens latest-small cold items (slow; XDREC_SLOW_TESTS=1)
-// ---------------------------------------------
+// ---- Real data (slow; XDREC_SLOW_TESTS=1, set by scripts/test --slow)
+// ----------------------------------------
+
+bool slow_tests_enabled() {
+  const char* e = std::getenv("XDREC_SLOW_TESTS");
+  return e && *e && std::string(e) != "0";
+}
+
+#define REQUIRE_SLOW_TESTS() \
+  if (!slow_tests_enabled()) GTEST_SKIP() << "slow real-data check: run scripts/test --slow"
+
+int slow_threads() {
+  return std::getenv("HYB_THREADS") ? std::atoi(std::getenv("HYB_THREADS")) : 2;
+}
 
 // NDCG@10 of each test user's held-out cold items ranked among all cold items (the items held out in test).
 double cold_ndcg(const Matrix& scores, const Csr& test, const std::vector<uint8_t>& cold) {
@@ -649,7 +662,7 @@ std::vector<std::string> slow_specs(std::vector<std::string> defaults) {
 }
 
 TEST(HybridMovieLens, WarmUsersBeatPopularity) {
-  if (!std::getenv("XDREC_SLOW_TESTS")) GTEST_SKIP() << "set XDREC_SLOW_TESTS=1 to run";
+  REQUIRE_SLOW_TESTS();
   const std::string dir = std::string(XDREC_SHARED_DATA) + "/movielens_ml-latest-small";
   if (!fs::exists(dir + "/ratings.csv")) GTEST_SKIP() << "MovieLens latest-small not found in " << dir;
   ReadOptions ro;
@@ -663,13 +676,12 @@ TEST(HybridMovieLens, WarmUsersBeatPopularity) {
   auto enc = create_encoder("tfidf");
   enc->fit(texts, 2);
   const Matrix x = enc->encode(texts, 2);
-  std::map<std::string, double> got;
-  for (auto& spec : slow_specs({"popular", "hybrid", "hybrid:id_dropout=0"})) {
+  const Matrix cats = ds.category_vectors();
+  auto warm_ndcg = [&](const std::string& spec) {
     Timer t;
     auto m = create_model(spec);
     FitContext ctx;
-    ctx.threads = std::getenv("HYB_THREADS") ? std::atoi(std::getenv("HYB_THREADS")) : 2;
-    const Matrix cats = ds.category_vectors();
+    ctx.threads = slow_threads();
     ctx.item_categories = &cats;
     ctx.item_text = &x;
     ctx.item_domain = ds.item_domain;
@@ -678,17 +690,20 @@ TEST(HybridMovieLens, WarmUsersBeatPopularity) {
     EvalOptions eo;
     eo.threads = 2;
     const EvalResult r = evaluate(*m, train, test, &ds, eo);
-    got[spec] = r.overall.at("ndcg@10");
-    std::printf("  %-60s warm NDCG@10 %.4f recall@10 %.4f (fit %.1f s)\n", spec.c_str(), got[spec],
-                r.overall.at("recall@10"), fit_s);
-  }
-  if (got.count("hybrid") && got.count("popular")) {
-    EXPECT_GT(got["hybrid"], got["popular"]);
-  }
+    std::printf("  %-60s warm NDCG@10 %.4f recall@10 %.4f (fit %.1f s)\n", spec.c_str(),
+                r.overall.at("ndcg@10"), r.overall.at("recall@10"), fit_s);
+    return r.overall.at("ndcg@10");
+  };
+  // Measured (Release, 2 threads): popularity 0.196, hybrid 0.318, hybrid:id_dropout=0 0.327.
+  const double min_ndcg = 0.26;
+  const double popular = warm_ndcg("popular");
+  EXPECT_LT(popular, min_ndcg) << "popularity reaches the floor: the check no longer separates the models";
+  for (auto& spec : slow_specs({"hybrid", "hybrid:id_dropout=0"}))
+    EXPECT_GT(warm_ndcg(spec), min_ndcg) << spec << " (popularity " << popular << ")";
 }
 
 TEST(HybridMovieLens, ColdItemsBeatTextCosine) {
-  if (!std::getenv("XDREC_SLOW_TESTS")) GTEST_SKIP() << "set XDREC_SLOW_TESTS=1 to run";
+  REQUIRE_SLOW_TESTS();
   const std::string dir = std::string(XDREC_SHARED_DATA) + "/movielens_ml-latest-small";
   if (!fs::exists(dir + "/ratings.csv")) GTEST_SKIP() << "MovieLens latest-small not found in " << dir;
   ReadOptions ro;
@@ -730,33 +745,34 @@ TEST(HybridMovieLens, ColdItemsBeatTextCosine) {
   const double base = cold_ndcg(cos, test, cold);
   std::printf("MovieLens latest-small cold items (tfidf %zu-d): text cosine NDCG@10 %.4f\n", x.cols, base);
 
-  const auto specs = slow_specs({"hybrid", "hybrid:id_dropout=0"});
-  std::map<std::string, double> got;
-  for (auto& spec : specs) {
+  // Measured (Release, 2 threads): text cosine 0.149, hybrid 0.164. Without id dropout (hybrid:id_dropout=0,
+  // 0.142) the model does not beat text cosine on cold items: it is not in the default list.
+  const double min_ndcg = 0.155;
+  EXPECT_LT(base, min_ndcg) << "text cosine reaches the floor: the check no longer separates the models";
+  const Matrix cats = ds.category_vectors();
+  for (auto& spec : slow_specs({"hybrid"})) {
     Timer t;
     auto m = create_model(spec);
     FitContext ctx;
-    ctx.threads = std::getenv("HYB_THREADS") ? std::atoi(std::getenv("HYB_THREADS")) : 2;
+    ctx.threads = slow_threads();
     ctx.verbose = std::getenv("HYB_VERBOSE") != nullptr;
-    const Matrix cats = ds.category_vectors();
     ctx.item_categories = &cats;
     ctx.item_text = &x;
     ctx.item_domain = ds.item_domain;
     m->fit(train, ctx);
     const double fit_s = t.seconds();
-    got[spec] = cold_ndcg(score_all(*m, 2), test, cold);
-    std::printf("  %-60s cold NDCG@10 %.4f (fit %.1f s)\n", spec.c_str(), got[spec], fit_s);
-  }
-  if (got.count("hybrid")) {
-    EXPECT_GT(got["hybrid"], base);
+    const double ndcg = cold_ndcg(score_all(*m, 2), test, cold);
+    std::printf("  %-60s cold NDCG@10 %.4f (fit %.1f s)\n", spec.c_str(), ndcg, fit_s);
+    EXPECT_GT(ndcg, min_ndcg) << spec << " (text cosine " << base << ")";
   }
 }
 
 // Food-Kitchen (fixed split, fitted on the training part, evaluated on the validation targets against 999
-// sampled negatives of their domain): fit time and HR@10 per domain. Use-lite vectors come from the embedding
+// sampled negatives of their domain): HR@10 per domain of every model above a floor that popularity, measured
+// the same way, stays below; fit time and peak memory are printed. Use-lite vectors come from the embedding
 // cache when present. HYB_VERBOSE prints the per-epoch phases.
 TEST(HybridFoodKitchen, FitTimeAndValidationHitRate) {
-  if (!std::getenv("XDREC_SLOW_TESTS")) GTEST_SKIP() << "set XDREC_SLOW_TESTS=1 to run";
+  REQUIRE_SLOW_TESTS();
   const std::string dir = std::string(XDREC_SHARED_DATA) + "/amazon_food-kitchen_llmcdsr";
   if (!fs::exists(dir + "/train_A.txt")) GTEST_SKIP() << "Food-Kitchen not found in " << dir;
   const Dataset ds = read_dataset(dir, "food-kitchen");
@@ -768,16 +784,17 @@ TEST(HybridFoodKitchen, FitTimeAndValidationHitRate) {
   EmbedOptions eo;
   eo.threads = 2;
   const Matrix x = encode_with_cache(*enc, texts, eo);
-  for (auto& spec0 : slow_specs({"hybrid:epochs=2"})) {
+  const Matrix cats = ds.category_vectors();
+  // HR@10 of the validation targets per domain.
+  auto hit_rates = [&](const std::string& spec0) {
     // A trailing "@none" fits without text.
     const bool no_text = spec0.size() > 5 && spec0.substr(spec0.size() - 5) == "@none";
     const std::string spec = no_text ? spec0.substr(0, spec0.size() - 5) : spec0;
     Timer t;
     auto m = create_model(spec);
     FitContext ctx;
-    ctx.threads = std::getenv("HYB_THREADS") ? std::atoi(std::getenv("HYB_THREADS")) : 2;
+    ctx.threads = slow_threads();
     ctx.verbose = std::getenv("HYB_VERBOSE") != nullptr;
-    const Matrix cats = ds.category_vectors();
     ctx.item_categories = &cats;
     ctx.item_text = no_text ? nullptr : &x;
     ctx.item_domain = ds.item_domain;
@@ -787,9 +804,22 @@ TEST(HybridFoodKitchen, FitTimeAndValidationHitRate) {
     ev.threads = 2;
     ev.sampled_negatives = 999;
     const EvalResult r = evaluate(*m, train, valid, &ds, ev);
+    const std::map<std::string, double> hr = {{"food", r.by_domain.at("food").at("hr@10")},
+                                              {"kitchen", r.by_domain.at("kitchen").at("hr@10")}};
     std::printf("  %-60s food hr@10 %.4f kitchen hr@10 %.4f (fit %.1f s, peak RSS %.0f MiB)\n", spec0.c_str(),
-                r.by_domain.at("food").at("hr@10"), r.by_domain.at("kitchen").at("hr@10"), fit_s,
-                peak_rss_mb());
+                hr.at("food"), hr.at("kitchen"), fit_s, peak_rss_mb());
+    return hr;
+  };
+  // Measured (Release, 2 threads): popularity food 0.259, kitchen 0.102; hybrid:epochs=2 food 0.311, kitchen
+  // 0.250.
+  const std::map<std::string, double> min_hr = {{"food", 0.285}, {"kitchen", 0.18}};
+  const auto popular = hit_rates("popular");
+  for (auto& [domain, f] : min_hr)
+    EXPECT_LT(popular.at(domain), f) << domain << ": popularity reaches the floor";
+  for (auto& spec : slow_specs({"hybrid:epochs=2"})) {
+    const auto hr = hit_rates(spec);
+    for (auto& [domain, f] : min_hr)
+      EXPECT_GT(hr.at(domain), f) << spec << " in " << domain << " (popularity " << popular.at(domain) << ")";
   }
 }
 

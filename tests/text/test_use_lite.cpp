@@ -1,12 +1,10 @@
 // Universal Sentence Encoder Lite: NFKC and tokenizer rules on hand-made cases, then the real model against
 // the reference fixtures (token ids exactly, vectors within 1e-5), thread independence, empty and huge
 // texts, broken model copies, and the int8 mode's accuracy gate.
-#include <cblas.h>
 #include <gtest/gtest.h>
 #include <unistd.h>
 
 #include <cmath>
-#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
@@ -416,66 +414,4 @@ TEST(UseLite, Int8StaysCloseToFloat) {
   EXPECT_LT(q.dense_bytes() * 39, q.dense_float_bytes() * 10);
   std::printf("use-lite int8: mean cosine to float %.5f (min %.5f); dense weights %.1f MB -> %.1f MB\n", mean,
               worst, q.dense_float_bytes() / 1e6, q.dense_bytes() / 1e6);
-}
-
-// ---------------------------------------------------------------------------------------------------------
-// Speed (only with XDREC_USE_LITE_BENCH=1): sentences/s for 64-token inputs.
-
-TEST(UseLite, Speed) {
-  if (!std::getenv("XDREC_USE_LITE_BENCH")) GTEST_SKIP() << "set XDREC_USE_LITE_BENCH=1 to measure speed";
-  REQUIRE_MODEL();
-  std::mt19937 rng(7);
-  const std::vector<std::string> words = {"fresh",  "organic", "coffee",   "beans",   "kitchen",
-                                          "knife",  "steel",   "wireless", "battery", "book",
-                                          "travel", "cotton",  "sheet",    "blue"};
-  auto make = [&](size_t n) {
-    std::vector<std::string> t(n);
-    for (auto& s : t) {
-      while (encoder().token_ids(s).size() < 64) s += (s.empty() ? "" : " ") + words[rng() % words.size()];
-      auto ids = encoder().token_ids(s);
-      EXPECT_LE(ids.size(), 66u);
-    }
-    return t;
-  };
-  const auto texts = make(256);
-  // The machine's GEMM rate at this moment (the encoder is mostly GEMMs of this shape, each on one thread),
-  // for context.
-  openblas_set_num_threads(1);
-  for (int threads : {1, 2}) {
-    const int M = 256, N = 1536, K = 512;
-    std::vector<float> A(size_t(M) * K, 0.5f), B(size_t(K) * N, 0.25f);
-    Timer t;
-    size_t calls = 0;
-    while (t.seconds() < 1.0) {
-      parallel_for(size_t(threads), threads, 1, [&](size_t, size_t) {
-        std::vector<float> C(size_t(M) * N);
-        for (int r = 0; r < 20; ++r)
-          cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, M, N, K, 1.0f, A.data(), K, B.data(), N,
-                      0.0f, C.data(), N);
-      });
-      calls += 20 * size_t(threads);
-    }
-    std::printf("sgemm %dx%dx%d, %d threads: %.1f GFLOPS\n", M, N, K, threads,
-                2.0 * M * N * K * calls / t.seconds() / 1e9);
-  }
-  // Multiply-adds per token in the dense layers (all but the per-sentence tanh layer).
-  const double flops_per_sentence = 2.0 * 64 * (encoder().dense_float_bytes() / 4.0 - 512.0 * 512.0);
-  for (const char* mode : {"none", "int8"}) {
-    const UseLite enc(Spec{"use-lite", {{"quant", mode}}});
-    for (int threads : {1, 2}) {
-      for (size_t batch : {1ul, 32ul}) {
-        enc.encode(std::span<const std::string>(texts.data(), batch), threads);  // warm-up
-        Timer t;
-        size_t done = 0;
-        while (t.seconds() < 2.0) {
-          for (size_t b = 0; b + batch <= texts.size(); b += batch)
-            enc.encode(std::span<const std::string>(texts.data() + b, batch), threads);
-          done += texts.size() / batch * batch;
-        }
-        const double rate = done / t.seconds();
-        std::printf("use-lite quant=%s threads=%d batch=%zu: %.1f sentences/s (dense layers %.1f GFLOPS)\n",
-                    mode, threads, batch, rate, rate * flops_per_sentence / 1e9);
-      }
-    }
-  }
 }
