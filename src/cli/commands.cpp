@@ -660,7 +660,7 @@ int cmd_recommend(const RecommendArgs& a, const Common& c) {
   ro.threads = resolve_threads(c.threads);
   auto lists = recommend(*model, users, ro);
   // The new item's score and its rank among the user's candidates in its domain (the items of that domain the
-  // user has not seen, as in the lists; ties go to the lower index, as in top_k).
+  // user has not seen, as in the lists; pessimistic: every candidate with an equal score ranks above it).
   struct NewItemRank {
     float score;
     uint32_t rank, candidates;
