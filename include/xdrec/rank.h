@@ -95,9 +95,13 @@ std::vector<ScoredItem> top_k(const float* scores, uint32_t n_items, size_t k,
                               std::span<const uint32_t> exclude, std::span<const uint16_t> item_domain,
                               int domain, Ties ties = Ties::kLowerIndex, uint64_t salt = 0);
 
-// 1-based rank of `target_score` among itself and `others`, pessimistic: every other candidate with an equal
-// (or higher) score ranks above it. NaN counts as -inf.
-size_t pessimistic_rank(float target_score, std::span<const float> others);
+// Rank of row[target] among itself and the items `others` of a score row, pessimistic: every other candidate
+// with an equal (or higher) score ranks above it. NaN counts as -inf.
+struct PessimisticRank {
+  size_t rank = 1;  // 1-based
+  size_t tied = 0;  // others scored exactly like the target
+};
+PessimisticRank pessimistic_rank(const float* row, uint32_t target, std::span<const uint32_t> others);
 
 // Fraction of the candidates (row items not in the sorted `exclude`, other than `target`) whose score equals
 // row[target] exactly: how much a list's order among these depends on the tie rule.

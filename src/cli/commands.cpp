@@ -386,7 +386,6 @@ void print_cost(const std::string& spec, const ModelCost& c, bool quiet) {
 
 nlohmann::json nest_metrics(const Dataset& ds, const std::map<std::string, double>& flat) {
   const std::vector<std::string> domains = ds.domains.names();
-  const std::vector<std::string> cohorts{"cold-users", "warm-users", "head-items", "tail-items"};
   nlohmann::json overall = nlohmann::json::object(), by_domain = nlohmann::json::object(),
                  by_cohort = nlohmann::json::object();
   for (const auto& [name, v] : flat) {
@@ -397,9 +396,10 @@ nlohmann::json nest_metrics(const Dataset& ds, const std::map<std::string, doubl
       continue;
     }
     const std::string group = name.substr(0, slash), metric = name.substr(slash + 1);
+    // A group is a domain, else a cohort (Experiment::flatten writes no other groups for one evaluation).
     if (std::find(domains.begin(), domains.end(), group) != domains.end())
       by_domain[group][metric] = v;
-    else if (std::find(cohorts.begin(), cohorts.end(), group) != cohorts.end())
+    else
       by_cohort[group][metric] = v;
   }
   return {{"overall", overall}, {"by_domain", by_domain}, {"by_cohort", by_cohort}};

@@ -406,14 +406,9 @@ EvalResult evaluate(const Recommender& model, const Csr& train, const Csr& test,
       sample_negatives(domain_items[d], seen, seen_in_domain[d], opt.sampled_negatives, rng, mark, negatives);
       // Pessimistic ties: every negative scored at least as high as the target ranks above it. The list
       // holds the target at that rank (the items above it are negatives; which ones does not matter).
-      const float ts = std::isnan(row[t]) ? -INFINITY : row[t];
-      size_t above = 0, equal = 0;
-      for (uint32_t i : negatives) {
-        const float s = std::isnan(row[i]) ? -INFINITY : row[i];
-        above += s >= ts;
-        equal += s == ts;
-      }
-      tied_sum += negatives.empty() ? 0.0 : double(equal) / double(negatives.size());
+      const PessimisticRank pr = pessimistic_rank(row, t, negatives);
+      const size_t above = pr.rank - 1;
+      tied_sum += negatives.empty() ? 0.0 : double(pr.tied) / double(negatives.size());
       list.clear();
       for (size_t j = 0; j < std::min(above, max_k); ++j) list.push_back(negatives[j]);
       if (above < max_k) list.push_back(t);

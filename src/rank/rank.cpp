@@ -28,6 +28,11 @@ inline uint64_t mix64(uint64_t x) {  // splitmix64 finaliser
 
 using Cand = TopK::Cand;
 
+// NaN scores rank below every number.
+inline float clean(float s) {
+  return std::isnan(s) ? -INFINITY : s;
+}
+
 inline bool better(const Cand& a, const Cand& b) {
   return a.score > b.score || (a.score == b.score && a.key < b.key);
 }
@@ -88,7 +93,7 @@ void TopK::replace_worst(const Cand& c) {
 
 void TopK::push(uint32_t item, float score) {
   if (k_ == 0) return;
-  if (std::isnan(score)) score = -INFINITY;
+  score = clean(score);
   const Cand c{score, item, key_of(item)};
   if (heap_.size() < k_) {
     heap_.push_back(c);
@@ -149,10 +154,6 @@ inline uint32_t enter_mask16(const TopK& s, const float* row) {
   return pass_mask16(row, s.bound(), !s.equal_may_enter());
 }
 
-inline float clean(float s) {
-  return std::isnan(s) ? -INFINITY : s;
-}
-
 }  // namespace
 
 void select_multi(const float* row, uint32_t n_items, std::span<const uint32_t> exclude, TopK* all,
@@ -194,6 +195,34 @@ void select_multi(const float* row, uint32_t n_items, std::span<const uint32_t> 
   }
 }
 
+namespace {
+
+// One bit per item: the items of `domain` (any when < 0) that `allowed` admits (all when empty). Empty when
+// nothing is filtered.
+std::vector<uint64_t> member_bits(uint32_t n_items, std::span<const uint16_t> item_domain, int domain,
+                                  std::span<const uint8_t> allowed) {
+  std::vector<uint64_t> bits;
+  if (domain < 0 && allowed.empty()) return bits;
+  bits.assign((size_t(n_items) + 63) / 64, 0);
+  for (uint32_t i = 0; i < n_items; ++i)
+    if ((domain < 0 || item_domain[i] == domain) && (allowed.empty() || allowed[i]))
+      bits[i >> 6] |= uint64_t{1} << (i & 63);
+  return bits;
+}
+
+// Offers a row to `sel`: every item not excluded, or only the members when a bitset is given.
+void select_row(TopK& sel, const float* row, uint32_t n_items, std::span<const uint32_t> exclude,
+                const std::vector<uint64_t>& members) {
+  if (members.empty()) {
+    sel.push_row(row, n_items, exclude);
+    return;
+  }
+  const SelectorGroup g{&sel, members.data()};
+  select_multi(row, n_items, exclude, nullptr, std::span<const SelectorGroup>(&g, 1));
+}
+
+}  // namespace
+
 std::vector<ScoredItem> top_k(const float* scores, uint32_t n_items, size_t k,
                               std::span<const uint32_t> exclude, std::span<const uint16_t> item_domain,
                               int domain, Ties ties, uint64_t salt) {
@@ -205,26 +234,21 @@ std::vector<ScoredItem> top_k(const float* scores, uint32_t n_items, size_t k,
             std::to_string(n_items));
   TopK sel;
   sel.reset(k, ties, salt);
-  if (!filter_domain) {
-    sel.push_row(scores, n_items, exclude);
-  } else {
-    size_t ex = 0;
-    for (uint32_t i = 0; i < n_items; ++i) {
-      while (ex < exclude.size() && exclude[ex] < i) ++ex;
-      if (ex < exclude.size() && exclude[ex] == i) continue;
-      if (item_domain[i] != domain) continue;
-      sel.offer_ordered(i, std::isnan(scores[i]) ? -INFINITY : scores[i]);
-    }
-  }
+  select_row(sel, scores, n_items, exclude,
+             member_bits(n_items, item_domain, filter_domain ? domain : -1, {}));
   sel.finish(out);
   return out;
 }
 
-size_t pessimistic_rank(float target_score, std::span<const float> others) {
-  const float t = std::isnan(target_score) ? -INFINITY : target_score;
-  size_t above = 0;
-  for (float s : others) above += (std::isnan(s) ? -INFINITY : s) >= t;
-  return above + 1;
+PessimisticRank pessimistic_rank(const float* row, uint32_t target, std::span<const uint32_t> others) {
+  const float t = clean(row[target]);
+  PessimisticRank r;
+  for (uint32_t i : others) {
+    const float s = clean(row[i]);
+    r.rank += s >= t;
+    r.tied += s == t;
+  }
+  return r;
 }
 
 double tied_fraction(const float* row, uint32_t n_items, std::span<const uint32_t> exclude, uint32_t target) {
@@ -263,17 +287,8 @@ std::vector<std::vector<ScoredItem>> recommend(const Recommender& model, std::sp
   check(opt.allowed.empty() || opt.allowed.size() >= n_items,
         "recommend: the allowed-item mask has " + std::to_string(opt.allowed.size()) +
             " entries, but the model has " + std::to_string(n_items) + " items");
-  // Items never returned to anyone (other domains, not allowed): one member bitset.
-  const bool filtered = opt.domain >= 0 || !opt.allowed.empty();
-  std::vector<uint64_t> members;
-  if (filtered) {
-    members.assign((size_t(n_items) + 63) / 64, 0);
-    for (uint32_t i = 0; i < n_items; ++i) {
-      const bool ok =
-          (opt.domain < 0 || opt.item_domain[i] == opt.domain) && (opt.allowed.empty() || opt.allowed[i]);
-      if (ok) members[i >> 6] |= uint64_t{1} << (i & 63);
-    }
-  }
+  // Items never returned to anyone (other domains, not allowed): one member bitset for every user.
+  const std::vector<uint64_t> members = member_bits(n_items, opt.item_domain, opt.domain, opt.allowed);
   std::vector<std::vector<ScoredItem>> out(users.size());
   const size_t block = 256;
   const int threads = resolve_threads(opt.threads);
@@ -291,12 +306,7 @@ std::vector<std::vector<ScoredItem>> recommend(const Recommender& model, std::sp
         std::span<const uint32_t> ex;
         if (opt.exclude && u < opt.exclude->n_rows) ex = opt.exclude->row_indices(u);
         sel.reset(opt.k, opt.ties, opt.ties == Ties::kRandom ? tie_salt(opt.tie_seed, u) : 0);
-        if (filtered) {
-          const SelectorGroup g{&sel, members.data()};
-          select_multi(scores.row(r), n_items, ex, nullptr, std::span<const SelectorGroup>(&g, 1));
-        } else {
-          sel.push_row(scores.row(r), n_items, ex);
-        }
+        select_row(sel, scores.row(r), n_items, ex, members);
         sel.finish(out[b + r]);
       }
     });

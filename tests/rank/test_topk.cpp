@@ -279,15 +279,29 @@ TEST(Ties, MultiSelectorEqualsOneSelectorPerGroup) {
 }
 
 TEST(Ties, PessimisticRankPutsTheTargetBelowEqualScores) {
-  const std::vector<float> others{0.5f, 0.9f, 0.5f, 0.1f};
-  EXPECT_EQ(pessimistic_rank(0.5f, others), 4u);  // 0.9 and both 0.5 rank above
-  EXPECT_EQ(pessimistic_rank(0.95f, others), 1u);
-  EXPECT_EQ(pessimistic_rank(0.0f, others), 5u);
+  // Row item 0 is the target (its score set per case); items 1..4 are the others.
+  std::vector<float> row{0.0f, 0.5f, 0.9f, 0.5f, 0.1f};
+  const std::vector<uint32_t> others{1, 2, 3, 4};
+  auto rank_of = [&](float target) {
+    row[0] = target;
+    return pessimistic_rank(row.data(), 0, others);
+  };
+  EXPECT_EQ(rank_of(0.5f).rank, 4u);  // 0.9 and both 0.5 rank above
+  EXPECT_EQ(rank_of(0.5f).tied, 2u);
+  EXPECT_EQ(rank_of(0.95f).rank, 1u);
+  EXPECT_EQ(rank_of(0.95f).tied, 0u);
+  EXPECT_EQ(rank_of(0.0f).rank, 5u);
   const float nan = std::numeric_limits<float>::quiet_NaN();
-  EXPECT_EQ(pessimistic_rank(nan, others), 5u);                    // NaN counts as -inf: last
-  EXPECT_EQ(pessimistic_rank(0.0f, std::vector<float>{nan}), 1u);  // a NaN candidate ranks below a number
-  const std::vector<float> tied(999, 0.0f);
-  EXPECT_EQ(pessimistic_rank(0.0f, tied), 1000u);  // a model that ties everything gets the last rank
+  EXPECT_EQ(rank_of(nan).rank, 5u);  // NaN counts as -inf: last
+  const std::vector<float> with_nan{0.0f, nan};
+  EXPECT_EQ(pessimistic_rank(with_nan.data(), 0, std::vector<uint32_t>{1}).rank,
+            1u);  // NaN ranks below a number
+  const std::vector<float> tied(1000, 0.0f);
+  std::vector<uint32_t> rest(999);
+  for (uint32_t i = 0; i < 999; ++i) rest[i] = i + 1;
+  const PessimisticRank all = pessimistic_rank(tied.data(), 0, rest);
+  EXPECT_EQ(all.rank, 1000u);  // a model that ties everything gets the last rank
+  EXPECT_EQ(all.tied, 999u);
 }
 
 TEST(Ties, TiedFractionCountsEqualCandidatesOnly) {
