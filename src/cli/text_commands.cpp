@@ -125,14 +125,9 @@ int cmd_embed(const EmbedArgs& a, const Common& c) {
   opt.batch = a.batch;
   opt.threads = c.threads;
   opt.progress = progress_bar(!c.quiet);
-  size_t no_text = 0;
-  for (const ItemText& t : ds.item_text)
-    no_text += t.title.empty() && t.description.empty() && t.categories.empty();
-  if (no_text > 0 && !c.quiet)
-    std::fprintf(stderr, "embed: note: %zu of %u items have no title, description or categories%s\n", no_text,
-                 ds.n_items(), ds.tags.empty() ? "" : " (user tags may still give them text)");
   const TextVectors tv = embed_dataset(ds, *enc, opt);
-  if (!c.quiet && tv.items_with_text < ds.n_items())
+  // Counted on the rendered texts (tags included), so this is exactly what got a zero row.
+  if (!c.quiet && (tv.items_with_text < ds.n_items() || tv.users_with_text < ds.n_users()))
     std::fprintf(stderr, "embed: %zu items without text and %zu users without a profile get rows of zeros\n",
                  size_t(ds.n_items()) - tv.items_with_text, size_t(ds.n_users()) - tv.users_with_text);
   if (!a.output.empty()) save_text_vectors(a.output, tv, ds, opt);
