@@ -77,6 +77,7 @@ struct FitRequest {
   int threads = 0;
   const TextVectors* text = nullptr;        // attached when given
   const Matrix* item_categories = nullptr;  // e.g. Dataset::category_vectors()
+  const Sequences* sequences = nullptr;     // the fit's interactions in time order (user_sequences())
   ProgressFn progress;
   bool check_cost = true;                         // refuse when the estimate exceeds the available memory
   std::function<void(const ModelCost&)> on_cost;  // told the estimate before the fit (e.g. to print it)

@@ -15,6 +15,17 @@
 
 namespace xdrec {
 
+// Each user's interactions in time order (timestamp, then input order), repeats kept: user u's items are
+// items[offsets[u] .. offsets[u + 1]). Built by user_sequences() (split.h) from the fit's interactions.
+struct Sequences {
+  std::vector<uint64_t> offsets;  // n_users + 1
+  std::vector<uint32_t> items;
+  uint32_t n_users() const { return offsets.empty() ? 0 : uint32_t(offsets.size() - 1); }
+  std::span<const uint32_t> of(uint32_t u) const {
+    return {items.data() + offsets[u], size_t(offsets[u + 1] - offsets[u])};
+  }
+};
+
 // What a model sees at fit time besides the interaction matrix.
 struct FitContext {
   int threads = 1;      // fixed thread count from the caller; results must not depend on it where possible
@@ -30,6 +41,9 @@ struct FitContext {
   const Matrix* item_text = nullptr;  // n_items x d: raw text vectors of items (any encoder)
   const Matrix* user_text = nullptr;  // n_users x d: profile text vectors of users (same encoder)
   std::string text_encoder;           // spec of the encoder that made them; recorded by the model
+  // The fit's interactions in time order per user (the rows of the matrix, with order and repeats), for the
+  // models that read order (sasrec). May be null: such a model then takes each row in item order.
+  const Sequences* sequences = nullptr;
 };
 
 class Recommender {

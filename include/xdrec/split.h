@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "xdrec/dataset.h"
+#include "xdrec/recommender.h"
 
 namespace xdrec {
 
@@ -57,6 +58,11 @@ Split make_split(const Dataset& ds, const std::string& protocol, const SplitOpti
 // max_tags_per_item per item, and skipped when already a category. An empty Split keeps every tag.
 std::vector<ItemText> item_text_with_tags(const Dataset& ds, const Split& split,
                                           size_t max_tags_per_item = 20);
+
+// Per user, the interactions of `a` followed by those of `b` (may be null), ordered by timestamp (ties and
+// missing timestamps by input order): the ordered histories sequence models fit on.
+Sequences user_sequences(uint32_t n_users, const std::vector<Interaction>& a,
+                         const std::vector<Interaction>* b = nullptr);
 
 // Throws Error naming the first (user, item) pair of test or validation that also appears in train, and for
 // cold protocols any cold user's target-domain interaction or cold item found in train. Called by every

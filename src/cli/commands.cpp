@@ -417,6 +417,7 @@ int cmd_train(const TrainArgs& a, const Common& c) {
   std::optional<Split> split;
   if (!a.split_dir.empty()) split = read_split(ds, a.split_dir);
   Csr train = split ? ds.user_item_matrix(split->train) : ds.user_item_matrix();
+  const Sequences sequences = user_sequences(ds.n_users(), split ? split->train : ds.interactions);
   // Text vectors go to every model; those that do not use text ignore them (uses_text() is known for sure
   // only after the fit).
   std::optional<TextVectors> text;
@@ -437,6 +438,7 @@ int cmd_train(const TrainArgs& a, const Common& c) {
   req.threads = c.threads;
   req.text = text ? &*text : nullptr;
   req.item_categories = &categories;
+  req.sequences = &sequences;
   req.progress = progress_bar(!c.quiet);
   req.on_cost = [&](const ModelCost& cost) { print_cost(a.model, cost, c.quiet); };
   Fitted f = fit_model(ds, train, req);

@@ -414,4 +414,30 @@ std::vector<ItemText> item_text_with_tags(const Dataset& ds, const Split& split,
   return out;
 }
 
+Sequences user_sequences(uint32_t n_users, const std::vector<Interaction>& a, const std::vector<Interaction>* b) {
+  const size_t na = a.size(), n = na + (b ? b->size() : 0);
+  auto at = [&](size_t k) -> const Interaction& { return k < na ? a[k] : (*b)[k - na]; };
+  std::vector<uint32_t> order(n);
+  for (size_t k = 0; k < n; ++k) {
+    check(at(k).user < n_users, "user_sequences: user index " + std::to_string(at(k).user) +
+                                    " is out of range (" + std::to_string(n_users) + " users)");
+    order[k] = uint32_t(k);
+  }
+  // Missing timestamps sort as the smallest value, so a user without any keeps input order.
+  std::stable_sort(order.begin(), order.end(), [&](uint32_t x, uint32_t y) {
+    const Interaction &p = at(x), &q = at(y);
+    if (p.user != q.user) return p.user < q.user;
+    return p.timestamp < q.timestamp;
+  });
+  Sequences s;
+  s.offsets.assign(size_t(n_users) + 1, 0);
+  s.items.resize(n);
+  for (size_t k = 0; k < n; ++k) {
+    s.items[k] = at(order[k]).item;
+    ++s.offsets[at(order[k]).user + 1];
+  }
+  for (uint32_t u = 0; u < n_users; ++u) s.offsets[u + 1] += s.offsets[u];
+  return s;
+}
+
 }  // namespace xdrec

@@ -39,6 +39,18 @@ Csr restrict_to_domain(const Csr& m, std::span<const uint16_t> item_domain, uint
   return Csr::from_triplets(m.n_rows, m.n_cols, r, c, v);
 }
 
+// The items of s that lie in domain d, order kept.
+Sequences restrict_to_domain(const Sequences& s, std::span<const uint16_t> item_domain, uint16_t d) {
+  Sequences out;
+  out.offsets.assign(s.offsets.size(), 0);
+  for (uint32_t u = 0; u < s.n_users(); ++u) {
+    for (uint32_t i : s.of(u))
+      if (item_domain[i] == d) out.items.push_back(i);
+    out.offsets[u + 1] = out.items.size();
+  }
+  return out;
+}
+
 // Overall metrics of prefix P as the user-weighted mean of the per-domain ones ("P<domain>/<metric>", with
 // "P<domain>/n_users" the weights).
 void overall_from_domains(const Dataset& ds, const std::string& prefix, std::map<std::string, double>& m) {
@@ -125,6 +137,7 @@ Fitted fit_model(const Dataset& ds, const Csr& train, const FitRequest& req) {
   ctx.item_domain = ds.item_domain;
   ctx.item_categories = req.item_categories && req.item_categories->rows ? req.item_categories : nullptr;
   ctx.progress = req.progress;
+  ctx.sequences = req.sequences;
   if (req.text) attach_text(*req.text, ctx);
   RssSampler sampler;
   Timer t;
@@ -228,8 +241,11 @@ RunRecord Experiment::run_one(const ModelRun& m, uint64_t seed, std::unique_ptr<
     }
     return eo;
   };
-  auto fit = [&](const Csr& tr, nlohmann::json& out, double& fit_s, double& rss) {
+  const Sequences sequences =
+      user_sequences(ds_.n_users(), sp.train, opt_.fit_on_validation ? &sp.validation : nullptr);
+  auto fit = [&](const Csr& tr, const Sequences& seqs, nlohmann::json& out, double& fit_s, double& rss) {
     FitRequest req;
+    req.sequences = &seqs;
     req.spec = m.spec;
     req.seed = seed;
     req.threads = threads;
@@ -254,7 +270,7 @@ RunRecord Experiment::run_one(const ModelRun& m, uint64_t seed, std::unique_ptr<
     std::map<std::string, double> metrics;
     double fit_s = 0, eval_s = 0, rss = 0;
     if (!m.single_domain) {
-      auto model = fit(train, out, fit_s, rss);
+      auto model = fit(train, sequences, out, fit_s, rss);
       for (const Evaluation& ev : opt_.evaluations) {
         const std::string prefix = ev.name.empty() ? "" : ev.name + "/";
         const EvalResult r = evaluate(*model, train, test, &ds_, eval_options(ev));
@@ -270,7 +286,8 @@ RunRecord Experiment::run_one(const ModelRun& m, uint64_t seed, std::unique_ptr<
         const Csr te = restrict_to_domain(test, ds_.item_domain, d);
         if (te.nnz() == 0) continue;
         const Csr tr = restrict_to_domain(train, ds_.item_domain, d);
-        auto model = fit(tr, out, fit_s, rss);
+        const Sequences sq = restrict_to_domain(sequences, ds_.item_domain, d);
+        auto model = fit(tr, sq, out, fit_s, rss);
         for (const Evaluation& ev : opt_.evaluations) {
           const std::string prefix = ev.name.empty() ? "" : ev.name + "/";
           EvalOptions eo = eval_options(ev);

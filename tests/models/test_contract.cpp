@@ -46,6 +46,7 @@ struct Data {
   Csr train, test;
   std::vector<uint16_t> item_domain;  // two domains: even and odd items
   Matrix item_text, user_text;        // text vectors (kTextDim) for the models that use text
+  Sequences order;                    // each user's training items in the order they were drawn
 };
 
 // Text vectors that carry the cluster: a cluster direction, per-row noise and a large offset shared by every
@@ -64,6 +65,7 @@ const Data& data() {
     double acc = 0;
     for (uint32_t r = 0; r < kPerCluster; ++r) cdf[r] = (acc += 1.0 / (1.0 + r));
     std::vector<uint32_t> tr_u, tr_i, te_u, te_i;
+    out.order.offsets.push_back(0);
     for (uint32_t u = 0; u < kUsers; ++u) {
       std::vector<uint32_t> items;
       while (items.size() < kPerUser) {
@@ -82,7 +84,9 @@ const Data& data() {
         auto& ri = k + kHeldOut < items.size() ? tr_i : te_i;
         ru.push_back(u);
         ri.push_back(items[k]);
+        if (k + kHeldOut < items.size()) out.order.items.push_back(items[k]);
       }
+      out.order.offsets.push_back(out.order.items.size());
     }
     std::vector<float> ones(tr_u.size(), 1.0f), ones_te(te_u.size(), 1.0f);
     out.train = Csr::from_triplets(kUsers, kItems, tr_u, tr_i, ones);
@@ -109,19 +113,23 @@ const std::map<std::string, std::map<std::string, std::string>>& fast_settings()
       {"hybrid", {{"factors", "16"}, {"epochs", "30"}, {"ae_epochs", "10"}}},
       {"twotower", {{"factors", "16"}, {"epochs", "10"}}},
       {"emcdr", {{"factors", "16"}, {"iterations", "8"}}},
+      {"sasrec", {{"dim", "16"}, {"epochs", "30"}, {"negatives", "40"}, {"batch", "32"}, {"warmup", "10"},
+                  {"dropout", "0.1"}, {"lr", "0.005"}}},
   };
   return s;
 }
 
 // The registered models, exactly: a model that disappears from the registry (or a new one without a line
 // here) fails Registry.ListsExactlyTheKnownModels.
-const std::vector<std::string> kExpectedModels = {"bpr",     "ease",    "emcdr",      "hybrid",  "ials",
-                                                  "itemknn", "popular", "textbridge", "twotower"};
+const std::vector<std::string> kExpectedModels = {"bpr",     "ease",   "emcdr",      "hybrid",  "ials",   "itemknn",
+                                                  "popular", "sasrec", "textbridge", "twotower"};
 
 // Non-default variants that run through the whole suite as well (with the fast settings of their model).
 // hybrid's autoencoder code must be shorter than the suite's 32-d text.
 const std::vector<std::string> kVariants = {"twotower:merge=mlp", "ials:solver=cholesky", "hybrid:ae=16",
-                                            "textbridge:align=none", "bpr:bias=false"};
+                                            "textbridge:align=none", "bpr:bias=false",
+                                            "sasrec:domain_heads=true,loss=bce",
+                                            "sasrec:text=replace,adaptor=moe,heads=2"};
 
 std::string model_of(const std::string& spec) {
   return Spec::parse(spec).name;
@@ -182,6 +190,7 @@ std::unique_ptr<Recommender> fitted(const std::string& spec, int threads = 1, ui
   ctx.item_text = shuffle_text ? &shuffled_text().first : &data().item_text;
   ctx.user_text = shuffle_text ? &shuffled_text().second : &data().user_text;
   ctx.text_encoder = "contract-test-text";
+  ctx.sequences = &data().order;
   m->fit(data().train, ctx);
   return m;
 }
@@ -816,6 +825,7 @@ TEST_P(Contract, FitWithoutTextWorksOnIdsOrSaysWhy) {
   auto m = create_model(fast_spec(spec()));
   FitContext ctx;
   ctx.item_domain = data().item_domain;
+  ctx.sequences = &data().order;  // the interactions' order is data, not text
   try {
     m->fit(data().train, ctx);
   } catch (const Error& e) {
