@@ -476,6 +476,9 @@ int cmd_eval(const EvalArgs& a, const Common& c) {
   x.seeds.clear();
   for (int si = 0; si < n_seeds; ++si) x.seeds.push_back(c.seed + uint64_t(si));
   x.threads = c.threads;
+  // Validation is for tuning: the test score comes from a model fitted on training + validation.
+  x.fit_on_validation = !a.on_validation;
+  x.evaluate_on_validation = a.on_validation;
   x.progress = progress_bar(!c.quiet);
   x.on_cost = [&](const std::string& key, const ModelCost& cost) { print_cost(key, cost, c.quiet); };
   Evaluation ev;
@@ -531,6 +534,8 @@ int cmd_eval(const EvalArgs& a, const Common& c) {
       {"seeds", n_seeds},
       {"sampled_negatives", a.sampled},
       {"candidates", a.candidates},
+      {"fit_on", a.on_validation ? "train" : "train+validation"},
+      {"scored_on", a.on_validation ? "validation" : "test"},
       {"tie_rule", a.sampled ? "pessimistic (sampled)" : "seeded random order (full ranking)"}};
   if (!a.target_domain.empty()) out["target_domain"] = a.target_domain;
   if (!encoder_spec.empty()) out["text_encoder"] = encoder_spec;

@@ -56,6 +56,7 @@ struct EvalArgs {
   size_t sampled = 0;
   int n_seeds = 1;
   std::string candidates = "all";  // "all", or "cold-items": rank only the split's held-out items
+  bool on_validation = false;      // fit on train, evaluate on validation (tuning); else train+validation -> test
   TextArgs text;
 };
 struct RecommendArgs {

@@ -100,6 +100,9 @@ int main(int argc, char** argv) {
       ->check(CLI::IsMember({"all", "cold-items"}));
   c_eval->add_option("--sampled", ev.sampled,
                      "sampled protocol: rank each target against N same-domain negatives");
+  c_eval->add_flag("--on-validation", ev.on_validation,
+                   "tuning: fit on the training part and score the validation part (by default the model is "
+                   "fitted on training + validation and scored on test)");
   c_eval->add_option("--seeds", ev.n_seeds, "number of split seeds (seed, seed+1, ...) for mean ± 95% CI")
       ->capture_default_str();
   c_eval->add_option("--item-vectors", ev.item_vectors,

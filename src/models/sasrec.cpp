@@ -70,6 +70,16 @@ struct Chunk {
   double loss = 0;
 };
 
+// <a, b> with eight partial sums (k mod 8) added in a fixed order: the same value wherever it is computed.
+inline float dot8(const float* __restrict a, const float* __restrict b, size_t d) {
+  float acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+  size_t k = 0;
+  for (; k + 8 <= d; k += 8)
+    for (size_t l = 0; l < 8; ++l) acc[l] += a[k + l] * b[k + l];
+  for (size_t l = 0; k < d; ++k, ++l) acc[l] += a[k] * b[k];
+  return ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
+}
+
 }  // namespace
 
 class SasrecModel final : public Recommender {
@@ -240,25 +250,27 @@ class SasrecModel final : public Recommender {
         }
       }
     });
-    // Scores: per head, the users' states against the representations of that head's items.
-    constexpr size_t kBlock = 64;
-    const size_t nblocks = (nu + kBlock - 1) / kBlock;
-    parallel_for(nblocks * nh, threads, 1, [&](size_t b, size_t e) {
-      MatF hu, sc;
+    // Scores: per head, the users' states against the representations of that head's items, each a dot
+    // product in a fixed order (so a user's scores do not depend on the users scored with them).
+    constexpr size_t kUserBlock = 32, kItemBlock = 512;
+    const size_t ublocks = (nu + kUserBlock - 1) / kUserBlock;
+    parallel_for(ublocks, threads, 1, [&](size_t b, size_t e) {
       for (size_t w = b; w < e; ++w) {
-        const size_t hd = w % nh, u0 = (w / nh) * kBlock, u1 = std::min(nu, u0 + kBlock);
-        hu.reshape(u1 - u0, d_);
-        std::copy(hs[hd].row(u0), hs[hd].row(u0) + (u1 - u0) * d_, hu.data.data());
-        const MatF& items = domain_heads_ ? item_rep_dom_[hd] : item_rep_;
-        nn::gemm(hu, false, items, true, 1.0f, 0.0f, sc);
-        for (size_t r = 0; r < sc.rows; ++r) {
-          float* o = out.data.data() + (u0 + r) * ni;
-          const float* s = sc.row(r);
-          if (domain_heads_) {
-            const auto& ids = dom_items_[hd];
-            for (size_t c = 0; c < ids.size(); ++c) o[ids[c]] = s[c];
-          } else {
-            std::copy(s, s + ni, o);
+        const size_t u0 = w * kUserBlock, u1 = std::min(nu, u0 + kUserBlock);
+        for (size_t hd = 0; hd < nh; ++hd) {
+          const MatF& items = domain_heads_ ? item_rep_dom_[hd] : item_rep_;
+          for (size_t j0 = 0; j0 < items.rows; j0 += kItemBlock) {
+            const size_t j1 = std::min(items.rows, j0 + kItemBlock);
+            for (size_t k = u0; k < u1; ++k) {
+              float* o = out.data.data() + k * ni;
+              const float* h = hs[hd].row(k);
+              if (domain_heads_) {
+                const auto& ids = dom_items_[hd];
+                for (size_t j = j0; j < j1; ++j) o[ids[j]] = dot8(h, items.row(j), d_);
+              } else {
+                for (size_t j = j0; j < j1; ++j) o[j] = dot8(h, items.row(j), d_);
+              }
+            }
           }
         }
       }
