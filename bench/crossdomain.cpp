@@ -27,7 +27,8 @@
 //   --validate     fit on the training part and evaluate on the validation part (for tuning); the default is
 //                  the test part, fitted on training + validation
 //   --merge        keep the protocols of an existing OUT.json that this run does not produce
-//   --dataset DIR --protocol cold-items|cold-users:target=X|fixed   an extra canonical dataset (may repeat
+//   --no-single-domain  skip the single-domain ablation of the fixed-split protocols
+//   --dataset DIR --protocol cold-items|cold-users:target=X|fixed|leave-last-out   a dataset (may repeat
 //                  --protocol); protocols named "<dataset name>/<protocol>"
 //
 // JSON: {"<protocol>": {"<model key>": {"<metric>": {"mean": m, "ci95": c}}}, "_meta": {...}}. A model key is
@@ -61,6 +62,7 @@ struct Options {
   int seeds = 3;
   int threads = 0;
   bool quick = false, validate = false, merge = false, no_fork = false, ablation = false;
+  bool no_single = false;  // --no-single-domain: skip the single-domain ablation of the fixed-split protocols
   int task_timeout = 3600;  // seconds per (model, seed) worker
   std::vector<std::string> only, filters, models;
   std::string bert;
@@ -75,8 +77,8 @@ struct Options {
       stderr,
       "usage: %s OUT.json [DATA_ROOT] [--seeds N] [--threads N] [--quick] [--only P[,P]] [--filter S]\n"
       "          [--model SPEC[@TEXT]] [--bert DIR] [--encoders E[,E]] [--ablation] [--validate]\n"
-      "          [--merge] [--task-timeout S] [--no-fork]\n"
-      "          [--dataset DIR --protocol cold-items|cold-users:target=X|fixed]\n",
+      "          [--merge] [--task-timeout S] [--no-fork] [--no-single-domain]\n"
+      "          [--dataset DIR --protocol cold-items|cold-users:target=X|fixed|leave-last-out]\n",
       argv0);
   std::exit(2);
 }
@@ -434,7 +436,7 @@ void run_fixed(Env& env, Results& res, Infos& info, const Dataset& ds, const std
   }
   std::printf("\n%s (fixed split): %s\n", prefix.c_str(), ds.summary().c_str());
   const ExperimentResult r =
-      run_experiment(env, ds, x, model_runs(env, configs, lo.cross_domain), prefix, line);
+      run_experiment(env, ds, x, model_runs(env, configs, lo.cross_domain && !env.opt.no_single), prefix, line);
   for (const auto& [pname, ev] :
        {std::pair{p_sampled, std::string("sampled/")}, std::pair{p_full, std::string("full/")}}) {
     if (!protocol_selected(env.opt, pname)) continue;
@@ -536,6 +538,44 @@ void run_cold_items(Env& env, Results& res, Infos& info, const Dataset& ds, cons
       {"seeds", x.seeds}};
 }
 
+// Leave-last-out by timestamp: each user's last interaction is the target (the one before it is validation
+// with --validate), ranked against every item the user has not interacted with (full ranking, seeded random
+// ties) and, as the sequential-recommendation papers do, against 99 sampled negatives.
+void run_leave_last_out(Env& env, Results& res, Infos& info, const Dataset& ds, const std::string& protocol) {
+  if (!protocol_selected(env.opt, protocol)) return;
+  ListOptions lo;
+  lo.text = has_item_text(ds);
+  lo.cross_domain = ds.n_domains() > 1;
+  lo.ease_fits = ds.n_items() <= kEaseMaxItems;
+  const auto configs = model_list(env, lo, protocol);
+  ExperimentOptions x;
+  x.protocol = "leave-last-out";
+  x.split.val_ratio = env.opt.validate ? 1.0 : 0.0;
+  x.seeds = seed_list(env.opt);
+  Evaluation full, sampled;
+  full.name = "full";
+  full.options.ks = {10};
+  sampled.name = "sampled";
+  sampled.options.ks = {10};
+  sampled.options.sampled_negatives = 99;
+  x.evaluations = {full, sampled};
+  std::printf("\n%s: %s\n", protocol.c_str(), ds.summary().c_str());
+  const ExperimentResult r = run_experiment(env, ds, x, model_runs(env, configs, false), protocol,
+                                            {"full/ndcg@10", "full/hr@10", "sampled/hr@10"});
+  res[protocol] = protocol_json(r, "");
+  print_table(protocol, r, {"full/hr@10", "full/ndcg@10", "full/tied_share", "sampled/hr@10", "sampled/ndcg@10"});
+  info[protocol] = {
+      {"dataset", ds.name},
+      {"users", ds.n_users()},
+      {"items", ds.n_items()},
+      {"split", r.protocol},
+      {"ranking",
+       "full/*: the user's last item (by timestamp) against every item not in their training history, ties in "
+       "seeded random order; sampled/*: against 99 sampled negatives, ties pessimistic"},
+      {"evaluated_on", env.opt.validate ? "validation (the second-to-last item)" : "test"},
+      {"seeds", x.seeds}};
+}
+
 Dataset load(const std::string& path, const std::string& format = "auto") {
   Timer t;
   ReadReport rep;
@@ -593,6 +633,8 @@ int main(int argc, char** argv) {
       o.merge = true;
     else if (a == "--no-fork")
       o.no_fork = true;
+    else if (a == "--no-single-domain")
+      o.no_single = true;
     else if (a == "--task-timeout")
       o.task_timeout = std::atoi(next().c_str());
     else if (a == "--only")
@@ -715,11 +757,14 @@ int main(int argc, char** argv) {
           run_fixed(env, res, info, ds, dsname);
         } else if (p.rfind("cold-items", 0) == 0) {
           run_cold_items(env, res, info, ds, dsname + "/" + p, cold);
+        } else if (p == "leave-last-out") {
+          run_leave_last_out(env, res, info, ds, dsname + "/" + p);
         } else if (p.rfind("cold-users", 0) == 0) {
           check(args.count("target"), "--protocol cold-users needs target=DOMAIN");
           run_cold_users(env, res, info, ds, dsname + "/" + p, args.at("target"), cold);
         } else {
-          throw Error("--protocol must be fixed, cold-items[:cold=R] or cold-users:target=X[,cold=R], got '" +
+          throw Error("--protocol must be fixed, leave-last-out, cold-items[:cold=R] or "
+                      "cold-users:target=X[,cold=R], got '" +
                       p + "'");
         }
         write();

@@ -89,6 +89,8 @@ int main(int argc, char** argv) {
   c_eval->add_option("--protocol", ev.protocol, "split protocol when no --split is given")
       ->capture_default_str();
   c_eval->add_option("--test", ev.split_opt.test_ratio, "test fraction")->capture_default_str();
+  c_eval->add_option("--val", ev.split_opt.val_ratio, "validation fraction of the rest (for --on-validation)")
+      ->capture_default_str();
   c_eval->add_option("--cold", ev.split_opt.cold_ratio, "cold fraction")->capture_default_str();
   c_eval->add_option("--target-domain", ev.target_domain, "target domain name (cold-users)");
   c_eval->add_option("-m,--model", ev.models, "model spec (repeatable)")->required();

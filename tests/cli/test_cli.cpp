@@ -193,3 +193,37 @@ TEST_F(CliTest, TargetDomainProtocolRanksWithinItInTheHeadline) {
   EXPECT_TRUE(m["overall"].contains("tied_share"));
   EXPECT_EQ(j["target_domain"], "films");
 }
+
+TEST_F(CliTest, SequenceModelReadsTimestampsUnderLeaveLastOut) {
+  // Users walk along a fixed cycle of 30 items; the rows are written newest first, so only the timestamps give
+  // the order. The last item of each walk is the test target: it follows from the walk's order, not from
+  // the set of items (popularity is flat).
+  std::string csv = "user,item,timestamp\n";
+  uint64_t state = 7;
+  for (int u = 0; u < 200; ++u) {
+    state = state * 6364136223846793005ull + 1442695040888963407ull;
+    const int start = int((state >> 33) % 30);
+    for (int t = 9; t >= 0; --t)
+      csv += "u" + std::to_string(u) + ",i" + std::to_string((start + t) * 7 % 30) + "," +
+             std::to_string(1000 + 10 * t) + "\n";
+  }
+  write("interactions.csv", csv);
+  const std::string spec = "sasrec:dim=16,epochs=30,batch=32,negatives=29,lr=0.005,warmup=10,dropout=0.1";
+  Result r = run("eval " + dir.string() + " --protocol leave-last-out -m " + spec + " -m popular --threads 2 -o " +
+                 (dir / "m.json").string());
+  ASSERT_EQ(r.status, 0) << r.out;
+  auto j = nlohmann::json::parse(std::ifstream(dir / "m.json"));
+  EXPECT_EQ(j["fit_on"], "train+validation");
+  EXPECT_EQ(j["scored_on"], "test");
+  const double seq = j["models"][spec]["overall"]["hr@10"].get<double>();
+  const double pop = j["models"]["popular"]["overall"]["hr@10"].get<double>();
+  EXPECT_GT(seq, 0.9) << r.out;
+  EXPECT_LT(pop, 0.6) << r.out;
+  // Tuning: fitted on train, scored on the validation part.
+  Result v = run("eval " + dir.string() + " --protocol leave-last-out --val 1 --on-validation -m popular -o " +
+                 (dir / "v.json").string());
+  ASSERT_EQ(v.status, 0) << v.out;
+  auto jv = nlohmann::json::parse(std::ifstream(dir / "v.json"));
+  EXPECT_EQ(jv["scored_on"], "validation");
+  EXPECT_EQ(jv["fit_on"], "train");
+}
