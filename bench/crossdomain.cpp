@@ -550,7 +550,7 @@ void run_leave_last_out(Env& env, Results& res, Infos& info, const Dataset& ds, 
   const auto configs = model_list(env, lo, protocol);
   ExperimentOptions x;
   x.protocol = "leave-last-out";
-  x.split.val_ratio = env.opt.validate ? 1.0 : 0.0;
+  x.split.val_ratio = env.opt.validate ? 0.5 : 0.0;  // any fraction > 0: the item before the last
   x.seeds = seed_list(env.opt);
   Evaluation full, sampled;
   full.name = "full";

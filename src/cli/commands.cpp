@@ -642,8 +642,13 @@ int cmd_recommend(const RecommendArgs& a, const Common& c) {
       }
       check(!items.empty(), "--history: no item ids in '" + a.history + "'");
     }
-    std::sort(items.begin(), items.end());
-    items.erase(std::unique(items.begin(), items.end()), items.end());
+    // In the order given (sequence models read it); an item given twice counts once, at its last place.
+    {
+      std::vector<uint32_t> kept;
+      for (size_t k = 0; k < items.size(); ++k)
+        if (std::find(items.begin() + k + 1, items.end(), items[k]) == items.end()) kept.push_back(items[k]);
+      items = std::move(kept);
+    }
     std::vector<float> w(items.size(), 1.0f);
     std::vector<float> profile;
     if (a.profile_given) profile = encode_one(*encoder, a.profile, c.threads);
@@ -651,7 +656,9 @@ int cmd_recommend(const RecommendArgs& a, const Common& c) {
     // Extend the seen matrix with the new user's row.
     seen.n_rows = nu + 1;
     seen.indptr.resize(nu + 1, seen.indptr.back());
-    for (uint32_t i : items) {
+    std::vector<uint32_t> sorted = items;
+    std::sort(sorted.begin(), sorted.end());
+    for (uint32_t i : sorted) {
       seen.indices.push_back(i);
       seen.values.push_back(1.0f);
     }
