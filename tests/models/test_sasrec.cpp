@@ -4,8 +4,14 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+#include <string>
 
+#include "xdrec/metrics.h"
 #include "xdrec/rank.h"
+#include "xdrec/readers.h"
 #include "xdrec/recommender.h"
 #include "xdrec/split.h"
 
@@ -158,4 +164,34 @@ TEST(Sasrec, UserSequencesOrderByTimestampThenInput) {
   EXPECT_EQ(std::vector<uint32_t>(s.of(1).begin(), s.of(1).end()), (std::vector<uint32_t>{3, 2}));
   EXPECT_TRUE(s.of(2).empty());
   EXPECT_THROW(user_sequences(1, a), Error);
+}
+
+TEST(SasrecFoodKitchen, FullRunFitsTheBudgetAndBeatsTheSasrecReferenceOnValidation) {
+  const char* slow = std::getenv("XDREC_SLOW_TESTS");
+  if (!slow || !*slow || std::string(slow) == "0") GTEST_SKIP() << "slow real-data check: run scripts/test --slow";
+  const std::string dir = std::string(XDREC_SHARED_DATA) + "/amazon_food-kitchen_llmcdsr";
+  if (!std::filesystem::exists(dir + "/train_A.txt")) GTEST_SKIP() << "Food-Kitchen not found in " << dir;
+  const Dataset ds = read_dataset(dir, "food-kitchen");
+  const Split sp = make_split(ds, "fixed", SplitOptions{});
+  const Csr train = ds.user_item_matrix(sp.train), valid = ds.user_item_matrix(sp.validation);
+  const Sequences seq = user_sequences(ds.n_users(), sp.train);
+  Timer t;
+  auto m = create_model("sasrec");
+  FitContext ctx;
+  ctx.threads = 2;
+  ctx.item_domain = ds.item_domain;
+  ctx.sequences = &seq;
+  m->fit(train, ctx);
+  const double fit_s = t.seconds();
+  EvalOptions ev;
+  ev.threads = 2;
+  ev.sampled_negatives = 999;
+  const EvalResult r = evaluate(*m, train, valid, &ds, ev);
+  const double food = r.by_domain.at("food").at("hr@10"), kitchen = r.by_domain.at("kitchen").at("hr@10");
+  std::printf("  sasrec (ids only) validation HR@10 food %.4f kitchen %.4f, fit %.1f s\n", food, kitchen, fit_s);
+  // Measured on the validation users (2 threads, seed 1): food 0.58, kitchen 0.47 (iALS on the test users:
+  // 0.384 / 0.374, BENCHMARKS.md).
+  EXPECT_GT(food, 0.50);
+  EXPECT_GT(kitchen, 0.43);
+  EXPECT_LT(fit_s, 600.0) << "a full Food-Kitchen fit must take under 10 minutes on 2 cores";
 }
