@@ -50,6 +50,11 @@ constexpr uint64_t kShuffleStream = uint64_t(1) << 20;
 constexpr uint64_t kBatchStream = uint64_t(1) << 32;
 constexpr uint64_t kChunkStream = uint64_t(1) << 48;
 
+// A training window: the items of `user`'s history before position `end` (at most max_len + 1 of them).
+struct Window {
+  uint32_t user, end;
+};
+
 // One chunk of a minibatch: its packed sequences, forward caches and gradients.
 struct Chunk {
   std::vector<uint32_t> offsets, in_ids, in_rev, tgt_ids;
@@ -91,6 +96,9 @@ class SasrecModel final : public Recommender {
         .add("ff", &ff_, 0, 0, 16384, "feed-forward hidden width (0: dim)")
         .add("act", &act_, "gelu", {"gelu", "relu"}, "feed-forward activation")
         .add("max_len", &max_len_, 50, 2, 4096, "most recent items of a history the model reads")
+        .add("windows", &windows_, false,
+             "train on every max_len-long window of a longer history (from the most recent backwards), not "
+             "only on the most recent one")
         .add("dropout", &dropout_, 0.3, 0.0, 0.95, "dropout on the embeddings, residual branches and attention")
         .add("epochs", &epochs_, 20, 0, 100000, "passes over the training sequences")
         .add("batch", &batch_, 256, 1, 1 << 20, "sequences per minibatch")
@@ -194,25 +202,13 @@ class SasrecModel final : public Recommender {
 
     // Items that occur in training: the only ones sampled as negatives; the others keep a zero id embedding.
     std::vector<uint8_t> seen(ni, 0);
-    std::vector<uint64_t> dom_positions(n_domains_, 0);
-    for (const auto& s : seqs) {
+    for (const auto& s : seqs)
       for (uint32_t i : s) seen[i] = 1;
-      const size_t n = std::min(s.size(), size_t(max_len_) + 1);
-      for (size_t t = s.size() - n + 1; t < s.size(); ++t) ++dom_positions[dom(s[t])];
-    }
     for (uint32_t i = 0; i < ni; ++i)
       if (!seen[i]) std::fill(emb_.row(i), emb_.row(i) + d_, 0.0f);
     pool_.assign(n_domains_, {});
     for (uint32_t i = 0; i < ni; ++i)
       if (seen[i]) pool_[dom(i)].push_back(i);
-    domain_weight_.assign(n_domains_, 1.0f);
-    if (balance_) {
-      uint64_t least = UINT64_MAX;
-      for (uint64_t c : dom_positions)
-        if (c > 0) least = std::min(least, c);
-      for (uint16_t dd = 0; dd < n_domains_; ++dd)
-        if (dom_positions[dd] > 0) domain_weight_[dd] = float(double(least) / double(dom_positions[dd]));
-    }
 
     train(seqs, ctx);
 
@@ -695,9 +691,27 @@ class SasrecModel final : public Recommender {
   // ---- Training -----------------------------------------------------------------------------------------
 
   void train(const std::vector<std::vector<uint32_t>>& seqs, const FitContext& ctx) {
-    std::vector<uint32_t> users;
-    for (uint32_t u = 0; u < seqs.size(); ++u)
-      if (seqs[u].size() >= 2) users.push_back(u);
+    // Training windows (user, end): the items seq[end - max_len - 1 .. end) of a history, at least two of
+    // them; each item is a target in exactly one window (with `windows`; else only the most recent window).
+    std::vector<Window> users;
+    std::vector<uint64_t> dom_positions(n_domains_, 0);
+    for (uint32_t u = 0; u < seqs.size(); ++u) {
+      for (size_t end = seqs[u].size(); end >= 2;) {
+        users.push_back({u, uint32_t(end)});
+        const size_t b = end - std::min(end, size_t(max_len_) + 1);
+        for (size_t t = b + 1; t < end; ++t) ++dom_positions[dom(seqs[u][t])];
+        if (!windows_) break;
+        end = b + 1;
+      }
+    }
+    domain_weight_.assign(n_domains_, 1.0f);
+    if (balance_) {
+      uint64_t least = UINT64_MAX;
+      for (uint64_t c : dom_positions)
+        if (c > 0) least = std::min(least, c);
+      for (uint16_t dd = 0; dd < n_domains_; ++dd)
+        if (dom_positions[dd] > 0) domain_weight_[dd] = float(double(least) / double(dom_positions[dd]));
+    }
     if (users.empty() || epochs_ == 0) return;
     std::vector<MatF*> params = dense_params();
     const size_t np = params.size();
@@ -738,9 +752,9 @@ class SasrecModel final : public Recommender {
         uint64_t batch_positions = 0;
         double weight_sum = 0;
         for (size_t k = b0; k < b1; ++k) {
-          const auto& s = seqs[users[k]];
-          const size_t n = std::min(s.size(), size_t(max_len_) + 1);
-          for (size_t t = s.size() - n + 1; t < s.size(); ++t) weight_sum += domain_weight_[dom(s[t])];
+          const auto& s = seqs[users[k].user];
+          const size_t end = users[k].end, n = std::min(size_t(end), size_t(max_len_) + 1);
+          for (size_t t = end - n + 1; t < end; ++t) weight_sum += domain_weight_[dom(s[t])];
           batch_positions += n - 1;
         }
         const size_t nc = (b1 - b0 + kChunkSeqs - 1) / kChunkSeqs;
@@ -748,7 +762,7 @@ class SasrecModel final : public Recommender {
         const float scale = float(1.0 / std::max(1e-12, weight_sum));
         pool.run(nc, [&](size_t c) {
           const size_t s0 = b0 + c * kChunkSeqs, s1 = std::min(b1, s0 + kChunkSeqs);
-          run_chunk(chunks[c], seqs, std::span<const uint32_t>(users.data() + s0, s1 - s0), cand, cand_rep,
+          run_chunk(chunks[c], seqs, std::span<const Window>(users.data() + s0, s1 - s0), cand, cand_rep,
                     scale, Rng(seed_used_, kChunkStream + uint64_t(step) * 4096 + c));
         });
         // Gradients of the chunks, added in chunk order.
@@ -797,15 +811,15 @@ class SasrecModel final : public Recommender {
     }
   }
 
-  void run_chunk(Chunk& ch, const std::vector<std::vector<uint32_t>>& seqs, std::span<const uint32_t> users,
+  void run_chunk(Chunk& ch, const std::vector<std::vector<uint32_t>>& seqs, std::span<const Window> windows,
                  const std::vector<std::vector<uint32_t>>& cand, const std::vector<MatF>& cand_rep, float scale,
                  Rng rng) const {
-    // Pack the chunk's sequences: inputs s[0 .. n-2], targets s[1 .. n-1] of the last max_len + 1 items.
+    // Pack the chunk's windows: inputs s[b .. end-2], targets s[b+1 .. end-1], b = end - n.
     ch.offsets.assign(1, 0);
     ch.in_ids.clear(), ch.in_rev.clear(), ch.tgt_ids.clear(), ch.in_dom.clear(), ch.tgt_dom.clear();
-    for (uint32_t u : users) {
-      const auto& s = seqs[u];
-      const size_t n = std::min(s.size(), size_t(max_len_) + 1), b = s.size() - n;
+    for (const Window& w : windows) {
+      const auto& s = seqs[w.user];
+      const size_t n = std::min(size_t(w.end), size_t(max_len_) + 1), b = w.end - n;
       for (size_t t = 0; t + 1 < n; ++t) {
         ch.in_ids.push_back(s[b + t]);
         ch.in_rev.push_back(uint32_t(n - 2 - t));
@@ -941,7 +955,7 @@ class SasrecModel final : public Recommender {
   int dim_ = 64, blocks_ = 2, heads_ = 1, ff_ = 0, max_len_ = 50, epochs_ = 20, batch_ = 256, warmup_ = 100;
   int negatives_ = 1000, experts_ = 4, seed_ = 0;
   double dropout_ = 0.3, lr_ = 1e-3, weight_decay_ = 0, clip_ = 5, id_dropout_ = 0;
-  bool decay_ = false, balance_ = false, domain_emb_ = true, domain_heads_ = false;
+  bool decay_ = false, balance_ = false, domain_emb_ = true, domain_heads_ = false, windows_ = false;
   std::string act_ = "gelu", loss_ = "softmax", text_ = "add", adaptor_ = "linear";
   models::AutoencoderParams ae_;
 
