@@ -96,11 +96,13 @@ class SasrecModel final : public Recommender {
         .add("ff", &ff_, 0, 0, 16384, "feed-forward hidden width (0: dim)")
         .add("act", &act_, "gelu", {"gelu", "relu"}, "feed-forward activation")
         .add("max_len", &max_len_, 50, 2, 4096, "most recent items of a history the model reads")
-        .add("windows", &windows_, false,
+        .add("windows", &windows_, true,
              "train on every max_len-long window of a longer history (from the most recent backwards), not "
              "only on the most recent one")
         .add("dropout", &dropout_, 0.3, 0.0, 0.95, "dropout on the embeddings, residual branches and attention")
-        .add("epochs", &epochs_, 20, 0, 100000, "passes over the training sequences")
+        .add("epochs", &epochs_, 30, 0, 100000, "passes over the training sequences (at least; see min_steps)")
+        .add("min_steps", &min_steps_, 1000, 0, 1 << 30,
+             "more epochs when needed for this many optimiser steps (small datasets: few steps per epoch)")
         .add("batch", &batch_, 256, 1, 1 << 20, "sequences per minibatch")
         .add("lr", &lr_, 1e-3, 1e-7, 10.0, "AdamW learning rate (after warm-up)")
         .add("warmup", &warmup_, 100, 0, 1 << 30, "optimiser steps of linear learning-rate warm-up")
@@ -144,7 +146,11 @@ class SasrecModel final : public Recommender {
               (dt ? model_util::text_pipeline_bytes(s, ae_.ae) : 0) + model_util::score_batch_bytes(s);
     const double per_token = double(blocks_) * (12.0 * d * d + 4.0 * d * ff + 4.0 * max_len_ * d) +
                              (loss_ == "softmax" ? 3.0 * negatives_ * d : 6.0 * d);
-    c.seconds = double(std::min<uint64_t>(s.nnz, s.n_users * uint64_t(max_len_))) * per_token * epochs_ / 4e9;
+    const uint64_t tok = windows_ ? s.nnz : std::min<uint64_t>(s.nnz, s.n_users * uint64_t(max_len_));
+    const uint64_t wins = windows_ ? std::max<uint64_t>(s.n_users, s.nnz / uint64_t(max_len_)) : s.n_users;
+    const uint64_t steps = std::max<uint64_t>(1, (wins + uint64_t(batch_) - 1) / uint64_t(batch_));
+    const double epochs = std::max<double>(epochs_, std::ceil(double(min_steps_) / double(steps)));
+    c.seconds = double(tok) * per_token * epochs / 4e9;
     c.note = "attention caches of a minibatch and the item table with Adam moments";
     return c;
   }
@@ -724,12 +730,13 @@ class SasrecModel final : public Recommender {
     for (size_t k = 0; k < params.size(); ++k) grads[k].resize(params[k]->rows, params[k]->cols);
     const size_t bsz = size_t(batch_);
     const int64_t steps_per_epoch = int64_t((users.size() + bsz - 1) / bsz);
-    const int64_t total = steps_per_epoch * epochs_;
+    const int epochs = int(std::max<int64_t>(epochs_, (min_steps_ + steps_per_epoch - 1) / steps_per_epoch));
+    const int64_t total = steps_per_epoch * epochs;
     nn::TaskPool pool(std::max(1, ctx.threads));
     std::vector<Chunk> chunks;
     int64_t step = 0;
     Timer timer;
-    for (int ep = 0; ep < epochs_; ++ep) {
+    for (int ep = 0; ep < epochs; ++ep) {
       Rng shuffle(seed_used_, kShuffleStream + uint64_t(ep));
       std::shuffle(users.begin(), users.end(), shuffle);
       double loss = 0;
@@ -807,7 +814,7 @@ class SasrecModel final : public Recommender {
       if (ctx.verbose)
         std::fprintf(stderr, "sasrec epoch %d: loss %.4f (%.1f s)\n", ep + 1, loss / double(std::max<uint64_t>(1, positions)),
                      timer.seconds());
-      if (ctx.progress) ctx.progress(size_t(ep + 1), size_t(epochs_), "sasrec epochs");
+      if (ctx.progress) ctx.progress(size_t(ep + 1), size_t(epochs), "sasrec epochs");
     }
   }
 
@@ -952,10 +959,10 @@ class SasrecModel final : public Recommender {
   }
 
   ParamSet params_;
-  int dim_ = 64, blocks_ = 2, heads_ = 1, ff_ = 0, max_len_ = 50, epochs_ = 20, batch_ = 256, warmup_ = 100;
-  int negatives_ = 1000, experts_ = 4, seed_ = 0;
+  int dim_ = 64, blocks_ = 2, heads_ = 1, ff_ = 0, max_len_ = 50, epochs_ = 30, batch_ = 256, warmup_ = 100;
+  int negatives_ = 1000, experts_ = 4, seed_ = 0, min_steps_ = 1000;
   double dropout_ = 0.3, lr_ = 1e-3, weight_decay_ = 0, clip_ = 5, id_dropout_ = 0;
-  bool decay_ = false, balance_ = false, domain_emb_ = true, domain_heads_ = false, windows_ = false;
+  bool decay_ = false, balance_ = false, domain_emb_ = true, domain_heads_ = false, windows_ = true;
   std::string act_ = "gelu", loss_ = "softmax", text_ = "add", adaptor_ = "linear";
   models::AutoencoderParams ae_;
 

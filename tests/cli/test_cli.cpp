@@ -208,7 +208,7 @@ TEST_F(CliTest, SequenceModelReadsTimestampsUnderLeaveLastOut) {
              std::to_string(1000 + 10 * t) + "\n";
   }
   write("interactions.csv", csv);
-  const std::string spec = "sasrec:dim=16,epochs=30,batch=32,negatives=29,lr=0.005,warmup=10,dropout=0.1";
+  const std::string spec = "sasrec:dim=16,epochs=30,batch=32,negatives=29,lr=0.005,warmup=10,dropout=0.1,min_steps=0";
   Result r = run("eval " + dir.string() + " --protocol leave-last-out -m " + spec + " -m popular --threads 2 -o " +
                  (dir / "m.json").string());
   ASSERT_EQ(r.status, 0) << r.out;

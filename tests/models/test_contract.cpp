@@ -114,7 +114,7 @@ const std::map<std::string, std::map<std::string, std::string>>& fast_settings()
       {"twotower", {{"factors", "16"}, {"epochs", "10"}}},
       {"emcdr", {{"factors", "16"}, {"iterations", "8"}}},
       {"sasrec", {{"dim", "16"}, {"epochs", "30"}, {"negatives", "40"}, {"batch", "32"}, {"warmup", "10"},
-                  {"dropout", "0.1"}, {"lr", "0.005"}}},
+                  {"dropout", "0.1"}, {"lr", "0.005"}, {"min_steps", "0"}}},
   };
   return s;
 }

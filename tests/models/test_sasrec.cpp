@@ -77,7 +77,7 @@ std::unique_ptr<Recommender> fit(const std::string& spec, int threads = 2) {
 
 std::string small(const std::string& more = "", int epochs = 40) {
   return "sasrec:dim=32,epochs=" + std::to_string(epochs) +
-         ",batch=32,negatives=39,lr=0.005,warmup=10,dropout=0.1" + (more.empty() ? "" : "," + more);
+         ",batch=32,negatives=39,lr=0.005,warmup=10,dropout=0.1,min_steps=0" + (more.empty() ? "" : "," + more);
 }
 
 // Share of new users (walks of 6 items along the cycle) whose next item is ranked first.
