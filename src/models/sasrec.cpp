@@ -30,6 +30,7 @@
 #include <cmath>
 #include <cstdio>
 #include <numeric>
+#include <utility>
 
 #include "models/model_util.h"
 #include "models/text_features.h"
@@ -524,14 +525,19 @@ class SasrecModel final : public Recommender {
 
   // Dense parameters other than the item table, in a fixed order.
   std::vector<MatF*> dense_params() {
-    std::vector<MatF*> p{&pos_, &dom_};
-    for (auto& b : blocks_w_)
-      for (MatF* m : b.params()) p.push_back(m);
+    std::vector<MatF*> p;
+    for (const MatF* m : std::as_const(*this).dense_params()) p.push_back(const_cast<MatF*>(m));
+    return p;
+  }
+  std::vector<const MatF*> dense_params() const {
+    std::vector<const MatF*> p{&pos_, &dom_};
+    for (const auto& b : blocks_w_)
+      for (const MatF* m : b.params()) p.push_back(m);
     p.push_back(&ln_f_.gamma);
     p.push_back(&ln_f_.beta);
-    for (auto& h : heads_w_) p.push_back(&h.w), p.push_back(&h.b);
+    for (const auto& h : heads_w_) p.push_back(&h.w), p.push_back(&h.b);
     if (text_on()) {
-      for (auto& a : adapt_w_) p.push_back(&a.w), p.push_back(&a.b);
+      for (const auto& a : adapt_w_) p.push_back(&a.w), p.push_back(&a.b);
       if (adaptor_ == "moe") p.push_back(&gate_.w), p.push_back(&gate_.b);
     }
     return p;
@@ -866,11 +872,8 @@ class SasrecModel final : public Recommender {
     ln_f_.forward(ch.xs.back(), ch.h, &ch.lnf);
 
     // Loss per target domain.
-    const size_t np = adaptor_param_index() + (text_on() ? 2 * adapt_w_.size() + (adaptor_ == "moe" ? 2 : 0) : 0);
-    if (ch.grads.size() != np) {
-      ch.grads.clear();
-      std::vector<MatF*> ps = const_cast<SasrecModel*>(this)->dense_params();
-      for (MatF* p : ps) ch.grads.emplace_back(p->rows, p->cols);
+    if (ch.grads.empty()) {
+      for (const MatF* p : dense_params()) ch.grads.emplace_back(p->rows, p->cols);
     } else {
       for (auto& g : ch.grads) g.zero();
     }
