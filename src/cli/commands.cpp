@@ -548,7 +548,11 @@ int cmd_eval(const EvalArgs& a, const Common& c) {
     nlohmann::json jm = nest_metrics(ds, means);
     jm["spec"] = first.spec;
     if (!first.text_encoder.empty()) jm["text_encoder"] = first.text_encoder;
-    if (n_seeds > 1) jm["ci95"] = nest_metrics(ds, cis)["overall"];
+    if (n_seeds > 1) {
+      const nlohmann::json nested = nest_metrics(ds, cis);
+      jm["ci95"] = nested["overall"];
+      if (!nested["by_domain"].empty()) jm["ci95_by_domain"] = nested["by_domain"];
+    }
     jm["n_users"] = summary.count("n_users") ? summary.at("n_users").mean : 0.0;
     jm["fit_seconds"] = summary.count("fit_seconds") ? summary.at("fit_seconds").mean : 0.0;
     jm["eval_seconds"] = summary.count("eval_seconds") ? summary.at("eval_seconds").mean : 0.0;

@@ -20,6 +20,12 @@
 // (positions of the smallest domain / positions of this domain). AdamW with linear warm-up, gradient
 // clipping by global norm.
 //
+// Training windows: the last max_len + 1 items of each history, and with `windows` (default) every earlier
+// max_len-long window too, so each item of a long history is a target once. Epochs: at least `epochs`, more
+// when the data gives fewer than min_steps optimiser steps in that many (small datasets).
+// Defaults (epochs=40, negatives=2000, text=add with a linear adaptor when text vectors are given) were chosen
+// on the Food-Kitchen validation users (BENCHMARKS.md, "Sequential recommendation").
+//
 // A user is their history: scoring runs the network over the last max_len items, one user at a time, so a
 // user's scores do not depend on the batch. fold_in stores a new history and is exact (the same forward pass
 // as for a training user). Training is computed in fixed chunks of sequences whose gradients are added in
@@ -101,7 +107,7 @@ class SasrecModel final : public Recommender {
              "train on every max_len-long window of a longer history (from the most recent backwards), not "
              "only on the most recent one")
         .add("dropout", &dropout_, 0.3, 0.0, 0.95, "dropout on the embeddings, residual branches and attention")
-        .add("epochs", &epochs_, 30, 0, 100000, "passes over the training sequences (at least; see min_steps)")
+        .add("epochs", &epochs_, 40, 0, 100000, "passes over the training sequences (at least; see min_steps)")
         .add("min_steps", &min_steps_, 1000, 0, 1 << 30,
              "more epochs when needed for this many optimiser steps (small datasets: few steps per epoch)")
         .add("batch", &batch_, 256, 1, 1 << 20, "sequences per minibatch")
@@ -112,7 +118,7 @@ class SasrecModel final : public Recommender {
         .add("clip", &clip_, 5.0, 0.0, 1e6, "gradient clipping by global L2 norm (0: none)")
         .add("loss", &loss_, "softmax", {"softmax", "bce"},
              "sampled softmax over the target's domain, or binary cross-entropy with one negative")
-        .add("negatives", &negatives_, 1000, 1, 1 << 20,
+        .add("negatives", &negatives_, 2000, 1, 1 << 20,
              "loss=softmax: sampled items per domain per minibatch, shared by its positions")
         .add("balance", &balance_, false, "weight each target domain's positions equally in the loss")
         .add("domain_emb", &domain_emb_, true, "add a learned domain embedding to each input item")
@@ -962,8 +968,8 @@ class SasrecModel final : public Recommender {
   }
 
   ParamSet params_;
-  int dim_ = 64, blocks_ = 2, heads_ = 1, ff_ = 0, max_len_ = 50, epochs_ = 30, batch_ = 256, warmup_ = 100;
-  int negatives_ = 1000, experts_ = 4, seed_ = 0, min_steps_ = 1000;
+  int dim_ = 64, blocks_ = 2, heads_ = 1, ff_ = 0, max_len_ = 50, epochs_ = 40, batch_ = 256, warmup_ = 100;
+  int negatives_ = 2000, experts_ = 4, seed_ = 0, min_steps_ = 1000;
   double dropout_ = 0.3, lr_ = 1e-3, weight_decay_ = 0, clip_ = 5, id_dropout_ = 0;
   bool decay_ = false, balance_ = false, domain_emb_ = true, domain_heads_ = false, windows_ = true;
   std::string act_ = "gelu", loss_ = "softmax", text_ = "add", adaptor_ = "linear";
