@@ -759,12 +759,21 @@ class SasrecModel final : public Recommender {
         // Shared candidates per domain.
         std::vector<std::vector<uint32_t>> cand(n_domains_);
         std::vector<MatF> cand_rep(n_domains_), cand_codes(n_domains_), cand_gates(n_domains_);
+        // Id dropout applies to the candidates as to the positives, so that an item known by its text only is
+        // not a sign of a positive.
+        const bool idd = id_dropout_ > 0 && text_on() && id_on();
+        std::vector<std::vector<float>> cand_keep(n_domains_);
         if (loss_ == "softmax") {
           for (uint16_t dd = 0; dd < n_domains_; ++dd) {
             if (pool_[dd].empty()) continue;
             cand[dd].resize(size_t(negatives_));
             for (auto& c : cand[dd]) c = pool_[dd][brng.below(pool_[dd].size())];
-            item_rep(cand[dd], nullptr, cand_rep[dd], &cand_codes[dd], &cand_gates[dd]);
+            if (idd) {
+              cand_keep[dd].resize(cand[dd].size());
+              for (auto& k : cand_keep[dd]) k = brng.uniform() < id_dropout_ ? 0.0f : 1.0f;
+            }
+            item_rep(cand[dd], idd ? cand_keep[dd].data() : nullptr, cand_rep[dd], &cand_codes[dd],
+                     &cand_gates[dd]);
           }
         }
         // Positions (targets) of the batch, for the mean.
@@ -810,7 +819,8 @@ class SasrecModel final : public Recommender {
           if (dcand[dd].rows == 0) continue;
           std::vector<uint32_t> e_ids;
           MatF e_rows(0, d_);
-          item_rep_backward(cand[dd], nullptr, cand_codes[dd], cand_gates[dd], dcand[dd], grads, e_ids, e_rows);
+          item_rep_backward(cand[dd], idd ? cand_keep[dd].data() : nullptr, cand_codes[dd], cand_gates[dd],
+                            dcand[dd], grads, e_ids, e_rows);
           for (size_t r = 0; r < e_ids.size(); ++r) {
             float* o = grads[np].row(e_ids[r]);
             const float* s = e_rows.row(r);
@@ -923,9 +933,12 @@ class SasrecModel final : public Recommender {
           nid[r] = j;
         }
         MatF nq, ncodes, ngates, dnq;
-        item_rep(nid, nullptr, nq, &ncodes, &ngates);
+        std::vector<float> nkeep(m, 1.0f);
+        if (idd)
+          for (auto& k : nkeep) k = rng.uniform() < id_dropout_ ? 0.0f : 1.0f;
+        item_rep(nid, nkeep.data(), nq, &ncodes, &ngates);
         ch.loss += nn::pairwise_bce<float>(hin, pq, nq, sc, &dhq, &dpq, &dnq) / scale;
-        item_rep_backward(nid, nullptr, ncodes, ngates, dnq, ch.grads, ch.e_ids, ch.e_rows);
+        item_rep_backward(nid, nkeep.data(), ncodes, ngates, dnq, ch.grads, ch.e_ids, ch.e_rows);
       }
       if (domain_heads_) {
         MatF dhin = dhq;
