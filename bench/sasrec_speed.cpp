@@ -22,7 +22,9 @@ int main(int argc, char** argv) {
   }
   const std::string out = argv[1], dir = argv[2];
   int epochs = 2, threads = 2;
-  std::string spec = "sasrec";
+  // The work bench/sasrec_torch.py does: the last max_len + 1 items of each history, 1,000 negatives per
+  // domain, exactly `epochs` epochs.
+  std::string spec = "sasrec:negatives=1000,windows=false,min_steps=0";
   for (int i = 3; i + 1 < argc; i += 2) {
     const std::string a = argv[i];
     if (a == "--epochs") epochs = std::atoi(argv[i + 1]);
@@ -49,7 +51,7 @@ int main(int argc, char** argv) {
       if (n >= 2) tokens += n - 1;
     }
     FitRequest req;
-    req.spec = spec + ",epochs=" + std::to_string(epochs);
+    req.spec = spec + (spec.find(':') == std::string::npos ? ":" : ",") + "epochs=" + std::to_string(epochs);
     req.threads = threads;
     req.sequences = &seq;
     const Fitted f = fit_model(ds, train, req);
