@@ -69,7 +69,6 @@ struct Chunk {
   std::vector<float> in_keep, tgt_keep;  // id-dropout multipliers (1 or 0)
   MatF in_text, tgt_text;                // gathered text codes (text models)
   MatF in_adapt, tgt_adapt;              // adaptor caches: gate probabilities (moe)
-  MatF x0;
   nn::Dropout<float> emb_drop;
   std::vector<MatF> xs;  // input of each block, then the last block's output
   std::vector<Block::Cache> caches;
@@ -212,6 +211,7 @@ class SasrecModel final : public Recommender {
       code_ = MatF();
     }
     init_params(ni);
+    if (!id_on()) emb_.zero();  // text=replace: the id table is never read
 
     // Items that occur in training: the only ones sampled as negatives; the others keep a zero id embedding.
     std::vector<uint8_t> seen(ni, 0);
@@ -344,18 +344,7 @@ class SasrecModel final : public Recommender {
       t[name] = Tensor::from_f32({int64_t(m.rows), int64_t(m.cols)}, m.data.data());
     };
     put("item_emb", emb_);
-    put("pos_emb", pos_);
-    put("dom_emb", dom_);
-    for (size_t b = 0; b < blocks_w_.size(); ++b) {
-      const auto ps = blocks_w_[b].params();
-      for (size_t k = 0; k < ps.size(); ++k) put("block" + std::to_string(b) + "." + std::to_string(k), *ps[k]);
-    }
-    put("ln_f.gamma", ln_f_.gamma);
-    put("ln_f.beta", ln_f_.beta);
-    for (size_t hd = 0; hd < heads_w_.size(); ++hd) {
-      put("head" + std::to_string(hd) + ".w", heads_w_[hd].w);
-      put("head" + std::to_string(hd) + ".b", heads_w_[hd].b);
-    }
+    for (const auto& [name, m] : named_params()) put(name, *m);
     std::vector<uint16_t> dom16 = item_domain_;
     std::vector<uint32_t> dom32(dom16.begin(), dom16.end());
     t["item_domain"] = Tensor::from_u32({int64_t(dom32.size())}, dom32.data());
@@ -369,14 +358,6 @@ class SasrecModel final : public Recommender {
     t["hist.items"] = Tensor::from_u32({int64_t(items.size())}, items.data());
     if (text_dim_ > 0) {
       put("text.code", code_);
-      for (size_t e = 0; e < adapt_w_.size(); ++e) {
-        put("adaptor" + std::to_string(e) + ".w", adapt_w_[e].w);
-        put("adaptor" + std::to_string(e) + ".b", adapt_w_[e].b);
-      }
-      if (adaptor_ == "moe") {
-        put("gate.w", gate_.w);
-        put("gate.b", gate_.b);
-      }
       features_.save(t, "text.");
     }
     extra["n_domains"] = n_domains_;
@@ -403,18 +384,7 @@ class SasrecModel final : public Recommender {
       check(v.rows == m.rows && v.cols == m.cols, "sasrec load: tensor " + name + " has the wrong shape");
       m = std::move(v);
     };
-    get_into("pos_emb", pos_);
-    get_into("dom_emb", dom_);
-    for (size_t b = 0; b < blocks_w_.size(); ++b) {
-      auto ps = blocks_w_[b].params();
-      for (size_t k = 0; k < ps.size(); ++k) get_into("block" + std::to_string(b) + "." + std::to_string(k), *ps[k]);
-    }
-    get_into("ln_f.gamma", ln_f_.gamma);
-    get_into("ln_f.beta", ln_f_.beta);
-    for (size_t hd = 0; hd < heads_w_.size(); ++hd) {
-      get_into("head" + std::to_string(hd) + ".w", heads_w_[hd].w);
-      get_into("head" + std::to_string(hd) + ".b", heads_w_[hd].b);
-    }
+    for (const auto& [name, m] : named_params()) get_into(name, *const_cast<MatF*>(m));
     const auto dom32 = get_tensor(t, "item_domain").to_u32("sasrec item_domain");
     check(dom32.size() == ni, "sasrec load: item_domain has the wrong length");
     item_domain_.assign(dom32.begin(), dom32.end());
@@ -433,19 +403,10 @@ class SasrecModel final : public Recommender {
     if (text_dim_ > 0) {
       code_ = get("text.code");
       check(code_.rows == ni && code_.cols == text_dim_, "sasrec load: text codes have the wrong shape");
-      for (size_t e = 0; e < adapt_w_.size(); ++e) {
-        get_into("adaptor" + std::to_string(e) + ".w", adapt_w_[e].w);
-        get_into("adaptor" + std::to_string(e) + ".b", adapt_w_[e].b);
-      }
-      if (adaptor_ == "moe") {
-        get_into("gate.w", gate_.w);
-        get_into("gate.b", gate_.b);
-      }
       features_.load(t, "text.");
     } else {
       code_ = MatF();
     }
-    rebuild_domain_lists();
     fitted_ = true;
     refresh_items();
   }
@@ -465,7 +426,6 @@ class SasrecModel final : public Recommender {
       item_domain_[i] = item_domain[i];
       n_domains_ = std::max<uint16_t>(n_domains_, uint16_t(item_domain[i] + 1));
     }
-    rebuild_domain_lists();
   }
 
   void rebuild_domain_lists() {
@@ -529,23 +489,37 @@ class SasrecModel final : public Recommender {
     }
   }
 
-  // Dense parameters other than the item table, in a fixed order.
-  std::vector<MatF*> dense_params() {
-    std::vector<MatF*> p;
-    for (const MatF* m : std::as_const(*this).dense_params()) p.push_back(const_cast<MatF*>(m));
+  // Dense parameters other than the item table with their tensor names, in a fixed order: the order of the
+  // gradient buffers, and what save / load write and read.
+  std::vector<std::pair<std::string, const MatF*>> named_params() const {
+    std::vector<std::pair<std::string, const MatF*>> p{{"pos_emb", &pos_}, {"dom_emb", &dom_}};
+    for (size_t b = 0; b < blocks_w_.size(); ++b) {
+      const auto ps = blocks_w_[b].params();
+      for (size_t k = 0; k < ps.size(); ++k) p.emplace_back("block" + std::to_string(b) + "." + std::to_string(k), ps[k]);
+    }
+    p.emplace_back("ln_f.gamma", &ln_f_.gamma);
+    p.emplace_back("ln_f.beta", &ln_f_.beta);
+    for (size_t hd = 0; hd < heads_w_.size(); ++hd) {
+      p.emplace_back("head" + std::to_string(hd) + ".w", &heads_w_[hd].w);
+      p.emplace_back("head" + std::to_string(hd) + ".b", &heads_w_[hd].b);
+    }
+    if (text_on()) {
+      for (size_t e = 0; e < adapt_w_.size(); ++e) {
+        p.emplace_back("adaptor" + std::to_string(e) + ".w", &adapt_w_[e].w);
+        p.emplace_back("adaptor" + std::to_string(e) + ".b", &adapt_w_[e].b);
+      }
+      if (adaptor_ == "moe") p.emplace_back("gate.w", &gate_.w), p.emplace_back("gate.b", &gate_.b);
+    }
     return p;
   }
   std::vector<const MatF*> dense_params() const {
-    std::vector<const MatF*> p{&pos_, &dom_};
-    for (const auto& b : blocks_w_)
-      for (const MatF* m : b.params()) p.push_back(m);
-    p.push_back(&ln_f_.gamma);
-    p.push_back(&ln_f_.beta);
-    for (const auto& h : heads_w_) p.push_back(&h.w), p.push_back(&h.b);
-    if (text_on()) {
-      for (const auto& a : adapt_w_) p.push_back(&a.w), p.push_back(&a.b);
-      if (adaptor_ == "moe") p.push_back(&gate_.w), p.push_back(&gate_.b);
-    }
+    std::vector<const MatF*> p;
+    for (const auto& [name, m] : named_params()) p.push_back(m);
+    return p;
+  }
+  std::vector<MatF*> dense_params() {
+    std::vector<MatF*> p;
+    for (const MatF* m : std::as_const(*this).dense_params()) p.push_back(const_cast<MatF*>(m));
     return p;
   }
   size_t adaptor_param_index() const {
@@ -615,16 +589,14 @@ class SasrecModel final : public Recommender {
     const size_t n = ids.size();
     if (id_on()) {
       const size_t r0 = e_rows.rows;
-      MatF grown(r0 + n, d_);
-      std::copy(e_rows.data.begin(), e_rows.data.end(), grown.data.begin());
+      e_rows.reshape(r0 + n, d_);  // appends n rows, the earlier ones kept
       for (size_t k = 0; k < n; ++k) {
         const float w = keep ? keep[k] : 1.0f;
-        float* o = grown.row(r0 + k);
+        float* o = e_rows.row(r0 + k);
         const float* s = dout.row(k);
         for (size_t j = 0; j < d_; ++j) o[j] = w * s[j];
         e_ids.push_back(ids[k]);
       }
-      e_rows = std::move(grown);
     }
     if (!text_on()) return;
     const size_t ai = adaptor_param_index();
@@ -831,7 +803,6 @@ class SasrecModel final : public Recommender {
         nn::clip_grad_norm<float>(grads, clip_);
         adam.set_lr(nn::scheduled_lr(lr_, step, warmup_, total, decay_));
         adam.step(grads);
-        if (!id_on()) std::fill(emb_.data.begin(), emb_.data.end(), 0.0f);
       }
       if (ctx.verbose)
         std::fprintf(stderr, "sasrec epoch %d: loss %.4f (%.1f s)\n", ep + 1, loss / double(std::max<uint64_t>(1, positions)),
@@ -869,16 +840,15 @@ class SasrecModel final : public Recommender {
       }
     // Forward.
     const float sq = std::sqrt(float(d_));
-    item_rep(ch.in_ids, ch.in_keep.data(), ch.x0, &ch.in_text, &ch.in_adapt);
+    ch.xs.resize(blocks_w_.size() + 1);
+    ch.caches.resize(blocks_w_.size());
+    item_rep(ch.in_ids, ch.in_keep.data(), ch.xs[0], &ch.in_text, &ch.in_adapt);
     for (size_t t = 0; t < T; ++t) {
-      float* r = ch.x0.row(t);
+      float* r = ch.xs[0].row(t);
       const float* p = pos_.row(ch.in_rev[t]);
       const float* g = dom_.row(ch.in_dom[t]);
       for (size_t j = 0; j < d_; ++j) r[j] = sq * (r[j] + p[j] + g[j]);
     }
-    ch.xs.resize(blocks_w_.size() + 1);
-    ch.caches.resize(blocks_w_.size());
-    ch.xs[0] = ch.x0;
     if (dropout_ > 0) {
       ch.emb_drop.rate = dropout_;
       ch.emb_drop.forward(ch.xs[0], rng);

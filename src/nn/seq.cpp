@@ -152,7 +152,6 @@ void CausalSelfAttention<T>::forward(const Mat<T>& x, std::span<const uint32_t> 
   if (drop) c.mask.assign(total, T(0));
   else c.mask.clear();
   const T keep = T(1.0 / (1.0 - dropout));
-  const size_t w3 = 3 * d;
   for (size_t s = 0; s < ns; ++s) {
     const size_t b = offsets[s], n = offsets[s + 1] - b;
     for (size_t hh = 0; hh < heads; ++hh) {
@@ -182,7 +181,6 @@ void CausalSelfAttention<T>::forward(const Mat<T>& x, std::span<const uint32_t> 
       }
     }
   }
-  (void)w3;
   out.forward(c.ctx, y);
 }
 
