@@ -3,6 +3,7 @@
 
 #include <gtest/gtest.h>
 
+#include <cstdlib>
 #include <initializer_list>
 #include <string>
 
@@ -27,4 +28,14 @@ template <class F>
   return ::testing::AssertionFailure() << "did not throw";
 }
 
+// The slow real-data checks run only with XDREC_SLOW_TESTS set (and not "0"), as `scripts/test --slow` does.
+inline bool slow_tests_enabled() {
+  const char* e = std::getenv("XDREC_SLOW_TESTS");
+  return e && *e && std::string(e) != "0";
+}
+
 }  // namespace xdrec::testing_util
+
+#define REQUIRE_SLOW_TESTS()                         \
+  if (!::xdrec::testing_util::slow_tests_enabled()) \
+  GTEST_SKIP() << "slow real-data check: run scripts/test --slow"

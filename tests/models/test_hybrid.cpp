@@ -614,14 +614,6 @@ TEST(Hybrid, BadParametersAndInputsGiveClearErrors) {
 // ---- Real data (slow; XDREC_SLOW_TESTS=1, set by scripts/test --slow)
 // ----------------------------------------
 
-bool slow_tests_enabled() {
-  const char* e = std::getenv("XDREC_SLOW_TESTS");
-  return e && *e && std::string(e) != "0";
-}
-
-#define REQUIRE_SLOW_TESTS() \
-  if (!slow_tests_enabled()) GTEST_SKIP() << "slow real-data check: run scripts/test --slow"
-
 int slow_threads() {
   return std::getenv("HYB_THREADS") ? std::atoi(std::getenv("HYB_THREADS")) : 2;
 }

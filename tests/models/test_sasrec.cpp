@@ -9,6 +9,7 @@
 #include <filesystem>
 #include <string>
 
+#include "test_util.h"
 #include "xdrec/metrics.h"
 #include "xdrec/rank.h"
 #include "xdrec/readers.h"
@@ -167,8 +168,7 @@ TEST(Sasrec, UserSequencesOrderByTimestampThenInput) {
 }
 
 TEST(SasrecFoodKitchen, FullRunFitsTheBudgetAndBeatsTheSasrecReferenceOnValidation) {
-  const char* slow = std::getenv("XDREC_SLOW_TESTS");
-  if (!slow || !*slow || std::string(slow) == "0") GTEST_SKIP() << "slow real-data check: run scripts/test --slow";
+  REQUIRE_SLOW_TESTS();
   const std::string dir = std::string(XDREC_SHARED_DATA) + "/amazon_food-kitchen_llmcdsr";
   if (!std::filesystem::exists(dir + "/train_A.txt")) GTEST_SKIP() << "Food-Kitchen not found in " << dir;
   const Dataset ds = read_dataset(dir, "food-kitchen");
