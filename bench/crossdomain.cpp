@@ -179,6 +179,15 @@ struct ListOptions {
   bool fewer_epochs = false;     // large catalogue: fewer epochs for the hybrid and two-tower models
 };
 
+// The list options a dataset implies: item text, several domains, a catalogue small enough for EASE.
+ListOptions list_options(const Dataset& ds) {
+  ListOptions lo;
+  lo.text = has_item_text(ds);
+  lo.cross_domain = ds.n_domains() > 1;
+  lo.ease_fits = ds.n_items() <= kEaseMaxItems;
+  return lo;
+}
+
 // Encoders of the text ablation that can run here (--encoders, else tfidf, glove, use-lite, and bert:DIR
 // with --bert).
 std::vector<std::string> encoder_labels(Env& env, bool all) {
@@ -402,10 +411,7 @@ void run_fixed(Env& env, Results& res, Infos& info, const Dataset& ds, const std
   const bool want_sampled = protocol_selected(env.opt, p_sampled),
              want_full = protocol_selected(env.opt, p_full);
   if (!want_sampled && !want_full) return;
-  ListOptions lo;
-  lo.text = has_item_text(ds);
-  lo.cross_domain = ds.n_domains() > 1;
-  lo.ease_fits = ds.n_items() <= kEaseMaxItems;
+  ListOptions lo = list_options(ds);
   lo.encoder_ablation = false;  // use-lite only here: the encoder ablation runs on the cold-item protocol
   lo.text_dim_cheap = false;
   lo.fewer_epochs = ds.n_items() > 20000;
@@ -466,10 +472,8 @@ void run_fixed(Env& env, Results& res, Infos& info, const Dataset& ds, const std
 void run_cold_users(Env& env, Results& res, Infos& info, const Dataset& ds, const std::string& protocol,
                     const std::string& target, double cold) {
   if (!protocol_selected(env.opt, protocol)) return;
-  ListOptions lo;
-  lo.text = has_item_text(ds);
+  ListOptions lo = list_options(ds);
   lo.cross_domain = true;
-  lo.ease_fits = ds.n_items() <= kEaseMaxItems;
   lo.ease_default = cold < 0.5;
   const auto configs = model_list(env, lo, protocol);
   ExperimentOptions x;
@@ -500,10 +504,7 @@ void run_cold_users(Env& env, Results& res, Infos& info, const Dataset& ds, cons
 void run_cold_items(Env& env, Results& res, Infos& info, const Dataset& ds, const std::string& protocol,
                     double cold) {
   if (!protocol_selected(env.opt, protocol)) return;
-  ListOptions lo;
-  lo.text = has_item_text(ds);
-  lo.cross_domain = ds.n_domains() > 1;
-  lo.ease_fits = ds.n_items() <= kEaseMaxItems;
+  ListOptions lo = list_options(ds);
   const auto configs = model_list(env, lo, protocol);
   ExperimentOptions x;
   x.protocol = "cold-items";
@@ -543,10 +544,7 @@ void run_cold_items(Env& env, Results& res, Infos& info, const Dataset& ds, cons
 // ties) and, as the sequential-recommendation papers do, against 99 sampled negatives.
 void run_leave_last_out(Env& env, Results& res, Infos& info, const Dataset& ds, const std::string& protocol) {
   if (!protocol_selected(env.opt, protocol)) return;
-  ListOptions lo;
-  lo.text = has_item_text(ds);
-  lo.cross_domain = ds.n_domains() > 1;
-  lo.ease_fits = ds.n_items() <= kEaseMaxItems;
+  ListOptions lo = list_options(ds);
   const auto configs = model_list(env, lo, protocol);
   ExperimentOptions x;
   x.protocol = "leave-last-out";
