@@ -87,6 +87,27 @@ class Recommender {
   // when the profile is empty, else Error ("<model> does not use profile text").
   virtual uint32_t fold_in_profile(uint32_t user, std::span<const float> profile_vector,
                                    std::span<const uint32_t> items, std::span<const float> weights);
+
+  // ---- Dot-product form and explanations (serving; models that have them override these) ----------------
+  // A model whose ranking of a user's items is <user vector, item vector> + item bias (up to a constant per
+  // user) gives its vectors: `items` n_items() x f, `bias` one entry per item or empty. False: no such form.
+  virtual bool item_vectors(Matrix& items, std::vector<float>& bias) const {
+    (void)items, (void)bias;
+    return false;
+  }
+  // The vectors of `users` (users.size() x f) in the same space; false when item_vectors is.
+  virtual bool user_vectors(std::span<const uint32_t> users, Matrix& out) const {
+    (void)users, (void)out;
+    return false;
+  }
+  // Exact decomposition of the fold-in score of `item` for a user whose history is (items, weights) into one
+  // contribution per history item (contributions[k] for items[k], summing to the score without the item
+  // bias). False when the model has no such decomposition.
+  virtual bool explain(std::span<const uint32_t> items, std::span<const float> weights, uint32_t item,
+                       std::vector<float>& contributions) const {
+    (void)items, (void)weights, (void)item, (void)contributions;
+    return false;
+  }
 };
 
 // What a model declares about itself in the registry; the contract test suite checks behaviour against it.

@@ -19,6 +19,7 @@
 #include "xdrec/rank.h"
 #include "xdrec/readers.h"
 #include "xdrec/recommender.h"
+#include "xdrec/serve.h"
 #include "xdrec/synthetic.h"
 
 namespace fs = std::filesystem;
@@ -414,6 +415,11 @@ std::unique_ptr<TextEncoder> cli_encoder(const std::string& spec, bool quiet) {
 
 int cmd_train(const TrainArgs& a, const Common& c) {
   Dataset ds = load_data(a.data, c.quiet, c.threads);
+  if (!a.events.empty()) {
+    check(a.split_dir.empty(), "--events and --split do not go together (the split's ids would not cover the events)");
+    const size_t n = serve::fold_events(ds, a.events);
+    if (!c.quiet) std::fprintf(stderr, "folded %zu events of %s into the data: %s\n", n, a.events.c_str(), ds.summary().c_str());
+  }
   std::optional<Split> split;
   if (!a.split_dir.empty()) split = read_split(ds, a.split_dir);
   Csr train = split ? ds.user_item_matrix(split->train) : ds.user_item_matrix();

@@ -44,6 +44,7 @@ struct SplitArgs {
 struct TrainArgs {
   DataArg data;
   std::string split_dir, model, output;
+  std::string events;  // a server's event log (SQLite) to fold into the data before training
   TextArgs text;
 };
 struct EvalArgs {
@@ -68,6 +69,14 @@ struct RecommendArgs {
   std::vector<std::string> users;
   size_t k = 10;
   bool json = false;
+};
+struct ServeArgs {
+  DataArg data;
+  std::string model_dir, host = "127.0.0.1", db, token_file, access_log, text = "auto", retrieval = "auto",
+                         split_dir;
+  int port = 8080;
+  int threads = 2;
+  size_t max_body = 1 << 20;
 };
 struct QuickstartArgs {
   uint32_t users = 3000, items_per_domain = 400;
@@ -94,6 +103,7 @@ int cmd_train(const TrainArgs& a, const Common& c);
 int cmd_eval(const EvalArgs& a, const Common& c);
 int cmd_recommend(const RecommendArgs& a, const Common& c);
 int cmd_quickstart(const QuickstartArgs& a, const Common& c);
+int cmd_serve(const ServeArgs& a, const Common& c);  // src/cli/serve_command.cpp
 int cmd_models();
 int cmd_encode(const EncodeArgs& a, const Common& c);  // src/cli/text_commands.cpp
 int cmd_embed(const EmbedArgs& a, const Common& c);    // src/cli/text_commands.cpp

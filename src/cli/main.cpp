@@ -70,8 +70,11 @@ int main(int argc, char** argv) {
   // train
   TrainArgs tr;
   auto* c_train = app.add_subcommand("train", "fit a model and save it");
-  c_train->add_option("data", tr.data.path, "dataset: directory, FILE.xdb or synthetic[:k=v,...]")
+  c_train->add_option("data,--data", tr.data.path, "dataset: directory, FILE.xdb or synthetic[:k=v,...]")
       ->required();
+  c_train->add_option("--events", tr.events,
+                      "event log of `xdrec serve` (SQLite) to fold in: positive feedback as interactions, added "
+                      "items, deletions");
   c_train->add_option("--format", tr.data.format, "input format")->capture_default_str();
   c_train->add_option("--split", tr.split_dir,
                       "split directory written by `xdrec split` (trains on its train part)");
@@ -177,6 +180,29 @@ int main(int argc, char** argv) {
   // models
   auto* c_models = app.add_subcommand("models", "list the registered models and their parameters");
 
+  // serve
+  ServeArgs sv;
+  auto* c_serve = app.add_subcommand("serve", "serve a trained model over HTTP: recommendations, feedback, new items, a web page");
+  c_serve->add_option("--model", sv.model_dir, "model directory written by `xdrec train`")->required();
+  c_serve->add_option("--data", sv.data.path, "the dataset the model was trained on")->required();
+  c_serve->add_option("--format", sv.data.format, "input format")->capture_default_str();
+  c_serve->add_option("--host", sv.host, "address to listen on (a non-loopback one needs --token-file)")
+      ->capture_default_str();
+  c_serve->add_option("--port", sv.port, "port (0: any free port)")->capture_default_str();
+  c_serve->add_option("--db", sv.db, "event log (SQLite; default MODEL/events.sqlite)");
+  c_serve->add_option("--token-file", sv.token_file, "file holding the bearer token that writes need");
+  c_serve->add_option("--access-log", sv.access_log, "file for JSON access-log lines (default stderr; - for none)");
+  c_serve->add_option("--text", sv.text,
+                      "item-text encoder for a model without one (new items, diversity, explanations): auto, "
+                      "none or an encoder spec")
+      ->capture_default_str();
+  c_serve->add_option("--retrieval", sv.retrieval, "exact, hnsw or auto (HNSW for large catalogues of dot-product models)")
+      ->capture_default_str();
+  c_serve->add_option("--split", sv.split_dir, "the split a text model was trained on (when its texts used the split's tags)");
+  c_serve->add_option("--max-body", sv.max_body, "largest request body in bytes")->capture_default_str();
+  c_serve->add_option("--threads", sv.threads, "worker threads answering requests")->capture_default_str();
+  c_serve->add_flag("-q,--quiet", common.quiet, "no start-up messages");
+
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -192,6 +218,7 @@ int main(int argc, char** argv) {
       return cmd_recommend(rec, common);
     }
     if (*c_qs) return cmd_quickstart(qs, common);
+    if (*c_serve) return cmd_serve(sv, common);
     if (*c_models) return cmd_models();
     if (*c_encode) return cmd_encode(enc, common);
     if (*c_embed) return cmd_embed(emb, common);

@@ -16,6 +16,25 @@ void FactorModel::score(std::span<const uint32_t> users, Matrix& out, int thread
                   resolve_threads(threads));
 }
 
+bool FactorModel::item_vectors(Matrix& items, std::vector<float>& bias) const {
+  if (!factors_fitted()) return false;
+  items.resize(items_.rows, items_.f);
+  for (size_t i = 0; i < items_.rows; ++i) std::copy(items_.row(i), items_.row(i) + items_.f, items.row(i));
+  bias = item_bias_;
+  return true;
+}
+
+bool FactorModel::user_vectors(std::span<const uint32_t> users, Matrix& out) const {
+  if (!factors_fitted()) return false;
+  out.resize(users.size(), users_.f);
+  for (size_t r = 0; r < users.size(); ++r) {
+    check(users[r] < users_.rows, name() + " user_vectors: user index " + std::to_string(users[r]) +
+                                      " is out of range");
+    std::copy(users_.row(users[r]), users_.row(users[r]) + users_.f, out.row(r));
+  }
+  return true;
+}
+
 model_util::History FactorModel::fold_in_history(uint32_t user, std::span<const uint32_t> items,
                                                  std::span<const float> weights) const {
   check(factors_fitted(), name() + " fold_in: the model is not fitted (call fit or load first)");

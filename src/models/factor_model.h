@@ -29,6 +29,10 @@ class FactorModel : public Recommender {
   // from the merged history, then stores it (replacing user `user` or appending a new one).
   uint32_t fold_in(uint32_t user, std::span<const uint32_t> items, std::span<const float> weights) override;
 
+  // Score = U V^T + bias: the factor rows (without padding).
+  bool item_vectors(Matrix& items, std::vector<float>& bias) const override;
+  bool user_vectors(std::span<const uint32_t> users, Matrix& out) const override;
+
  protected:
   // Fold-in hook: writes the factor row of a user whose history is `hist` (sorted, repeats summed, checked)
   // into `row` (users_.ld floats, zero on entry; the padding must stay zero). Called before anything in the

@@ -7,6 +7,7 @@
 #include <climits>
 #include <cmath>
 #include <cstdio>
+#include <mutex>
 #include <numeric>
 
 #include "models/factor_model.h"
@@ -92,10 +93,67 @@ class IalsModel final : public models::FactorModel {
 
  protected:
   // Fold-in: the exact (Cholesky) solve of the user's normal equations against the fixed item factors.
+  // Hu, Koren & Volinsky's explanation: with W = (Y^T C Y + reg I)^-1 the fold-in score of item i is
+  // sum_j c_j p_j (y_i^T W y_j): one exact term per history item.
+  bool explain(std::span<const uint32_t> items, std::span<const float> weights, uint32_t item,
+               std::vector<float>& contributions) const override {
+    check(factors_fitted(), "ials explain: the model is not fitted");
+    check(item < items_.rows, "ials explain: item index " + std::to_string(item) + " is out of range");
+    const model_util::History hist = model_util::make_history(items, weights, items_.rows, false, name());
+    mf::AlignedFloats g;
+    {
+      std::lock_guard lock(gram_mu_);
+      if (!item_gram_valid_) {
+        mf::gram(items_, item_gram_, 1);
+        item_gram_valid_ = true;
+      }
+      g = item_gram_;
+    }
+    const size_t f = items_.f;
+    const mf::IalsRow row{hist.items.data(), hist.weights.data(), hist.items.size()};
+    mf::CholScratch chol(f);
+    std::vector<float> x(items_.ld, 0.0f);
+    mf::ials_exact_solve(g.data(), row_reg(row), items_.data.data(), items_.ld, f, row, float(alpha_), x.data(),
+                         chol);
+    // chol.a holds L (A = L L^T): z = A^-1 y_item.
+    const double* a = chol.a.data();
+    std::vector<double> z(f);
+    const float* yi = items_.row(item);
+    for (size_t i = 0; i < f; ++i) {
+      double v = yi[i];
+      for (size_t k = 0; k < i; ++k) v -= a[i * f + k] * z[k];
+      z[i] = v / a[i * f + i];
+    }
+    for (size_t i = f; i-- > 0;) {
+      double v = z[i];
+      for (size_t k = i + 1; k < f; ++k) v -= a[k * f + i] * z[k];
+      z[i] = v / a[i * f + i];
+    }
+    contributions.assign(items.size(), 0.0f);
+    for (size_t k = 0; k < items.size(); ++k) {
+      // The merged history sums repeats: each listed entry gets its item's term in proportion to its weight.
+      const auto it = std::lower_bound(hist.items.begin(), hist.items.end(), items[k]);
+      const size_t e = size_t(it - hist.items.begin());
+      const float r = hist.weights[e];
+      if (r <= 0.0f) continue;
+      float w, c;
+      mf::ials_entry(r, float(alpha_), w, c);
+      const float* yj = items_.row(items[k]);
+      double s = 0;
+      for (size_t i = 0; i < f; ++i) s += z[i] * yj[i];
+      const double wk = weights.empty() ? 1.0 : double(weights[k]);
+      contributions[k] = float(double(c) * s * wk / double(r));
+    }
+    return true;
+  }
+
   void solve_user(const model_util::History& hist, float* x) override {
-    if (!item_gram_valid_) {
-      mf::gram(items_, item_gram_, 1);
-      item_gram_valid_ = true;
+    {
+      std::lock_guard lock(gram_mu_);
+      if (!item_gram_valid_) {
+        mf::gram(items_, item_gram_, 1);
+        item_gram_valid_ = true;
+      }
     }
     const mf::IalsRow row{hist.items.data(), hist.weights.data(), hist.items.size()};
     mf::CholScratch chol(users_.f);
@@ -143,8 +201,9 @@ class IalsModel final : public models::FactorModel {
   int factors_ = 64, iterations_ = 15, cg_steps_ = 3, seed_ = 0;
   double reg_ = 3.0, reg_exponent_ = 0.5, alpha_ = 2.0, init_ = 0.01;
   std::string solver_ = "cg";
-  mf::AlignedFloats item_gram_;
-  bool item_gram_valid_ = false;
+  mutable mf::AlignedFloats item_gram_;
+  mutable bool item_gram_valid_ = false;
+  mutable std::mutex gram_mu_;
 };
 
 XDREC_REGISTER_MODEL(ials,

@@ -1,0 +1,141 @@
+// Serving: the online recommender behind `xdrec serve`. Two layers:
+//
+//   Service     the state and every operation, independent of HTTP: a loaded model over its dataset, each
+//               user's seen items and ordered history, feedback folded in at once (fold-in), items added by
+//               text and deleted, retrieval (exact or HNSW), re-ranking (rerank.h) and explanations. Every
+//               write goes to the durable event log (SQLite, WAL) before it is applied, and the log is replayed
+//               over the model on start, so a restart serves the same lists.
+//   HttpServer  HTTP/1.1 + JSON over cpp-httplib: the routes, bearer-token auth for writes, limits, metrics,
+//               the access log and the web page.
+//
+// Errors of a request are ServeError (status + reason); the HTTP layer answers {"error": reason}.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "xdrec/common.h"
+#include "xdrec/dataset.h"
+#include "xdrec/split.h"
+
+namespace xdrec::serve {
+
+// A request that cannot be served: the HTTP status (4xx for the client's fault) and the reason.
+struct ServeError : Error {
+  int status;
+  ServeError(int st, const std::string& what) : Error(what), status(st) {}
+};
+
+struct ServiceOptions {
+  std::string model_dir;
+  std::string db;                // event log file; empty: MODEL_DIR/events.sqlite
+  std::string text = "auto";     // item-text encoder for a model that has none: auto, none or an encoder spec
+  std::string retrieval = "auto";  // exact, hnsw, or auto (hnsw for dot-product models from hnsw_threshold items)
+  size_t hnsw_threshold = 100000;
+  int hnsw_m = 16, hnsw_ef_construction = 200, hnsw_ef = 128;
+  int threads = 1;    // threads of start-up work (encoding, index build)
+  bool quiet = false;  // no start-up messages on stderr
+  // The split whose fair tags the model's item texts carried (text.json: split_tags), when it did.
+  const Split* text_split = nullptr;
+};
+
+// One feedback event as the API takes it.
+struct Feedback {
+  std::string user, item, type;  // type: click, purchase, like, dislike, skip
+  int64_t timestamp = 0;         // seconds; 0: the time it was received
+};
+
+// A new item as the API takes it.
+struct NewItem {
+  std::string item, domain, title, description;
+  std::vector<std::string> categories;
+};
+
+struct RecommendQuery {
+  std::string user;                 // a known user (GET) or empty (POST with history / profile)
+  std::vector<std::string> history;  // POST: a new user's items, in order
+  std::string profile;               // POST: a new user's profile text
+  size_t k = 10;
+  std::string domain;               // only this domain (empty: any)
+  double diversity = 0;             // MMR lambda in [0, 1]
+  double explore = 0;               // share of slots given to items outside the user's usual domains/categories
+  std::string quota;                // "domain:n,domain:n": at most n items of a domain
+  bool explain = false;
+  uint64_t seed = 0;                // exploration draws (0: derived from the user and the event count)
+};
+
+class Service {
+ public:
+  // Loads the model saved in opt.model_dir over `ds` (the dataset it was trained on), opens the event log and
+  // replays it. Error when the model and the data do not match or the log cannot be opened.
+  Service(Dataset ds, const ServiceOptions& opt);
+  ~Service();
+  Service(const Service&) = delete;
+  Service& operator=(const Service&) = delete;
+
+  nlohmann::json health() const;
+  nlohmann::json recommend(const RecommendQuery& q) const;
+  // POST /v1/recommend: a user the model has never seen (history and/or profile), folded in without keeping.
+  nlohmann::json recommend_new_user(const RecommendQuery& q);
+  nlohmann::json similar(const std::string& item, size_t k, const std::string& domain) const;
+  // Checks every event first (nothing is stored when one is bad), stores them durably, then applies them.
+  // Returns how many were stored.
+  size_t add_feedback(std::span<const Feedback> events);
+  nlohmann::json feedback_of(const std::string& user) const;
+  nlohmann::json add_item(const NewItem& item);
+  void delete_item(const std::string& item);
+  // OpenAI-compatible embeddings of `texts` with the service's encoder.
+  nlohmann::json embeddings(std::span<const std::string> texts, const std::string& model) const;
+  // Prometheus lines of the service's own gauges (events stored, items, users, model).
+  std::string metrics_text() const;
+  // A page of item ids for the web page's pickers (ids, titles, domains), and of user ids.
+  nlohmann::json catalogue(const std::string& query, size_t limit) const;
+  nlohmann::json users(const std::string& query, size_t limit) const;
+
+  // For tests and benchmarks: the retrieval in use ("exact" or "hnsw") and recall@k of the approximate
+  // path against exact retrieval over `n_users` users (1 when exact).
+  std::string retrieval() const;
+  double measure_recall(size_t n_users, size_t k) const;
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> p_;
+};
+
+// Folds the event log at `db` into a dataset: positive feedback (click, purchase, like) becomes interactions
+// (new users appended), added items become items with their text, deleted items lose their interactions.
+// Used by `xdrec train --events` and, when a model was trained that way, by Service on start. Returns the
+// number of events folded in. Error when the log cannot be read or an event names an unknown domain.
+size_t fold_events(Dataset& ds, const std::string& db);
+
+struct HttpOptions {
+  std::string host = "127.0.0.1";
+  int port = 8080;               // 0: any free port (see HttpServer::port())
+  std::string token;             // empty: writes need no token (then only a loopback host is allowed)
+  int threads = 2;               // worker threads answering requests
+  size_t max_body = 1 << 20;     // bytes; a larger body is 413
+  int read_timeout_s = 5, write_timeout_s = 5;  // a client slower than this is dropped
+  std::string access_log;        // file for JSON access-log lines; empty: stderr; "-": none
+};
+
+class HttpServer {
+ public:
+  HttpServer(Service& service, const HttpOptions& opt);
+  ~HttpServer();
+  // Binds (Error when the port is taken or a non-loopback host has no token); then serve() blocks until stop().
+  void bind();
+  int port() const;
+  void serve();
+  void stop();
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> p_;
+};
+
+}  // namespace xdrec::serve
