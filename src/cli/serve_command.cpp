@@ -1,6 +1,8 @@
 // `xdrec serve`: loads the model and its data, replays the event log, and answers HTTP until SIGTERM/SIGINT.
-#include <pthread.h>
 #include <signal.h>
+#include <unistd.h>
+
+#include <cerrno>
 
 #include <cstdio>
 #include <fstream>
@@ -11,14 +13,24 @@
 
 namespace xdrec::cli {
 
+namespace {
+// SIGTERM / SIGINT write their number to a pipe (all a handler may safely do); a thread reads it and stops the
+// server. Handlers rather than sigwait: threads made before main (OpenBLAS's pool) would not block a signal.
+int stop_pipe[2] = {-1, -1};
+extern "C" void on_stop_signal(int sig) {
+  const char c = char(sig);
+  [[maybe_unused]] const ssize_t n = ::write(stop_pipe[1], &c, 1);
+}
+}  // namespace
+
 int cmd_serve(const ServeArgs& a, const Common& c) {
-  // Block the stop signals in every thread; one thread waits for them and stops the server gracefully
-  // (requests in flight finish, then serve() returns).
-  sigset_t stop_signals;
-  sigemptyset(&stop_signals);
-  sigaddset(&stop_signals, SIGTERM);
-  sigaddset(&stop_signals, SIGINT);
-  pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
+  check(::pipe(stop_pipe) == 0, "cannot create a pipe");
+  struct sigaction sa {};
+  sa.sa_handler = on_stop_signal;
+  sigemptyset(&sa.sa_mask);
+  sa.sa_flags = SA_RESTART;
+  sigaction(SIGTERM, &sa, nullptr);
+  sigaction(SIGINT, &sa, nullptr);
 
   serve::HttpOptions ho;
   ho.host = a.host;
@@ -48,19 +60,19 @@ int cmd_serve(const ServeArgs& a, const Common& c) {
   serve::HttpServer server(service, ho);
   server.bind();
   std::thread waiter([&] {
-    int sig = 0;
-    sigwait(&stop_signals, &sig);
-    if (sig == SIGTERM || sig == SIGINT) {
-      std::fprintf(stderr, "xdrec serve: signal %d, stopping\n", sig);
-      server.stop();
+    char sig = 0;
+    while (::read(stop_pipe[0], &sig, 1) < 0 && errno == EINTR) {
     }
+    if (sig != 0) std::fprintf(stderr, "xdrec serve: signal %d, stopping\n", int(sig));
+    server.stop();
   });
   std::fprintf(stderr, "xdrec serve: listening on http://%s:%d/ (model %s)\n", a.host.c_str(), server.port(),
                a.model_dir.c_str());
   std::fflush(stderr);
   server.serve();
-  // serve() also returns when listening fails: wake the waiter so that it can be joined.
-  pthread_kill(waiter.native_handle(), SIGTERM);
+  // serve() also returns when listening fails: wake the waiter (a zero byte) so that it can be joined.
+  const char zero = 0;
+  [[maybe_unused]] const ssize_t n = ::write(stop_pipe[1], &zero, 1);
   waiter.join();
   std::fprintf(stderr, "xdrec serve: stopped\n");
   return 0;

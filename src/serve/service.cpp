@@ -417,13 +417,12 @@ struct Service::Impl {
     }
   }
 
+  // Item-to-item similarity (similar items, dislikes, diversity, explanations): cosine of the model's item
+  // vectors for a dot-product model (what the model finds alike), else of the item texts.
+  const Matrix* similarity_vectors() const { return dot ? &item_vec : item_text.rows > 0 ? &item_text : nullptr; }
   double item_similarity(uint32_t a, uint32_t b) const {
-    if (item_text.rows > 0) return cosine(item_text.row(a), item_text.row(b), item_text.cols);
-    if (dot) return cosine(item_vec.row(a), item_vec.row(b), item_vec.cols);
-    return a == b ? 1.0 : 0.0;
-  }
-  const Matrix* similarity_vectors() const {
-    return item_text.rows > 0 ? &item_text : dot ? &item_vec : nullptr;
+    const Matrix* v = similarity_vectors();
+    return v ? cosine(v->row(a), v->row(b), v->cols) : a == b ? 1.0 : 0.0;
   }
 
   // The best `n` candidates for a model user: not seen (`exclude`, sorted), not deleted, in `domain` (-1: any).
@@ -570,7 +569,7 @@ struct Service::Impl {
     if (item < model_items && model->explain(h, hw, item, contrib)) {
       method = "contribution";
     } else if (similarity_vectors()) {
-      method = item_text.rows > 0 ? "text similarity" : "factor similarity";
+      method = dot ? "factor similarity" : "text similarity";
       contrib.resize(h.size());
       for (size_t k = 0; k < h.size(); ++k) contrib[k] = float(item_similarity(item, h[k]));
     } else {
@@ -719,10 +718,9 @@ json Service::similar(const std::string& item, size_t k, const std::string& doma
   if (!i) throw ServeError(404, "unknown item '" + item + "'");
   if (p.deleted[*i]) throw ServeError(404, "item '" + item + "' was deleted");
   const int d = p.domain_of(domain, false);
-  const Matrix* v = p.dot && *i < p.item_vec.rows ? &p.item_vec : nullptr;
-  std::string by = "factors";
-  // A new item is compared by its text when the model has no vector for it of its own.
-  if (p.item_text.rows > 0 && (!v || *i >= p.model_items)) v = &p.item_text, by = "text";
+  // A new item has a vector too: the model's (add_item) or its text neighbours' mixture.
+  const Matrix* v = p.similarity_vectors();
+  const std::string by = p.dot ? "factors" : "text";
   if (!v) throw ServeError(400, "model '" + p.model->name() + "' has no item vectors and the server has no text encoder");
   std::vector<float> sims(p.n_items());
   for (uint32_t j = 0; j < p.n_items(); ++j) sims[j] = float(cosine(v->row(*i), v->row(j), v->cols));
