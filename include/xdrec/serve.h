@@ -120,6 +120,10 @@ struct HttpOptions {
   int threads = 2;               // worker threads answering requests
   size_t max_body = 1 << 20;     // bytes; a larger body is 413
   int read_timeout_s = 5, write_timeout_s = 5;  // a client slower than this is dropped
+  // A connection holds a worker while it is open (cpp-httplib serves each connection on one thread), so an
+  // idle keep-alive connection is closed after keep_alive_timeout_s and a busy one after keep_alive_requests:
+  // more clients than workers then take turns instead of waiting.
+  int keep_alive_requests = 100, keep_alive_timeout_s = 1;
   std::string access_log;        // file for JSON access-log lines; empty: stderr; "-": none
 };
 

@@ -75,7 +75,7 @@ struct ServeArgs {
   std::string model_dir, host = "127.0.0.1", db, token_file, access_log, text = "auto", retrieval = "auto",
                          split_dir;
   int port = 8080;
-  int threads = 2;
+  int threads = 4;
   size_t max_body = 1 << 20;
 };
 struct QuickstartArgs {

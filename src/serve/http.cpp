@@ -375,8 +375,11 @@ HttpServer::HttpServer(Service& service, const HttpOptions& opt) : p_(std::make_
   p.srv.set_payload_max_length(opt.max_body);
   p.srv.set_read_timeout(opt.read_timeout_s, 0);
   p.srv.set_write_timeout(opt.write_timeout_s, 0);
-  p.srv.set_keep_alive_timeout(5);
-  p.srv.set_keep_alive_max_count(1000);
+  p.srv.set_tcp_nodelay(true);  // small JSON answers: no 40 ms Nagle / delayed-ACK stall per response
+  p.srv.set_keep_alive_timeout(opt.keep_alive_timeout_s);
+  // A connection holds a worker while it lives (cpp-httplib serves a connection on one thread): after this
+  // many requests it is closed, so that more clients than workers take turns instead of waiting seconds.
+  p.srv.set_keep_alive_max_count(size_t(opt.keep_alive_requests));
   p.routes();
 }
 

@@ -338,7 +338,13 @@ TEST_F(ServeTest, EmbeddingsAndMetrics) {
   EXPECT_NE(j["data"][0]["embedding"], j["data"][1]["embedding"]);
   EXPECT_EQ(c.Post("/v1/embeddings", json{{"input", 3}}.dump(), "application/json")->status, 400);
   c.Get("/v1/recommend?user=nobody");
-  const std::string m = c.Get("/metrics")->body;
+  // A request is counted right after its answer is sent: wait until the last one is.
+  std::string m;
+  for (int i = 0; i < 100; ++i) {
+    m = c.Get("/metrics")->body;
+    if (m.find("route=\"GET /v1/recommend\",status=\"404\"") != std::string::npos) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
   EXPECT_NE(m.find("xdrec_http_requests_total{route=\"POST /v1/embeddings\",status=\"200\"} 1"), std::string::npos) << m;
   EXPECT_NE(m.find("xdrec_http_requests_total{route=\"GET /v1/recommend\",status=\"404\"} 1"), std::string::npos);
   EXPECT_NE(m.find("xdrec_http_request_seconds_bucket"), std::string::npos);

@@ -1,0 +1,235 @@
+// bench_serve: load on `xdrec serve`'s HTTP path. A synthetic catalogue (clustered item and user factors, one
+// domain, --items x --factors) served by an iALS model, and optionally a real dataset (iALS trained here),
+// each with exact retrieval (GEMM + top-K) and HNSW; GET /v1/recommend?k=10 for random users from wrk
+// (Debian `wrk`) on this machine; recall@10 of HNSW against exact. Output: JSON (see bench/serve).
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <random>
+#include <regex>
+#include <thread>
+
+#include "xdrec/pipeline.h"
+#include "xdrec/readers.h"
+#include "xdrec/recommender.h"
+#include "xdrec/serve.h"
+
+using namespace xdrec;
+using json = nlohmann::json;
+namespace fs = std::filesystem;
+
+namespace {
+
+struct Args {
+  std::string out, dataset;
+  size_t items = 1000000, users = 10000, factors = 64, clusters = 256;
+  int duration = 15, connections = 2, server_threads = 2, wrk_threads = 1;
+  int hnsw_m = 16, hnsw_ef_construction = 100, hnsw_ef = 64;
+  int keep_alive = 100;
+};
+
+// Runs wrk for `a.duration` seconds against GET paths drawn from `paths` and parses its report.
+json run_wrk(const Args& a, int port, const std::vector<std::string>& paths, const std::string& tmp) {
+  const std::string lua = tmp + "/paths.lua";
+  {
+    std::ofstream f(lua);
+    f << "local paths = {\n";
+    for (auto& p : paths) f << "  \"" << p << "\",\n";
+    f << "}\nmath.randomseed(7)\nrequest = function()\n  return wrk.format(\"GET\", paths[math.random(#paths)])\nend\n";
+  }
+  const std::string cmd = "wrk -t" + std::to_string(a.wrk_threads) + " -c" + std::to_string(a.connections) + " -d" +
+                          std::to_string(a.duration) + "s --latency -s " + lua + " http://127.0.0.1:" +
+                          std::to_string(port) + "/ 2>&1";
+  FILE* p = popen(cmd.c_str(), "r");
+  check(p != nullptr, "cannot run wrk");
+  std::string text;
+  char buf[4096];
+  while (size_t n = fread(buf, 1, sizeof buf, p)) text.append(buf, n);
+  const int rc = pclose(p);
+  check(rc == 0, "wrk failed (is it installed? apt-get install wrk):\n" + text);
+  auto ms = [](const std::string& v, const std::string& unit) {
+    const double x = std::stod(v);
+    return unit == "us" ? x / 1000 : unit == "s" ? x * 1000 : x;
+  };
+  json r;
+  std::smatch m;
+  static const std::regex rps(R"(Requests/sec:\s+([0-9.]+))"), p50(R"(\n\s+50%\s+([0-9.]+)(us|ms|s)\b)"),
+      p99(R"(\n\s+99%\s+([0-9.]+)(us|ms|s)\b)"), non2xx(R"(Non-2xx or 3xx responses:\s+([0-9]+))"),
+      sockerr(R"(Socket errors:\s+connect ([0-9]+), read ([0-9]+), write ([0-9]+), timeout ([0-9]+))"),
+      total(R"(([0-9]+) requests in)");
+  check(std::regex_search(text, m, rps), "no Requests/sec in wrk's output:\n" + text);
+  r["qps"] = std::stod(m[1]);
+  check(std::regex_search(text, m, p50), "no p50 in wrk's output:\n" + text);
+  r["p50_ms"] = ms(m[1], m[2]);
+  check(std::regex_search(text, m, p99), "no p99 in wrk's output:\n" + text);
+  r["p99_ms"] = ms(m[1], m[2]);
+  r["requests"] = std::regex_search(text, m, total) ? std::stoll(m[1]) : 0;
+  int64_t errors = std::regex_search(text, m, non2xx) ? std::stoll(m[1]) : 0;
+  if (std::regex_search(text, m, sockerr))
+    errors += std::stoll(m[1]) + std::stoll(m[2]) + std::stoll(m[3]) + std::stoll(m[4]);
+  r["errors"] = errors;
+  return r;
+}
+
+// Serves `model_dir` over `ds` with `retrieval`, measures recall (HNSW) and load.
+json measure(const Args& a, const Dataset& ds, const std::string& model_dir, const std::string& retrieval,
+             const std::string& tmp) {
+  serve::ServiceOptions so;
+  so.model_dir = model_dir;
+  so.db = tmp + "/events-" + retrieval + ".sqlite";
+  fs::remove(so.db);
+  so.text = "none";
+  so.retrieval = retrieval;
+  so.hnsw_m = a.hnsw_m;
+  so.hnsw_ef_construction = a.hnsw_ef_construction;
+  so.hnsw_ef = a.hnsw_ef;
+  so.threads = 2;
+  Timer t;
+  serve::Service svc(ds, so);
+  const double startup = t.seconds();
+  json r;
+  if (retrieval == "hnsw") {
+    Timer tr;
+    r["recall@10"] = svc.measure_recall(1000, 10);
+    r["recall_users"] = std::min<size_t>(1000, ds.n_users());
+    std::fprintf(stderr, "  recall@10 of HNSW against exact: %.4f (%.1f s)\n", r["recall@10"].get<double>(), tr.seconds());
+  }
+  serve::HttpOptions ho;
+  ho.port = 0;
+  ho.threads = a.server_threads;
+  ho.access_log = "-";
+  ho.keep_alive_requests = a.keep_alive;
+  serve::HttpServer http(svc, ho);
+  http.bind();
+  std::thread th([&] { http.serve(); });
+  std::vector<std::string> paths;
+  std::mt19937_64 rng(11);
+  for (int k = 0; k < 2000; ++k)
+    paths.push_back("/v1/recommend?k=10&user=" + ds.users.name(uint32_t(rng() % ds.n_users())));
+  json w = run_wrk(a, http.port(), paths, tmp);
+  http.stop();
+  th.join();
+  for (auto& [k, v] : w.items()) r[k] = v;
+  r["startup_s"] = startup;
+  std::fprintf(stderr, "  %s: %.0f QPS, p50 %.2f ms, p99 %.2f ms, %lld errors (start-up %.1f s)\n", retrieval.c_str(),
+               r["qps"].get<double>(), r["p50_ms"].get<double>(), r["p99_ms"].get<double>(),
+               (long long)r["errors"].get<int64_t>(), startup);
+  return r;
+}
+
+// The synthetic catalogue: item factors around `clusters` centres, users likewise, 20 seen items per user.
+std::pair<Dataset, std::string> synthetic(const Args& a, const std::string& tmp) {
+  Dataset ds;
+  ds.name = "serve-synthetic";
+  ds.domains.get_or_add("catalogue");
+  ds.items.reserve(a.items);
+  for (size_t i = 0; i < a.items; ++i) ds.items.get_or_add("i" + std::to_string(i));
+  ds.item_domain.assign(a.items, 0);
+  ds.item_text.resize(a.items);
+  for (size_t u = 0; u < a.users; ++u) ds.users.get_or_add("u" + std::to_string(u));
+  ds.user_profile.resize(a.users);
+  std::mt19937_64 rng(5);
+  std::normal_distribution<float> nd(0.0f, 1.0f);
+  const size_t f = a.factors;
+  Matrix centres(a.clusters, f);
+  for (auto& x : centres.data) x = nd(rng) / std::sqrt(float(f));
+  Matrix items(a.items, f), users(a.users, f);
+  for (size_t i = 0; i < a.items; ++i) {
+    const size_t c = rng() % a.clusters;
+    for (size_t j = 0; j < f; ++j) items(i, j) = centres(c, j) + 0.5f * nd(rng) / std::sqrt(float(f));
+  }
+  for (size_t u = 0; u < a.users; ++u) {
+    const size_t c = rng() % a.clusters;
+    for (size_t j = 0; j < f; ++j) users(u, j) = centres(c, j) + 0.5f * nd(rng) / std::sqrt(float(f));
+    for (int k = 0; k < 20; ++k) {
+      Interaction it;
+      it.user = uint32_t(u);
+      it.item = uint32_t(rng() % a.items);
+      ds.interactions.push_back(it);
+    }
+  }
+  auto model = create_model("ials:factors=" + std::to_string(f));
+  TensorMap t{{"user_factors", Tensor::from_matrix(users)}, {"item_factors", Tensor::from_matrix(items)}};
+  model->load(t, json::object());
+  const std::string dir = tmp + "/synthetic-model";
+  save_model(*model, dir, ds.fingerprint());
+  return {std::move(ds), dir};
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  Args a;
+  for (int k = 1; k < argc; ++k) {
+    const std::string s = argv[k];
+    auto next = [&]() -> std::string {
+      check(k + 1 < argc, s + " needs a value");
+      return argv[++k];
+    };
+    if (s == "--items") a.items = std::stoul(next());
+    else if (s == "--users") a.users = std::stoul(next());
+    else if (s == "--factors") a.factors = std::stoul(next());
+    else if (s == "--duration") a.duration = std::stoi(next());
+    else if (s == "--connections") a.connections = std::stoi(next());
+    else if (s == "--server-threads") a.server_threads = std::stoi(next());
+    else if (s == "--dataset") a.dataset = next();
+    else if (s == "--ef") a.hnsw_ef = std::stoi(next());
+    else if (s == "--ef-construction") a.hnsw_ef_construction = std::stoi(next());
+    else if (s == "--m") a.hnsw_m = std::stoi(next());
+    else if (s == "--keep-alive") a.keep_alive = std::stoi(next());
+    else if (s[0] != '-' && a.out.empty()) a.out = s;
+    else {
+      std::fprintf(stderr,
+                   "usage: bench_serve OUT.json [--items N] [--users N] [--factors F] [--duration S] [--connections C]\n"
+                   "                   [--server-threads T] [--dataset DIR] [--m M] [--ef-construction E] [--ef E]\n");
+      return 2;
+    }
+  }
+  if (a.out.empty()) {
+    std::fprintf(stderr, "usage: bench_serve OUT.json [options]\n");
+    return 2;
+  }
+  try {
+    const std::string tmp = fs::temp_directory_path() / ("xdrec-bench-serve-" + std::to_string(::getpid()));
+    fs::create_directories(tmp);
+    json out;
+    out["_meta"] = {{"machine", machine_description()},
+                    {"items", a.items},
+                    {"users", a.users},
+                    {"factors", a.factors},
+                    {"server_threads", a.server_threads},
+                    {"client", "wrk -t" + std::to_string(a.wrk_threads) + " -c" + std::to_string(a.connections) + " -d" +
+                                   std::to_string(a.duration) + "s, on the same machine"},
+                    {"hnsw", {{"M", a.hnsw_m}, {"ef_construction", a.hnsw_ef_construction}, {"ef", a.hnsw_ef}}},
+                    {"request", "GET /v1/recommend?k=10&user=<random of 2000 drawn users>"}};
+    {
+      std::fprintf(stderr, "synthetic catalogue: %zu items x %zu factors, %zu users\n", a.items, a.factors, a.users);
+      auto [ds, dir] = synthetic(a, tmp);
+      out["exact"] = measure(a, ds, dir, "exact", tmp);
+      out["hnsw"] = measure(a, ds, dir, "hnsw", tmp);
+    }
+    if (!a.dataset.empty()) {
+      Dataset ds = read_dataset(a.dataset);
+      std::fprintf(stderr, "%s: %s\n", a.dataset.c_str(), ds.summary().c_str());
+      FitRequest req;
+      req.spec = "ials:factors=" + std::to_string(a.factors);
+      req.threads = 2;
+      Fitted f = fit_model(ds, ds.user_item_matrix(), req);
+      const std::string dir = tmp + "/real-model";
+      save_model(*f.model, dir, ds.fingerprint());
+      out["real"] = {{"dataset", ds.name}, {"items", ds.n_items()}, {"users", ds.n_users()},
+                     {"exact", measure(a, ds, dir, "exact", tmp)}, {"hnsw", measure(a, ds, dir, "hnsw", tmp)}};
+    }
+    write_file_atomic(a.out, out.dump(1) + "\n");
+    fs::remove_all(tmp);
+    std::fprintf(stderr, "wrote %s\n", a.out.c_str());
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "bench_serve: %s\n", e.what());
+    return 1;
+  }
+  return 0;
+}
