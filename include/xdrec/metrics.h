@@ -73,6 +73,10 @@ struct EvalOptions {
   // model that cannot tell items apart gets the chance level, not an index-order effect. The sampled
   // protocol always ranks the target below every negative with an equal score (pessimistic).
   Ties ties = Ties::kRandom;
+  // Full ranking with diversity re-ranking (rerank.h): each list is the MMR pick of `diversity_pool` best
+  // candidates with trade-off `diversity` over item_vectors (required when diversity > 0). 0: no re-ranking.
+  double diversity = 0;
+  size_t diversity_pool = 50;
 };
 
 // Metrics keyed by name ("ndcg@10", "precision@10", "coverage@10", ...), each a mean over evaluated users.

@@ -494,6 +494,15 @@ int cmd_eval(const EvalArgs& a, const Common& c) {
         "--candidates must be all or cold-items, got '" + a.candidates + "'");
   if (a.candidates == "cold-items") ev.candidates = Evaluation::Candidates::kHeldOutItems;
   x.evaluations = {ev};
+  auto lambda_name = [](double l) { return "diversity=" + fmt(l, 3); };
+  for (double l : a.diversity) {
+    check(l > 0 && l <= 1, "--diversity: each trade-off must be in (0, 1], got " + fmt(l, 3));
+    check(a.sampled == 0, "--diversity re-ranks full lists: it does not go with --sampled");
+    Evaluation d = ev;
+    d.name = lambda_name(l);
+    d.options.diversity = l;
+    x.evaluations.push_back(d);
+  }
   Matrix item_vectors;
   if (!a.item_vectors.empty()) {
     TensorMap t = load_safetensors(a.item_vectors);
@@ -550,8 +559,27 @@ int cmd_eval(const EvalArgs& a, const Common& c) {
     const auto summary = res.summary(key);
     const RunRecord& first = res.runs.at(key).front();
     std::map<std::string, double> means, cis;
-    for (const auto& [name, m] : summary) means[name] = m.mean, cis[name] = m.ci95;
+    for (const auto& [name, m] : summary)
+      if (name.rfind("diversity=", 0) != 0) means[name] = m.mean, cis[name] = m.ci95;
     nlohmann::json jm = nest_metrics(ds, means);
+    if (!a.diversity.empty()) {
+      // The accuracy-diversity curve: overall metrics of the plain lists (lambda 0) and of each re-ranking.
+      nlohmann::json grid = nlohmann::json::array();
+      grid.push_back({{"lambda", 0.0}, {"metrics", jm["overall"]}});
+      for (double l : a.diversity) {
+        const std::string pre = lambda_name(l) + "/";
+        nlohmann::json m = nlohmann::json::object(), ci = nlohmann::json::object();
+        for (const auto& [name, v] : summary)
+          if (name.rfind(pre, 0) == 0 && name.find('/', pre.size()) == std::string::npos && name != pre + "n_users") {
+            m[name.substr(pre.size())] = v.mean;
+            if (n_seeds > 1) ci[name.substr(pre.size())] = v.ci95;
+          }
+        nlohmann::json row{{"lambda", l}, {"metrics", m}};
+        if (n_seeds > 1) row["ci95"] = ci;
+        grid.push_back(row);
+      }
+      jm["diversity_grid"] = grid;
+    }
     jm["spec"] = first.spec;
     if (!first.text_encoder.empty()) jm["text_encoder"] = first.text_encoder;
     if (n_seeds > 1) {
@@ -584,6 +612,16 @@ int cmd_eval(const EvalArgs& a, const Common& c) {
     std::vector<std::string> dcols;
     for (auto& d : domains) dcols.push_back(d + "/ndcg@" + std::to_string(k));
     std::printf("%s", res.table(dcols).c_str());
+  }
+  if (!a.diversity.empty()) {
+    std::printf("\ndiversity re-ranking (MMR over %s, pool of 50):\n",
+                a.item_vectors.empty() ? "category vectors" : a.item_vectors.c_str());
+    std::vector<std::string> gcols;
+    for (const std::string m : {"ndcg@", "diversity@", "coverage@", "novelty@"}) {
+      gcols.push_back(m + std::to_string(k));
+      for (double l : a.diversity) gcols.push_back(lambda_name(l) + "/" + m + std::to_string(k));
+    }
+    std::printf("%s", res.table(gcols).c_str());
   }
   if (!a.output.empty()) {
     write_file_atomic(a.output, out.dump(2) + "\n");

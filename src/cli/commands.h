@@ -58,6 +58,7 @@ struct EvalArgs {
   int n_seeds = 1;
   std::string candidates = "all";  // "all", or "cold-items": rank only the split's held-out items
   bool on_validation = false;      // fit on train, evaluate on validation (tuning); else train+validation -> test
+  std::vector<double> diversity;   // MMR trade-offs to evaluate besides the plain lists (full ranking)
   TextArgs text;
 };
 struct RecommendArgs {

@@ -112,6 +112,10 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   c_eval->add_option("--item-vectors", ev.item_vectors,
                      "item vectors from `xdrec embed` for intra-list diversity (default: category vectors)");
+  c_eval->add_option("--diversity", ev.diversity,
+                     "MMR re-ranking trade-offs in [0, 1] to evaluate besides the plain lists, e.g. 0.2,0.5,0.8 "
+                     "(over the --item-vectors or category vectors; full ranking): the accuracy-diversity curve")
+      ->delimiter(',');
   c_eval->add_option("-o,--output", ev.output, "write metrics as JSON");
   add_text(c_eval, ev.text);
   add_common(c_eval);

@@ -13,6 +13,7 @@
 
 #include "xdrec/metrics.h"
 #include "xdrec/rank.h"
+#include "xdrec/rerank.h"
 
 namespace xdrec {
 
@@ -319,6 +320,24 @@ EvalResult evaluate(const Recommender& model, const Csr& train, const Csr& test,
 
   // Full ranking: one pass over the row feeds the overall top list and, for each domain where the user has
   // test items, that domain's top list (candidates of that domain only).
+  // Diversity re-ranking: select a pool of pool_k, then MMR picks max_k of it.
+  check(opt.diversity >= 0 && opt.diversity <= 1, "evaluate: diversity must be in [0, 1]");
+  check(opt.diversity == 0 || (opt.item_vectors && opt.item_vectors->rows == n_items),
+        "evaluate: diversity re-ranking needs one item vector per item (categories or text vectors)");
+  check(opt.diversity == 0 || sampled == false, "evaluate: diversity re-ranking applies to full ranking only");
+  const size_t pool_k = opt.diversity > 0 ? std::max(opt.diversity_pool, max_k) : max_k;
+  auto diversify = [&](const float* row, std::vector<uint32_t>& list) {
+    if (opt.diversity == 0) return;
+    std::vector<ScoredItem> pool;
+    pool.reserve(list.size());
+    for (uint32_t i : list) pool.push_back({i, row[i]});
+    RerankOptions ro;
+    ro.k = max_k;
+    ro.diversity = opt.diversity;
+    const auto picked = rerank(pool, opt.item_vectors, {}, ro);
+    list.clear();
+    for (const auto& c : picked) list.push_back(c.item);
+  };
   struct FullScratch {
     TopK all;
     std::vector<TopK> domain;
@@ -336,13 +355,13 @@ EvalResult evaluate(const Recommender& model, const Csr& train, const Csr& test,
     }
     const auto relevant = target.row_indices(u);
     const uint64_t salt = opt.ties == Ties::kRandom ? tie_salt(opt.seed, u) : 0;
-    w.all.reset(max_k, opt.ties, salt);
+    w.all.reset(pool_k, opt.ties, salt);
     w.selectors.clear();
     for (size_t d = 0; d < n_groups_domain; ++d) {
       bool has = false;
       for (uint32_t i : relevant) has = has || item_domain[i] == d;
       if (!has) continue;  // users with no test item in a domain are not evaluated there
-      w.domain[d].reset(max_k, opt.ties, salt);
+      w.domain[d].reset(pool_k, opt.ties, salt);
       w.selectors.push_back({&w.domain[d], domain_bits[d].data()});
     }
     select_multi(row, n_items, exclude, &w.all, w.selectors);
@@ -354,6 +373,7 @@ EvalResult evaluate(const Recommender& model, const Csr& train, const Csr& test,
       tied[p] = n_t ? t / double(n_t) : 0.0;
     }
     w.all.finish(w.list);
+    diversify(row, w.list);
     overall_lists.store(p, w.list);
     accuracy_metrics(w.list, relevant, ks, overall.at(p));
     overall.has[p] = 1;
@@ -376,6 +396,7 @@ EvalResult evaluate(const Recommender& model, const Csr& train, const Csr& test,
       for (uint32_t i : relevant)
         if (item_domain[i] == d) w.rel_a.push_back(i);
       sel.sel->finish(w.list);
+      diversify(row, w.list);
       domain_lists[d].store(p, w.list);
       accuracy_metrics(w.list, w.rel_a, ks, per_domain[d].at(p));
       per_domain[d].has[p] = 1;

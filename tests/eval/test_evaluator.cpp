@@ -239,6 +239,35 @@ TEST(Evaluate, DiversityFromItemVectors) {
   EXPECT_NEAR(r.overall.at("diversity@2"), (1 - 1 / std::sqrt(2.0)) / 3, 1e-7);
 }
 
+TEST(Evaluate, DiversityReRankingByHand) {
+  // MMR with lambda 1 (similarity only) over the same vectors, pools of every candidate, k = 2:
+  //   u0 candidates by score 1,3,4,5,2: picks 1, then the least like (0,1) first in score order: 5 -> [1,5]
+  //   u1 candidates 4,3,2,1,0: picks 4, then every other is at cos 0.707 to (1,1): 3 -> [4,3]
+  //   u2 all tied, index order 0,2,4,5: picks 0, then 4 (cos 0.707 < 1) -> [0,4]
+  // Diversity@2: [1,5] 1, [4,3] 1 - 0.707, [0,4] 1 - 0.707 (plain lists: [1,3] 0, [4,3], [0,2] 0).
+  Tiny t;
+  FixedScores model(t.scores);
+  Matrix v(6, 2);
+  v(0, 0) = v(2, 0) = v(5, 0) = 1;
+  v(1, 1) = v(3, 1) = 1;
+  v(4, 0) = v(4, 1) = 1;
+  EvalOptions opt;
+  opt.ties = Ties::kLowerIndex;
+  opt.ks = {2};
+  opt.item_vectors = &v;
+  opt.per_domain = false;
+  opt.diversity = 1.0;
+  const EvalResult r = evaluate(model, t.train, t.test, nullptr, opt);
+  EXPECT_NEAR(r.overall.at("diversity@2"), (1 + 2 * (1 - 1 / std::sqrt(2.0))) / 3, 1e-6);
+  // u2's list lost its hit (item 2): HR@2 falls from 1 to 2/3.
+  EXPECT_NEAR(r.overall.at("hr@2"), 2.0 / 3, 1e-9);
+  opt.diversity = 0;
+  EXPECT_NEAR(evaluate(model, t.train, t.test, nullptr, opt).overall.at("hr@2"), 1.0, 1e-9);
+  opt.diversity = 0.5;
+  opt.item_vectors = nullptr;
+  EXPECT_THROW(evaluate(model, t.train, t.test, nullptr, opt), Error);
+}
+
 TEST(Evaluate, SampledProtocolExactValues) {
   // With N = 100 negatives and pools smaller than that, every unseen item of the target's domain is a
   // negative, so the ranks are known:
