@@ -113,6 +113,25 @@ class Service {
 // number of events folded in. Error when the log cannot be read or an event names an unknown domain.
 size_t fold_events(Dataset& ds, const std::string& db);
 
+// Offline replay of the feedback loop (`xdrec replay`): the interactions up to the `first` quantile of time
+// train the model, which is then served; the later interactions, cut into `rounds` equal slices of time, are
+// fed back as click events round by round, and each round's lists (k items, asked before the round's own
+// events arrive) are scored against the items each user then took (new to them) under three conditions:
+//   no_feedback      the served model as trained, lists excluding only the training items
+//   exclusion_only   the same lists with the items the user took in earlier rounds removed
+//   feedback         the live service, which folded every earlier round's events in (POST /v1/feedback path)
+// Users without training interactions are served only with feedback and are reported apart.
+struct ReplayOptions {
+  std::string model = "ials";
+  double first = 0.5;
+  int rounds = 5;
+  size_t k = 10;
+  int threads = 0;
+  uint64_t seed = 42;
+  bool quiet = false;
+};
+nlohmann::json replay(const Dataset& ds, const ReplayOptions& opt);
+
 struct HttpOptions {
   std::string host = "127.0.0.1";
   int port = 8080;               // 0: any free port (see HttpServer::port())

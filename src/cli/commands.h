@@ -79,6 +79,13 @@ struct ServeArgs {
   int threads = 4;
   size_t max_body = 1 << 20;
 };
+struct ReplayArgs {
+  DataArg data;
+  std::string model = "ials", output;
+  double first = 0.5;
+  int rounds = 5;
+  size_t k = 10;
+};
 struct QuickstartArgs {
   uint32_t users = 3000, items_per_domain = 400;
   std::string output;
@@ -104,7 +111,8 @@ int cmd_train(const TrainArgs& a, const Common& c);
 int cmd_eval(const EvalArgs& a, const Common& c);
 int cmd_recommend(const RecommendArgs& a, const Common& c);
 int cmd_quickstart(const QuickstartArgs& a, const Common& c);
-int cmd_serve(const ServeArgs& a, const Common& c);  // src/cli/serve_command.cpp
+int cmd_serve(const ServeArgs& a, const Common& c);    // src/cli/serve_command.cpp
+int cmd_replay(const ReplayArgs& a, const Common& c);  // src/cli/serve_command.cpp
 int cmd_models();
 int cmd_encode(const EncodeArgs& a, const Common& c);  // src/cli/text_commands.cpp
 int cmd_embed(const EmbedArgs& a, const Common& c);    // src/cli/text_commands.cpp

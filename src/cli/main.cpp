@@ -207,6 +207,21 @@ int main(int argc, char** argv) {
   c_serve->add_option("--threads", sv.threads, "worker threads answering requests")->capture_default_str();
   c_serve->add_flag("-q,--quiet", common.quiet, "no start-up messages");
 
+  // replay
+  ReplayArgs rp;
+  auto* c_replay = app.add_subcommand(
+      "replay", "replay the feedback loop offline: serve the first part by time, feed the rest back in rounds, "
+                "and compare NDCG of each next round with and without the feedback");
+  c_replay->add_option("data,--data", rp.data.path, "dataset with timestamps")->required();
+  c_replay->add_option("--format", rp.data.format, "input format")->capture_default_str();
+  c_replay->add_option("-m,--model", rp.model, "model spec")->capture_default_str();
+  c_replay->add_option("--first", rp.first, "share of the interactions (by time) the model is trained on")
+      ->capture_default_str();
+  c_replay->add_option("--rounds", rp.rounds, "rounds the later interactions are fed back in")->capture_default_str();
+  c_replay->add_option("-k", rp.k, "list length")->capture_default_str();
+  c_replay->add_option("-o,--output", rp.output, "write the results as JSON");
+  add_common(c_replay);
+
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -223,6 +238,7 @@ int main(int argc, char** argv) {
     }
     if (*c_qs) return cmd_quickstart(qs, common);
     if (*c_serve) return cmd_serve(sv, common);
+    if (*c_replay) return cmd_replay(rp, common);
     if (*c_models) return cmd_models();
     if (*c_encode) return cmd_encode(enc, common);
     if (*c_embed) return cmd_embed(emb, common);

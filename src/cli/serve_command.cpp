@@ -78,4 +78,29 @@ int cmd_serve(const ServeArgs& a, const Common& c) {
   return 0;
 }
 
+int cmd_replay(const ReplayArgs& a, const Common& c) {
+  const Dataset ds = load_data(a.data, c.quiet, c.threads);
+  serve::ReplayOptions o;
+  o.model = a.model;
+  o.first = a.first;
+  o.rounds = a.rounds;
+  o.k = a.k;
+  o.threads = c.threads;
+  o.seed = c.seed;
+  o.quiet = c.quiet;
+  const nlohmann::json r = serve::replay(ds, o);
+  const auto& all = r["all_rounds"];
+  std::printf("%s, %s: NDCG@%zu over %zu user-rounds: no feedback %.4f, exclusion only %.4f, with feedback %.4f "
+              "(new users, feedback only: %.4f over %zu)\n",
+              ds.name.c_str(), r["model"].get<std::string>().c_str(), a.k, all["user_rounds"].get<size_t>(),
+              all["no_feedback"]["ndcg"].get<double>(), all["exclusion_only"]["ndcg"].get<double>(),
+              all["feedback"]["ndcg"].get<double>(), all["new_users"]["ndcg"].get<double>(),
+              all["new_user_rounds"].get<size_t>());
+  if (!a.output.empty()) {
+    write_file_atomic(a.output, r.dump(2) + "\n");
+    std::printf("wrote %s\n", a.output.c_str());
+  }
+  return 0;
+}
+
 }  // namespace xdrec::cli

@@ -162,6 +162,7 @@ struct Service::Impl {
         hist_w[u].push_back(it != idx.end() && *it == i ? m.values[m.indptr[u] + size_t(it - idx.begin())] : 1.0f);
       }
       seen[u].assign(idx.begin(), idx.end());
+      represented[u] = !hist[u].empty();  // a user without interactions has no state until their feedback
     }
     setup_text();
     setup_retrieval();

@@ -54,7 +54,7 @@ class CliTest : public ::testing::Test {
 }  // namespace
 
 TEST_F(CliTest, HelpForEveryCommand) {
-  for (std::string c : {"import", "split", "train", "eval", "recommend", "quickstart", "models"}) {
+  for (std::string c : {"import", "split", "train", "eval", "recommend", "quickstart", "models", "serve", "replay"}) {
     Result r = run(c + " --help");
     EXPECT_EQ(r.status, 0) << c << ": " << r.out;
     EXPECT_NE(r.out.find("--"), std::string::npos) << c;
@@ -235,4 +235,45 @@ TEST_F(CliTest, SequenceModelReadsTimestampsUnderLeaveLastOut) {
   auto jv = nlohmann::json::parse(std::ifstream(dir / "v.json"));
   EXPECT_EQ(jv["scored_on"], "validation");
   EXPECT_EQ(jv["fit_on"], "train");
+}
+
+TEST_F(CliTest, EvalDiversityGridTradesAccuracyForDiversity) {
+  Result r = run("eval synthetic:users=600,items=150 -m ials --diversity 0.4,0.9 --quiet -o " + (dir / "d.json").string());
+  ASSERT_EQ(r.status, 0) << r.out;
+  EXPECT_NE(r.out.find("diversity re-ranking (MMR"), std::string::npos) << r.out;
+  auto j = nlohmann::json::parse(std::ifstream(dir / "d.json"));
+  const auto& g = j["models"]["ials"]["diversity_grid"];
+  ASSERT_EQ(g.size(), 3u);
+  EXPECT_EQ(g[0]["lambda"], 0.0);
+  EXPECT_EQ(g[0]["metrics"]["ndcg@10"], j["models"]["ials"]["overall"]["ndcg@10"]);
+  // More diversity, less accuracy: monotone along the grid on this data.
+  for (size_t k = 1; k < g.size(); ++k) {
+    EXPECT_GT(g[k]["metrics"]["diversity@10"].get<double>(), g[k - 1]["metrics"]["diversity@10"].get<double>());
+    EXPECT_LT(g[k]["metrics"]["ndcg@10"].get<double>(), g[k - 1]["metrics"]["ndcg@10"].get<double>());
+  }
+  EXPECT_NE(run("eval synthetic:users=100,items=20 -m popular --diversity 1.5").status, 0);
+  EXPECT_NE(run("eval synthetic:users=100,items=20 -m popular --diversity 0.5 --sampled 50").status, 0);
+}
+
+TEST_F(CliTest, ReplayComparesRoundsWithAndWithoutFeedback) {
+  const std::string ml = std::string(XDREC_SHARED_DATA) + "/movielens_ml-100k";
+  if (!fs::exists(ml + "/u.data")) GTEST_SKIP() << "../shared/data/movielens_ml-100k is absent";
+  Result r = run("replay " + ml + " -m ials:factors=16 --rounds 3 --quiet -o " + (dir / "r.json").string());
+  ASSERT_EQ(r.status, 0) << r.out;
+  auto j = nlohmann::json::parse(std::ifstream(dir / "r.json"));
+  ASSERT_EQ(j["rounds"].size(), 3u);
+  EXPECT_EQ(j["train_interactions"].get<size_t>() + j["later_interactions"].get<size_t>(), 100000u);
+  // Round 1 comes before any feedback: the three conditions give the same lists.
+  const auto& r1 = j["rounds"][0];
+  EXPECT_EQ(r1["no_feedback"], r1["feedback"]);
+  EXPECT_EQ(r1["no_feedback"], r1["exclusion_only"]);
+  EXPECT_EQ(r1["new_users"]["ndcg"], 0.0);  // nobody can serve a user before their first event
+  // Later, new users are served only thanks to their feedback, and excluding taken items never hurts.
+  const auto& all = j["all_rounds"];
+  EXPECT_GT(all["new_users"]["ndcg"].get<double>(), 0.0);
+  EXPECT_GE(all["exclusion_only"]["ndcg"].get<double>(), all["no_feedback"]["ndcg"].get<double>());
+  EXPECT_GT(all["user_rounds"].get<size_t>(), 50u);
+  Result bad = run("replay synthetic:users=50,items=10 --first 1.5");
+  EXPECT_NE(bad.status, 0);
+  EXPECT_NE(bad.out.find("--first must be in (0, 1)"), std::string::npos) << bad.out;
 }
