@@ -5,6 +5,8 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <atomic>
+#include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
@@ -30,6 +32,7 @@ struct Args {
   int duration = 15, connections = 2, server_threads = 2, wrk_threads = 1;
   int hnsw_m = 16, hnsw_ef_construction = 100, hnsw_ef = 64;
   int keep_alive = 100;
+  int soak = 0;  // seconds of mixed reads and feedback writes (0: no soak)
 };
 
 // Runs wrk for `a.duration` seconds against GET paths drawn from `paths` and parses its report.
@@ -160,6 +163,99 @@ std::pair<Dataset, std::string> synthetic(const Args& a, const std::string& tmp)
   return {std::move(ds), dir};
 }
 
+double rss_mb() {
+  std::ifstream f("/proc/self/status");
+  std::string line;
+  while (std::getline(f, line))
+    if (line.rfind("VmRSS:", 0) == 0) return std::stod(line.substr(6)) / 1024.0;
+  return 0;
+}
+
+// A soak: `a.soak` seconds of 80% GET /v1/recommend and 20% POST /v1/feedback (clicks, with the token) from
+// wrk against the service over `ds`; resident memory sampled every 10 s.
+json soak(const Args& a, const Dataset& ds, const std::string& model_dir, const std::string& tmp) {
+  serve::ServiceOptions so;
+  so.model_dir = model_dir;
+  so.db = tmp + "/soak.sqlite";
+  fs::remove(so.db);
+  so.text = "none";
+  so.threads = 2;
+  serve::Service svc(ds, so);
+  serve::HttpOptions ho;
+  ho.port = 0;
+  ho.threads = a.server_threads;
+  ho.access_log = "-";
+  ho.token = "soak-token-0123";
+  serve::HttpServer http(svc, ho);
+  http.bind();
+  std::thread th([&] { http.serve(); });
+  const std::string lua = tmp + "/soak.lua";
+  {
+    std::ofstream f(lua);
+    std::mt19937_64 rng(3);
+    f << "local users = {";
+    for (int k = 0; k < 500; ++k) f << "\"" << ds.users.name(uint32_t(rng() % ds.n_users())) << "\",";
+    f << "}\nlocal items = {";
+    for (int k = 0; k < 2000; ++k) f << "\"" << ds.items.name(uint32_t(rng() % ds.n_items())) << "\",";
+    f << "}\nmath.randomseed(9)\n"
+         "request = function()\n"
+         "  local u = users[math.random(#users)]\n"
+         "  if math.random() < 0.2 then\n"
+         "    local body = '{\"user\":\"' .. u .. '\",\"item\":\"' .. items[math.random(#items)] .. '\",\"type\":\"click\"}'\n"
+         "    return wrk.format(\"POST\", \"/v1/feedback\", {[\"Content-Type\"]=\"application/json\", "
+         "[\"Authorization\"]=\"Bearer soak-token-0123\"}, body)\n"
+         "  end\n"
+         "  return wrk.format(\"GET\", \"/v1/recommend?k=10&user=\" .. u)\n"
+         "end\n";
+  }
+  std::atomic<bool> done{false};
+  std::vector<double> rss;
+  std::thread sampler([&] {
+    while (!done) {
+      rss.push_back(rss_mb());
+      for (int i = 0; i < 100 && !done; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    }
+  });
+  Args w = a;
+  w.duration = a.soak;
+  std::vector<std::string> no_paths;
+  const std::string cmd = "wrk -t1 -c" + std::to_string(a.connections) + " -d" + std::to_string(a.soak) +
+                          "s --latency -s " + lua + " http://127.0.0.1:" + std::to_string(http.port()) + "/ 2>&1";
+  FILE* p = popen(cmd.c_str(), "r");
+  check(p != nullptr, "cannot run wrk");
+  std::string text;
+  char buf[4096];
+  while (size_t n = fread(buf, 1, sizeof buf, p)) text.append(buf, n);
+  pclose(p);
+  done = true;
+  sampler.join();
+  const json health = svc.health();
+  http.stop();
+  th.join();
+  std::smatch m;
+  json r;
+  static const std::regex rps(R"(Requests/sec:\s+([0-9.]+))"), total(R"(([0-9]+) requests in)"),
+      non2xx(R"(Non-2xx or 3xx responses:\s+([0-9]+))"),
+      sockerr(R"(Socket errors:\s+connect ([0-9]+), read ([0-9]+), write ([0-9]+), timeout ([0-9]+))"),
+      p99(R"(\n\s+99%\s+([0-9.]+)(us|ms|s)\b)");
+  r["seconds"] = a.soak;
+  r["qps"] = std::regex_search(text, m, rps) ? std::stod(m[1]) : 0.0;
+  r["requests"] = std::regex_search(text, m, total) ? std::stoll(m[1]) : 0;
+  int64_t errors = std::regex_search(text, m, non2xx) ? std::stoll(m[1]) : 0;
+  if (std::regex_search(text, m, sockerr)) errors += std::stoll(m[1]) + std::stoll(m[2]) + std::stoll(m[3]) + std::stoll(m[4]);
+  r["errors"] = errors;
+  if (std::regex_search(text, m, p99)) r["p99"] = std::string(m[1]) + std::string(m[2]);
+  r["events_stored"] = health["events"];
+  r["rss_mb"] = rss;
+  const size_t n = rss.size();
+  r["rss_first_minute_mb"] = n ? rss[std::min<size_t>(6, n - 1)] : 0.0;
+  r["rss_end_mb"] = n ? rss.back() : 0.0;
+  std::fprintf(stderr, "  soak %d s: %.0f QPS, %lld requests, %lld errors, %lld events stored, RSS %.0f MB after 1 min, %.0f MB at the end\n",
+               a.soak, r["qps"].get<double>(), (long long)r["requests"].get<int64_t>(), (long long)errors,
+               (long long)r["events_stored"].get<int64_t>(), r["rss_first_minute_mb"].get<double>(), r["rss_end_mb"].get<double>());
+  return r;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -181,6 +277,7 @@ int main(int argc, char** argv) {
     else if (s == "--ef-construction") a.hnsw_ef_construction = std::stoi(next());
     else if (s == "--m") a.hnsw_m = std::stoi(next());
     else if (s == "--keep-alive") a.keep_alive = std::stoi(next());
+    else if (s == "--soak") a.soak = std::stoi(next());
     else if (s[0] != '-' && a.out.empty()) a.out = s;
     else {
       std::fprintf(stderr,
@@ -206,6 +303,21 @@ int main(int argc, char** argv) {
                                    std::to_string(a.duration) + "s, on the same machine"},
                     {"hnsw", {{"M", a.hnsw_m}, {"ef_construction", a.hnsw_ef_construction}, {"ef", a.hnsw_ef}}},
                     {"request", "GET /v1/recommend?k=10&user=<random of 2000 drawn users>"}};
+    if (a.soak > 0) {
+      check(!a.dataset.empty(), "--soak needs --dataset");
+      Dataset ds = read_dataset(a.dataset);
+      FitRequest req;
+      req.spec = "ials:factors=" + std::to_string(a.factors);
+      req.threads = 2;
+      Fitted f = fit_model(ds, ds.user_item_matrix(), req);
+      const std::string dir = tmp + "/soak-model";
+      save_model(*f.model, dir, ds.fingerprint());
+      out["soak"] = soak(a, ds, dir, tmp);
+      out["soak"]["dataset"] = ds.name;
+      write_file_atomic(a.out, out.dump(1) + "\n");
+      fs::remove_all(tmp);
+      return 0;
+    }
     {
       std::fprintf(stderr, "synthetic catalogue: %zu items x %zu factors, %zu users\n", a.items, a.factors, a.users);
       auto [ds, dir] = synthetic(a, tmp);
