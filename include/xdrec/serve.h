@@ -82,7 +82,9 @@ class Service {
   nlohmann::json recommend(const RecommendQuery& q) const;
   // POST /v1/recommend: a user the model has never seen (history and/or profile), folded in without keeping.
   nlohmann::json recommend_new_user(const RecommendQuery& q);
-  nlohmann::json similar(const std::string& item, size_t k, const std::string& domain) const;
+  // Items most like `item` by the model's item vectors (dot-product models) or by text; `by` = "text" or
+  // "factors" chooses (empty: the default).
+  nlohmann::json similar(const std::string& item, size_t k, const std::string& domain, const std::string& by = "") const;
   // Checks every event first (nothing is stored when one is bad), stores them durably, then applies them.
   // Returns how many were stored.
   size_t add_feedback(std::span<const Feedback> events);

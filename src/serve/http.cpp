@@ -275,7 +275,8 @@ struct HttpServer::Impl {
     srv.Get("/v1/similar", guarded([this](const httplib::Request& req, httplib::Response& res) {
       const std::string item = req.get_param_value("item");
       if (item.empty()) throw ServeError(400, "give item=ID");
-      reply(res, svc.similar(item, param_count(req, "k", 10, 1, 1000), req.get_param_value("domain")));
+      reply(res, svc.similar(item, param_count(req, "k", 10, 1, 1000), req.get_param_value("domain"),
+                             req.get_param_value("by")));
     }));
     srv.Post("/v1/feedback", guarded(
                                  [this](const httplib::Request& req, httplib::Response& res) {

@@ -9,6 +9,7 @@
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
+#include <fstream>
 #include <map>
 #include <mutex>
 #include <set>
@@ -91,7 +92,8 @@ struct Service::Impl {
   // Text.
   std::unique_ptr<TextEncoder> encoder;
   std::string item_template = kDefaultItemTemplate;
-  Matrix item_text;  // one row per item when there is an encoder
+  Matrix item_text;   // one row per item when there is an encoder
+  Matrix categories;  // the dataset's multi-hot categories (diversity without text); rows: dataset items
   mutable std::mutex enc_mu;
 
   // Dot-product form and the HNSW indexes (one per domain).
@@ -99,6 +101,7 @@ struct Service::Impl {
   Matrix item_vec;
   std::vector<float> item_bias;
   std::string retrieval = "exact";
+  std::string model_version;  // checksum of the model's tensor file (manifest.json)
   std::unique_ptr<hnswlib::InnerProductSpace> space;
   std::vector<std::unique_ptr<hnswlib::HierarchicalNSW<float>>> index;
 
@@ -164,8 +167,10 @@ struct Service::Impl {
       seen[u].assign(idx.begin(), idx.end());
       represented[u] = !hist[u].empty();  // a user without interactions has no state until their feedback
     }
+    categories = ds.category_vectors();
     setup_text();
     setup_retrieval();
+    read_version();
     log = std::make_unique<EventLog>(db);
     replay();
   }
@@ -220,6 +225,16 @@ struct Service::Impl {
     });
     for (auto& ix : index) ix->setEf(size_t(opt.hnsw_ef));
     log_msg("HNSW index of " + std::to_string(n) + " items built in " + std::to_string(t.seconds()) + " s");
+  }
+
+  void read_version() {
+    try {
+      std::ifstream f(fs::path(opt.model_dir) / "manifest.json");
+      const json m = json::parse(f);
+      model_version = m.value("tensors_fnv1a64", "");
+    } catch (const std::exception&) {
+      model_version = "";
+    }
   }
 
   // [item vector, bias]: the HNSW point whose inner product with [user vector, 1] is the score.
@@ -418,12 +433,18 @@ struct Service::Impl {
     }
   }
 
-  // Item-to-item similarity (similar items, dislikes, diversity, explanations): cosine of the model's item
-  // vectors for a dot-product model (what the model finds alike), else of the item texts.
+  // Item-to-item similarity (similar items, dislikes): cosine of the model's item vectors for a dot-product
+  // model (what the model finds alike), else of the item texts.
   const Matrix* similarity_vectors() const { return dot ? &item_vec : item_text.rows > 0 ? &item_text : nullptr; }
   double item_similarity(uint32_t a, uint32_t b) const {
     const Matrix* v = similarity_vectors();
     return v ? cosine(v->row(a), v->row(b), v->cols) : a == b ? 1.0 : 0.0;
+  }
+  // Diversity is about content: MMR compares item texts, else categories, else the model's vectors.
+  const Matrix* diversity_vectors() const {
+    if (item_text.rows > 0) return &item_text;
+    if (categories.rows == n_items()) return &categories;
+    return dot ? &item_vec : nullptr;
   }
 
   // The best `n` candidates for a model user: not seen (`exclude`, sorted), not deleted, in `domain` (-1: any).
@@ -503,7 +524,7 @@ struct Service::Impl {
         ro.quota[uint16_t(std::max(d, 0))] = n;
       }
     }
-    if (q.diversity > 0 && !similarity_vectors())
+    if (q.diversity > 0 && !diversity_vectors())
       throw ServeError(400, "diversity needs item vectors: this model has none and the server has no text encoder");
     const bool wide = q.diversity > 0 || !ro.quota.empty() || !neg.empty() || q.explore > 0;
     const size_t pool_n = wide ? std::max<size_t>(q.k * 5, 100) : q.k;
@@ -519,7 +540,7 @@ struct Service::Impl {
       }
       std::stable_sort(pool.begin(), pool.end(), [](auto& a, auto& b) { return a.score > b.score; });
     }
-    std::vector<ScoredItem> list = rerank(pool, similarity_vectors(), item_domain, ro);
+    std::vector<ScoredItem> list = rerank(pool, q.diversity > 0 ? diversity_vectors() : nullptr, item_domain, ro);
     std::vector<size_t> explored;
     if (q.explore > 0) {
       // Outside the user's usual domains, or, when the history covers every domain, sharing no category.
@@ -567,12 +588,14 @@ struct Service::Impl {
     auto hw = weights.subspan(from);
     std::vector<float> contrib;
     std::string method;
+    const Matrix* sv = model->uses_text() && item_text.rows > 0 ? &item_text : similarity_vectors();
     if (item < model_items && model->explain(h, hw, item, contrib)) {
       method = "contribution";
-    } else if (similarity_vectors()) {
-      method = dot ? "factor similarity" : "text similarity";
+    } else if (sv) {
+      // A text model: the most similar history texts; otherwise the model's own item similarity.
+      method = sv == &item_text ? "text similarity" : "factor similarity";
       contrib.resize(h.size());
-      for (size_t k = 0; k < h.size(); ++k) contrib[k] = float(item_similarity(item, h[k]));
+      for (size_t k = 0; k < h.size(); ++k) contrib[k] = float(cosine(sv->row(item), sv->row(h[k]), sv->cols));
     } else {
       e["reason"] = "from your history";
       return e;
@@ -661,7 +684,7 @@ Service::~Service() = default;
 json Service::health() const {
   std::shared_lock lock(p_->mu);
   const size_t live = p_->n_items() - p_->deleted_list.size();
-  return {{"status", "ok"},       {"model", p_->model->spec()},      {"items", live},
+  return {{"status", "ok"},       {"model", p_->model->spec()},      {"items", live}, {"model_version", p_->model_version},
           {"users", p_->user_ids.size()}, {"retrieval", p_->retrieval}, {"events", p_->events_stored.load()},
           {"encoder", p_->encoder ? p_->encoder->spec() : ""}, {"domains", p_->ds.domains.names()}};
 }
@@ -711,7 +734,7 @@ json Service::recommend_new_user(const RecommendQuery& q) {
   return {{"user", nullptr}, {"items", std::move(list)}};
 }
 
-json Service::similar(const std::string& item, size_t k, const std::string& domain) const {
+json Service::similar(const std::string& item, size_t k, const std::string& domain, const std::string& by_what) const {
   auto& p = *p_;
   std::shared_lock lock(p.mu);
   if (k == 0 || k > 1000) throw ServeError(400, "k must be between 1 and 1000");
@@ -721,7 +744,15 @@ json Service::similar(const std::string& item, size_t k, const std::string& doma
   const int d = p.domain_of(domain, false);
   // A new item has a vector too: the model's (add_item) or its text neighbours' mixture.
   const Matrix* v = p.similarity_vectors();
-  const std::string by = p.dot ? "factors" : "text";
+  std::string by = p.dot ? "factors" : "text";
+  if (by_what == "text") {
+    if (p.item_text.rows == 0) throw ServeError(400, "by=text: the server has no text encoder");
+    v = &p.item_text, by = "text";
+  } else if (by_what == "factors") {
+    if (!p.dot) throw ServeError(400, "by=factors: model '" + p.model->name() + "' has no item vectors");
+  } else if (!by_what.empty()) {
+    throw ServeError(400, "by must be text or factors, not '" + by_what + "'");
+  }
   if (!v) throw ServeError(400, "model '" + p.model->name() + "' has no item vectors and the server has no text encoder");
   std::vector<float> sims(p.n_items());
   for (uint32_t j = 0; j < p.n_items(); ++j) sims[j] = float(cosine(v->row(*i), v->row(j), v->cols));
@@ -872,7 +903,8 @@ std::string Service::metrics_text() const {
   s += "# HELP xdrec_users Users known.\n# TYPE xdrec_users gauge\n";
   s += "xdrec_users " + std::to_string(p.user_ids.size()) + "\n";
   s += "# HELP xdrec_model_info The model served.\n# TYPE xdrec_model_info gauge\n";
-  s += "xdrec_model_info{spec=\"" + p.model->spec() + "\",retrieval=\"" + p.retrieval + "\"} 1\n";
+  s += "xdrec_model_info{spec=\"" + p.model->spec() + "\",version=\"" + p.model_version + "\",retrieval=\"" +
+       p.retrieval + "\"} 1\n";
   return s;
 }
 

@@ -19,6 +19,8 @@
 #include "serve/event_log.h"
 #include "test_util.h"
 #include "xdrec/embed.h"
+#include "xdrec/encoder.h"
+#include "xdrec/pipeline.h"
 #include "xdrec/recommender.h"
 #include "xdrec/serve.h"
 #include "xdrec/synthetic.h"
@@ -299,11 +301,11 @@ TEST_F(ServeTest, NewUserByHistoryAndDiversityAndExplanations) {
 
   // Diversity: MMR lowers the list's mean pairwise similarity; quotas cap a domain; explore marks its slots.
   const std::string uid = ds_->users.name(20);
-  auto ild = [&](const std::vector<std::string>& l) {
+  auto ild = [&](const std::vector<std::string>& l) {  // mean pairwise text similarity, as MMR measures it
     double s = 0;
     size_t n = 0;
     for (auto& a : l) {
-      const auto v = body(c.Get(("/v1/similar?item=" + a + "&k=" + std::to_string(ds_->n_items() - 1)).c_str()));
+      const auto v = body(c.Get(("/v1/similar?by=text&item=" + a + "&k=" + std::to_string(ds_->n_items() - 1)).c_str()));
       std::map<std::string, double> m;
       for (auto& e : v["items"]) m[e["item"]] = e["similarity"].get<double>();
       for (auto& b : l)
@@ -597,4 +599,50 @@ TEST(ServeProcess, AcknowledgedEventsSurviveKill9) {
   ::waitpid(pid, &st, 0);
   EXPECT_TRUE(WIFEXITED(st) && WEXITSTATUS(st) == 0) << "SIGTERM did not stop the server gracefully";
   if (!::testing::Test::HasFailure()) fs::remove_all(dir);
+}
+
+// A text model: profiles and new items go through the model itself (fold_in_profile, add_item), also with HNSW
+// retrieval (the new item enters the index), and explanations name the most similar history texts.
+TEST(ServeTextModel, ProfilesAndNewItemsGoThroughTheModel) {
+  const Dataset ds = small_data();
+  const std::string dir = temp_dir("text");
+  auto enc = create_encoder("tfidf");
+  EmbedOptions eo;
+  eo.use_cache = false;
+  eo.threads = 1;
+  const TextVectors tv = embed_dataset(ds, *enc, eo);
+  FitRequest req;
+  req.spec = "hybrid:factors=16,epochs=5";
+  req.text = &tv;
+  req.threads = 1;
+  Fitted f = fit_model(ds, ds.user_item_matrix(), req);
+  ASSERT_TRUE(f.model->uses_text());
+  const std::string md = dir + "/model";
+  save_model(*f.model, md, ds.fingerprint());
+  write_text_config(md, tv, kDefaultItemTemplate, false, "");
+  ServiceOptions so = options(md, dir + "/events.sqlite", "none");
+  so.retrieval = "hnsw";
+  Running s(ds, so);
+  auto c = s.client();
+  EXPECT_NE(body(c.Get("/health"))["encoder"].get<std::string>().find("tfidf"), std::string::npos);
+  auto r = c.Post("/v1/recommend", json{{"profile", "robots and neural circuits"}, {"domain", "films"}, {"k", 5}}.dump(),
+                  "application/json");
+  ASSERT_EQ(r->status, 200) << r->body;
+  const json pj = json::parse(r->body);
+  ASSERT_EQ(pj["items"].size(), 5u);
+  for (auto& x : pj["items"]) EXPECT_EQ(x["domain"], "films");
+  r = c.Post("/v1/items", auth(), json{{"item", "tm-1"}, {"domain", "films"}, {"title", "The Neural Robot"}}.dump(),
+             "application/json");
+  ASSERT_EQ(r->status, 201) << r->body;
+  EXPECT_EQ(body(r)["placed_by"], "model");
+  EXPECT_EQ(c.Get("/v1/similar?item=tm-1&k=3")->status, 200);
+  bool listed = false;
+  for (uint32_t u = 0; u < 100 && !listed; ++u) {
+    const auto l = items_of(body(c.Get(("/v1/recommend?k=30&domain=films&user=" + ds.users.name(u)).c_str())));
+    listed = std::count(l.begin(), l.end(), std::string("tm-1")) > 0;
+  }
+  EXPECT_TRUE(listed) << "the new item never reaches a list through the HNSW index";
+  const json e = body(c.Get(("/v1/recommend?k=3&explain=1&user=" + ds.users.name(0)).c_str()));
+  EXPECT_EQ(e["items"][0]["explanation"]["method"], "text similarity");
+  fs::remove_all(dir);
 }
