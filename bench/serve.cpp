@@ -30,7 +30,7 @@ struct Args {
   std::string out, dataset;
   size_t items = 1000000, users = 10000, factors = 64, clusters = 256;
   int duration = 15, connections = 2, server_threads = 2, wrk_threads = 1;
-  int hnsw_m = 16, hnsw_ef_construction = 100, hnsw_ef = 64;
+  int hnsw_m = 16, hnsw_ef_construction = 100, hnsw_ef = 128;
   int keep_alive = 100;
   int soak = 0;  // seconds of mixed reads and feedback writes (0: no soak)
 };

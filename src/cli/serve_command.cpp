@@ -96,6 +96,8 @@ int cmd_replay(const ReplayArgs& a, const Common& c) {
               all["no_feedback"]["ndcg"].get<double>(), all["exclusion_only"]["ndcg"].get<double>(),
               all["feedback"]["ndcg"].get<double>(), all["new_users"]["ndcg"].get<double>(),
               all["new_user_rounds"].get<size_t>());
+  for (const char* d : {"ndcg_feedback_minus_no_feedback", "ndcg_feedback_minus_exclusion_only"})
+    std::printf("  %s: %+.4f +- %.4f (paired, 95%%)\n", d, all[d]["mean"].get<double>(), all[d]["ci95"].get<double>());
   if (!a.output.empty()) {
     write_file_atomic(a.output, r.dump(2) + "\n");
     std::printf("wrote %s\n", a.output.c_str());

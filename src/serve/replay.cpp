@@ -22,13 +22,15 @@ namespace {
 struct Score {
   double ndcg = 0, hr = 0;
   size_t n = 0;
+  std::vector<double> each;  // NDCG of each user-round, in order
   void add(const std::vector<std::string>& list, const std::set<std::string>& rel, size_t k) {
     double dcg = 0, idcg = 0;
     bool hit = false;
     for (size_t r = 0; r < std::min(k, list.size()); ++r)
       if (rel.count(list[r])) dcg += 1.0 / std::log2(double(r) + 2), hit = true;
     for (size_t r = 0; r < std::min(k, rel.size()); ++r) idcg += 1.0 / std::log2(double(r) + 2);
-    ndcg += idcg > 0 ? dcg / idcg : 0;
+    each.push_back(idcg > 0 ? dcg / idcg : 0);
+    ndcg += each.back();
     hr += hit;
     ++n;
   }
@@ -39,6 +41,17 @@ std::vector<std::string> ids(const json& list) {
   std::vector<std::string> out;
   for (auto& x : list["items"]) out.push_back(x["item"].get<std::string>());
   return out;
+}
+
+// Mean and 95% interval (normal approximation) of the paired difference a - b over the same user-rounds.
+json paired(const Score& a, const Score& b) {
+  const size_t n = std::min(a.each.size(), b.each.size());
+  double m = 0, v = 0;
+  for (size_t k = 0; k < n; ++k) m += a.each[k] - b.each[k];
+  m = n ? m / double(n) : 0;
+  for (size_t k = 0; k < n; ++k) v += (a.each[k] - b.each[k] - m) * (a.each[k] - b.each[k] - m);
+  const double se = n > 1 ? std::sqrt(v / double(n - 1) / double(n)) : 0;
+  return {{"mean", m}, {"ci95", 1.96 * se}, {"n", n}};
 }
 
 }  // namespace
@@ -150,7 +163,10 @@ json replay(const Dataset& ds, const ReplayOptions& opt) {
                    r + 1, none.n, opt.k, row["no_feedback"]["ndcg"].get<double>(), row["exclusion_only"]["ndcg"].get<double>(),
                    row["feedback"]["ndcg"].get<double>(), fresh.n, row["new_users"]["ndcg"].get<double>());
     rounds.push_back(row);
-    auto merge = [](Score& a, const Score& b) { a.ndcg += b.ndcg, a.hr += b.hr, a.n += b.n; };
+    auto merge = [](Score& a, const Score& b) {
+      a.ndcg += b.ndcg, a.hr += b.hr, a.n += b.n;
+      a.each.insert(a.each.end(), b.each.begin(), b.each.end());
+    };
     merge(total_none, none), merge(total_excl, excl), merge(total_fb, fb), merge(total_new, fresh);
   }
   fs::remove_all(tmp);
@@ -167,7 +183,9 @@ json replay(const Dataset& ds, const ReplayOptions& opt) {
             {"exclusion_only", total_excl.to_json()},
             {"feedback", total_fb.to_json()},
             {"new_users", total_new.to_json()},
-            {"new_user_rounds", total_new.n}}},
+            {"new_user_rounds", total_new.n},
+            {"ndcg_feedback_minus_no_feedback", paired(total_fb, total_none)},
+            {"ndcg_feedback_minus_exclusion_only", paired(total_fb, total_excl)}}},
           {"seconds", t.seconds()}};
 }
 
