@@ -2,6 +2,8 @@
 // domain, --items x --factors) served by an iALS model, and optionally a real dataset (iALS trained here),
 // each with exact retrieval (GEMM + top-K) and HNSW; GET /v1/recommend?k=10 for random users from wrk
 // (Debian `wrk`) on this machine; recall@10 of HNSW against exact. Output: JSON (see bench/serve).
+#include "xdrec/serve.h"
+
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -18,7 +20,6 @@
 #include "xdrec/pipeline.h"
 #include "xdrec/readers.h"
 #include "xdrec/recommender.h"
-#include "xdrec/serve.h"
 
 using namespace xdrec;
 using json = nlohmann::json;
@@ -35,19 +36,10 @@ struct Args {
   int soak = 0;  // seconds of mixed reads and feedback writes (0: no soak)
 };
 
-// Runs wrk for `a.duration` seconds against GET paths drawn from `paths` and parses its report.
-json run_wrk(const Args& a, int port, const std::vector<std::string>& paths, const std::string& tmp) {
-  const std::string lua = tmp + "/paths.lua";
-  {
-    std::ofstream f(lua);
-    f << "local paths = {\n";
-    for (auto& p : paths) f << "  \"" << p << "\",\n";
-    f << "}\nmath.randomseed(7)\nrequest = function()\n  return wrk.format(\"GET\", paths[math.random(#paths)])\nend\n";
-  }
-  const std::string cmd = "wrk -t" + std::to_string(a.wrk_threads) + " -c" + std::to_string(a.connections) + " -d" +
-                          std::to_string(a.duration) + "s --latency -s " + lua + " http://127.0.0.1:" +
-                          std::to_string(port) + "/ 2>&1";
-  FILE* p = popen(cmd.c_str(), "r");
+// Runs a wrk command line and parses its --latency report: qps, p50_ms, p99_ms, requests, errors (non-2xx
+// answers and socket errors).
+json run_wrk(const std::string& cmd) {
+  FILE* p = popen((cmd + " 2>&1").c_str(), "r");
   check(p != nullptr, "cannot run wrk");
   std::string text;
   char buf[4096];
@@ -78,6 +70,38 @@ json run_wrk(const Args& a, int port, const std::vector<std::string>& paths, con
   return r;
 }
 
+std::string wrk_command(const Args& a, int seconds, const std::string& lua, int port) {
+  return "wrk -t" + std::to_string(a.wrk_threads) + " -c" + std::to_string(a.connections) + " -d" +
+         std::to_string(seconds) + "s --latency -s " + lua + " http://127.0.0.1:" + std::to_string(port) +
+         "/";
+}
+
+// wrk for `a.duration` seconds against GET paths drawn from `paths`.
+json run_paths(const Args& a, int port, const std::vector<std::string>& paths, const std::string& tmp) {
+  const std::string lua = tmp + "/paths.lua";
+  {
+    std::ofstream f(lua);
+    f << "local paths = {\n";
+    for (auto& p : paths) f << "  \"" << p << "\",\n";
+    f << "}\nmath.randomseed(7)\nrequest = function()\n  return wrk.format(\"GET\", "
+         "paths[math.random(#paths)])\nend\n";
+  }
+  return run_wrk(wrk_command(a, a.duration, lua, port));
+}
+
+// iALS (a.factors) trained on a real dataset and saved under tmp/name.
+std::pair<Dataset, std::string> trained(const Args& a, const std::string& tmp, const std::string& name) {
+  Dataset ds = read_dataset(a.dataset);
+  std::fprintf(stderr, "%s: %s\n", a.dataset.c_str(), ds.summary().c_str());
+  FitRequest req;
+  req.spec = "ials:factors=" + std::to_string(a.factors);
+  req.threads = 2;
+  Fitted f = fit_model(ds, ds.user_item_matrix(), req);
+  const std::string dir = tmp + "/" + name;
+  save_model(*f.model, dir, ds.fingerprint());
+  return {std::move(ds), dir};
+}
+
 // Serves `model_dir` over `ds` with `retrieval`, measures recall (HNSW) and load.
 json measure(const Args& a, const Dataset& ds, const std::string& model_dir, const std::string& retrieval,
              const std::string& tmp) {
@@ -99,7 +123,8 @@ json measure(const Args& a, const Dataset& ds, const std::string& model_dir, con
     Timer tr;
     r["recall@10"] = svc.measure_recall(1000, 10);
     r["recall_users"] = std::min<size_t>(1000, ds.n_users());
-    std::fprintf(stderr, "  recall@10 of HNSW against exact: %.4f (%.1f s)\n", r["recall@10"].get<double>(), tr.seconds());
+    std::fprintf(stderr, "  recall@10 of HNSW against exact: %.4f (%.1f s)\n", r["recall@10"].get<double>(),
+                 tr.seconds());
   }
   serve::HttpOptions ho;
   ho.port = 0;
@@ -113,14 +138,14 @@ json measure(const Args& a, const Dataset& ds, const std::string& model_dir, con
   std::mt19937_64 rng(11);
   for (int k = 0; k < 2000; ++k)
     paths.push_back("/v1/recommend?k=10&user=" + ds.users.name(uint32_t(rng() % ds.n_users())));
-  json w = run_wrk(a, http.port(), paths, tmp);
+  json w = run_paths(a, http.port(), paths, tmp);
   http.stop();
   th.join();
   for (auto& [k, v] : w.items()) r[k] = v;
   r["startup_s"] = startup;
-  std::fprintf(stderr, "  %s: %.0f QPS, p50 %.2f ms, p99 %.2f ms, %lld errors (start-up %.1f s)\n", retrieval.c_str(),
-               r["qps"].get<double>(), r["p50_ms"].get<double>(), r["p99_ms"].get<double>(),
-               (long long)r["errors"].get<int64_t>(), startup);
+  std::fprintf(stderr, "  %s: %.0f QPS, p50 %.2f ms, p99 %.2f ms, %lld errors (start-up %.1f s)\n",
+               retrieval.c_str(), r["qps"].get<double>(), r["p50_ms"].get<double>(),
+               r["p99_ms"].get<double>(), (long long)r["errors"].get<int64_t>(), startup);
   return r;
 }
 
@@ -201,7 +226,8 @@ json soak(const Args& a, const Dataset& ds, const std::string& model_dir, const 
          "request = function()\n"
          "  local u = users[math.random(#users)]\n"
          "  if math.random() < 0.2 then\n"
-         "    local body = '{\"user\":\"' .. u .. '\",\"item\":\"' .. items[math.random(#items)] .. '\",\"type\":\"click\"}'\n"
+         "    local body = '{\"user\":\"' .. u .. '\",\"item\":\"' .. items[math.random(#items)] .. "
+         "'\",\"type\":\"click\"}'\n"
          "    return wrk.format(\"POST\", \"/v1/feedback\", {[\"Content-Type\"]=\"application/json\", "
          "[\"Authorization\"]=\"Bearer soak-token-0123\"}, body)\n"
          "  end\n"
@@ -216,43 +242,24 @@ json soak(const Args& a, const Dataset& ds, const std::string& model_dir, const 
       for (int i = 0; i < 100 && !done; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(100));
     }
   });
-  Args w = a;
-  w.duration = a.soak;
-  std::vector<std::string> no_paths;
-  const std::string cmd = "wrk -t1 -c" + std::to_string(a.connections) + " -d" + std::to_string(a.soak) +
-                          "s --latency -s " + lua + " http://127.0.0.1:" + std::to_string(http.port()) + "/ 2>&1";
-  FILE* p = popen(cmd.c_str(), "r");
-  check(p != nullptr, "cannot run wrk");
-  std::string text;
-  char buf[4096];
-  while (size_t n = fread(buf, 1, sizeof buf, p)) text.append(buf, n);
-  pclose(p);
+  json r = run_wrk(wrk_command(a, a.soak, lua, http.port()));
   done = true;
   sampler.join();
   const json health = svc.health();
   http.stop();
   th.join();
-  std::smatch m;
-  json r;
-  static const std::regex rps(R"(Requests/sec:\s+([0-9.]+))"), total(R"(([0-9]+) requests in)"),
-      non2xx(R"(Non-2xx or 3xx responses:\s+([0-9]+))"),
-      sockerr(R"(Socket errors:\s+connect ([0-9]+), read ([0-9]+), write ([0-9]+), timeout ([0-9]+))"),
-      p99(R"(\n\s+99%\s+([0-9.]+)(us|ms|s)\b)");
   r["seconds"] = a.soak;
-  r["qps"] = std::regex_search(text, m, rps) ? std::stod(m[1]) : 0.0;
-  r["requests"] = std::regex_search(text, m, total) ? std::stoll(m[1]) : 0;
-  int64_t errors = std::regex_search(text, m, non2xx) ? std::stoll(m[1]) : 0;
-  if (std::regex_search(text, m, sockerr)) errors += std::stoll(m[1]) + std::stoll(m[2]) + std::stoll(m[3]) + std::stoll(m[4]);
-  r["errors"] = errors;
-  if (std::regex_search(text, m, p99)) r["p99"] = std::string(m[1]) + std::string(m[2]);
   r["events_stored"] = health["events"];
   r["rss_mb"] = rss;
   const size_t n = rss.size();
   r["rss_first_minute_mb"] = n ? rss[std::min<size_t>(6, n - 1)] : 0.0;
   r["rss_end_mb"] = n ? rss.back() : 0.0;
-  std::fprintf(stderr, "  soak %d s: %.0f QPS, %lld requests, %lld errors, %lld events stored, RSS %.0f MB after 1 min, %.0f MB at the end\n",
-               a.soak, r["qps"].get<double>(), (long long)r["requests"].get<int64_t>(), (long long)errors,
-               (long long)r["events_stored"].get<int64_t>(), r["rss_first_minute_mb"].get<double>(), r["rss_end_mb"].get<double>());
+  std::fprintf(stderr,
+               "  soak %d s: %.0f QPS, %lld requests, %lld errors, %lld events stored, RSS %.0f MB after 1 "
+               "min, %.0f MB at the end\n",
+               a.soak, r["qps"].get<double>(), (long long)r["requests"].get<int64_t>(),
+               (long long)r["errors"].get<int64_t>(), (long long)r["events_stored"].get<int64_t>(),
+               r["rss_first_minute_mb"].get<double>(), r["rss_end_mb"].get<double>());
   return r;
 }
 
@@ -266,23 +273,38 @@ int main(int argc, char** argv) {
       check(k + 1 < argc, s + " needs a value");
       return argv[++k];
     };
-    if (s == "--items") a.items = std::stoul(next());
-    else if (s == "--users") a.users = std::stoul(next());
-    else if (s == "--factors") a.factors = std::stoul(next());
-    else if (s == "--duration") a.duration = std::stoi(next());
-    else if (s == "--connections") a.connections = std::stoi(next());
-    else if (s == "--server-threads") a.server_threads = std::stoi(next());
-    else if (s == "--dataset") a.dataset = next();
-    else if (s == "--ef") a.hnsw_ef = std::stoi(next());
-    else if (s == "--ef-construction") a.hnsw_ef_construction = std::stoi(next());
-    else if (s == "--m") a.hnsw_m = std::stoi(next());
-    else if (s == "--keep-alive") a.keep_alive = std::stoi(next());
-    else if (s == "--soak") a.soak = std::stoi(next());
-    else if (s[0] != '-' && a.out.empty()) a.out = s;
+    if (s == "--items")
+      a.items = std::stoul(next());
+    else if (s == "--users")
+      a.users = std::stoul(next());
+    else if (s == "--factors")
+      a.factors = std::stoul(next());
+    else if (s == "--duration")
+      a.duration = std::stoi(next());
+    else if (s == "--connections")
+      a.connections = std::stoi(next());
+    else if (s == "--server-threads")
+      a.server_threads = std::stoi(next());
+    else if (s == "--dataset")
+      a.dataset = next();
+    else if (s == "--ef")
+      a.hnsw_ef = std::stoi(next());
+    else if (s == "--ef-construction")
+      a.hnsw_ef_construction = std::stoi(next());
+    else if (s == "--m")
+      a.hnsw_m = std::stoi(next());
+    else if (s == "--keep-alive")
+      a.keep_alive = std::stoi(next());
+    else if (s == "--soak")
+      a.soak = std::stoi(next());
+    else if (s[0] != '-' && a.out.empty())
+      a.out = s;
     else {
-      std::fprintf(stderr,
-                   "usage: bench_serve OUT.json [--items N] [--users N] [--factors F] [--duration S] [--connections C]\n"
-                   "                   [--server-threads T] [--dataset DIR] [--m M] [--ef-construction E] [--ef E]\n");
+      std::fprintf(
+          stderr,
+          "usage: bench_serve OUT.json [--items N] [--users N] [--factors F] [--duration S] [--connections "
+          "C]\n"
+          "                   [--server-threads T] [--dataset DIR] [--m M] [--ef-construction E] [--ef E]\n");
       return 2;
     }
   }
@@ -294,24 +316,19 @@ int main(int argc, char** argv) {
     const std::string tmp = fs::temp_directory_path() / ("xdrec-bench-serve-" + std::to_string(::getpid()));
     fs::create_directories(tmp);
     json out;
-    out["_meta"] = {{"machine", machine_description()},
-                    {"items", a.items},
-                    {"users", a.users},
-                    {"factors", a.factors},
-                    {"server_threads", a.server_threads},
-                    {"client", "wrk -t" + std::to_string(a.wrk_threads) + " -c" + std::to_string(a.connections) + " -d" +
-                                   std::to_string(a.duration) + "s, on the same machine"},
-                    {"hnsw", {{"M", a.hnsw_m}, {"ef_construction", a.hnsw_ef_construction}, {"ef", a.hnsw_ef}}},
-                    {"request", "GET /v1/recommend?k=10&user=<random of 2000 drawn users>"}};
+    out["_meta"] = {
+        {"machine", machine_description()},
+        {"items", a.items},
+        {"users", a.users},
+        {"factors", a.factors},
+        {"server_threads", a.server_threads},
+        {"client", "wrk -t" + std::to_string(a.wrk_threads) + " -c" + std::to_string(a.connections) + " -d" +
+                       std::to_string(a.duration) + "s, on the same machine"},
+        {"hnsw", {{"M", a.hnsw_m}, {"ef_construction", a.hnsw_ef_construction}, {"ef", a.hnsw_ef}}},
+        {"request", "GET /v1/recommend?k=10&user=<random of 2000 drawn users>"}};
     if (a.soak > 0) {
       check(!a.dataset.empty(), "--soak needs --dataset");
-      Dataset ds = read_dataset(a.dataset);
-      FitRequest req;
-      req.spec = "ials:factors=" + std::to_string(a.factors);
-      req.threads = 2;
-      Fitted f = fit_model(ds, ds.user_item_matrix(), req);
-      const std::string dir = tmp + "/soak-model";
-      save_model(*f.model, dir, ds.fingerprint());
+      auto [ds, dir] = trained(a, tmp, "soak-model");
       out["soak"] = soak(a, ds, dir, tmp);
       out["soak"]["dataset"] = ds.name;
       write_file_atomic(a.out, out.dump(1) + "\n");
@@ -319,22 +336,19 @@ int main(int argc, char** argv) {
       return 0;
     }
     {
-      std::fprintf(stderr, "synthetic catalogue: %zu items x %zu factors, %zu users\n", a.items, a.factors, a.users);
+      std::fprintf(stderr, "synthetic catalogue: %zu items x %zu factors, %zu users\n", a.items, a.factors,
+                   a.users);
       auto [ds, dir] = synthetic(a, tmp);
       out["exact"] = measure(a, ds, dir, "exact", tmp);
       out["hnsw"] = measure(a, ds, dir, "hnsw", tmp);
     }
     if (!a.dataset.empty()) {
-      Dataset ds = read_dataset(a.dataset);
-      std::fprintf(stderr, "%s: %s\n", a.dataset.c_str(), ds.summary().c_str());
-      FitRequest req;
-      req.spec = "ials:factors=" + std::to_string(a.factors);
-      req.threads = 2;
-      Fitted f = fit_model(ds, ds.user_item_matrix(), req);
-      const std::string dir = tmp + "/real-model";
-      save_model(*f.model, dir, ds.fingerprint());
-      out["real"] = {{"dataset", ds.name}, {"items", ds.n_items()}, {"users", ds.n_users()},
-                     {"exact", measure(a, ds, dir, "exact", tmp)}, {"hnsw", measure(a, ds, dir, "hnsw", tmp)}};
+      auto [ds, dir] = trained(a, tmp, "real-model");
+      out["real"] = {{"dataset", ds.name},
+                     {"items", ds.n_items()},
+                     {"users", ds.n_users()},
+                     {"exact", measure(a, ds, dir, "exact", tmp)},
+                     {"hnsw", measure(a, ds, dir, "hnsw", tmp)}};
     }
     write_file_atomic(a.out, out.dump(1) + "\n");
     fs::remove_all(tmp);

@@ -28,16 +28,17 @@ struct Sequences {
 
 // What a model sees at fit time besides the interaction matrix.
 struct FitContext {
-  int threads = 1;      // fixed thread count from the caller; results must not depend on it where possible
+  int threads = 1;  // fixed thread count from the caller; results must not depend on it where possible
   uint64_t seed = 42;
   // Item categories as rows of a multi-hot matrix (n_items x n_categories, e.g. Dataset::category_vectors());
   // null or 0 rows: no categories. Used by the models that declare it (hybrid:categories=1).
   const Matrix* item_categories = nullptr;
-  std::span<const uint16_t> item_domain;         // domain of each item (may be empty: one domain)
-  ProgressFn progress;                            // may be empty
+  std::span<const uint16_t> item_domain;  // domain of each item (may be empty: one domain)
+  ProgressFn progress;                    // may be empty
   bool verbose = false;
   // Text side information for the models that use it (uses_text()); ignored by the others. Rows follow the
-  // item / user order of the matrix; a row of zeros means "no text" for that item or user. Either may be null.
+  // item / user order of the matrix; a row of zeros means "no text" for that item or user. Either may be
+  // null.
   const Matrix* item_text = nullptr;  // n_items x d: raw text vectors of items (any encoder)
   const Matrix* user_text = nullptr;  // n_users x d: profile text vectors of users (same encoder)
   std::string text_encoder;           // spec of the encoder that made them; recorded by the model
@@ -68,7 +69,8 @@ class Recommender {
   // the rest of the model. `user` < n_users() replaces that user's state; `user` == n_users() appends a new
   // user. Returns the user's index. The history is also what the model remembers as the user's row where
   // it needs one (ItemKNN, EASE score directly from it).
-  virtual uint32_t fold_in(uint32_t user, std::span<const uint32_t> items, std::span<const float> weights) = 0;
+  virtual uint32_t fold_in(uint32_t user, std::span<const uint32_t> items,
+                           std::span<const float> weights) = 0;
 
   // Model state as tensors plus JSON extras (e.g. dimensions), used by save_model / load_model.
   virtual void save(TensorMap& tensors, nlohmann::json& extra) const = 0;

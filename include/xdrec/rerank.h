@@ -1,6 +1,6 @@
 // Re-ranking of a candidate list (the serving path and `xdrec eval --diversity`): maximal marginal relevance
-// over item vectors, per-domain quotas and epsilon-exploration. Each takes the candidates best first (a longer
-// list than k: the pool re-ranking chooses from) and returns k of them.
+// over item vectors, per-domain quotas and epsilon-exploration. Each takes the candidates best first (a
+// longer list than k: the pool re-ranking chooses from) and returns k of them.
 #pragma once
 
 #include <cstdint>
@@ -28,8 +28,8 @@ struct RerankOptions {
 std::vector<ScoredItem> rerank(std::span<const ScoredItem> pool, const Matrix* vectors,
                                std::span<const uint16_t> item_domain, const RerankOptions& opt);
 
-// Epsilon-exploration: each of the list's slots from the second on is, with probability `explore`, given to an
-// item of `outside` (items outside the user's usual domains or categories, best first) not already listed,
+// Epsilon-exploration: each of the list's slots from the second on is, with probability `explore`, given to
+// an item of `outside` (items outside the user's usual domains or categories, best first) not already listed,
 // in that order; the draws come from `seed`. Returns the indices in `list` of the explored slots.
 std::vector<size_t> explore_slots(std::vector<ScoredItem>& list, std::span<const ScoredItem> outside,
                                   double explore, uint64_t seed);

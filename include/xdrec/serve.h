@@ -3,8 +3,8 @@
 //   Service     the state and every operation, independent of HTTP: a loaded model over its dataset, each
 //               user's seen items and ordered history, feedback folded in at once (fold-in), items added by
 //               text and deleted, retrieval (exact or HNSW), re-ranking (rerank.h) and explanations. Every
-//               write goes to the durable event log (SQLite, WAL) before it is applied, and the log is replayed
-//               over the model on start, so a restart serves the same lists.
+//               write goes to the durable event log (SQLite, WAL) before it is applied, and the log is
+//               replayed over the model on start, so a restart serves the same lists.
 //   HttpServer  HTTP/1.1 + JSON over cpp-httplib: the routes, bearer-token auth for writes, limits, metrics,
 //               the access log and the web page.
 //
@@ -13,11 +13,10 @@
 
 #include <cstdint>
 #include <memory>
+#include <nlohmann/json.hpp>
 #include <span>
 #include <string>
 #include <vector>
-
-#include <nlohmann/json.hpp>
 
 #include "xdrec/common.h"
 #include "xdrec/dataset.h"
@@ -33,12 +32,13 @@ struct ServeError : Error {
 
 struct ServiceOptions {
   std::string model_dir;
-  std::string db;                // event log file; empty: MODEL_DIR/events.sqlite
-  std::string text = "auto";     // item-text encoder for a model that has none: auto, none or an encoder spec
-  std::string retrieval = "auto";  // exact, hnsw, or auto (hnsw for dot-product models from hnsw_threshold items)
+  std::string db;             // event log file; empty: MODEL_DIR/events.sqlite
+  std::string text = "auto";  // item-text encoder for a model that has none: auto, none or an encoder spec
+  std::string retrieval =
+      "auto";  // exact, hnsw, or auto (hnsw for dot-product models from hnsw_threshold items)
   size_t hnsw_threshold = 100000;
   int hnsw_m = 16, hnsw_ef_construction = 200, hnsw_ef = 128;
-  int threads = 1;    // threads of start-up work (encoding, index build)
+  int threads = 1;     // threads of start-up work (encoding, index build)
   bool quiet = false;  // no start-up messages on stderr
   // The split whose fair tags the model's item texts carried (text.json: split_tags), when it did.
   const Split* text_split = nullptr;
@@ -57,16 +57,16 @@ struct NewItem {
 };
 
 struct RecommendQuery {
-  std::string user;                 // a known user (GET) or empty (POST with history / profile)
+  std::string user;                  // a known user (GET) or empty (POST with history / profile)
   std::vector<std::string> history;  // POST: a new user's items, in order
   std::string profile;               // POST: a new user's profile text
   size_t k = 10;
-  std::string domain;               // only this domain (empty: any)
-  double diversity = 0;             // MMR lambda in [0, 1]
-  double explore = 0;               // share of slots given to items outside the user's usual domains/categories
-  std::string quota;                // "domain:n,domain:n": at most n items of a domain
+  std::string domain;    // only this domain (empty: any)
+  double diversity = 0;  // MMR lambda in [0, 1]
+  double explore = 0;    // share of slots given to items outside the user's usual domains/categories
+  std::string quota;     // "domain:n,domain:n": at most n items of a domain
   bool explain = false;
-  uint64_t seed = 0;                // exploration draws (0: derived from the user and the event count)
+  uint64_t seed = 0;  // exploration draws (0: derived from the user and the event count)
 };
 
 class Service {
@@ -84,7 +84,8 @@ class Service {
   nlohmann::json recommend_new_user(const RecommendQuery& q);
   // Items most like `item` by the model's item vectors (dot-product models) or by text; `by` = "text" or
   // "factors" chooses (empty: the default).
-  nlohmann::json similar(const std::string& item, size_t k, const std::string& domain, const std::string& by = "") const;
+  nlohmann::json similar(const std::string& item, size_t k, const std::string& domain,
+                         const std::string& by = "") const;
   // Checks every event first (nothing is stored when one is bad), stores them durably, then applies them.
   // Returns how many were stored.
   size_t add_feedback(std::span<const Feedback> events);
@@ -136,23 +137,24 @@ nlohmann::json replay(const Dataset& ds, const ReplayOptions& opt);
 
 struct HttpOptions {
   std::string host = "127.0.0.1";
-  int port = 8080;               // 0: any free port (see HttpServer::port())
-  std::string token;             // empty: writes need no token (then only a loopback host is allowed)
-  int threads = 2;               // worker threads answering requests
-  size_t max_body = 1 << 20;     // bytes; a larger body is 413
+  int port = 8080;            // 0: any free port (see HttpServer::port())
+  std::string token;          // empty: writes need no token (then only a loopback host is allowed)
+  int threads = 2;            // worker threads answering requests
+  size_t max_body = 1 << 20;  // bytes; a larger body is 413
   int read_timeout_s = 5, write_timeout_s = 5;  // a client slower than this is dropped
   // A connection holds a worker while it is open (cpp-httplib serves each connection on one thread), so an
   // idle keep-alive connection is closed after keep_alive_timeout_s and a busy one after keep_alive_requests:
   // more clients than workers then take turns instead of waiting.
   int keep_alive_requests = 100, keep_alive_timeout_s = 1;
-  std::string access_log;        // file for JSON access-log lines; empty: stderr; "-": none
+  std::string access_log;  // file for JSON access-log lines; empty: stderr; "-": none
 };
 
 class HttpServer {
  public:
   HttpServer(Service& service, const HttpOptions& opt);
   ~HttpServer();
-  // Binds (Error when the port is taken or a non-loopback host has no token); then serve() blocks until stop().
+  // Binds (Error when the port is taken or a non-loopback host has no token); then serve() blocks until
+  // stop().
   void bind();
   int port() const;
   void serve();

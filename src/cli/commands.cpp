@@ -416,9 +416,12 @@ std::unique_ptr<TextEncoder> cli_encoder(const std::string& spec, bool quiet) {
 int cmd_train(const TrainArgs& a, const Common& c) {
   Dataset ds = load_data(a.data, c.quiet, c.threads);
   if (!a.events.empty()) {
-    check(a.split_dir.empty(), "--events and --split do not go together (the split's ids would not cover the events)");
+    check(a.split_dir.empty(),
+          "--events and --split do not go together (the split's ids would not cover the events)");
     const size_t n = serve::fold_events(ds, a.events);
-    if (!c.quiet) std::fprintf(stderr, "folded %zu events of %s into the data: %s\n", n, a.events.c_str(), ds.summary().c_str());
+    if (!c.quiet)
+      std::fprintf(stderr, "folded %zu events of %s into the data: %s\n", n, a.events.c_str(),
+                   ds.summary().c_str());
   }
   std::optional<Split> split;
   if (!a.split_dir.empty()) split = read_split(ds, a.split_dir);
@@ -570,7 +573,8 @@ int cmd_eval(const EvalArgs& a, const Common& c) {
         const std::string pre = lambda_name(l) + "/";
         nlohmann::json m = nlohmann::json::object(), ci = nlohmann::json::object();
         for (const auto& [name, v] : summary)
-          if (name.rfind(pre, 0) == 0 && name.find('/', pre.size()) == std::string::npos && name != pre + "n_users") {
+          if (name.rfind(pre, 0) == 0 && name.find('/', pre.size()) == std::string::npos &&
+              name != pre + "n_users") {
             m[name.substr(pre.size())] = v.mean;
             if (n_seeds > 1) ci[name.substr(pre.size())] = v.ci95;
           }

@@ -72,9 +72,10 @@ int main(int argc, char** argv) {
   auto* c_train = app.add_subcommand("train", "fit a model and save it");
   c_train->add_option("data,--data", tr.data.path, "dataset: directory, FILE.xdb or synthetic[:k=v,...]")
       ->required();
-  c_train->add_option("--events", tr.events,
-                      "event log of `xdrec serve` (SQLite) to fold in: positive feedback as interactions, added "
-                      "items, deletions");
+  c_train->add_option(
+      "--events", tr.events,
+      "event log of `xdrec serve` (SQLite) to fold in: positive feedback as interactions, added "
+      "items, deletions");
   c_train->add_option("--format", tr.data.format, "input format")->capture_default_str();
   c_train->add_option("--split", tr.split_dir,
                       "split directory written by `xdrec split` (trains on its train part)");
@@ -112,9 +113,11 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   c_eval->add_option("--item-vectors", ev.item_vectors,
                      "item vectors from `xdrec embed` for intra-list diversity (default: category vectors)");
-  c_eval->add_option("--diversity", ev.diversity,
-                     "MMR re-ranking trade-offs in [0, 1] to evaluate besides the plain lists, e.g. 0.2,0.5,0.8 "
-                     "(over the --item-vectors or category vectors; full ranking): the accuracy-diversity curve")
+  c_eval
+      ->add_option(
+          "--diversity", ev.diversity,
+          "MMR re-ranking trade-offs in [0, 1] to evaluate besides the plain lists, e.g. 0.2,0.5,0.8 "
+          "(over the --item-vectors or category vectors; full ranking): the accuracy-diversity curve")
       ->delimiter(',');
   c_eval->add_option("-o,--output", ev.output, "write metrics as JSON");
   add_text(c_eval, ev.text);
@@ -186,7 +189,8 @@ int main(int argc, char** argv) {
 
   // serve
   ServeArgs sv;
-  auto* c_serve = app.add_subcommand("serve", "serve a trained model over HTTP: recommendations, feedback, new items, a web page");
+  auto* c_serve = app.add_subcommand(
+      "serve", "serve a trained model over HTTP: recommendations, feedback, new items, a web page");
   c_serve->add_option("--model", sv.model_dir, "model directory written by `xdrec train`")->required();
   c_serve->add_option("--data", sv.data.path, "the dataset the model was trained on")->required();
   c_serve->add_option("--format", sv.data.format, "input format")->capture_default_str();
@@ -195,14 +199,19 @@ int main(int argc, char** argv) {
   c_serve->add_option("--port", sv.port, "port (0: any free port)")->capture_default_str();
   c_serve->add_option("--db", sv.db, "event log (SQLite; default MODEL/events.sqlite)");
   c_serve->add_option("--token-file", sv.token_file, "file holding the bearer token that writes need");
-  c_serve->add_option("--access-log", sv.access_log, "file for JSON access-log lines (default stderr; - for none)");
-  c_serve->add_option("--text", sv.text,
-                      "item-text encoder for a model without one (new items, diversity, explanations): auto, "
-                      "none or an encoder spec")
+  c_serve->add_option("--access-log", sv.access_log,
+                      "file for JSON access-log lines (default stderr; - for none)");
+  c_serve
+      ->add_option("--text", sv.text,
+                   "item-text encoder for a model without one (new items, diversity, explanations): auto, "
+                   "none or an encoder spec")
       ->capture_default_str();
-  c_serve->add_option("--retrieval", sv.retrieval, "exact, hnsw or auto (HNSW for large catalogues of dot-product models)")
+  c_serve
+      ->add_option("--retrieval", sv.retrieval,
+                   "exact, hnsw or auto (HNSW for large catalogues of dot-product models)")
       ->capture_default_str();
-  c_serve->add_option("--split", sv.split_dir, "the split a text model was trained on (when its texts used the split's tags)");
+  c_serve->add_option("--split", sv.split_dir,
+                      "the split a text model was trained on (when its texts used the split's tags)");
   c_serve->add_option("--max-body", sv.max_body, "largest request body in bytes")->capture_default_str();
   c_serve->add_option("--threads", sv.threads, "worker threads answering requests")->capture_default_str();
   c_serve->add_flag("-q,--quiet", common.quiet, "no start-up messages");
@@ -210,14 +219,16 @@ int main(int argc, char** argv) {
   // replay
   ReplayArgs rp;
   auto* c_replay = app.add_subcommand(
-      "replay", "replay the feedback loop offline: serve the first part by time, feed the rest back in rounds, "
-                "and compare NDCG of each next round with and without the feedback");
+      "replay",
+      "replay the feedback loop offline: serve the first part by time, feed the rest back in rounds, "
+      "and compare NDCG of each next round with and without the feedback");
   c_replay->add_option("data,--data", rp.data.path, "dataset with timestamps")->required();
   c_replay->add_option("--format", rp.data.format, "input format")->capture_default_str();
   c_replay->add_option("-m,--model", rp.model, "model spec")->capture_default_str();
   c_replay->add_option("--first", rp.first, "share of the interactions (by time) the model is trained on")
       ->capture_default_str();
-  c_replay->add_option("--rounds", rp.rounds, "rounds the later interactions are fed back in")->capture_default_str();
+  c_replay->add_option("--rounds", rp.rounds, "rounds the later interactions are fed back in")
+      ->capture_default_str();
   c_replay->add_option("-k", rp.k, "list length")->capture_default_str();
   c_replay->add_option("-o,--output", rp.output, "write the results as JSON");
   add_common(c_replay);

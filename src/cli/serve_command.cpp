@@ -3,7 +3,6 @@
 #include <unistd.h>
 
 #include <cerrno>
-
 #include <cstdio>
 #include <fstream>
 #include <thread>
@@ -14,8 +13,9 @@
 namespace xdrec::cli {
 
 namespace {
-// SIGTERM / SIGINT write their number to a pipe (all a handler may safely do); a thread reads it and stops the
-// server. Handlers rather than sigwait: threads made before main (OpenBLAS's pool) would not block a signal.
+// SIGTERM / SIGINT write their number to a pipe (all a handler may safely do); a thread reads it and stops
+// the server. Handlers rather than sigwait: threads made before main (OpenBLAS's pool) would not block a
+// signal.
 int stop_pipe[2] = {-1, -1};
 extern "C" void on_stop_signal(int sig) {
   const char c = char(sig);
@@ -90,14 +90,16 @@ int cmd_replay(const ReplayArgs& a, const Common& c) {
   o.quiet = c.quiet;
   const nlohmann::json r = serve::replay(ds, o);
   const auto& all = r["all_rounds"];
-  std::printf("%s, %s: NDCG@%zu over %zu user-rounds: no feedback %.4f, exclusion only %.4f, with feedback %.4f "
-              "(new users, feedback only: %.4f over %zu)\n",
-              ds.name.c_str(), r["model"].get<std::string>().c_str(), a.k, all["user_rounds"].get<size_t>(),
-              all["no_feedback"]["ndcg"].get<double>(), all["exclusion_only"]["ndcg"].get<double>(),
-              all["feedback"]["ndcg"].get<double>(), all["new_users"]["ndcg"].get<double>(),
-              all["new_user_rounds"].get<size_t>());
+  std::printf(
+      "%s, %s: NDCG@%zu over %zu user-rounds: no feedback %.4f, exclusion only %.4f, with feedback %.4f "
+      "(new users, feedback only: %.4f over %zu)\n",
+      ds.name.c_str(), r["model"].get<std::string>().c_str(), a.k, all["user_rounds"].get<size_t>(),
+      all["no_feedback"]["ndcg"].get<double>(), all["exclusion_only"]["ndcg"].get<double>(),
+      all["feedback"]["ndcg"].get<double>(), all["new_users"]["ndcg"].get<double>(),
+      all["new_user_rounds"].get<size_t>());
   for (const char* d : {"ndcg_feedback_minus_no_feedback", "ndcg_feedback_minus_exclusion_only"})
-    std::printf("  %s: %+.4f +- %.4f (paired, 95%%)\n", d, all[d]["mean"].get<double>(), all[d]["ci95"].get<double>());
+    std::printf("  %s: %+.4f +- %.4f (paired, 95%%)\n", d, all[d]["mean"].get<double>(),
+                all[d]["ci95"].get<double>());
   if (!a.output.empty()) {
     write_file_atomic(a.output, r.dump(2) + "\n");
     std::printf("wrote %s\n", a.output.c_str());

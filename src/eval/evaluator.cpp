@@ -324,7 +324,8 @@ EvalResult evaluate(const Recommender& model, const Csr& train, const Csr& test,
   check(opt.diversity >= 0 && opt.diversity <= 1, "evaluate: diversity must be in [0, 1]");
   check(opt.diversity == 0 || (opt.item_vectors && opt.item_vectors->rows == n_items),
         "evaluate: diversity re-ranking needs one item vector per item (categories or text vectors)");
-  check(opt.diversity == 0 || sampled == false, "evaluate: diversity re-ranking applies to full ranking only");
+  check(opt.diversity == 0 || sampled == false,
+        "evaluate: diversity re-ranking applies to full ranking only");
   const size_t pool_k = opt.diversity > 0 ? std::max(opt.diversity_pool, max_k) : max_k;
   auto diversify = [&](const float* row, std::vector<uint32_t>& list) {
     if (opt.diversity == 0) return;

@@ -28,8 +28,8 @@ bool FactorModel::user_vectors(std::span<const uint32_t> users, Matrix& out) con
   if (!factors_fitted()) return false;
   out.resize(users.size(), users_.f);
   for (size_t r = 0; r < users.size(); ++r) {
-    check(users[r] < users_.rows, name() + " user_vectors: user index " + std::to_string(users[r]) +
-                                      " is out of range");
+    check(users[r] < users_.rows,
+          name() + " user_vectors: user index " + std::to_string(users[r]) + " is out of range");
     std::copy(users_.row(users[r]), users_.row(users[r]) + users_.f, out.row(r));
   }
   return true;

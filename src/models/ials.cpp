@@ -113,8 +113,8 @@ class IalsModel final : public models::FactorModel {
     const mf::IalsRow row{hist.items.data(), hist.weights.data(), hist.items.size()};
     mf::CholScratch chol(f);
     std::vector<float> x(items_.ld, 0.0f);
-    mf::ials_exact_solve(g.data(), row_reg(row), items_.data.data(), items_.ld, f, row, float(alpha_), x.data(),
-                         chol);
+    mf::ials_exact_solve(g.data(), row_reg(row), items_.data.data(), items_.ld, f, row, float(alpha_),
+                         x.data(), chol);
     // chol.a holds L (A = L L^T): z = A^-1 y_item.
     const double* a = chol.a.data();
     std::vector<double> z(f);

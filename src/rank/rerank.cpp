@@ -100,8 +100,9 @@ std::vector<size_t> explore_slots(std::vector<ScoredItem>& list, std::span<const
   for (size_t slot = 1; slot < list.size(); ++slot) {
     const double u = double(mix(s) >> 11) * 0x1.0p-53;
     if (u >= explore) continue;
-    while (next < outside.size() &&
-           std::any_of(list.begin(), list.end(), [&](const ScoredItem& c) { return c.item == outside[next].item; }))
+    while (next < outside.size() && std::any_of(list.begin(), list.end(), [&](const ScoredItem& c) {
+             return c.item == outside[next].item;
+           }))
       ++next;
     if (next >= outside.size()) break;
     list[slot] = outside[next++];

@@ -21,7 +21,8 @@ struct Stmt {
 
 std::string col_text(sqlite3_stmt* s, int i) {
   const unsigned char* t = sqlite3_column_text(s, i);
-  return t ? std::string(reinterpret_cast<const char*>(t), size_t(sqlite3_column_bytes(s, i))) : std::string();
+  return t ? std::string(reinterpret_cast<const char*>(t), size_t(sqlite3_column_bytes(s, i)))
+           : std::string();
 }
 
 Event read_row(sqlite3_stmt* s) {
@@ -57,8 +58,9 @@ EventLog::EventLog(const std::string& path) : path_(path) {
   try {
     exec("PRAGMA journal_mode=WAL");
     exec("PRAGMA synchronous=FULL");
-    exec("CREATE TABLE IF NOT EXISTS events (seq INTEGER PRIMARY KEY AUTOINCREMENT, kind TEXT NOT NULL, "
-         "user TEXT, item TEXT, type TEXT, ts INTEGER, payload TEXT, vec BLOB)");
+    exec(
+        "CREATE TABLE IF NOT EXISTS events (seq INTEGER PRIMARY KEY AUTOINCREMENT, kind TEXT NOT NULL, "
+        "user TEXT, item TEXT, type TEXT, ts INTEGER, payload TEXT, vec BLOB)");
     exec("CREATE INDEX IF NOT EXISTS events_user ON events(user, seq)");
   } catch (...) {
     sqlite3_close(db_);
@@ -123,7 +125,8 @@ std::vector<Event> EventLog::feedback_of(const std::string& user, size_t limit) 
   std::lock_guard lock(mu_);
   Stmt st(db_,
           (std::string("SELECT ") + kColumns +
-           " FROM (SELECT * FROM events WHERE user = ? AND kind = 'feedback' ORDER BY seq DESC LIMIT ?) ORDER BY seq")
+           " FROM (SELECT * FROM events WHERE user = ? AND kind = 'feedback' ORDER BY seq DESC LIMIT ?) "
+           "ORDER BY seq")
               .c_str(),
           path_);
   sqlite3_bind_text(st.s, 1, user.c_str(), int(user.size()), SQLITE_TRANSIENT);

@@ -15,11 +15,11 @@ struct sqlite3;
 namespace xdrec::serve {
 
 struct Event {
-  int64_t seq = 0;      // assigned by the log, increasing
-  std::string kind;     // "feedback", "add_item", "delete_item"
+  int64_t seq = 0;   // assigned by the log, increasing
+  std::string kind;  // "feedback", "add_item", "delete_item"
   std::string user, item, type;
-  int64_t timestamp = 0;  // seconds (the event's time, as given or as received)
-  std::string payload;    // add_item: JSON of the item (domain, title, description, categories)
+  int64_t timestamp = 0;   // seconds (the event's time, as given or as received)
+  std::string payload;     // add_item: JSON of the item (domain, title, description, categories)
   std::vector<float> vec;  // add_item: the item's text vector (may be empty)
 };
 

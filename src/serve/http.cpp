@@ -43,7 +43,8 @@ size_t param_count(const httplib::Request& req, const std::string& name, size_t 
   } catch (...) {
     pos = 0;
   }
-  if (v.empty() || pos != v.size() || v[0] == '-') throw ServeError(400, name + ": '" + v + "' is not a whole number");
+  if (v.empty() || pos != v.size() || v[0] == '-')
+    throw ServeError(400, name + ": '" + v + "' is not a whole number");
   if (n < lo || n > hi)
     throw ServeError(400, name + " must be between " + std::to_string(lo) + " and " + std::to_string(hi));
   return size_t(n);
@@ -59,7 +60,8 @@ double param_real(const httplib::Request& req, const std::string& name, double d
   } catch (...) {
     pos = 0;
   }
-  if (v.empty() || pos != v.size() || !std::isfinite(x)) throw ServeError(400, name + ": '" + v + "' is not a number");
+  if (v.empty() || pos != v.size() || !std::isfinite(x))
+    throw ServeError(400, name + ": '" + v + "' is not a number");
   return x;
 }
 
@@ -89,7 +91,8 @@ T field(const json& o, const char* name, const T& def, bool required = false) {
   try {
     return o[name].get<T>();
   } catch (const json::exception&) {
-    throw ServeError(400, std::string("field \"") + name + "\" has the wrong type (" + o[name].type_name() + ")");
+    throw ServeError(400,
+                     std::string("field \"") + name + "\" has the wrong type (" + o[name].type_name() + ")");
   }
 }
 
@@ -100,7 +103,8 @@ std::string id_field(const json& o, const char* name, bool required) {
 }
 
 // Latency buckets of the histogram (seconds).
-constexpr std::array<double, 12> kBuckets{0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 5};
+constexpr std::array<double, 12> kBuckets{0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025,
+                                          0.05,   0.1,   0.25,   0.5,   1,    5};
 
 struct RouteStats {
   std::map<int, uint64_t> by_status;
@@ -128,16 +132,16 @@ struct HttpServer::Impl {
   static std::string route_of(const httplib::Request& req) {
     const std::string& p = req.path;
     if (p.rfind("/v1/items/", 0) == 0) return req.method + " /v1/items/:id";
-    static const char* known[] = {"/",          "/health",         "/metrics",     "/v1/recommend", "/v1/similar",
-                                  "/v1/feedback", "/v1/items",     "/v1/embeddings", "/v1/catalogue", "/v1/users"};
+    static const char* known[] = {
+        "/",         "/health",        "/metrics",      "/v1/recommend", "/v1/similar", "/v1/feedback",
+        "/v1/items", "/v1/embeddings", "/v1/catalogue", "/v1/users"};
     for (auto* k : known)
       if (p == k) return req.method + " " + p;
     return req.method + " (other)";
   }
 
   void record(const httplib::Request& req, const httplib::Response& res) {
-    const double secs =
-        std::chrono::duration<double>(std::chrono::steady_clock::now() - t_start).count();
+    const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t_start).count();
     {
       std::lock_guard lock(stats_mu);
       auto& s = stats[route_of(req)];
@@ -154,8 +158,12 @@ struct HttpServer::Impl {
     std::tm tm{};
     gmtime_r(&now, &tm);
     std::strftime(ts, sizeof ts, "%Y-%m-%dT%H:%M:%SZ", &tm);
-    const json line{{"ts", ts},           {"remote", req.remote_addr}, {"method", req.method},
-                    {"path", req.path},   {"status", res.status},      {"ms", std::round(secs * 1e5) / 100},
+    const json line{{"ts", ts},
+                    {"remote", req.remote_addr},
+                    {"method", req.method},
+                    {"path", req.path},
+                    {"status", res.status},
+                    {"ms", std::round(secs * 1e5) / 100},
                     {"bytes", res.body.size()}};
     std::lock_guard lock(log_mu);
     std::fprintf(access, "%s\n", line.dump().c_str());
@@ -184,10 +192,12 @@ struct HttpServer::Impl {
         cum += st.buckets[b];
         char le[32];
         std::snprintf(le, sizeof le, "%g", kBuckets[b]);
-        s += "xdrec_http_request_seconds_bucket{route=\"" + route + "\",le=\"" + le + "\"} " + std::to_string(cum) + "\n";
+        s += "xdrec_http_request_seconds_bucket{route=\"" + route + "\",le=\"" + le + "\"} " +
+             std::to_string(cum) + "\n";
       }
       cum += st.buckets[kBuckets.size()];
-      s += "xdrec_http_request_seconds_bucket{route=\"" + route + "\",le=\"+Inf\"} " + std::to_string(cum) + "\n";
+      s += "xdrec_http_request_seconds_bucket{route=\"" + route + "\",le=\"+Inf\"} " + std::to_string(cum) +
+           "\n";
       s += "xdrec_http_request_seconds_sum{route=\"" + route + "\"} " + std::to_string(st.sum) + "\n";
       s += "xdrec_http_request_seconds_count{route=\"" + route + "\"} " + std::to_string(st.count) + "\n";
     }
@@ -233,57 +243,63 @@ struct HttpServer::Impl {
     srv.Get("/", [](const httplib::Request&, httplib::Response& res) {
       res.set_content(kWebPage, "text/html; charset=utf-8");
     });
-    srv.Get("/health", guarded([this](const httplib::Request&, httplib::Response& res) { reply(res, svc.health()); }));
+    srv.Get("/health",
+            guarded([this](const httplib::Request&, httplib::Response& res) { reply(res, svc.health()); }));
     srv.Get("/metrics", [this](const httplib::Request&, httplib::Response& res) {
       res.set_content(metrics(), "text/plain; version=0.0.4");
     });
     srv.Get("/v1/recommend", guarded([this](const httplib::Request& req, httplib::Response& res) {
-      RecommendQuery q;
-      q.user = req.get_param_value("user");
-      q.k = param_count(req, "k", 10, 1, 1000);
-      q.domain = req.get_param_value("domain");
-      q.diversity = param_real(req, "diversity", 0);
-      q.explore = param_real(req, "explore", 0);
-      q.quota = req.get_param_value("quota");
-      q.explain = param_flag(req, "explain");
-      q.seed = param_count(req, "seed", 0, 0, SIZE_MAX);
-      reply(res, svc.recommend(q));
-    }));
+              RecommendQuery q;
+              q.user = req.get_param_value("user");
+              q.k = param_count(req, "k", 10, 1, 1000);
+              q.domain = req.get_param_value("domain");
+              q.diversity = param_real(req, "diversity", 0);
+              q.explore = param_real(req, "explore", 0);
+              q.quota = req.get_param_value("quota");
+              q.explain = param_flag(req, "explain");
+              q.seed = param_count(req, "seed", 0, 0, SIZE_MAX);
+              reply(res, svc.recommend(q));
+            }));
     srv.Post("/v1/recommend", guarded([this](const httplib::Request& req, httplib::Response& res) {
-      const json b = parse_body(req);
-      if (!b.is_object()) throw ServeError(400, "the body must be a JSON object");
-      RecommendQuery q;
-      if (b.contains("history")) {
-        if (!b["history"].is_array()) throw ServeError(400, "field \"history\" must be an array of item ids");
-        for (auto& x : b["history"]) {
-          if (x.is_string()) q.history.push_back(x.get<std::string>());
-          else if (x.is_number_integer()) q.history.push_back(std::to_string(x.get<int64_t>()));
-          else throw ServeError(400, "field \"history\" must hold item ids (strings)");
-        }
-      }
-      q.profile = field<std::string>(b, "profile", "");
-      q.domain = field<std::string>(b, "domain", "");
-      const int64_t k = field<int64_t>(b, "k", 10);
-      if (k < 1 || k > 1000) throw ServeError(400, "k must be between 1 and 1000");
-      q.k = size_t(k);
-      q.diversity = field<double>(b, "diversity", 0);
-      q.explore = field<double>(b, "explore", 0);
-      q.quota = field<std::string>(b, "quota", "");
-      q.explain = field<bool>(b, "explain", false);
-      reply(res, svc.recommend_new_user(q));
-    }));
+               const json b = parse_body(req);
+               if (!b.is_object()) throw ServeError(400, "the body must be a JSON object");
+               RecommendQuery q;
+               if (b.contains("history")) {
+                 if (!b["history"].is_array())
+                   throw ServeError(400, "field \"history\" must be an array of item ids");
+                 for (auto& x : b["history"]) {
+                   if (x.is_string())
+                     q.history.push_back(x.get<std::string>());
+                   else if (x.is_number_integer())
+                     q.history.push_back(std::to_string(x.get<int64_t>()));
+                   else
+                     throw ServeError(400, "field \"history\" must hold item ids (strings)");
+                 }
+               }
+               q.profile = field<std::string>(b, "profile", "");
+               q.domain = field<std::string>(b, "domain", "");
+               const int64_t k = field<int64_t>(b, "k", 10);
+               if (k < 1 || k > 1000) throw ServeError(400, "k must be between 1 and 1000");
+               q.k = size_t(k);
+               q.diversity = field<double>(b, "diversity", 0);
+               q.explore = field<double>(b, "explore", 0);
+               q.quota = field<std::string>(b, "quota", "");
+               q.explain = field<bool>(b, "explain", false);
+               reply(res, svc.recommend_new_user(q));
+             }));
     srv.Get("/v1/similar", guarded([this](const httplib::Request& req, httplib::Response& res) {
-      const std::string item = req.get_param_value("item");
-      if (item.empty()) throw ServeError(400, "give item=ID");
-      reply(res, svc.similar(item, param_count(req, "k", 10, 1, 1000), req.get_param_value("domain"),
-                             req.get_param_value("by")));
-    }));
+              const std::string item = req.get_param_value("item");
+              if (item.empty()) throw ServeError(400, "give item=ID");
+              reply(res, svc.similar(item, param_count(req, "k", 10, 1, 1000), req.get_param_value("domain"),
+                                     req.get_param_value("by")));
+            }));
     srv.Post("/v1/feedback", guarded(
                                  [this](const httplib::Request& req, httplib::Response& res) {
                                    const json b = parse_body(req);
                                    std::vector<Feedback> evs;
                                    auto one = [&](const json& o) {
-                                     if (!o.is_object()) throw ServeError(400, "each feedback event must be a JSON object");
+                                     if (!o.is_object())
+                                       throw ServeError(400, "each feedback event must be a JSON object");
                                      Feedback f;
                                      f.user = id_field(o, "user", true);
                                      f.item = id_field(o, "item", true);
@@ -292,7 +308,8 @@ struct HttpServer::Impl {
                                      evs.push_back(std::move(f));
                                    };
                                    if (b.is_array()) {
-                                     if (b.size() > 10000) throw ServeError(413, "at most 10000 events per request");
+                                     if (b.size() > 10000)
+                                       throw ServeError(413, "at most 10000 events per request");
                                      for (auto& o : b) one(o);
                                    } else {
                                      one(b);
@@ -320,32 +337,37 @@ struct HttpServer::Impl {
                               },
                               true));
     srv.Delete(R"(/v1/items/(.+))", guarded(
-                                         [this](const httplib::Request& req, httplib::Response& res) {
-                                           const std::string id = httplib::detail::decode_url(req.matches[1], false);
-                                           svc.delete_item(id);
-                                           reply(res, {{"deleted", id}});
-                                         },
-                                         true));
+                                        [this](const httplib::Request& req, httplib::Response& res) {
+                                          const std::string id =
+                                              httplib::detail::decode_url(req.matches[1], false);
+                                          svc.delete_item(id);
+                                          reply(res, {{"deleted", id}});
+                                        },
+                                        true));
     srv.Post("/v1/embeddings", guarded([this](const httplib::Request& req, httplib::Response& res) {
-      const json b = parse_body(req);
-      if (!b.is_object() || !b.contains("input")) throw ServeError(400, "missing field \"input\"");
-      std::vector<std::string> texts;
-      if (b["input"].is_string()) texts.push_back(b["input"].get<std::string>());
-      else if (b["input"].is_array())
-        for (auto& x : b["input"]) {
-          if (!x.is_string()) throw ServeError(400, "field \"input\" must be a string or an array of strings");
-          texts.push_back(x.get<std::string>());
-        }
-      else throw ServeError(400, "field \"input\" must be a string or an array of strings");
-      reply(res, svc.embeddings(texts, field<std::string>(b, "model", "")));
-    }));
+               const json b = parse_body(req);
+               if (!b.is_object() || !b.contains("input")) throw ServeError(400, "missing field \"input\"");
+               std::vector<std::string> texts;
+               if (b["input"].is_string())
+                 texts.push_back(b["input"].get<std::string>());
+               else if (b["input"].is_array())
+                 for (auto& x : b["input"]) {
+                   if (!x.is_string())
+                     throw ServeError(400, "field \"input\" must be a string or an array of strings");
+                   texts.push_back(x.get<std::string>());
+                 }
+               else
+                 throw ServeError(400, "field \"input\" must be a string or an array of strings");
+               reply(res, svc.embeddings(texts, field<std::string>(b, "model", "")));
+             }));
     srv.Get("/v1/catalogue", guarded([this](const httplib::Request& req, httplib::Response& res) {
-      reply(res, svc.catalogue(req.get_param_value("q"), param_count(req, "limit", 50, 1, 1000)));
-    }));
+              reply(res, svc.catalogue(req.get_param_value("q"), param_count(req, "limit", 50, 1, 1000)));
+            }));
     srv.Get("/v1/users", guarded([this](const httplib::Request& req, httplib::Response& res) {
-      reply(res, svc.users(req.get_param_value("q"), param_count(req, "limit", 50, 1, 1000)));
-    }));
-    // Statuses the library sets itself (404 no route, 413 body too large, 400 unreadable request) get a reason.
+              reply(res, svc.users(req.get_param_value("q"), param_count(req, "limit", 50, 1, 1000)));
+            }));
+    // Statuses the library sets itself (404 no route, 413 body too large, 400 unreadable request) get a
+    // reason.
     srv.set_error_handler([](const httplib::Request& req, httplib::Response& res) {
       if (!res.body.empty()) return;
       std::string why = res.status == 404   ? "no route " + req.method + " " + req.path
@@ -402,8 +424,14 @@ void HttpServer::bind() {
   }
 }
 
-int HttpServer::port() const { return p_->port; }
-void HttpServer::serve() { p_->srv.listen_after_bind(); }
-void HttpServer::stop() { p_->srv.stop(); }
+int HttpServer::port() const {
+  return p_->port;
+}
+void HttpServer::serve() {
+  p_->srv.listen_after_bind();
+}
+void HttpServer::stop() {
+  p_->srv.stop();
+}
 
 }  // namespace xdrec::serve

@@ -67,8 +67,9 @@ json replay(const Dataset& ds, const ReplayOptions& opt) {
     order.push_back(e);
   }
   check(order.size() >= 10, "replay: too few interactions");
-  std::stable_sort(order.begin(), order.end(),
-                   [&](size_t a, size_t b) { return ds.interactions[a].timestamp < ds.interactions[b].timestamp; });
+  std::stable_sort(order.begin(), order.end(), [&](size_t a, size_t b) {
+    return ds.interactions[a].timestamp < ds.interactions[b].timestamp;
+  });
   const size_t cut = size_t(double(order.size()) * opt.first);
   // The served data: the first part only (same ids).
   Dataset first = ds;
@@ -92,7 +93,9 @@ json replay(const Dataset& ds, const ReplayOptions& opt) {
   save_model(*f.model, model_dir, first.fingerprint());
   const std::string spec = f.model->spec();
   f.model.reset();
-  if (!opt.quiet) std::fprintf(stderr, "replay: %s trained on the first %zu interactions in %.1f s\n", spec.c_str(), cut, t.seconds());
+  if (!opt.quiet)
+    std::fprintf(stderr, "replay: %s trained on the first %zu interactions in %.1f s\n", spec.c_str(), cut,
+                 t.seconds());
 
   ServiceOptions so;
   so.model_dir = model_dir;
@@ -111,7 +114,8 @@ json replay(const Dataset& ds, const ReplayOptions& opt) {
   json rounds = json::array();
   Score total_none, total_excl, total_fb, total_new;
   for (int r = 0; r < opt.rounds; ++r) {
-    const size_t lo = cut + later * size_t(r) / size_t(opt.rounds), hi = cut + later * size_t(r + 1) / size_t(opt.rounds);
+    const size_t lo = cut + later * size_t(r) / size_t(opt.rounds),
+                 hi = cut + later * size_t(r + 1) / size_t(opt.rounds);
     // The round's targets: items new to the user.
     std::map<uint32_t, std::set<std::string>> targets;
     for (size_t k = lo; k < hi; ++k) {
@@ -136,7 +140,8 @@ json replay(const Dataset& ds, const ReplayOptions& opt) {
       RecommendQuery wide = q;
       wide.k = std::min<size_t>(1000, opt.k + taken[u].size());
       const std::vector<std::string> base = ids(fixed.recommend(wide));
-      none.add(std::vector<std::string>(base.begin(), base.begin() + std::min(opt.k, base.size())), rel, opt.k);
+      none.add(std::vector<std::string>(base.begin(), base.begin() + std::min(opt.k, base.size())), rel,
+               opt.k);
       std::vector<std::string> kept;
       for (auto& i : base)
         if (!taken[u].count(*ds.items.find(i)) && kept.size() < opt.k) kept.push_back(i);
@@ -159,9 +164,12 @@ json replay(const Dataset& ds, const ReplayOptions& opt) {
              {"new_users", fresh.to_json()},
              {"new_users_n", fresh.n}};
     if (!opt.quiet)
-      std::fprintf(stderr, "round %d: %zu users, NDCG@%zu no feedback %.4f, exclusion only %.4f, feedback %.4f; %zu new users %.4f\n",
-                   r + 1, none.n, opt.k, row["no_feedback"]["ndcg"].get<double>(), row["exclusion_only"]["ndcg"].get<double>(),
-                   row["feedback"]["ndcg"].get<double>(), fresh.n, row["new_users"]["ndcg"].get<double>());
+      std::fprintf(stderr,
+                   "round %d: %zu users, NDCG@%zu no feedback %.4f, exclusion only %.4f, feedback %.4f; %zu "
+                   "new users %.4f\n",
+                   r + 1, none.n, opt.k, row["no_feedback"]["ndcg"].get<double>(),
+                   row["exclusion_only"]["ndcg"].get<double>(), row["feedback"]["ndcg"].get<double>(),
+                   fresh.n, row["new_users"]["ndcg"].get<double>());
     rounds.push_back(row);
     auto merge = [](Score& a, const Score& b) {
       a.ndcg += b.ndcg, a.hr += b.hr, a.n += b.n;

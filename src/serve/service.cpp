@@ -13,8 +13,8 @@
 #include <map>
 #include <mutex>
 #include <set>
-#include <sstream>
 #include <shared_mutex>
+#include <sstream>
 #include <unordered_map>
 
 #include "serve/event_log.h"
@@ -35,9 +35,13 @@ using json = nlohmann::json;
 namespace {
 
 const std::set<std::string> kTypes{"click", "purchase", "like", "dislike", "skip"};
-bool positive(const std::string& t) { return t == "click" || t == "purchase" || t == "like"; }
+bool positive(const std::string& t) {
+  return t == "click" || t == "purchase" || t == "like";
+}
 // How strongly a negative event pushes similar items down (times the score range of the candidates).
-float penalty_weight(const std::string& t) { return t == "dislike" ? 1.0f : t == "skip" ? 0.3f : 0.0f; }
+float penalty_weight(const std::string& t) {
+  return t == "dislike" ? 1.0f : t == "skip" ? 0.3f : 0.0f;
+}
 
 int64_t now_seconds() {
   return std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch())
@@ -46,13 +50,15 @@ int64_t now_seconds() {
 
 double cosine(const float* a, const float* b, size_t d) {
   double ab = 0, aa = 0, bb = 0;
-  for (size_t j = 0; j < d; ++j) ab += double(a[j]) * b[j], aa += double(a[j]) * a[j], bb += double(b[j]) * b[j];
+  for (size_t j = 0; j < d; ++j)
+    ab += double(a[j]) * b[j], aa += double(a[j]) * a[j], bb += double(b[j]) * b[j];
   return aa > 0 && bb > 0 ? ab / std::sqrt(aa * bb) : 0.0;
 }
 
 void append_row(Matrix& m, std::span<const float> v) {
   if (m.rows == 0) m.cols = v.size();
-  check(v.size() == m.cols, "vector width " + std::to_string(v.size()) + " differs from " + std::to_string(m.cols));
+  check(v.size() == m.cols,
+        "vector width " + std::to_string(v.size()) + " differs from " + std::to_string(m.cols));
   m.data.insert(m.data.end(), v.begin(), v.end());
   ++m.rows;
 }
@@ -82,7 +88,7 @@ struct Service::Impl {
   // Users: the dataset's, then new ones from feedback. model_user: the model's index of each.
   IdMap user_ids;
   std::vector<uint32_t> model_user;
-  std::vector<uint8_t> represented;  // the model has a state for the user
+  std::vector<uint8_t> represented;         // the model has a state for the user
   std::vector<std::vector<uint32_t>> hist;  // ordered positive history
   std::vector<std::vector<float>> hist_w;
   std::vector<std::vector<uint32_t>> seen;                        // sorted: never recommended
@@ -126,11 +132,12 @@ struct Service::Impl {
       fold_events(folded, db);
       if (folded.fingerprint() == fp) ds = std::move(folded);
     }
-    check(fp == 0 || fp == ds.fingerprint(), "model '" + opt.model_dir + "' was trained on a different dataset");
+    check(fp == 0 || fp == ds.fingerprint(),
+          "model '" + opt.model_dir + "' was trained on a different dataset");
     check(model->n_items() == ds.n_items() && model->n_users() >= ds.n_users(),
           "model '" + opt.model_dir + "' has " + std::to_string(model->n_items()) + " items and " +
-              std::to_string(model->n_users()) + " users but the dataset has " + std::to_string(ds.n_items()) +
-              " and " + std::to_string(ds.n_users()));
+              std::to_string(model->n_users()) + " users but the dataset has " +
+              std::to_string(ds.n_items()) + " and " + std::to_string(ds.n_users()));
     item_ids = ds.items;
     item_domain = ds.item_domain;
     item_title.resize(ds.n_items());
@@ -162,7 +169,8 @@ struct Service::Impl {
       for (uint32_t i : order) {
         const auto it = std::lower_bound(idx.begin(), idx.end(), i);
         hist[u].push_back(i);
-        hist_w[u].push_back(it != idx.end() && *it == i ? m.values[m.indptr[u] + size_t(it - idx.begin())] : 1.0f);
+        hist_w[u].push_back(it != idx.end() && *it == i ? m.values[m.indptr[u] + size_t(it - idx.begin())]
+                                                        : 1.0f);
       }
       seen[u].assign(idx.begin(), idx.end());
       represented[u] = !hist[u].empty();  // a user without interactions has no state until their feedback
@@ -200,7 +208,8 @@ struct Service::Impl {
           "--retrieval: exact, hnsw or auto, not '" + opt.retrieval + "'");
     check(opt.retrieval != "hnsw" || dot, "--retrieval hnsw: model '" + model->name() +
                                               "' is not a dot-product model (ials, bpr, hybrid are)");
-    const bool use_hnsw = dot && (opt.retrieval == "hnsw" || (opt.retrieval == "auto" && n_items() >= opt.hnsw_threshold));
+    const bool use_hnsw =
+        dot && (opt.retrieval == "hnsw" || (opt.retrieval == "auto" && n_items() >= opt.hnsw_threshold));
     if (!use_hnsw) return;
     retrieval = "hnsw";
     const size_t d = item_vec.cols + 1;
@@ -209,9 +218,9 @@ struct Service::Impl {
     std::vector<size_t> per(index.size(), 0);
     for (uint32_t i = 0; i < n_items(); ++i) ++per[item_domain.empty() ? 0 : item_domain[i]];
     for (size_t g = 0; g < index.size(); ++g)
-      index[g] = std::make_unique<hnswlib::HierarchicalNSW<float>>(space.get(), std::max<size_t>(per[g], 16) + 1024,
-                                                                   size_t(opt.hnsw_m), size_t(opt.hnsw_ef_construction),
-                                                                   uint64_t(100 + g));
+      index[g] = std::make_unique<hnswlib::HierarchicalNSW<float>>(
+          space.get(), std::max<size_t>(per[g], 16) + 1024, size_t(opt.hnsw_m),
+          size_t(opt.hnsw_ef_construction), uint64_t(100 + g));
     Timer t;
     const uint32_t n = n_items();
     std::vector<float> buf;
@@ -259,8 +268,9 @@ struct Service::Impl {
     });
     events_stored = log->count();
     if (events_replayed > 0 || replay_skipped > 0)
-      log_msg("replayed " + std::to_string(events_replayed.load()) + " events in " + std::to_string(t.seconds()) +
-              " s" + (replay_skipped ? " (" + std::to_string(replay_skipped.load()) + " skipped)" : ""));
+      log_msg("replayed " + std::to_string(events_replayed.load()) + " events in " +
+              std::to_string(t.seconds()) + " s" +
+              (replay_skipped ? " (" + std::to_string(replay_skipped.load()) + " skipped)" : ""));
   }
 
   uint32_t user_index_or_add(const std::string& id) {
@@ -370,7 +380,8 @@ struct Service::Impl {
             "model '" + model->name() + "' cannot add items and the server has no text encoder (--text)");
       std::vector<std::pair<float, uint32_t>> sims;
       for (uint32_t j = 0; j < model_items; ++j)
-        if (!deleted[j] && item_domain[j] == dom) sims.emplace_back(float(cosine(vec.data(), item_text.row(j), vec.size())), j);
+        if (!deleted[j] && item_domain[j] == dom)
+          sims.emplace_back(float(cosine(vec.data(), item_text.row(j), vec.size())), j);
       const size_t m = std::min<size_t>(10, sims.size());
       check(m > 0, "no items in domain '" + it.domain + "' to place the new item among");
       std::partial_sort(sims.begin(), sims.begin() + m, sims.end(), [](auto& a, auto& b) {
@@ -380,7 +391,8 @@ struct Service::Impl {
       double tot = 0;
       for (size_t k = 0; k < m; ++k) tot += std::max(0.0f, sims[k].first);
       for (size_t k = 0; k < m; ++k)
-        mix.emplace_back(sims[k].second, tot > 0 ? float(std::max(0.0f, sims[k].first) / tot) : 1.0f / float(m));
+        mix.emplace_back(sims[k].second,
+                         tot > 0 ? float(std::max(0.0f, sims[k].first) / tot) : 1.0f / float(m));
       mixture.push_back(std::move(mix));
     }
     item_ids.get_or_add(it.item);
@@ -435,7 +447,9 @@ struct Service::Impl {
 
   // Item-to-item similarity (similar items, dislikes): cosine of the model's item vectors for a dot-product
   // model (what the model finds alike), else of the item texts.
-  const Matrix* similarity_vectors() const { return dot ? &item_vec : item_text.rows > 0 ? &item_text : nullptr; }
+  const Matrix* similarity_vectors() const {
+    return dot ? &item_vec : item_text.rows > 0 ? &item_text : nullptr;
+  }
   double item_similarity(uint32_t a, uint32_t b) const {
     const Matrix* v = similarity_vectors();
     return v ? cosine(v->row(a), v->row(b), v->cols) : a == b ? 1.0 : 0.0;
@@ -447,17 +461,21 @@ struct Service::Impl {
     return dot ? &item_vec : nullptr;
   }
 
-  // The best `n` candidates for a model user: not seen (`exclude`, sorted), not deleted, in `domain` (-1: any).
-  std::vector<ScoredItem> candidates(uint32_t mu, std::span<const uint32_t> exclude, int domain, size_t n) const {
+  // The best `n` candidates for a model user: not seen (`exclude`, sorted), not deleted, in `domain` (-1:
+  // any).
+  std::vector<ScoredItem> candidates(uint32_t mu, std::span<const uint32_t> exclude, int domain,
+                                     size_t n) const {
     std::vector<uint32_t> ex;
-    std::set_union(exclude.begin(), exclude.end(), deleted_list.begin(), deleted_list.end(), std::back_inserter(ex));
+    std::set_union(exclude.begin(), exclude.end(), deleted_list.begin(), deleted_list.end(),
+                   std::back_inserter(ex));
     if (retrieval == "hnsw") return hnsw_candidates(mu, ex, domain, n);
     std::vector<float> row;
     score_all(mu, row);
     return top_k(row.data(), n_items(), n, ex, item_domain, domain);
   }
 
-  std::vector<ScoredItem> hnsw_candidates(uint32_t mu, std::span<const uint32_t> ex, int domain, size_t n) const {
+  std::vector<ScoredItem> hnsw_candidates(uint32_t mu, std::span<const uint32_t> ex, int domain,
+                                          size_t n) const {
     Matrix uv;
     const uint32_t us[1] = {mu};
     model->user_vectors(us, uv);
@@ -488,13 +506,15 @@ struct Service::Impl {
         want *= 2;
       }
     }
-    std::sort(all.begin(), all.end(), [](auto& a, auto& b) { return a.score > b.score || (a.score == b.score && a.item < b.item); });
+    std::sort(all.begin(), all.end(),
+              [](auto& a, auto& b) { return a.score > b.score || (a.score == b.score && a.item < b.item); });
     if (all.size() > n) all.resize(n);
     return all;
   }
 
   json item_json(uint32_t i) const {
-    return {{"item", item_ids.name(i)}, {"domain", ds.domains.size() ? ds.domains.name(item_domain[i]) : ""},
+    return {{"item", item_ids.name(i)},
+            {"domain", ds.domains.size() ? ds.domains.name(item_domain[i]) : ""},
             {"title", item_title[i]}};
   }
 
@@ -513,7 +533,8 @@ struct Service::Impl {
       std::stringstream ss(q.quota);
       for (std::string part; std::getline(ss, part, ',');) {
         const auto c = part.rfind(':');
-        if (c == std::string::npos) throw ServeError(400, "quota: 'domain:n' pairs separated by commas, not '" + part + "'");
+        if (c == std::string::npos)
+          throw ServeError(400, "quota: 'domain:n' pairs separated by commas, not '" + part + "'");
         const int d = domain_of(part.substr(0, c), false);
         size_t n = 0;
         try {
@@ -525,7 +546,8 @@ struct Service::Impl {
       }
     }
     if (q.diversity > 0 && !diversity_vectors())
-      throw ServeError(400, "diversity needs item vectors: this model has none and the server has no text encoder");
+      throw ServeError(
+          400, "diversity needs item vectors: this model has none and the server has no text encoder");
     const bool wide = q.diversity > 0 || !ro.quota.empty() || !neg.empty() || q.explore > 0;
     const size_t pool_n = wide ? std::max<size_t>(q.k * 5, 100) : q.k;
     std::vector<ScoredItem> pool = candidates(mu, excl, domain, pool_n);
@@ -540,7 +562,8 @@ struct Service::Impl {
       }
       std::stable_sort(pool.begin(), pool.end(), [](auto& a, auto& b) { return a.score > b.score; });
     }
-    std::vector<ScoredItem> list = rerank(pool, q.diversity > 0 ? diversity_vectors() : nullptr, item_domain, ro);
+    std::vector<ScoredItem> list =
+        rerank(pool, q.diversity > 0 ? diversity_vectors() : nullptr, item_domain, ro);
     std::vector<size_t> explored;
     if (q.explore > 0) {
       // Outside the user's usual domains, or, when the history covers every domain, sharing no category.
@@ -558,7 +581,8 @@ struct Service::Impl {
                                           [&](const std::string& x) { return cats.count(x) > 0; });
         if (all_domains ? out_cat : out_dom) outside.push_back(c);
       }
-      const uint64_t seed = q.seed ? q.seed : std::hash<std::string>{}(q.user) ^ uint64_t(events_stored.load());
+      const uint64_t seed =
+          q.seed ? q.seed : std::hash<std::string>{}(q.user) ^ uint64_t(events_stored.load());
       explored = explore_slots(list, outside, q.explore, seed);
     }
     json items = json::array();
@@ -572,7 +596,8 @@ struct Service::Impl {
     return items;
   }
 
-  json explain(uint32_t item, std::span<const uint32_t> history, std::span<const float> weights, bool explored) const {
+  json explain(uint32_t item, std::span<const uint32_t> history, std::span<const float> weights,
+               bool explored) const {
     json e;
     if (explored) {
       e["reason"] = "exploration: an item outside your usual domains or categories";
@@ -595,7 +620,8 @@ struct Service::Impl {
       // A text model: the most similar history texts; otherwise the model's own item similarity.
       method = sv == &item_text ? "text similarity" : "factor similarity";
       contrib.resize(h.size());
-      for (size_t k = 0; k < h.size(); ++k) contrib[k] = float(cosine(sv->row(item), sv->row(h[k]), sv->cols));
+      for (size_t k = 0; k < h.size(); ++k)
+        contrib[k] = float(cosine(sv->row(item), sv->row(h[k]), sv->cols));
     } else {
       e["reason"] = "from your history";
       return e;
@@ -615,7 +641,8 @@ struct Service::Impl {
     e["method"] = method;
     e["because"] = because;
     const uint32_t first = h[order[0]];
-    std::string reason = "because you liked \"" + (item_title[first].empty() ? item_ids.name(first) : item_title[first]) + "\"";
+    std::string reason = "because you liked \"" +
+                         (item_title[first].empty() ? item_ids.name(first) : item_title[first]) + "\"";
     if (item_domain[first] != item_domain[item] && ds.domains.size() > 1)
       reason += " in " + ds.domains.name(item_domain[first]);
     e["reason"] = reason;
@@ -684,9 +711,15 @@ Service::~Service() = default;
 json Service::health() const {
   std::shared_lock lock(p_->mu);
   const size_t live = p_->n_items() - p_->deleted_list.size();
-  return {{"status", "ok"},       {"model", p_->model->spec()},      {"items", live}, {"model_version", p_->model_version},
-          {"users", p_->user_ids.size()}, {"retrieval", p_->retrieval}, {"events", p_->events_stored.load()},
-          {"encoder", p_->encoder ? p_->encoder->spec() : ""}, {"domains", p_->ds.domains.names()}};
+  return {{"status", "ok"},
+          {"model", p_->model->spec()},
+          {"items", live},
+          {"model_version", p_->model_version},
+          {"users", p_->user_ids.size()},
+          {"retrieval", p_->retrieval},
+          {"events", p_->events_stored.load()},
+          {"encoder", p_->encoder ? p_->encoder->spec() : ""},
+          {"domains", p_->ds.domains.names()}};
 }
 
 json Service::recommend(const RecommendQuery& q) const {
@@ -709,7 +742,8 @@ json Service::recommend_new_user(const RecommendQuery& q) {
       items.push_back(*i);
     }
   }
-  if (items.empty() && q.profile.empty()) throw ServeError(400, "give a history of item ids and/or a profile text");
+  if (items.empty() && q.profile.empty())
+    throw ServeError(400, "give a history of item ids and/or a profile text");
   std::vector<float> profile;
   if (!q.profile.empty()) {
     if (!p.model->uses_text() || p.model->text_encoder().empty() || !p.encoder)
@@ -734,7 +768,8 @@ json Service::recommend_new_user(const RecommendQuery& q) {
   return {{"user", nullptr}, {"items", std::move(list)}};
 }
 
-json Service::similar(const std::string& item, size_t k, const std::string& domain, const std::string& by_what) const {
+json Service::similar(const std::string& item, size_t k, const std::string& domain,
+                      const std::string& by_what) const {
   auto& p = *p_;
   std::shared_lock lock(p.mu);
   if (k == 0 || k > 1000) throw ServeError(400, "k must be between 1 and 1000");
@@ -753,7 +788,9 @@ json Service::similar(const std::string& item, size_t k, const std::string& doma
   } else if (!by_what.empty()) {
     throw ServeError(400, "by must be text or factors, not '" + by_what + "'");
   }
-  if (!v) throw ServeError(400, "model '" + p.model->name() + "' has no item vectors and the server has no text encoder");
+  if (!v)
+    throw ServeError(
+        400, "model '" + p.model->name() + "' has no item vectors and the server has no text encoder");
   std::vector<float> sims(p.n_items());
   for (uint32_t j = 0; j < p.n_items(); ++j) sims[j] = float(cosine(v->row(*i), v->row(j), v->cols));
   std::vector<uint32_t> ex = p.deleted_list;
@@ -780,7 +817,8 @@ size_t Service::add_feedback(std::span<const Feedback> events) {
       if (f.user.empty()) throw ServeError(400, "feedback needs a user" + at);
       if (f.item.empty()) throw ServeError(400, "feedback needs an item" + at);
       if (!kTypes.count(f.type))
-        throw ServeError(400, "feedback type '" + f.type + "' is not one of click, purchase, like, dislike, skip" + at);
+        throw ServeError(
+            400, "feedback type '" + f.type + "' is not one of click, purchase, like, dislike, skip" + at);
       auto i = p.item_ids.find(f.item);
       if (!i) throw ServeError(404, "unknown item '" + f.item + "'" + at);
       if (p.deleted[*i]) throw ServeError(404, "item '" + f.item + "' was deleted" + at);
@@ -825,13 +863,16 @@ json Service::add_item(const NewItem& it) {
     std::shared_lock lock(p.mu);
     if (p.item_ids.find(it.item)) throw ServeError(409, "item '" + it.item + "' exists");
     p.domain_of(it.domain, true);
-    if (!p.encoder) throw ServeError(400, "the server has no text encoder to place a new item (start it with --text)");
+    if (!p.encoder)
+      throw ServeError(400, "the server has no text encoder to place a new item (start it with --text)");
   }
   Event e;
   e.kind = "add_item";
   e.item = it.item;
   e.timestamp = now_seconds();
-  e.payload = json{{"domain", it.domain}, {"title", it.title}, {"description", it.description},
+  e.payload = json{{"domain", it.domain},
+                   {"title", it.title},
+                   {"description", it.description},
                    {"categories", it.categories}}
                   .dump();
   e.vec = p.encode_item(it);
@@ -885,10 +926,14 @@ json Service::embeddings(std::span<const std::string> texts, const std::string& 
   json data = json::array();
   size_t tokens = 0;
   for (size_t r = 0; r < m.rows; ++r) {
-    data.push_back({{"object", "embedding"}, {"index", r}, {"embedding", std::vector<float>(m.row(r), m.row(r) + m.cols)}});
+    data.push_back({{"object", "embedding"},
+                    {"index", r},
+                    {"embedding", std::vector<float>(m.row(r), m.row(r) + m.cols)}});
     tokens += (texts[r].size() + 3) / 4;
   }
-  return {{"object", "list"}, {"data", std::move(data)}, {"model", p.encoder->spec()},
+  return {{"object", "list"},
+          {"data", std::move(data)},
+          {"model", p.encoder->spec()},
           {"usage", {{"prompt_tokens", tokens}, {"total_tokens", tokens}}}};
 }
 
@@ -937,7 +982,9 @@ json Service::users(const std::string& query, size_t limit) const {
   return {{"users", std::move(out)}};
 }
 
-std::string Service::retrieval() const { return p_->retrieval; }
+std::string Service::retrieval() const {
+  return p_->retrieval;
+}
 
 double Service::measure_recall(size_t n_users, size_t k) const {
   auto& p = *p_;

@@ -54,7 +54,8 @@ class CliTest : public ::testing::Test {
 }  // namespace
 
 TEST_F(CliTest, HelpForEveryCommand) {
-  for (std::string c : {"import", "split", "train", "eval", "recommend", "quickstart", "models", "serve", "replay"}) {
+  for (std::string c :
+       {"import", "split", "train", "eval", "recommend", "quickstart", "models", "serve", "replay"}) {
     Result r = run(c + " --help");
     EXPECT_EQ(r.status, 0) << c << ": " << r.out;
     EXPECT_NE(r.out.find("--"), std::string::npos) << c;
@@ -195,8 +196,8 @@ TEST_F(CliTest, TargetDomainProtocolRanksWithinItInTheHeadline) {
 }
 
 TEST_F(CliTest, SequenceModelReadsTimestampsUnderLeaveLastOut) {
-  // Users walk along a fixed cycle of 30 items; the rows are written newest first, so only the timestamps give
-  // the order. The last item of each walk is the test target: it follows from the walk's order, not from
+  // Users walk along a fixed cycle of 30 items; the rows are written newest first, so only the timestamps
+  // give the order. The last item of each walk is the test target: it follows from the walk's order, not from
   // the set of items (popularity is flat).
   std::string csv = "user,item,timestamp\n";
   uint64_t state = 7;
@@ -208,9 +209,10 @@ TEST_F(CliTest, SequenceModelReadsTimestampsUnderLeaveLastOut) {
              std::to_string(1000 + 10 * t) + "\n";
   }
   write("interactions.csv", csv);
-  const std::string spec = "sasrec:dim=16,epochs=30,batch=32,negatives=29,lr=0.005,warmup=10,dropout=0.1,min_steps=0";
-  Result r = run("eval " + dir.string() + " --protocol leave-last-out -m " + spec + " -m popular --threads 2 -o " +
-                 (dir / "m.json").string());
+  const std::string spec =
+      "sasrec:dim=16,epochs=30,batch=32,negatives=29,lr=0.005,warmup=10,dropout=0.1,min_steps=0";
+  Result r = run("eval " + dir.string() + " --protocol leave-last-out -m " + spec +
+                 " -m popular --threads 2 -o " + (dir / "m.json").string());
   ASSERT_EQ(r.status, 0) << r.out;
   auto j = nlohmann::json::parse(std::ifstream(dir / "m.json"));
   EXPECT_EQ(j["fit_on"], "train+validation");
@@ -229,8 +231,9 @@ TEST_F(CliTest, SequenceModelReadsTimestampsUnderLeaveLastOut) {
   auto jr = nlohmann::json::parse(rec.out);
   EXPECT_EQ(jr[0]["items"][0]["item"], "i12") << rec.out;
   // Tuning: fitted on train, scored on the validation part.
-  Result v = run("eval " + dir.string() + " --protocol leave-last-out --val 0.5 --on-validation -m popular -o " +
-                 (dir / "v.json").string());
+  Result v =
+      run("eval " + dir.string() + " --protocol leave-last-out --val 0.5 --on-validation -m popular -o " +
+          (dir / "v.json").string());
   ASSERT_EQ(v.status, 0) << v.out;
   auto jv = nlohmann::json::parse(std::ifstream(dir / "v.json"));
   EXPECT_EQ(jv["scored_on"], "validation");
@@ -238,7 +241,8 @@ TEST_F(CliTest, SequenceModelReadsTimestampsUnderLeaveLastOut) {
 }
 
 TEST_F(CliTest, EvalDiversityGridTradesAccuracyForDiversity) {
-  Result r = run("eval synthetic:users=600,items=150 -m ials --diversity 0.4,0.9 --quiet -o " + (dir / "d.json").string());
+  Result r = run("eval synthetic:users=600,items=150 -m ials --diversity 0.4,0.9 --quiet -o " +
+                 (dir / "d.json").string());
   ASSERT_EQ(r.status, 0) << r.out;
   EXPECT_NE(r.out.find("diversity re-ranking (MMR"), std::string::npos) << r.out;
   auto j = nlohmann::json::parse(std::ifstream(dir / "d.json"));
@@ -248,7 +252,8 @@ TEST_F(CliTest, EvalDiversityGridTradesAccuracyForDiversity) {
   EXPECT_EQ(g[0]["metrics"]["ndcg@10"], j["models"]["ials"]["overall"]["ndcg@10"]);
   // More diversity, less accuracy: monotone along the grid on this data.
   for (size_t k = 1; k < g.size(); ++k) {
-    EXPECT_GT(g[k]["metrics"]["diversity@10"].get<double>(), g[k - 1]["metrics"]["diversity@10"].get<double>());
+    EXPECT_GT(g[k]["metrics"]["diversity@10"].get<double>(),
+              g[k - 1]["metrics"]["diversity@10"].get<double>());
     EXPECT_LT(g[k]["metrics"]["ndcg@10"].get<double>(), g[k - 1]["metrics"]["ndcg@10"].get<double>());
   }
   EXPECT_NE(run("eval synthetic:users=100,items=20 -m popular --diversity 1.5").status, 0);

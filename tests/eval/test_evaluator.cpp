@@ -73,6 +73,15 @@ struct Tiny {
   }
 };
 
+// Item vectors of the Tiny items: 0 (1,0), 1 (0,1), 2 (1,0), 3 (0,1), 4 (1,1), 5 (1,0).
+Matrix tiny_vectors() {
+  Matrix v(6, 2);
+  v(0, 0) = v(2, 0) = v(5, 0) = 1;
+  v(1, 1) = v(3, 1) = 1;
+  v(4, 0) = v(4, 1) = 1;
+  return v;
+}
+
 const double kL3 = 1.0 / std::log2(3.0);  // 0.630930: DCG of a hit at rank 2
 constexpr double kEps = 1e-9;
 
@@ -225,11 +234,7 @@ TEST(Evaluate, Cohorts) {
 TEST(Evaluate, DiversityFromItemVectors) {
   Tiny t;
   FixedScores model(t.scores);
-  // item vectors: 0 (1,0), 1 (0,1), 2 (1,0), 3 (0,1), 4 (1,1), 5 (1,0)
-  Matrix v(6, 2);
-  v(0, 0) = v(2, 0) = v(5, 0) = 1;
-  v(1, 1) = v(3, 1) = 1;
-  v(4, 0) = v(4, 1) = 1;
+  const Matrix v = tiny_vectors();
   EvalOptions opt;
   opt.ties = Ties::kLowerIndex;  // hand-computed lists: equal scores in index order
   opt.ks = {2};
@@ -247,10 +252,7 @@ TEST(Evaluate, DiversityReRankingByHand) {
   // Diversity@2: [1,5] 1, [4,3] 1 - 0.707, [0,4] 1 - 0.707 (plain lists: [1,3] 0, [4,3], [0,2] 0).
   Tiny t;
   FixedScores model(t.scores);
-  Matrix v(6, 2);
-  v(0, 0) = v(2, 0) = v(5, 0) = 1;
-  v(1, 1) = v(3, 1) = 1;
-  v(4, 0) = v(4, 1) = 1;
+  const Matrix v = tiny_vectors();
   EvalOptions opt;
   opt.ties = Ties::kLowerIndex;
   opt.ks = {2};

@@ -34,8 +34,9 @@ TEST(Rerank, ZeroDiversityKeepsTheModelsOrder) {
 }
 
 TEST(Rerank, MmrByHand) {
-  // Relevance scaled over the pool: item 0 -> 1, 1 -> 2/3, 2 -> 1/3, 3 -> 0; the redundancy term is the largest
-  // cosine to a picked item, floored at 0 (an opposite item is as new as an orthogonal one). lambda 0.5:
+  // Relevance scaled over the pool: item 0 -> 1, 1 -> 2/3, 2 -> 1/3, 3 -> 0; the redundancy term is the
+  // largest cosine to a picked item, floored at 0 (an opposite item is as new as an orthogonal one). lambda
+  // 0.5:
   //   pick 1: item 0 (0.5 * 1).
   //   pick 2: item 1: 0.5*2/3 - 0.5*cos(1,0)=0.99995 -> -0.167; item 2: 0.5/3 - 0 = 0.167; item 3: 0 - 0 = 0.
   //   pick 3: item 1 still -0.167; item 3: 0.

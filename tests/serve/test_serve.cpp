@@ -50,7 +50,8 @@ std::string temp_dir(const std::string& name) {
 }
 
 // Trains iALS on the data and saves it into dir/model.
-std::string train_model(const Dataset& ds, const std::string& dir, const std::string& spec = "ials:factors=16") {
+std::string train_model(const Dataset& ds, const std::string& dir,
+                        const std::string& spec = "ials:factors=16") {
   auto m = create_model(spec);
   FitContext ctx;
   ctx.item_domain = ds.item_domain;
@@ -87,9 +88,13 @@ struct Running {
   }
 };
 
-httplib::Headers auth() { return {{"Authorization", std::string("Bearer ") + kToken}}; }
+httplib::Headers auth() {
+  return {{"Authorization", std::string("Bearer ") + kToken}};
+}
 
-json body(const httplib::Result& r) { return r && !r->body.empty() ? json::parse(r->body) : json(); }
+json body(const httplib::Result& r) {
+  return r && !r->body.empty() ? json::parse(r->body) : json();
+}
 
 std::vector<std::string> items_of(const json& list) {
   std::vector<std::string> out;
@@ -97,7 +102,8 @@ std::vector<std::string> items_of(const json& list) {
   return out;
 }
 
-ServiceOptions options(const std::string& model_dir, const std::string& db, const std::string& text = "tfidf") {
+ServiceOptions options(const std::string& model_dir, const std::string& db,
+                       const std::string& text = "tfidf") {
   ServiceOptions so;
   so.model_dir = model_dir;
   so.db = db;
@@ -176,7 +182,8 @@ TEST_F(ServeTest, WritesNeedTheTokenAndFeedbackChangesTheNextList) {
   EXPECT_NE(body(r)["error"].get<std::string>().find("Bearer"), std::string::npos);
   r = c.Post("/v1/feedback", {{"Authorization", "Bearer wrong-token-xx"}}, fb.dump(), "application/json");
   EXPECT_EQ(r->status, 401);
-  EXPECT_EQ(body(c.Get(("/v1/feedback?user=" + uid).c_str(), auth()))["events"].size(), 0u) << "a refused write stored";
+  EXPECT_EQ(body(c.Get(("/v1/feedback?user=" + uid).c_str(), auth()))["events"].size(), 0u)
+      << "a refused write stored";
   // The list did not change either.
   EXPECT_EQ(items_of(body(c.Get(("/v1/recommend?user=" + uid + "&k=10").c_str()))), before);
 
@@ -185,7 +192,8 @@ TEST_F(ServeTest, WritesNeedTheTokenAndFeedbackChangesTheNextList) {
   EXPECT_EQ(body(r)["stored"], 1);
   const auto after = items_of(body(c.Get(("/v1/recommend?user=" + uid + "&k=10").c_str())));
   EXPECT_EQ(std::count(after.begin(), after.end(), before[0]), 0) << "the purchased item is offered again";
-  EXPECT_NE(after, std::vector<std::string>(before.begin() + 1, before.end())) << "the fold-in changed nothing";
+  EXPECT_NE(after, std::vector<std::string>(before.begin() + 1, before.end()))
+      << "the fold-in changed nothing";
   const json ev = body(c.Get(("/v1/feedback?user=" + uid).c_str(), auth()));
   ASSERT_EQ(ev["events"].size(), 1u);
   EXPECT_EQ(ev["events"][0]["item"], before[0]);
@@ -194,8 +202,9 @@ TEST_F(ServeTest, WritesNeedTheTokenAndFeedbackChangesTheNextList) {
   EXPECT_EQ(c.Get(("/v1/feedback?user=" + uid).c_str())->status, 401);
 
   // An array of events; a new user comes into being with their first positive event.
-  const json batch = json::array({{{"user", "newcomer"}, {"item", before[1]}, {"type", "like"}},
-                                  {{"user", "newcomer"}, {"item", before[2]}, {"type", "click"}, {"timestamp", 1700000000}}});
+  const json batch = json::array(
+      {{{"user", "newcomer"}, {"item", before[1]}, {"type", "like"}},
+       {{"user", "newcomer"}, {"item", before[2]}, {"type", "click"}, {"timestamp", 1700000000}}});
   r = c.Post("/v1/feedback", auth(), batch.dump(), "application/json");
   ASSERT_EQ(r->status, 202) << r->body;
   const auto fresh = items_of(body(c.Get("/v1/recommend?user=newcomer&k=5")));
@@ -212,13 +221,15 @@ TEST_F(ServeTest, DislikePushesSimilarItemsDown) {
   // The candidates most like x by text (the similarity the penalty uses).
   const auto sim = body(c.Get(("/v1/similar?item=" + x + "&k=30").c_str()));
   ASSERT_EQ(sim["by"], "factors");
-  auto r = c.Post("/v1/feedback", auth(), json{{"user", uid}, {"item", x}, {"type", "dislike"}}.dump(), "application/json");
+  auto r = c.Post("/v1/feedback", auth(), json{{"user", uid}, {"item", x}, {"type", "dislike"}}.dump(),
+                  "application/json");
   ASSERT_EQ(r->status, 202);
   const auto after = items_of(body(c.Get(("/v1/recommend?user=" + uid + "&k=10").c_str())));
   EXPECT_EQ(std::count(after.begin(), after.end(), x), 0);
   // The list's mean similarity to x (by the model's item vectors, as the penalty measures it) falls.
   auto mean_sim = [&](const std::vector<std::string>& list) {
-    const auto v = body(c.Get(("/v1/similar?item=" + x + "&k=" + std::to_string(ds_->n_items() - 1)).c_str()));
+    const auto v =
+        body(c.Get(("/v1/similar?item=" + x + "&k=" + std::to_string(ds_->n_items() - 1)).c_str()));
     std::map<std::string, double> m;
     for (auto& e : v["items"]) m[e["item"]] = e["similarity"].get<double>();
     double s = 0;
@@ -233,7 +244,9 @@ TEST_F(ServeTest, DislikePushesSimilarItemsDown) {
 TEST_F(ServeTest, NewItemByTextIsServableAndDeletedItemsVanish) {
   Running s(*ds_, options(*model_, db("items")));
   auto c = s.client();
-  const json item{{"item", "brand-new-1"}, {"domain", "films"}, {"title", "The Robot of the Neural Ocean"},
+  const json item{{"item", "brand-new-1"},
+                  {"domain", "films"},
+                  {"title", "The Robot of the Neural Ocean"},
                   {"description", "a drone and a circuit"}};
   auto r = c.Post("/v1/items", item.dump(), "application/json");
   EXPECT_EQ(r->status, 401);
@@ -249,7 +262,8 @@ TEST_F(ServeTest, NewItemByTextIsServableAndDeletedItemsVanish) {
   // It is in the catalogue of lists: some user of films gets it in a long enough list.
   bool listed = false;
   for (uint32_t u = 0; u < 60 && !listed; ++u) {
-    const auto l = items_of(body(c.Get(("/v1/recommend?user=" + ds_->users.name(u) + "&k=40&domain=films").c_str())));
+    const auto l =
+        items_of(body(c.Get(("/v1/recommend?user=" + ds_->users.name(u) + "&k=40&domain=films").c_str())));
     listed = std::count(l.begin(), l.end(), std::string("brand-new-1")) > 0;
   }
   EXPECT_TRUE(listed) << "the new item is never recommended";
@@ -271,7 +285,9 @@ TEST_F(ServeTest, NewItemByTextIsServableAndDeletedItemsVanish) {
 TEST_F(ServeTest, NewUserByHistoryAndDiversityAndExplanations) {
   Running s(*ds_, options(*model_, db("newuser")));
   auto c = s.client();
-  const json q{{"history", {ds_->items.name(0), ds_->items.name(1), ds_->items.name(90)}}, {"k", 8}, {"explain", true}};
+  const json q{{"history", {ds_->items.name(0), ds_->items.name(1), ds_->items.name(90)}},
+               {"k", 8},
+               {"explain", true}};
   auto r = c.Post("/v1/recommend", q.dump(), "application/json");
   ASSERT_EQ(r->status, 200) << r->body;
   const json j = json::parse(r->body);
@@ -305,7 +321,8 @@ TEST_F(ServeTest, NewUserByHistoryAndDiversityAndExplanations) {
     double s = 0;
     size_t n = 0;
     for (auto& a : l) {
-      const auto v = body(c.Get(("/v1/similar?by=text&item=" + a + "&k=" + std::to_string(ds_->n_items() - 1)).c_str()));
+      const auto v =
+          body(c.Get(("/v1/similar?by=text&item=" + a + "&k=" + std::to_string(ds_->n_items() - 1)).c_str()));
       std::map<std::string, double> m;
       for (auto& e : v["items"]) m[e["item"]] = e["similarity"].get<double>();
       for (auto& b : l)
@@ -330,7 +347,8 @@ TEST_F(ServeTest, NewUserByHistoryAndDiversityAndExplanations) {
 TEST_F(ServeTest, EmbeddingsAndMetrics) {
   Running s(*ds_, options(*model_, db("emb")));
   auto c = s.client();
-  auto r = c.Post("/v1/embeddings", json{{"input", {"a robot", "a kitchen knife"}}}.dump(), "application/json");
+  auto r =
+      c.Post("/v1/embeddings", json{{"input", {"a robot", "a kitchen knife"}}}.dump(), "application/json");
   ASSERT_EQ(r->status, 200) << r->body;
   const json j = json::parse(r->body);
   EXPECT_EQ(j["object"], "list");
@@ -347,8 +365,11 @@ TEST_F(ServeTest, EmbeddingsAndMetrics) {
     if (m.find("route=\"GET /v1/recommend\",status=\"404\"") != std::string::npos) break;
     std::this_thread::sleep_for(std::chrono::milliseconds(20));
   }
-  EXPECT_NE(m.find("xdrec_http_requests_total{route=\"POST /v1/embeddings\",status=\"200\"} 1"), std::string::npos) << m;
-  EXPECT_NE(m.find("xdrec_http_requests_total{route=\"GET /v1/recommend\",status=\"404\"} 1"), std::string::npos);
+  EXPECT_NE(m.find("xdrec_http_requests_total{route=\"POST /v1/embeddings\",status=\"200\"} 1"),
+            std::string::npos)
+      << m;
+  EXPECT_NE(m.find("xdrec_http_requests_total{route=\"GET /v1/recommend\",status=\"404\"} 1"),
+            std::string::npos);
   EXPECT_NE(m.find("xdrec_http_request_seconds_bucket"), std::string::npos);
   EXPECT_NE(m.find("xdrec_events_stored 0"), std::string::npos);
   EXPECT_NE(m.find("xdrec_model_info{spec=\"ials:"), std::string::npos);
@@ -370,30 +391,55 @@ TEST_F(ServeTest, BadInputGetsAClear4xxAndTheServerKeepsServing) {
     std::string reason;
   };
   std::vector<Case> cases;
-  cases.push_back({"malformed JSON", c.Post("/v1/feedback", auth(), "{not json", "application/json"), 400, "malformed JSON"});
-  cases.push_back({"wrong type", c.Post("/v1/feedback", auth(), json{{"user", uid}, {"item", iid}, {"type", 5}}.dump(), "application/json"), 400, "wrong type"});
-  cases.push_back({"unknown type", c.Post("/v1/feedback", auth(), json{{"user", uid}, {"item", iid}, {"type", "love"}}.dump(), "application/json"), 400, "not one of"});
-  cases.push_back({"missing field", c.Post("/v1/feedback", auth(), json{{"user", uid}, {"type", "like"}}.dump(), "application/json"), 400, "missing field \"item\""});
-  cases.push_back({"unknown item", c.Post("/v1/feedback", auth(), json{{"user", uid}, {"item", "nope"}, {"type", "like"}}.dump(), "application/json"), 404, "unknown item"});
+  cases.push_back({"malformed JSON", c.Post("/v1/feedback", auth(), "{not json", "application/json"), 400,
+                   "malformed JSON"});
+  cases.push_back({"wrong type",
+                   c.Post("/v1/feedback", auth(), json{{"user", uid}, {"item", iid}, {"type", 5}}.dump(),
+                          "application/json"),
+                   400, "wrong type"});
+  cases.push_back({"unknown type",
+                   c.Post("/v1/feedback", auth(), json{{"user", uid}, {"item", iid}, {"type", "love"}}.dump(),
+                          "application/json"),
+                   400, "not one of"});
+  cases.push_back(
+      {"missing field",
+       c.Post("/v1/feedback", auth(), json{{"user", uid}, {"type", "like"}}.dump(), "application/json"), 400,
+       "missing field \"item\""});
+  cases.push_back({"unknown item",
+                   c.Post("/v1/feedback", auth(),
+                          json{{"user", uid}, {"item", "nope"}, {"type", "like"}}.dump(), "application/json"),
+                   404, "unknown item"});
   cases.push_back({"unknown user", c.Get("/v1/recommend?user=nope"), 404, "unknown user"});
-  cases.push_back({"k not a number", c.Get(("/v1/recommend?user=" + uid + "&k=abc").c_str()), 400, "not a whole number"});
-  cases.push_back({"k too large", c.Get(("/v1/recommend?user=" + uid + "&k=100000").c_str()), 400, "between"});
-  cases.push_back({"diversity out of range", c.Get(("/v1/recommend?user=" + uid + "&diversity=2").c_str()), 400, "diversity"});
-  cases.push_back({"unknown domain", c.Get(("/v1/recommend?user=" + uid + "&domain=cars").c_str()), 400, "unknown domain"});
-  cases.push_back({"huge body", c.Post("/v1/feedback", auth(), std::string(100000, 'x'), "application/json"), 413, "too large"});
+  cases.push_back(
+      {"k not a number", c.Get(("/v1/recommend?user=" + uid + "&k=abc").c_str()), 400, "not a whole number"});
+  cases.push_back(
+      {"k too large", c.Get(("/v1/recommend?user=" + uid + "&k=100000").c_str()), 400, "between"});
+  cases.push_back({"diversity out of range", c.Get(("/v1/recommend?user=" + uid + "&diversity=2").c_str()),
+                   400, "diversity"});
+  cases.push_back({"unknown domain", c.Get(("/v1/recommend?user=" + uid + "&domain=cars").c_str()), 400,
+                   "unknown domain"});
+  cases.push_back({"huge body", c.Post("/v1/feedback", auth(), std::string(100000, 'x'), "application/json"),
+                   413, "too large"});
   cases.push_back({"no route", c.Get("/v2/nothing"), 404, "no route"});
   cases.push_back({"empty body", c.Post("/v1/items", auth(), "", "application/json"), 400, "JSON body"});
-  cases.push_back({"item without text", c.Post("/v1/items", auth(), json{{"item", "x1"}, {"domain", "films"}}.dump(), "application/json"), 400, "text"});
-  cases.push_back({"history of unknown items", c.Post("/v1/recommend", json{{"history", {"zz"}}}.dump(), "application/json"), 404, "unknown item"});
+  cases.push_back(
+      {"item without text",
+       c.Post("/v1/items", auth(), json{{"item", "x1"}, {"domain", "films"}}.dump(), "application/json"), 400,
+       "text"});
+  cases.push_back({"history of unknown items",
+                   c.Post("/v1/recommend", json{{"history", {"zz"}}}.dump(), "application/json"), 404,
+                   "unknown item"});
   for (auto& k : cases) {
     ASSERT_TRUE(k.r) << k.what << ": no response";
     EXPECT_EQ(k.r->status, k.status) << k.what << ": " << k.r->body;
     const json j = body(k.r);
     ASSERT_TRUE(j.contains("error")) << k.what;
-    EXPECT_NE(j["error"].get<std::string>().find(k.reason), std::string::npos) << k.what << ": " << j["error"];
+    EXPECT_NE(j["error"].get<std::string>().find(k.reason), std::string::npos)
+        << k.what << ": " << j["error"];
   }
   // A batch with one bad event stores none of it.
-  const json batch = json::array({{{"user", uid}, {"item", iid}, {"type", "like"}}, {{"user", uid}, {"item", "nope"}, {"type", "like"}}});
+  const json batch = json::array({{{"user", uid}, {"item", iid}, {"type", "like"}},
+                                  {{"user", uid}, {"item", "nope"}, {"type", "like"}}});
   EXPECT_EQ(c.Post("/v1/feedback", auth(), batch.dump(), "application/json")->status, 404);
   EXPECT_EQ(body(c.Get(("/v1/feedback?user=" + uid).c_str(), auth()))["events"].size(), 0u);
 
@@ -435,14 +481,20 @@ TEST_F(ServeTest, RestartReplaysTheLogAndServesTheSameLists) {
                                   {{"user", users[1]}, {"item", l[2]}, {"type", "purchase"}},
                                   {{"user", users[2]}, {"item", l[3]}, {"type", "click"}}});
     ASSERT_EQ(c.Post("/v1/feedback", auth(), evs.dump(), "application/json")->status, 202);
-    ASSERT_EQ(c.Post("/v1/items", auth(), json{{"item", "n1"}, {"domain", "books"}, {"title", "Robots in the kitchen"}}.dump(), "application/json")->status, 201);
+    ASSERT_EQ(c.Post("/v1/items", auth(),
+                     json{{"item", "n1"}, {"domain", "books"}, {"title", "Robots in the kitchen"}}.dump(),
+                     "application/json")
+                  ->status,
+              201);
     ASSERT_EQ(c.Delete(("/v1/items/" + l[4]).c_str(), auth())->status, 200);
-    for (auto& u : users) lists.push_back(body(c.Get(("/v1/recommend?user=" + u + "&k=15&explain=1").c_str())));
+    for (auto& u : users)
+      lists.push_back(body(c.Get(("/v1/recommend?user=" + u + "&k=15&explain=1").c_str())));
   }
   Running s(*ds_, options(*model_, log));
   auto c = s.client();
   for (size_t k = 0; k < users.size(); ++k)
-    EXPECT_EQ(body(c.Get(("/v1/recommend?user=" + users[k] + "&k=15&explain=1").c_str())), lists[k]) << users[k];
+    EXPECT_EQ(body(c.Get(("/v1/recommend?user=" + users[k] + "&k=15&explain=1").c_str())), lists[k])
+        << users[k];
   EXPECT_EQ(c.Get("/v1/similar?item=n1")->status, 200);
 }
 
@@ -475,7 +527,8 @@ TEST_F(ServeTest, TrainWithEventsFoldsTheLogIntoTheData) {
   const std::string log = db("fold");
   {
     Service svc(*ds_, options(*model_, log));
-    const Feedback f[2] = {{"someone-new", ds_->items.name(3), "like", 0}, {ds_->users.name(0), ds_->items.name(4), "dislike", 0}};
+    const Feedback f[2] = {{"someone-new", ds_->items.name(3), "like", 0},
+                           {ds_->users.name(0), ds_->items.name(4), "dislike", 0}};
     svc.add_feedback(f);
     svc.add_item({"fold-item", "kitchen", "A cast-iron pan", "", {}});
   }
@@ -524,9 +577,10 @@ TEST(ServeProcess, AcknowledgedEventsSurviveKill9) {
       const std::string log = dir + "/serve.log";
       freopen(log.c_str(), "a", stderr);
       const std::string p = std::to_string(port);
-      execl(cli, cli, "serve", "--model", md.c_str(), "--data", "synthetic:users=300,items=80,seed=7", "--port",
-            p.c_str(), "--token-file", (dir + "/token").c_str(), "--db", (dir + "/events.sqlite").c_str(), "--text",
-            "none", "--threads", "2", "--access-log", "-", "-q", static_cast<char*>(nullptr));
+      execl(cli, cli, "serve", "--model", md.c_str(), "--data", "synthetic:users=300,items=80,seed=7",
+            "--port", p.c_str(), "--token-file", (dir + "/token").c_str(), "--db",
+            (dir + "/events.sqlite").c_str(), "--text", "none", "--threads", "2", "--access-log", "-", "-q",
+            static_cast<char*>(nullptr));
       _exit(127);
     }
     httplib::Client c("127.0.0.1", port);
@@ -550,7 +604,8 @@ TEST(ServeProcess, AcknowledgedEventsSurviveKill9) {
     for (uint32_t n = 0; !stop; ++n) {
       const std::string user = "burst-" + std::to_string(w) + "-" + std::to_string(n % 7);
       const std::string item = ds.items.name((n * 13 + uint32_t(w) * 101) % ds.n_items());
-      auto r = c.Post("/v1/feedback", auth(), json{{"user", user}, {"item", item}, {"type", "click"}}.dump(), "application/json");
+      auto r = c.Post("/v1/feedback", auth(), json{{"user", user}, {"item", item}, {"type", "click"}}.dump(),
+                      "application/json");
       if (!r) break;  // the server is gone
       if (r->status == 202) {
         std::lock_guard l(mu);
@@ -581,13 +636,12 @@ TEST(ServeProcess, AcknowledgedEventsSurviveKill9) {
     auto r = c.Get(("/v1/feedback?user=" + user).c_str(), auth());
     ASSERT_TRUE(r && r->status == 200) << (r ? r->body : std::string("no response"));
     const json ev = json::parse(r->body);
-    for (auto& e : ev["events"])
-      stored[user].insert(e["item"].get<std::string>());
+    for (auto& e : ev["events"]) stored[user].insert(e["item"].get<std::string>());
   }
   size_t lost = 0;
   for (auto& [user, item] : acked) lost += stored[user].count(item) == 0;
   EXPECT_EQ(lost, 0u) << "of " << acked.size() << " acknowledged events; first " << acked[0].first << " "
-                       << acked[0].second << " stored " << stored[acked[0].first].size();
+                      << acked[0].second << " stored " << stored[acked[0].first].size();
   // The restarted server does not offer them again.
   for (auto& [user, item] : acked) {
     const auto l = items_of(json::parse(c.Get(("/v1/recommend?k=50&user=" + user).c_str())->body));
@@ -601,8 +655,8 @@ TEST(ServeProcess, AcknowledgedEventsSurviveKill9) {
   if (!::testing::Test::HasFailure()) fs::remove_all(dir);
 }
 
-// A text model: profiles and new items go through the model itself (fold_in_profile, add_item), also with HNSW
-// retrieval (the new item enters the index), and explanations name the most similar history texts.
+// A text model: profiles and new items go through the model itself (fold_in_profile, add_item), also with
+// HNSW retrieval (the new item enters the index), and explanations name the most similar history texts.
 TEST(ServeTextModel, ProfilesAndNewItemsGoThroughTheModel) {
   const Dataset ds = small_data();
   const std::string dir = temp_dir("text");
@@ -625,20 +679,23 @@ TEST(ServeTextModel, ProfilesAndNewItemsGoThroughTheModel) {
   Running s(ds, so);
   auto c = s.client();
   EXPECT_NE(body(c.Get("/health"))["encoder"].get<std::string>().find("tfidf"), std::string::npos);
-  auto r = c.Post("/v1/recommend", json{{"profile", "robots and neural circuits"}, {"domain", "films"}, {"k", 5}}.dump(),
+  auto r = c.Post("/v1/recommend",
+                  json{{"profile", "robots and neural circuits"}, {"domain", "films"}, {"k", 5}}.dump(),
                   "application/json");
   ASSERT_EQ(r->status, 200) << r->body;
   const json pj = json::parse(r->body);
   ASSERT_EQ(pj["items"].size(), 5u);
   for (auto& x : pj["items"]) EXPECT_EQ(x["domain"], "films");
-  r = c.Post("/v1/items", auth(), json{{"item", "tm-1"}, {"domain", "films"}, {"title", "The Neural Robot"}}.dump(),
+  r = c.Post("/v1/items", auth(),
+             json{{"item", "tm-1"}, {"domain", "films"}, {"title", "The Neural Robot"}}.dump(),
              "application/json");
   ASSERT_EQ(r->status, 201) << r->body;
   EXPECT_EQ(body(r)["placed_by"], "model");
   EXPECT_EQ(c.Get("/v1/similar?item=tm-1&k=3")->status, 200);
   bool listed = false;
   for (uint32_t u = 0; u < 100 && !listed; ++u) {
-    const auto l = items_of(body(c.Get(("/v1/recommend?k=30&domain=films&user=" + ds.users.name(u)).c_str())));
+    const auto l =
+        items_of(body(c.Get(("/v1/recommend?k=30&domain=films&user=" + ds.users.name(u)).c_str())));
     listed = std::count(l.begin(), l.end(), std::string("tm-1")) > 0;
   }
   EXPECT_TRUE(listed) << "the new item never reaches a list through the HNSW index";
