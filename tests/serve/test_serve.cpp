@@ -507,7 +507,16 @@ TEST_F(ServeTest, HnswRetrievalAgreesWithExact) {
   RecommendQuery q;
   q.user = ds_->users.name(8);
   q.k = 10;
-  EXPECT_EQ(svc.recommend(q)["items"].size(), 10u);
+  const json before = svc.recommend(q);
+  EXPECT_EQ(before["items"].size(), 10u);
+  // A deleted item leaves the index: the next list has the other nine and one more.
+  const std::string gone = before["items"][0]["item"];
+  svc.delete_item(gone);
+  const json after = svc.recommend(q);
+  ASSERT_EQ(after["items"].size(), 10u);
+  for (auto& x : after["items"]) EXPECT_NE(x["item"], gone);
+  EXPECT_EQ(after["items"][0]["item"], before["items"][1]["item"]);
+  EXPECT_GE(svc.measure_recall(200, 10), 0.95);
   ServiceOptions bad = options(*model_, db("hnsw2"), "none");
   bad.retrieval = "fast";
   EXPECT_TRUE(testing_util::throws_error([&] { Service x(*ds_, bad); }, {"--retrieval"}));
