@@ -107,4 +107,13 @@ struct EvalResult {
 EvalResult evaluate(const Recommender& model, const Csr& train, const Csr& test, const Dataset* ds,
                     const EvalOptions& opt);
 
+// Rating prediction: RMSE and MAE of model.predict() against the values of `test` (the true ratings), over every
+// test entry (not per user), overall ("rmse", "mae", "n_ratings"), per domain (with `ds`) and per cohort
+// ("cold-users" / "warm-users" with `cold_user`). Error for a model that does not predict ratings. Errors are
+// summed in user order: the result does not depend on `threads`.
+// `pairs` (optional) receives up to `max_pairs` (predicted, true) pairs, spread evenly over the entries.
+EvalResult evaluate_ratings(const Recommender& model, const Csr& test, const Dataset* ds,
+                            std::span<const uint8_t> cold_user = {}, int threads = 1,
+                            std::vector<std::pair<float, float>>* pairs = nullptr, size_t max_pairs = 20000);
+
 }  // namespace xdrec

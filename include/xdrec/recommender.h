@@ -90,6 +90,13 @@ class Recommender {
   virtual uint32_t fold_in_profile(uint32_t user, std::span<const float> profile_vector,
                                    std::span<const uint32_t> items, std::span<const float> weights);
 
+  // ---- Rating prediction ----------------------------------------------------------------------------------
+  // Whether score() is a predicted rating on the scale of the training values (svd, svdpp, ...), so that RMSE
+  // and MAE mean something; ranking models say false.
+  virtual bool predicts_ratings() const { return false; }
+  // One (user, item) score; rating models override it with an O(factors) path.
+  virtual float predict(uint32_t user, uint32_t item) const;
+
   // ---- Dot-product form and explanations (serving; models that have them override these) ----------------
   // A model whose ranking of a user's items is <user vector, item vector> + item bias (up to a constant per
   // user) gives its vectors: `items` n_items() x f, `bias` one entry per item or empty. False: no such form.
@@ -120,6 +127,9 @@ struct ModelTraits {
   bool fold_in = true;             // fold_in() works without retraining
   bool add_item = false;           // add_item() appends an item from its text vector
   bool profile = false;            // fold_in_profile() accepts a profile text vector
+  // Predicts ratings (predicts_ratings()): fits on rating values and reads fold-in weights as ratings (empty
+  // weights: the highest training rating, i.e. "liked").
+  bool rating = false;
 };
 
 // ---- Cost before work -----------------------------------------------------------------------------------

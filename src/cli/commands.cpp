@@ -97,7 +97,7 @@ Split split_from(const Dataset& ds, const std::string& protocol, SplitOptions op
 
 std::vector<std::string> kMainMetrics(size_t k) {
   std::string s = "@" + std::to_string(k);
-  return {"ndcg" + s, "precision" + s, "recall" + s, "hr" + s, "map" + s, "coverage" + s};
+  return {"ndcg" + s, "precision" + s, "recall" + s, "f1" + s, "hr" + s, "map" + s, "coverage" + s};
 }
 
 void print_recommendations(const Dataset& ds, const Recommender& model, const Csr& seen, uint32_t user,
@@ -485,6 +485,12 @@ int cmd_eval(const EvalArgs& a, const Common& c) {
   x.seeds.clear();
   for (int si = 0; si < n_seeds; ++si) x.seeds.push_back(c.seed + uint64_t(si));
   x.threads = c.threads;
+  check(a.task == "ranking" || a.task == "rating", "--task must be ranking or rating, got '" + a.task + "'");
+  if (a.task == "rating") {
+    check(std::any_of(ds.interactions.begin(), ds.interactions.end(), [](const Interaction& it) { return it.has_rating(); }),
+          "--task rating: dataset '" + ds.name + "' has no ratings");
+    x.use_ratings = x.rating_task = true;
+  }
   // Validation is for tuning: the test score comes from a model fitted on training + validation.
   x.fit_on_validation = !a.on_validation;
   x.evaluate_on_validation = a.on_validation;
@@ -554,7 +560,8 @@ int cmd_eval(const EvalArgs& a, const Common& c) {
       {"candidates", a.candidates},
       {"fit_on", a.on_validation ? "train" : "train+validation"},
       {"scored_on", a.on_validation ? "validation" : "test"},
-      {"tie_rule", a.sampled ? "pessimistic (sampled)" : "seeded random order (full ranking)"}};
+      {"tie_rule", a.sampled ? "pessimistic (sampled)" : "seeded random order (full ranking)"},
+      {"task", a.task}};
   if (!a.target_domain.empty()) out["target_domain"] = a.target_domain;
   if (!encoder_spec.empty()) out["text_encoder"] = encoder_spec;
   const std::vector<std::string> domains = ds.domains.names();
@@ -599,6 +606,7 @@ int cmd_eval(const EvalArgs& a, const Common& c) {
   }
   std::vector<std::string> cols = kMainMetrics(k);
   cols.push_back("tied_share");
+  if (a.task == "rating") cols.insert(cols.begin(), {"rmse", "mae"});
   std::printf("%s, %s, %s ranking%s%s, %d seed%s\n", ds.name.c_str(), res.protocol.c_str(),
               a.sampled ? ("sampled (" + std::to_string(a.sampled) + " negatives)").c_str() : "full",
               a.candidates == "cold-items" ? " among the held-out items" : "",

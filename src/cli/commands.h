@@ -59,6 +59,7 @@ struct EvalArgs {
   std::string candidates = "all";  // "all", or "cold-items": rank only the split's held-out items
   bool on_validation = false;      // fit on train, evaluate on validation (tuning); else train+validation -> test
   std::vector<double> diversity;   // MMR trade-offs to evaluate besides the plain lists (full ranking)
+  std::string task = "ranking";    // or "rating": fit on the ratings, report RMSE / MAE
   TextArgs text;
 };
 struct RecommendArgs {

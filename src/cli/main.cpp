@@ -119,6 +119,10 @@ int main(int argc, char** argv) {
           "MMR re-ranking trade-offs in [0, 1] to evaluate besides the plain lists, e.g. 0.2,0.5,0.8 "
           "(over the --item-vectors or category vectors; full ranking): the accuracy-diversity curve")
       ->delimiter(',');
+  c_eval->add_option("--task", ev.task,
+                     "ranking (top-K lists) or rating (fit on the ratings; RMSE and MAE of the test ratings, with "
+                     "the ranking metrics beside)")
+      ->capture_default_str();
   c_eval->add_option("-o,--output", ev.output, "write metrics as JSON");
   add_text(c_eval, ev.text);
   add_common(c_eval);

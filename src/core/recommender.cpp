@@ -27,6 +27,14 @@ bool register_model(ModelInfo info) {
 
 const std::vector<ModelInfo>& registered_models() { return registry(); }
 
+float Recommender::predict(uint32_t user, uint32_t item) const {
+  check(item < n_items(), name() + " predict: item index " + std::to_string(item) + " is out of range");
+  Matrix m;
+  const uint32_t u[1] = {user};
+  score(u, m, 1);
+  return m(0, item);
+}
+
 uint32_t Recommender::add_item(std::span<const float> text_vector, uint16_t domain) {
   (void)text_vector;
   (void)domain;

@@ -215,8 +215,8 @@ RunRecord Experiment::run_one(const ModelRun& m, uint64_t seed, std::unique_ptr<
   }
   const Csr train = part_matrix(ds_, sp.train, opt_.fit_on_validation ? &sp.validation : nullptr, opt_.binary,
                                 opt_.use_ratings);
-  const Csr test =
-      part_matrix(ds_, opt_.evaluate_on_validation ? sp.validation : sp.test, nullptr, opt_.binary, false);
+  const Csr test = part_matrix(ds_, opt_.evaluate_on_validation ? sp.validation : sp.test, nullptr, opt_.binary,
+                               opt_.rating_task);
   const int threads = resolve_threads(opt_.threads);
   const int target = domain_index(ds_, opt_.target_domain);
   const Matrix* item_vectors =
@@ -277,6 +277,15 @@ RunRecord Experiment::run_one(const ModelRun& m, uint64_t seed, std::unique_ptr<
         eval_s += r.seconds;
         flatten(r, prefix, metrics);
         if (ev.overall_from_domains) overall_from_domains(ds_, prefix, metrics);
+      }
+      if (opt_.rating_task) {
+        const EvalResult r = evaluate_ratings(*model, test, &ds_, sp.cold_user, threads);
+        eval_s += r.seconds;
+        for (const auto& [k, v] : r.overall) metrics[k] = v;
+        for (const auto& [d, mm] : r.by_domain)
+          for (const auto& [k, v] : mm) metrics[d + "/" + k] = v;
+        for (const auto& [c, mm] : r.by_cohort)
+          for (const auto& [k, v] : mm) metrics[c + "/" + k] = v;
       }
       if (keep) *keep = std::move(model);
     } else {

@@ -282,3 +282,23 @@ TEST_F(CliTest, ReplayComparesRoundsWithAndWithoutFeedback) {
   EXPECT_NE(bad.status, 0);
   EXPECT_NE(bad.out.find("--first must be in (0, 1)"), std::string::npos) << bad.out;
 }
+
+TEST_F(CliTest, RatingTaskReportsRmseAndMae) {
+  const std::string ml = std::string(XDREC_SHARED_DATA) + "/movielens_ml-100k";
+  if (!fs::exists(ml + "/u.data")) GTEST_SKIP() << "../shared/data/movielens_ml-100k is absent";
+  Result r = run("eval " + ml + " --task rating -m svd -m svdpp --quiet -o " + (dir / "r.json").string());
+  ASSERT_EQ(r.status, 0) << r.out;
+  EXPECT_NE(r.out.find("rmse"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("f1@10"), std::string::npos) << r.out;
+  auto j = nlohmann::json::parse(std::ifstream(dir / "r.json"));
+  EXPECT_EQ(j["task"], "rating");
+  const double svd = j["models"]["svd"]["overall"]["rmse"], svdpp = j["models"]["svdpp"]["overall"]["rmse"];
+  EXPECT_GT(svd, 0.85);
+  EXPECT_LT(svd, 0.96);
+  EXPECT_LT(svdpp, svd);
+  EXPECT_GT(j["models"]["svd"]["overall"]["mae"].get<double>(), 0.6);
+  Result bad = run("eval " + ml + " --task rating -m ials --quiet");
+  EXPECT_NE(bad.status, 0);
+  EXPECT_NE(bad.out.find("does not predict ratings"), std::string::npos) << bad.out;
+  EXPECT_NE(run("eval " + ml + " --task ratings -m svd --quiet").status, 0);
+}

@@ -110,6 +110,8 @@ const std::map<std::string, std::map<std::string, std::string>>& fast_settings()
       {"ials", {{"factors", "16"}, {"iterations", "8"}}},
       {"bpr", {{"factors", "16"}, {"epochs", "60"}}},
       {"ease", {{"lambda", "20"}}},
+      {"svd", {{"factors", "16"}, {"epochs", "60"}, {"lr", "0.02"}, {"lr_bias", "0.02"}}},
+      {"svdpp", {{"factors", "16"}, {"epochs", "60"}, {"lr", "0.02"}, {"lr_bias", "0.02"}}},
       {"hybrid", {{"factors", "16"}, {"epochs", "30"}, {"ae_epochs", "10"}}},
       {"twotower", {{"factors", "16"}, {"epochs", "10"}}},
       {"emcdr", {{"factors", "16"}, {"iterations", "8"}}},
@@ -121,8 +123,8 @@ const std::map<std::string, std::map<std::string, std::string>>& fast_settings()
 
 // The registered models, exactly: a model that disappears from the registry (or a new one without a line
 // here) fails Registry.ListsExactlyTheKnownModels.
-const std::vector<std::string> kExpectedModels = {"bpr",     "ease",   "emcdr",      "hybrid",  "ials",   "itemknn",
-                                                  "popular", "sasrec", "textbridge", "twotower"};
+const std::vector<std::string> kExpectedModels = {"bpr",    "ease",  "emcdr", "hybrid",     "ials",    "itemknn",
+                                                  "popular", "sasrec", "svd", "svdpp", "textbridge", "twotower"};
 
 // Non-default variants that run through the whole suite as well (with the fast settings of their model).
 // hybrid's autoencoder code must be shorter than the suite's 32-d text.
@@ -180,6 +182,19 @@ const std::pair<Matrix, Matrix>& shuffled_text() {
   return t;
 }
 
+// Rating models learn from rating values: the same interactions rated 5 inside the user's cluster and 1
+// outside it (on all-1 implicit data every rating is alike and there is nothing to learn).
+const Csr& rating_train() {
+  static const Csr r = [] {
+    Csr m = data().train;
+    for (uint32_t u = 0; u < m.n_rows; ++u)
+      for (uint64_t p = m.indptr[u]; p < m.indptr[u + 1]; ++p)
+        m.values[p] = cluster_of_item(m.indices[p]) == cluster_of_user(u) ? 5.0f : 1.0f;
+    return m;
+  }();
+  return r;
+}
+
 std::unique_ptr<Recommender> fitted(const std::string& spec, int threads = 1, uint64_t seed = 7,
                                     bool shuffle_text = false) {
   auto m = create_model(fast_spec(spec));
@@ -191,7 +206,7 @@ std::unique_ptr<Recommender> fitted(const std::string& spec, int threads = 1, ui
   ctx.user_text = shuffle_text ? &shuffled_text().second : &data().user_text;
   ctx.text_encoder = "contract-test-text";
   ctx.sequences = &data().order;
-  m->fit(data().train, ctx);
+  m->fit(model_info(Spec::parse(spec).name).traits.rating ? rating_train() : data().train, ctx);
   return m;
 }
 
@@ -565,6 +580,7 @@ TEST_P(Contract, FoldInReplacesAnExistingUser) {
   const uint32_t c = 2, base = c * kPerCluster;
   std::vector<uint32_t> hist{base + 1, base + 3, base + 4, base + 6};
   std::vector<float> w{1, 1, 2, 1};
+  if (traits().rating) w = {5, 5, 5, 5};  // weights are ratings: these items are liked
   EXPECT_EQ(m->fold_in(u, hist, w), u);
   EXPECT_EQ(m->n_users(), kUsers);
   if (!personalised()) return;
@@ -827,7 +843,7 @@ TEST_P(Contract, FitWithoutTextWorksOnIdsOrSaysWhy) {
   ctx.item_domain = data().item_domain;
   ctx.sequences = &data().order;  // the interactions' order is data, not text
   try {
-    m->fit(data().train, ctx);
+    m->fit(traits().rating ? rating_train() : data().train, ctx);
   } catch (const Error& e) {
     EXPECT_NE(std::string(e.what()).find("text"), std::string::npos) << e.what();
     return;
