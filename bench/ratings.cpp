@@ -1,11 +1,13 @@
-// Rating prediction benchmark. MovieLens 100k with its own five folds: u1..u5 are made by the dataset's mku.sh
-// from consecutive 20,000-line blocks of u.data (fold k tests lines 20000(k-1)+1 .. 20000k and trains on the
-// rest), which the reader keeps in file order, so the folds are rebuilt exactly; mean +- 95% CI over the five
-// folds. Douban (book and music ratings, both domains): random 80/20 per user, seeds 1-3, per domain.
+// Rating prediction benchmark. MovieLens 100k with its own five folds: u1..u5 are made by the dataset's
+// mku.sh from consecutive 20,000-line blocks of u.data (fold k tests lines 20000(k-1)+1 .. 20000k and trains
+// on the rest), which the reader keeps in file order, so the folds are rebuilt exactly; mean +- 95% CI over
+// the five folds. Douban (book and music ratings, both domains): random 80/20 per user, seeds 1-3, per
+// domain.
 //
 // Usage: bench_ratings OUT.json [DATA_DIR] [--model SPEC]... [--quick]
 // JSON: {"models": {"<spec>": {"rmse": {"mean", "ci95"}, "mae": {...}, "folds": [...], "fit_seconds"}},
-//        "douban": {"<spec>": {"rmse": {...}, "mae": {...}, "book/rmse": {...}, "music/rmse": {...}}}, "_meta"}
+//        "douban": {"<spec>": {"rmse": {...}, "mae": {...}, "book/rmse": {...}, "music/rmse": {...}}},
+//        "_meta"}
 #include <cstdio>
 #include <filesystem>
 
@@ -33,7 +35,8 @@ json summarise(const ExperimentResult& res, const std::string& key, const std::v
   json out;
   const auto sum = res.summary(key);
   for (const auto& m : metrics)
-    if (auto it = sum.find(m); it != sum.end()) out[m] = {{"mean", it->second.mean}, {"ci95", it->second.ci95}};
+    if (auto it = sum.find(m); it != sum.end())
+      out[m] = {{"mean", it->second.mean}, {"ci95", it->second.ci95}};
   return out;
 }
 
@@ -45,10 +48,14 @@ int main(int argc, char** argv) {
   bool quick = false;
   for (int k = 1; k < argc; ++k) {
     const std::string a = argv[k];
-    if (a == "--model" && k + 1 < argc) models.push_back(argv[++k]);
-    else if (a == "--quick") quick = true;
-    else if (a[0] != '-' && out.empty()) out = a;
-    else if (a[0] != '-' && root.empty()) root = a;
+    if (a == "--model" && k + 1 < argc)
+      models.push_back(argv[++k]);
+    else if (a == "--quick")
+      quick = true;
+    else if (a[0] != '-' && out.empty())
+      out = a;
+    else if (a[0] != '-' && root.empty())
+      root = a;
     else {
       std::fprintf(stderr, "usage: bench_ratings OUT.json [DATA_DIR] [--model SPEC]... [--quick]\n");
       return 2;
@@ -60,16 +67,17 @@ int main(int argc, char** argv) {
   }
   if (root.empty()) root = "../shared/data";
   if (models.empty())
-    models = {"svd",  // Surprise's SVD settings
+    models = {"svd",    // Surprise's SVD settings
               "svdpp",  // Surprise's SVD++ settings
               "svd:factors=200,epochs=100,lr=0.005,reg=0.1", "svdpp:factors=200,epochs=100,lr=0.005,reg=0.1"};
   try {
     Timer total;
     json res;
-    res["_meta"] = {{"machine", machine_description()},
-                    {"ml100k", "the five folds u1..u5 of mku.sh (consecutive 20,000-line blocks of u.data)"},
-                    {"douban", "random 80/20 per user, seeds 1-3, both domains"},
-                    {"tuning", "settings chosen on a validation part of a random split of ml-100k (--on-validation)"}};
+    res["_meta"] = {
+        {"machine", machine_description()},
+        {"ml100k", "the five folds u1..u5 of mku.sh (consecutive 20,000-line blocks of u.data)"},
+        {"douban", "random 80/20 per user, seeds 1-3, both domains"},
+        {"tuning", "settings chosen on a validation part of a random split of ml-100k (--on-validation)"}};
     auto run = [&](const Dataset& ds, ExperimentOptions x) {
       x.use_ratings = x.rating_task = true;
       x.threads = 2;
@@ -77,8 +85,9 @@ int main(int argc, char** argv) {
       Experiment exp(ds, x);
       exp.on_run = [&](const RunRecord& r) {
         if (!r.error.empty()) throw Error(r.key + ": " + r.error);
-        std::fprintf(stderr, "  %s seed %llu: rmse %.4f mae %.4f (%.1f s)\n", r.key.c_str(), (unsigned long long)r.seed,
-                     r.metrics.at("rmse"), r.metrics.at("mae"), r.metrics.at("fit_seconds"));
+        std::fprintf(stderr, "  %s seed %llu: rmse %.4f mae %.4f (%.1f s)\n", r.key.c_str(),
+                     (unsigned long long)r.seed, r.metrics.at("rmse"), r.metrics.at("mae"),
+                     r.metrics.at("fit_seconds"));
       };
       return exp.run();
     };
@@ -92,7 +101,9 @@ int main(int argc, char** argv) {
       for (const auto& key : r.keys) {
         json m = summarise(r, key, {"rmse", "mae", "fit_seconds", "ndcg@10"});
         json folds = json::array();
-        for (const auto& rec : r.runs.at(key)) folds.push_back({{"fold", rec.seed}, {"rmse", rec.metrics.at("rmse")}, {"mae", rec.metrics.at("mae")}});
+        for (const auto& rec : r.runs.at(key))
+          folds.push_back(
+              {{"fold", rec.seed}, {"rmse", rec.metrics.at("rmse")}, {"mae", rec.metrics.at("mae")}});
         m["folds"] = folds;
         res["models"][key] = m;
       }
@@ -107,7 +118,8 @@ int main(int argc, char** argv) {
       x.seeds = {1, 2, 3};
       const ExperimentResult r = run(ds, x);
       for (const auto& key : r.keys)
-        res["douban"][key] = summarise(r, key, {"rmse", "mae", "book/rmse", "music/rmse", "book/mae", "music/mae", "fit_seconds"});
+        res["douban"][key] = summarise(
+            r, key, {"rmse", "mae", "book/rmse", "music/rmse", "book/mae", "music/mae", "fit_seconds"});
     }
     res["_meta"]["seconds"] = total.seconds();
     write_file_atomic(out, res.dump(1) + "\n");

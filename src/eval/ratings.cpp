@@ -7,21 +7,22 @@
 namespace xdrec {
 
 EvalResult evaluate_ratings(const Recommender& model, const Csr& test, const Dataset* ds,
-                            std::span<const uint8_t> cold_user, int threads, std::vector<std::pair<float, float>>* pairs,
-                            size_t max_pairs) {
+                            std::span<const uint8_t> cold_user, int threads,
+                            std::vector<std::pair<float, float>>* pairs, size_t max_pairs) {
   Timer timer;
-  check(model.predicts_ratings(), "model '" + model.name() +
-                                      "' ranks items but does not predict ratings (rating models: svd, svdpp)");
+  check(model.predicts_ratings(),
+        "model '" + model.name() + "' ranks items but does not predict ratings (rating models: svd, svdpp)");
   check(model.n_items() == test.n_cols, "evaluate_ratings: the model has " + std::to_string(model.n_items()) +
                                             " items but the test matrix has " + std::to_string(test.n_cols));
-  check(cold_user.empty() || cold_user.size() == test.n_rows, "evaluate_ratings: cold_user has the wrong size");
+  check(cold_user.empty() || cold_user.size() == test.n_rows,
+        "evaluate_ratings: cold_user has the wrong size");
   std::vector<uint32_t> users;
   for (uint32_t u = 0; u < test.n_rows; ++u)
     if (test.row_size(u) > 0) users.push_back(u);
   if (!users.empty())
     check(users.back() < model.n_users(), "evaluate_ratings: test user " + std::to_string(users.back()) +
-                                              " is out of range (the model has " + std::to_string(model.n_users()) +
-                                              " users)");
+                                              " is out of range (the model has " +
+                                              std::to_string(model.n_users()) + " users)");
   const size_t n_domains = ds ? ds->n_domains() : 1;
   // Per user: squared and absolute error sums per domain.
   std::vector<double> se(users.size() * n_domains, 0.0), ae(users.size() * n_domains, 0.0);
@@ -80,7 +81,8 @@ EvalResult evaluate_ratings(const Recommender& model, const Csr& test, const Dat
   }
   if (pairs) {
     pairs->clear();
-    const size_t n = test.nnz(), step = std::max<size_t>(1, (n + max_pairs - 1) / std::max<size_t>(max_pairs, 1));
+    const size_t n = test.nnz(),
+                 step = std::max<size_t>(1, (n + max_pairs - 1) / std::max<size_t>(max_pairs, 1));
     for (size_t p = 0; p < n; p += step) pairs->emplace_back(predicted[p], test.values[p]);
   }
   res.seconds = timer.seconds();

@@ -6,15 +6,15 @@
 // The matrix values are the ratings. Training visits the ratings in a seeded shuffle on one thread, so the
 // result is the same for any thread count. predict() clips to the training ratings' range (score() does not:
 // clipping would tie the best items of a ranking). Fold-in
-// solves the new user's vector exactly (ridge regression against the fixed item side; the user bias stays 0); its weights
-// are the user's ratings (none given: the highest training rating, as for items a user liked).
-#include "core/eigen.h"
+// solves the new user's vector exactly (ridge regression against the fixed item side; the user bias stays 0);
+// its weights are the user's ratings (none given: the highest training rating, as for items a user liked).
 #include <algorithm>
 #include <climits>
 #include <cmath>
 #include <cstdio>
 #include <numeric>
 
+#include "core/eigen.h"
 #include "models/model_util.h"
 #include "xdrec/recommender.h"
 
@@ -93,22 +93,9 @@ class SvdModel : public Recommender {
       if (!plus_) {
         std::shuffle(order.begin(), order.end(), rng);
         for (uint64_t p : order) {
-          const uint32_t u = row_of[p], i = m.indices[p];
-          float* pu = &p_[size_t(u) * f];
-          float* qi = &q_[size_t(i) * f];
-          float dot = 0;
-          for (size_t k = 0; k < f; ++k) dot += pu[k] * qi[k];
-          const float err = m.values[p] - (mu_ + bu_[u] + bi_[i] + dot);
+          const float err =
+              sgd_step(row_of[p], m.indices[p], m.values[p], nullptr, nullptr, float(lr), float(lrb));
           sse += double(err) * err;
-          if (biased_) {
-            bu_[u] += float(lrb) * (err - float(reg_bias_) * bu_[u]);
-            bi_[i] += float(lrb) * (err - float(reg_bias_) * bi_[i]);
-          }
-          for (size_t k = 0; k < f; ++k) {
-            const float a = pu[k], b = qi[k];
-            pu[k] += float(lr) * (err * b - float(reg_) * a);
-            qi[k] += float(lr) * (err * a - float(reg_) * b);
-          }
         }
       } else {
         std::shuffle(users.begin(), users.end(), rng);
@@ -126,24 +113,10 @@ class SvdModel : public Recommender {
           std::vector<uint64_t> mine(b1 - b0);
           std::iota(mine.begin(), mine.end(), b0);
           std::shuffle(mine.begin(), mine.end(), rng);
-          float* pu = &p_[size_t(u) * f];
           for (uint64_t p : mine) {
-            const uint32_t i = m.indices[p];
-            float* qi = &q_[size_t(i) * f];
-            float dot = 0;
-            for (size_t k = 0; k < f; ++k) dot += (pu[k] + z[k]) * qi[k];
-            const float err = m.values[p] - (mu_ + bu_[u] + bi_[i] + dot);
+            const float err =
+                sgd_step(u, m.indices[p], m.values[p], z.data(), gz.data(), float(lr), float(lrb));
             sse += double(err) * err;
-            if (biased_) {
-              bu_[u] += float(lrb) * (err - float(reg_bias_) * bu_[u]);
-              bi_[i] += float(lrb) * (err - float(reg_bias_) * bi_[i]);
-            }
-            for (size_t k = 0; k < f; ++k) {
-              const float a = pu[k], b = qi[k];
-              pu[k] += float(lr) * (err * b - float(reg_) * a);
-              qi[k] += float(lr) * (err * (a + z[k]) - float(reg_) * b);
-              gz[k] += err * b;  // d(-loss/2)/dz, summed over the user's ratings
-            }
           }
           // The implicit factors of the user's items: the gradient and the regularisation of all the user's
           // ratings at once (per-rating updates, as Surprise makes them, cost |N(u)| f per rating).
@@ -155,7 +128,8 @@ class SvdModel : public Recommender {
         }
       }
       last_rmse_ = m.nnz() ? std::sqrt(sse / double(m.nnz())) : 0.0;
-      if (ctx.verbose) std::fprintf(stderr, "%s epoch %d: training RMSE %.4f\n", name().c_str(), e + 1, last_rmse_);
+      if (ctx.verbose)
+        std::fprintf(stderr, "%s epoch %d: training RMSE %.4f\n", name().c_str(), e + 1, last_rmse_);
       if (ctx.progress) ctx.progress(size_t(e) + 1, size_t(epochs_), name() + " epochs");
       lr *= decay_, lrb *= decay_;
     }
@@ -186,11 +160,12 @@ class SvdModel : public Recommender {
   // solved exactly. svd++ adds the implicit sum of the rated items first.
   uint32_t fold_in(uint32_t user, std::span<const uint32_t> items, std::span<const float> weights) override {
     check(!bi_.empty(), name() + " fold_in: the model is not fitted");
-    check(user <= n_users(), name() + " fold_in: user index " + std::to_string(user) + " is beyond the next new user");
+    check(user <= n_users(),
+          name() + " fold_in: user index " + std::to_string(user) + " is beyond the next new user");
     // Weights are ratings (empty: every item rated like the best training rating, "liked"); an item given
     // twice keeps its last rating (ratings do not add up).
-    model_util::History h =
-        model_util::make_history(items, weights, bi_.size(), false, name());  // the checks; weights redone below
+    model_util::History h = model_util::make_history(items, weights, bi_.size(), false,
+                                                     name());  // the checks; weights redone below
     for (size_t e = 0; e < h.items.size(); ++e) {
       float r = hi_;
       if (!weights.empty())
@@ -213,7 +188,8 @@ class SvdModel : public Recommender {
       const uint32_t i = h.items[e];
       Eigen::VectorXd v = Eigen::VectorXd::Zero(Eigen::Index(n));
       double base = mu_ + bi_[i];
-      for (size_t k = 0; k < f; ++k) v[long(k)] = q_[size_t(i) * f + k], base += double(z[k]) * q_[size_t(i) * f + k];
+      for (size_t k = 0; k < f; ++k)
+        v[long(k)] = q_[size_t(i) * f + k], base += double(z[k]) * q_[size_t(i) * f + k];
       a += v * v.transpose();
       b += v * (double(h.weights[e]) - base);
     }
@@ -249,12 +225,13 @@ class SvdModel : public Recommender {
     const std::string who = name() + " load";
     auto get = [&](const char* key, size_t cols) {
       std::vector<float> v = get_tensor(t, key).to_f32(who + ": " + key);
-      check(cols == 0 || v.size() % cols == 0, who + ": " + key + " does not have " + std::to_string(cols) + " columns");
+      check(cols == 0 || v.size() % cols == 0,
+            who + ": " + key + " does not have " + std::to_string(cols) + " columns");
       return v;
     };
     const size_t f = size_t(factors_);
-    auto p = get("user_factors", f), x = get("user_vectors", f), q = get("item_factors", f), bu = get("user_bias", 0),
-         bi = get("item_bias", 0);
+    auto p = get("user_factors", f), x = get("user_vectors", f), q = get("item_factors", f),
+         bu = get("user_bias", 0), bi = get("item_bias", 0);
     check(p.size() == bu.size() * f && x.size() == p.size() && q.size() == bi.size() * f,
           who + ": tensor shapes disagree (factors=" + std::to_string(f) + ")");
     std::vector<float> y;
@@ -262,7 +239,8 @@ class SvdModel : public Recommender {
       y = get("item_implicit", f);
       check(y.size() == q.size(), who + ": item_implicit has the wrong shape");
     }
-    p_ = std::move(p), x_ = std::move(x), q_ = std::move(q), bu_ = std::move(bu), bi_ = std::move(bi), y_ = std::move(y);
+    p_ = std::move(p), x_ = std::move(x), q_ = std::move(q), bu_ = std::move(bu), bi_ = std::move(bi),
+    y_ = std::move(y);
     mu_ = extra.value("mu", 0.0f), lo_ = extra.value("lo", 0.0f), hi_ = extra.value("hi", 0.0f);
   }
 
@@ -278,6 +256,29 @@ class SvdModel : public Recommender {
   double last_rmse() const { return last_rmse_; }
 
  private:
+  // One SGD step on rating r of (u, i) against the squared error; z: the user's implicit sum (svd++) or null;
+  // gz (with z) accumulates err * q_i, the gradient that z's items get at the end of the user's ratings.
+  // Returns the error before the step.
+  float sgd_step(uint32_t u, uint32_t i, float r, const float* z, float* gz, float lr, float lrb) {
+    const size_t f = size_t(factors_);
+    float* pu = &p_[size_t(u) * f];
+    float* qi = &q_[size_t(i) * f];
+    float dot = 0;
+    for (size_t k = 0; k < f; ++k) dot += (pu[k] + (z ? z[k] : 0.0f)) * qi[k];
+    const float err = r - (mu_ + bu_[u] + bi_[i] + dot);
+    if (biased_) {
+      bu_[u] += lrb * (err - float(reg_bias_) * bu_[u]);
+      bi_[i] += lrb * (err - float(reg_bias_) * bi_[i]);
+    }
+    for (size_t k = 0; k < f; ++k) {
+      const float a = pu[k], b = qi[k];
+      pu[k] += lr * (err * b - float(reg_) * a);
+      qi[k] += lr * (err * (a + (z ? z[k] : 0.0f)) - float(reg_) * b);
+      if (gz) gz[k] += err * b;
+    }
+    return err;
+  }
+
   // x_u = p_u (+ the implicit sum of the user's rated items for svd++).
   void build_user_vectors() {
     const size_t f = size_t(factors_), nu = bu_.size();
@@ -314,9 +315,11 @@ class SvdPlusPlus final : public SvdModel {
 
 }  // namespace
 
-XDREC_REGISTER_MODEL(svd, "rating prediction: biased matrix factorisation trained by SGD on squared error (Funk SVD)",
-                     SvdPlain, {.thread_independent = true, .rating = true});
-XDREC_REGISTER_MODEL(svdpp, "rating prediction: SVD++ (biased factorisation plus the implicit factors of every rated item)",
-                     SvdPlusPlus, {.thread_independent = true, .rating = true});
+XDREC_REGISTER_MODEL(
+    svd, "rating prediction: biased matrix factorisation trained by SGD on squared error (Funk SVD)",
+    SvdPlain, {.thread_independent = true, .rating = true});
+XDREC_REGISTER_MODEL(
+    svdpp, "rating prediction: SVD++ (biased factorisation plus the implicit factors of every rated item)",
+    SvdPlusPlus, {.thread_independent = true, .rating = true});
 
 }  // namespace xdrec

@@ -1,5 +1,5 @@
-// Rating prediction: svd and svdpp recover a low-rank rating matrix, fold in exactly, and reproduce Surprise's
-// SVD / SVD++ on MovieLens 100k; evaluate_ratings against hand-computed RMSE / MAE.
+// Rating prediction: svd and svdpp recover a low-rank rating matrix, fold in exactly, and reproduce
+// Surprise's SVD / SVD++ on MovieLens 100k; evaluate_ratings against hand-computed RMSE / MAE.
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -33,8 +33,10 @@ struct LowRank {
         float r = 3 + ub[u] + ib[i];
         for (uint32_t k = 0; k < f; ++k) r += a[u * f + k] * b[i * f + k];
         r = std::clamp(r, 1.0f, 5.0f);
-        if (rng.uniform() < 0.2) te_r.push_back(u), te_c.push_back(i), te_v.push_back(r);
-        else tr_r.push_back(u), tr_c.push_back(i), tr_v.push_back(r);
+        if (rng.uniform() < 0.2)
+          te_r.push_back(u), te_c.push_back(i), te_v.push_back(r);
+        else
+          tr_r.push_back(u), tr_c.push_back(i), tr_v.push_back(r);
       }
     train = Csr::from_triplets(nu, ni, tr_r, tr_c, tr_v);
     test = Csr::from_triplets(nu, ni, te_r, te_c, te_v);
@@ -55,7 +57,8 @@ double rmse_of_mean(const Csr& train, const Csr& test) {
 TEST(Svd, RecoversALowRankRatingMatrix) {
   const LowRank d;
   const double base = rmse_of_mean(d.train, d.test);
-  for (const std::string spec : {"svd:factors=8,epochs=80,lr=0.01,reg=0.05", "svdpp:factors=8,epochs=80,lr=0.01,reg=0.05"}) {
+  for (const std::string spec :
+       {"svd:factors=8,epochs=80,lr=0.01,reg=0.05", "svdpp:factors=8,epochs=80,lr=0.01,reg=0.05"}) {
     auto m = create_model(spec);
     ASSERT_TRUE(m->predicts_ratings());
     FitContext ctx;
@@ -80,7 +83,8 @@ TEST(Svd, FoldInOfAUsersOwnRatingsPredictsThemAsWellAsTraining) {
   // trained vector (it is the exact minimiser of the user's regularised squared error).
   const uint32_t u = 7;
   const auto idx = d.train.row_indices(u);
-  std::vector<float> w(d.train.values.begin() + long(d.train.indptr[u]), d.train.values.begin() + long(d.train.indptr[u + 1]));
+  std::vector<float> w(d.train.values.begin() + long(d.train.indptr[u]),
+                       d.train.values.begin() + long(d.train.indptr[u + 1]));
   const uint32_t nu = m->fold_in(m->n_users(), idx, w);
   double se_trained = 0, se_folded = 0;
   for (size_t k = 0; k < idx.size(); ++k) {
