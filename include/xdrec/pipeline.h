@@ -170,6 +170,8 @@ struct RunRecord {
   std::vector<EvalResult> evals;          // one per evaluation (merged over domains for single_domain runs)
   std::string text_encoder;               // the encoder spec of the text vectors it was given
   std::string error;                      // non-empty: the run failed; metrics are empty
+  // Rating task: (predicted, true) pairs of the test ratings, up to 20,000 spread over them (for the report).
+  std::vector<std::pair<float, float>> rating_pairs;
 };
 
 class ExperimentResult {

@@ -598,6 +598,7 @@ int cmd_eval(const EvalArgs& a, const Common& c) {
       jm["ci95"] = nested["overall"];
       if (!nested["by_domain"].empty()) jm["ci95_by_domain"] = nested["by_domain"];
     }
+    if (!first.rating_pairs.empty()) jm["rating_pairs"] = first.rating_pairs;  // [predicted, true], first seed
     jm["n_users"] = summary.count("n_users") ? summary.at("n_users").mean : 0.0;
     jm["fit_seconds"] = summary.count("fit_seconds") ? summary.at("fit_seconds").mean : 0.0;
     jm["eval_seconds"] = summary.count("eval_seconds") ? summary.at("eval_seconds").mean : 0.0;

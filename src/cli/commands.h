@@ -87,6 +87,10 @@ struct ReplayArgs {
   int rounds = 5;
   size_t k = 10;
 };
+struct ReportArgs {
+  std::vector<std::string> inputs;
+  std::string output = "report.html", title = "xdrec report";
+};
 struct QuickstartArgs {
   uint32_t users = 3000, items_per_domain = 400;
   std::string output;
@@ -114,6 +118,7 @@ int cmd_recommend(const RecommendArgs& a, const Common& c);
 int cmd_quickstart(const QuickstartArgs& a, const Common& c);
 int cmd_serve(const ServeArgs& a, const Common& c);    // src/cli/serve_command.cpp
 int cmd_replay(const ReplayArgs& a, const Common& c);  // src/cli/serve_command.cpp
+int cmd_report(const ReportArgs& a);                   // src/cli/serve_command.cpp
 int cmd_models();
 int cmd_encode(const EncodeArgs& a, const Common& c);  // src/cli/text_commands.cpp
 int cmd_embed(const EmbedArgs& a, const Common& c);    // src/cli/text_commands.cpp

@@ -119,9 +119,11 @@ int main(int argc, char** argv) {
           "MMR re-ranking trade-offs in [0, 1] to evaluate besides the plain lists, e.g. 0.2,0.5,0.8 "
           "(over the --item-vectors or category vectors; full ranking): the accuracy-diversity curve")
       ->delimiter(',');
-  c_eval->add_option("--task", ev.task,
-                     "ranking (top-K lists) or rating (fit on the ratings; RMSE and MAE of the test ratings, with "
-                     "the ranking metrics beside)")
+  c_eval
+      ->add_option(
+          "--task", ev.task,
+          "ranking (top-K lists) or rating (fit on the ratings; RMSE and MAE of the test ratings, with "
+          "the ranking metrics beside)")
       ->capture_default_str();
   c_eval->add_option("-o,--output", ev.output, "write metrics as JSON");
   add_text(c_eval, ev.text);
@@ -237,6 +239,17 @@ int main(int argc, char** argv) {
   c_replay->add_option("-o,--output", rp.output, "write the results as JSON");
   add_common(c_replay);
 
+  // report
+  ReportArgs rpt;
+  auto* c_report = app.add_subcommand(
+      "report", "one self-contained HTML page of charts from the JSON of eval, replay and the benchmarks");
+  c_report
+      ->add_option("inputs", rpt.inputs,
+                   "JSON files (xdrec eval -o, xdrec replay -o, bench/ratings, bench/serve)")
+      ->required();
+  c_report->add_option("-o,--output", rpt.output, "HTML file")->capture_default_str();
+  c_report->add_option("--title", rpt.title, "page title")->capture_default_str();
+
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -254,6 +267,7 @@ int main(int argc, char** argv) {
     if (*c_qs) return cmd_quickstart(qs, common);
     if (*c_serve) return cmd_serve(sv, common);
     if (*c_replay) return cmd_replay(rp, common);
+    if (*c_report) return cmd_report(rpt);
     if (*c_models) return cmd_models();
     if (*c_encode) return cmd_encode(enc, common);
     if (*c_embed) return cmd_embed(emb, common);

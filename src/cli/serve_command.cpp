@@ -8,6 +8,7 @@
 #include <thread>
 
 #include "cli/commands.h"
+#include "xdrec/report.h"
 #include "xdrec/serve.h"
 
 namespace xdrec::cli {
@@ -104,6 +105,22 @@ int cmd_replay(const ReplayArgs& a, const Common& c) {
     write_file_atomic(a.output, r.dump(2) + "\n");
     std::printf("wrote %s\n", a.output.c_str());
   }
+  return 0;
+}
+
+int cmd_report(const ReportArgs& a) {
+  std::vector<std::pair<std::string, nlohmann::json>> inputs;
+  for (const auto& f : a.inputs) {
+    std::ifstream in(f);
+    check(bool(in), "cannot read " + f);
+    try {
+      inputs.emplace_back(f, nlohmann::json::parse(in));
+    } catch (const nlohmann::json::parse_error& e) {
+      throw Error(f + ": not JSON: " + e.what());
+    }
+  }
+  write_file_atomic(a.output, render_report(inputs, a.title));
+  std::printf("wrote %s\n", a.output.c_str());
   return 0;
 }
 

@@ -215,8 +215,8 @@ RunRecord Experiment::run_one(const ModelRun& m, uint64_t seed, std::unique_ptr<
   }
   const Csr train = part_matrix(ds_, sp.train, opt_.fit_on_validation ? &sp.validation : nullptr, opt_.binary,
                                 opt_.use_ratings);
-  const Csr test = part_matrix(ds_, opt_.evaluate_on_validation ? sp.validation : sp.test, nullptr, opt_.binary,
-                               opt_.rating_task);
+  const Csr test = part_matrix(ds_, opt_.evaluate_on_validation ? sp.validation : sp.test, nullptr,
+                               opt_.binary, opt_.rating_task);
   const int threads = resolve_threads(opt_.threads);
   const int target = domain_index(ds_, opt_.target_domain);
   const Matrix* item_vectors =
@@ -279,7 +279,9 @@ RunRecord Experiment::run_one(const ModelRun& m, uint64_t seed, std::unique_ptr<
         if (ev.overall_from_domains) overall_from_domains(ds_, prefix, metrics);
       }
       if (opt_.rating_task) {
-        const EvalResult r = evaluate_ratings(*model, test, &ds_, sp.cold_user, threads);
+        std::vector<std::pair<float, float>> pairs;
+        const EvalResult r = evaluate_ratings(*model, test, &ds_, sp.cold_user, threads, &pairs, 20000);
+        out["rating_pairs"] = pairs;
         eval_s += r.seconds;
         for (const auto& [k, v] : r.overall) metrics[k] = v;
         for (const auto& [d, mm] : r.by_domain)
@@ -326,6 +328,8 @@ RunRecord Experiment::run_one(const ModelRun& m, uint64_t seed, std::unique_ptr<
   rec.spec = (*res)["spec"].get<std::string>();
   if (res->value("text_unused", false)) rec.text_encoder.clear();
   rec.metrics = (*res)["metrics"].get<std::map<std::string, double>>();
+  if (res->contains("rating_pairs"))
+    rec.rating_pairs = (*res)["rating_pairs"].get<std::vector<std::pair<float, float>>>();
   return rec;
 }
 

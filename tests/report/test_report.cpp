@@ -1,0 +1,45 @@
+// The HTML report from JSON shapes: every chart carries its data, unknown inputs are listed, none is an
+// error.
+#include <gtest/gtest.h>
+
+#include <regex>
+
+#include "test_util.h"
+#include "xdrec/report.h"
+
+using namespace xdrec;
+using json = nlohmann::json;
+
+TEST(Report, ChartsFromEvalReplayAndRatings) {
+  const json eval = json::parse(R"({"dataset": "d", "task": "rating", "models": {"svd": {
+      "overall": {"rmse": 0.9, "mae": 0.7, "ndcg@10": 0.1, "diversity@10": 0.5},
+      "by_domain": {"books": {"rmse": 0.8}, "films": {"rmse": 1.0}},
+      "ci95_by_domain": {"books": {"rmse": 0.01}},
+      "by_cohort": {"warm-users": {"rmse": 0.85}},
+      "rating_pairs": [[3.5, 4.0], [2.0, 1.0], [4.5, 5.0]]}}})");
+  const json replay = json::parse(R"({"rounds": [{"round": 1, "no_feedback": {"ndcg": 0.1},
+      "exclusion_only": {"ndcg": 0.1}, "feedback": {"ndcg": 0.1}}]})");
+  const json ratings = json::parse(R"({"models": {"svd": {"rmse": {"mean": 0.93, "ci95": 0.01}}}})");
+  const json other = json::parse(R"({"a": 1})");
+  const std::string html =
+      render_report({{"e.json", eval}, {"r.json", replay}, {"b.json", ratings}, {"x.json", other}});
+  std::map<std::string, int> points;
+  const std::regex fig("data-chart='([a-z-]+)' data-points='([0-9]+)'");
+  for (auto it = std::sregex_iterator(html.begin(), html.end(), fig); it != std::sregex_iterator(); ++it)
+    points[(*it)[1]] = std::stoi((*it)[2]);
+  EXPECT_EQ(points["per-domain"], 2);
+  EXPECT_EQ(points["per-cohort"], 1);
+  EXPECT_EQ(points["rating-scatter"], 3);
+  EXPECT_EQ(points["rating-error"], 3);  // true ratings 1, 4, 5
+  EXPECT_EQ(points["accuracy-diversity"], 1);
+  EXPECT_EQ(points["replay"], 3);
+  EXPECT_EQ(points["ratings-rmse"], 1);
+  EXPECT_NE(html.find("RMSE 0.7071, MAE 0.6667"), std::string::npos);  // sqrt((0.25 + 1 + 0.25) / 3), 2 / 3
+  EXPECT_NE(html.find("x.json: not a shape"), std::string::npos);
+  EXPECT_EQ(html.find("<script"), std::string::npos);  // self-contained, nothing runs
+  EXPECT_TRUE(testing_util::throws_error(
+      [&] {
+        render_report({{"x.json", other}});
+      },
+      {"none of the inputs"}));
+}
