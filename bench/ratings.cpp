@@ -69,7 +69,8 @@ int main(int argc, char** argv) {
   if (models.empty())
     models = {"svd",    // Surprise's SVD settings
               "svdpp",  // Surprise's SVD++ settings
-              "svd:factors=200,epochs=100,lr=0.005,reg=0.1", "svdpp:factors=200,epochs=100,lr=0.005,reg=0.1"};
+              "svd:factors=200,epochs=100,lr=0.005,reg=0.1", "svdpp:factors=200,epochs=100,lr=0.005,reg=0.1",
+              "twotower:loss=rating,merge=mlp,epochs=30"};  // the seed's towers -> MLP -> sigmoid, ids only
   try {
     Timer total;
     json res;

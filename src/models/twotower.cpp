@@ -183,8 +183,11 @@ class TwoTowerModel final : public Recommender {
         .add("merge", &merge_, "dot", {"dot", "mlp"},
              "how the towers meet: dot product (fast retrieval) or an MLP over their concatenation")
         .add("dot_skip", &dot_skip_, true, "merge=mlp: add the towers' dot product to the MLP's logit")
-        .add("loss", &loss_, "bce", {"bce", "mse"},
-             "binary cross-entropy against sampled negatives, or squared error on the observed values")
+        .add(
+            "loss", &loss_, "bce", {"bce", "mse", "rating"},
+            "binary cross-entropy against sampled negatives, squared error on the observed values, or rating "
+            "prediction: squared error of lo + (hi - lo) * sigmoid(score), [lo, hi] the training ratings' "
+            "range")
         .add("epochs", &epochs_, 10, 0, 100000, "passes over the observed interactions")
         .add("batch", &batch_, 128, 1, 1 << 20, "observed interactions per minibatch")
         .add("lr", &lr_, 5e-3, 1e-7, 10.0, "Adam learning rate")
@@ -233,6 +236,11 @@ class TwoTowerModel final : public Recommender {
   void fit(const Csr& user_items, const FitContext& ctx) override {
     const bool implicit = loss_ == "bce";
     const Csr x = model_util::prepare_interactions(user_items, implicit, "twotower");
+    if (loss_ == "rating") {
+      rating_lo_ = x.nnz() ? *std::min_element(x.values.begin(), x.values.end()) : 0.0f;
+      rating_hi_ = x.nnz() ? *std::max_element(x.values.begin(), x.values.end()) : 1.0f;
+      if (rating_hi_ <= rating_lo_) rating_hi_ = rating_lo_ + 1.0f;
+    }
     const int threads = resolve_threads(ctx.threads);
     const uint64_t seed = seed_ != 0 ? uint64_t(seed_) : ctx.seed;
     const uint32_t nu = x.n_rows, ni = x.n_cols;
@@ -401,9 +409,14 @@ class TwoTowerModel final : public Recommender {
             for (size_t i = 0; i < ni; ++i) o[i] += wj * std::max(0.0f, aj + col[i]);
           }
         }
+        if (loss_ == "rating")
+          for (size_t i = 0; i < ni; ++i)
+            o[i] = rating_lo_ + (rating_hi_ - rating_lo_) / (1.0f + std::exp(-o[i]));
       }
     });
   }
+
+  bool predicts_ratings() const override { return loss_ == "rating"; }
 
   uint32_t fold_in(uint32_t user, std::span<const uint32_t> items, std::span<const float> weights) override {
     return fold_in_profile(user, {}, items, weights);
@@ -495,6 +508,7 @@ class TwoTowerModel final : public Recommender {
     extra["history_text"] = use_hist_;
     extra["seed"] = seed_used_;
     extra["text_encoder"] = encoder_;
+    if (loss_ == "rating") extra["rating_range"] = {rating_lo_, rating_hi_};
   }
 
   void load(const TensorMap& tensors, const nlohmann::json& extra) override {
@@ -513,6 +527,11 @@ class TwoTowerModel final : public Recommender {
       m.use_hist_ = need("history_text").get<bool>();
       m.seed_used_ = need("seed").get<uint64_t>();
       m.encoder_ = need("text_encoder").get<std::string>();
+      if (loss_ == "rating") {
+        const auto r = need("rating_range").get<std::vector<float>>();
+        check(r.size() == 2, "twotower load: rating_range needs two numbers");
+        m.rating_lo_ = r[0], m.rating_hi_ = r[1];
+      }
     } catch (const nlohmann::json::exception& e) {
       throw Error(std::string("twotower load: malformed manifest entry: ") + e.what());
     }
@@ -570,6 +589,8 @@ class TwoTowerModel final : public Recommender {
   // Takes the fitted state of `m` (a model with the same spec); the parameters stay bound to this object.
   void adopt_state(TwoTowerModel&& m) {
     fitted_ = m.fitted_;
+    rating_lo_ = m.rating_lo_;
+    rating_hi_ = m.rating_hi_;
     seed_used_ = m.seed_used_;
     encoder_ = std::move(m.encoder_);
     text_dim_ = m.text_dim_;
@@ -770,6 +791,22 @@ class TwoTowerModel final : public Recommender {
     ws.tgt.reshape(ws.targets.size(), 1);
     std::copy(ws.targets.begin(), ws.targets.end(), ws.tgt.data.begin());
     if (loss_ == "bce") return nn::bce_with_logits(ws.logits, ws.tgt, &ws.dlogits);
+    if (loss_ == "rating") {
+      // The rating is the sigmoid of the score scaled to the training range; squared error on it, the
+      // gradient through the sigmoid: d/dz = 2 (r - t) (hi - lo) s (1 - s) / n.
+      const size_t n = ws.logits.rows;
+      ws.dlogits.reshape(ws.logits.rows, ws.logits.cols);
+      if (n == 0) return 0.0f;
+      const float span = rating_hi_ - rating_lo_;
+      double total = 0;
+      for (size_t k = 0; k < ws.logits.size(); ++k) {
+        const float sg = 1.0f / (1.0f + std::exp(-ws.logits.data[k]));
+        const float d = rating_lo_ + span * sg - ws.tgt.data[k];
+        total += double(d) * d;
+        ws.dlogits.data[k] = 2.0f * d * span * sg * (1.0f - sg) / float(n);
+      }
+      return float(total / double(n));
+    }
     return nn::squared_error(ws.logits, ws.tgt, &ws.dlogits);
   }
 
@@ -964,6 +1001,7 @@ class TwoTowerModel final : public Recommender {
   bool fitted_ = false;
   uint64_t seed_used_ = 0;
   std::string encoder_;
+  float rating_lo_ = 0.0f, rating_hi_ = 1.0f;  // loss=rating: the training ratings' range
   size_t text_dim_ = 0;
   bool has_profile_ = false, use_hist_ = false;
   models::TextFeatures text_;

@@ -162,3 +162,23 @@ TEST(SvdMovieLens, SurpriseSettingsReproduceSurprise) {
   EXPECT_LT(rmse[0], 0.955);
   EXPECT_LT(rmse[1], rmse[0]);
 }
+
+// The two-tower model's rating mode (towers -> concatenation -> MLP -> sigmoid scaled to the rating range,
+// squared error): predictions stay in the range and beat the global mean on the low-rank ratings.
+TEST(TwoTowerRating, PredictsRatingsInTheRange) {
+  const LowRank d;
+  auto m = create_model("twotower:loss=rating,merge=mlp,epochs=40,factors=8");
+  FitContext ctx;
+  m->fit(d.train, ctx);
+  ASSERT_TRUE(m->predicts_ratings());
+  const EvalResult r = evaluate_ratings(*m, d.test, nullptr);
+  EXPECT_LT(r.overall.at("rmse"), 0.9 * rmse_of_mean(d.train, d.test));
+  Matrix s;
+  const uint32_t u[1] = {0};
+  m->score(u, s, 1);
+  for (size_t i = 0; i < s.cols; ++i) {
+    EXPECT_GE(s(0, i), 1.0f);
+    EXPECT_LE(s(0, i), 5.0f);
+  }
+  EXPECT_FALSE(create_model("twotower")->predicts_ratings());
+}
