@@ -92,8 +92,11 @@ int main(int argc, char** argv) {
       };
       return exp.run();
     };
+    // DATA_DIR is the data root, or MovieLens 100k's own directory (then Douban is looked for beside it).
+    std::string ml = root + "/movielens_ml-100k";
+    if (fs::exists(root + "/u.data")) ml = root, root = fs::path(root).parent_path().string();
     {
-      const Dataset ds = read_dataset(root + "/movielens_ml-100k");
+      const Dataset ds = read_dataset(ml);
       std::fprintf(stderr, "MovieLens 100k, folds u1..u5\n");
       ExperimentOptions x;
       x.make_split = [&](uint64_t k) { return fold(ds, k); };
