@@ -94,6 +94,9 @@ struct Service::Impl {
   std::vector<std::vector<uint32_t>> seen;                        // sorted: never recommended
   std::vector<std::vector<std::pair<uint32_t, float>>> negative;  // dislikes / skips with their weight
   int64_t scratch_user = -1;  // model index reused by POST /v1/recommend (new users, not kept)
+  // The weight of a positive event in a user's history: 1 for implicit models; for a rating model (whose
+  // weights are ratings) the highest rating in the data, so that a like is not read as a poor rating.
+  float liked_weight = 1.0f;
 
   // Text.
   std::unique_ptr<TextEncoder> encoder;
@@ -158,7 +161,9 @@ struct Service::Impl {
     seen.resize(nu);
     negative.resize(nu);
     const Sequences seqs = user_sequences(nu, ds.interactions);
-    const Csr m = ds.user_item_matrix();
+    const Csr m = ds.user_item_matrix(model->predicts_ratings());
+    if (model->predicts_ratings() && m.nnz())
+      liked_weight = *std::max_element(m.values.begin(), m.values.end());
     for (uint32_t u = 0; u < nu; ++u) {
       // In time order, an item once (at its last place), weighted as in the interaction matrix.
       auto s = seqs.of(u);
@@ -306,7 +311,7 @@ struct Service::Impl {
         auto& h = hist[u];
         auto& w = hist_w[u];
         const auto pos = std::find(h.begin(), h.end(), *i);
-        float weight = 1.0f;
+        float weight = liked_weight;
         if (pos != h.end()) {  // moves to the end (most recent), keeping its weight
           weight = w[size_t(pos - h.begin())];
           w.erase(w.begin() + (pos - h.begin()));
@@ -753,7 +758,7 @@ json Service::recommend_new_user(const RecommendQuery& q) {
   }
   std::lock_guard wl(p.write_mu);
   std::unique_lock lock(p.mu);
-  const std::vector<float> w(items.size(), 1.0f);
+  const std::vector<float> w(items.size(), p.liked_weight);
   const uint32_t target = p.scratch_user >= 0 ? uint32_t(p.scratch_user) : p.model->n_users();
   uint32_t mu;
   try {
