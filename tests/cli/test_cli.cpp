@@ -55,7 +55,7 @@ class CliTest : public ::testing::Test {
 
 TEST_F(CliTest, HelpForEveryCommand) {
   for (std::string c :
-       {"import", "split", "train", "eval", "recommend", "quickstart", "models", "serve", "replay"}) {
+       {"import", "split", "train", "eval", "recommend", "quickstart", "models", "serve", "replay", "report"}) {
     Result r = run(c + " --help");
     EXPECT_EQ(r.status, 0) << c << ": " << r.out;
     EXPECT_NE(r.out.find("--"), std::string::npos) << c;
