@@ -2,6 +2,7 @@
 #pragma once
 
 #include <cstdint>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -63,6 +64,10 @@ std::vector<ItemText> item_text_with_tags(const Dataset& ds, const Split& split,
 // missing timestamps by input order): the ordered histories sequence models fit on.
 Sequences user_sequences(uint32_t n_users, const std::vector<Interaction>& a,
                          const std::vector<Interaction>* b = nullptr);
+
+// The items of an ordered history, each once, at its last place ("a b a c" -> "b a c"): a history given to a
+// sequence model or a server keeps its order, and an item taken again counts as taken most recently.
+std::vector<uint32_t> keep_last_occurrence(std::span<const uint32_t> items);
 
 // Throws Error naming the first (user, item) pair of test or validation that also appears in train, and for
 // cold protocols any cold user's target-domain interaction or cold item found in train. Called by every

@@ -489,9 +489,10 @@ int cmd_eval(const EvalArgs& a, const Common& c) {
   x.threads = c.threads;
   check(a.task == "ranking" || a.task == "rating", "--task must be ranking or rating, got '" + a.task + "'");
   if (a.task == "rating") {
-    check(std::any_of(ds.interactions.begin(), ds.interactions.end(), [](const Interaction& it) { return it.has_rating(); }),
+    check(std::any_of(ds.interactions.begin(), ds.interactions.end(),
+                      [](const Interaction& it) { return it.has_rating(); }),
           "--task rating: dataset '" + ds.name + "' has no ratings");
-    x.use_ratings = x.rating_task = true;
+    x.rating_task = true;
   }
   // Validation is for tuning: the test score comes from a model fitted on training + validation.
   x.fit_on_validation = !a.on_validation;
@@ -600,7 +601,8 @@ int cmd_eval(const EvalArgs& a, const Common& c) {
       jm["ci95"] = nested["overall"];
       if (!nested["by_domain"].empty()) jm["ci95_by_domain"] = nested["by_domain"];
     }
-    if (!first.rating_pairs.empty()) jm["rating_pairs"] = first.rating_pairs;  // [predicted, true], first seed
+    if (!first.rating_pairs.empty())
+      jm["rating_pairs"] = first.rating_pairs;  // [predicted, true], first seed
     jm["n_users"] = summary.count("n_users") ? summary.at("n_users").mean : 0.0;
     jm["fit_seconds"] = summary.count("fit_seconds") ? summary.at("fit_seconds").mean : 0.0;
     jm["eval_seconds"] = summary.count("eval_seconds") ? summary.at("eval_seconds").mean : 0.0;
@@ -706,12 +708,7 @@ int cmd_recommend(const RecommendArgs& a, const Common& c) {
       check(!items.empty(), "--history: no item ids in '" + a.history + "'");
     }
     // In the order given (sequence models read it); an item given twice counts once, at its last place.
-    {
-      std::vector<uint32_t> kept;
-      for (size_t k = 0; k < items.size(); ++k)
-        if (std::find(items.begin() + k + 1, items.end(), items[k]) == items.end()) kept.push_back(items[k]);
-      items = std::move(kept);
-    }
+    items = keep_last_occurrence(items);
     std::vector<float> w(items.size(), 1.0f);
     std::vector<float> profile;
     if (a.profile_given) profile = encode_one(*encoder, a.profile, c.threads);

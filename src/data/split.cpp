@@ -4,6 +4,7 @@
 #include <cmath>
 #include <cstdio>
 #include <map>
+#include <unordered_set>
 
 namespace xdrec {
 
@@ -414,7 +415,18 @@ std::vector<ItemText> item_text_with_tags(const Dataset& ds, const Split& split,
   return out;
 }
 
-Sequences user_sequences(uint32_t n_users, const std::vector<Interaction>& a, const std::vector<Interaction>* b) {
+std::vector<uint32_t> keep_last_occurrence(std::span<const uint32_t> items) {
+  // From the back: an item is kept the first time it is met there (its last place), then reversed.
+  std::vector<uint32_t> out;
+  std::unordered_set<uint32_t> met;
+  for (size_t k = items.size(); k-- > 0;)
+    if (met.insert(items[k]).second) out.push_back(items[k]);
+  std::reverse(out.begin(), out.end());
+  return out;
+}
+
+Sequences user_sequences(uint32_t n_users, const std::vector<Interaction>& a,
+                         const std::vector<Interaction>* b) {
   const size_t na = a.size(), n = na + (b ? b->size() : 0);
   auto at = [&](size_t k) -> const Interaction& { return k < na ? a[k] : (*b)[k - na]; };
   std::vector<uint32_t> order(n);

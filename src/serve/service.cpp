@@ -155,7 +155,7 @@ struct Service::Impl {
     const uint32_t nu = ds.n_users();
     model_user.resize(nu);
     for (uint32_t u = 0; u < nu; ++u) model_user[u] = u;
-    represented.assign(nu, 1);
+    represented.assign(nu, 0);
     hist.resize(nu);
     hist_w.resize(nu);
     seen.resize(nu);
@@ -166,12 +166,8 @@ struct Service::Impl {
       liked_weight = *std::max_element(m.values.begin(), m.values.end());
     for (uint32_t u = 0; u < nu; ++u) {
       // In time order, an item once (at its last place), weighted as in the interaction matrix.
-      auto s = seqs.of(u);
-      std::vector<uint32_t> order;
-      for (size_t k = 0; k < s.size(); ++k)
-        if (std::find(s.begin() + k + 1, s.end(), s[k]) == s.end()) order.push_back(s[k]);
       auto idx = m.row_indices(u);
-      for (uint32_t i : order) {
+      for (uint32_t i : keep_last_occurrence(seqs.of(u))) {
         const auto it = std::lower_bound(idx.begin(), idx.end(), i);
         hist[u].push_back(i);
         hist_w[u].push_back(it != idx.end() && *it == i ? m.values[m.indptr[u] + size_t(it - idx.begin())]
@@ -228,7 +224,6 @@ struct Service::Impl {
           size_t(opt.hnsw_ef_construction), uint64_t(100 + g));
     Timer t;
     const uint32_t n = n_items();
-    std::vector<float> buf;
     // Items in index order per domain, added by `threads` workers (hnswlib's addPoint is thread-safe).
     parallel_for(n, resolve_threads(opt.threads), 256, [&](size_t lo, size_t hi) {
       std::vector<float> v(d);
@@ -743,10 +738,10 @@ json Service::recommend_new_user(const RecommendQuery& q) {
       auto i = p.item_ids.find(id);
       if (!i) throw ServeError(404, "unknown item '" + id + "' in history");
       if (*i >= p.model_items) continue;  // known to the server only (no model state)
-      items.erase(std::remove(items.begin(), items.end(), *i), items.end());
       items.push_back(*i);
     }
   }
+  items = keep_last_occurrence(items);
   if (items.empty() && q.profile.empty())
     throw ServeError(400, "give a history of item ids and/or a profile text");
   std::vector<float> profile;

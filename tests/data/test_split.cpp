@@ -323,3 +323,10 @@ TEST(MakeSplit, ProtocolStrings) {
 
 }  // namespace
 }  // namespace xdrec
+
+TEST(KeepLastOccurrence, EachItemOnceAtItsLastPlace) {
+  const std::vector<uint32_t> h{5, 7, 5, 9, 7, 7};
+  EXPECT_EQ(xdrec::keep_last_occurrence(h), (std::vector<uint32_t>{5, 9, 7}));
+  EXPECT_TRUE(xdrec::keep_last_occurrence(std::vector<uint32_t>{}).empty());
+  EXPECT_EQ(xdrec::keep_last_occurrence(std::vector<uint32_t>{3, 1, 2}), (std::vector<uint32_t>{3, 1, 2}));
+}
