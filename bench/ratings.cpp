@@ -80,7 +80,7 @@ int main(int argc, char** argv) {
         {"douban", "random 80/20 per user, seeds 1-3, both domains"},
         {"tuning", "settings chosen on a validation part of a random split of ml-100k (--on-validation)"}};
     auto run = [&](const Dataset& ds, ExperimentOptions x) {
-      x.use_ratings = x.rating_task = true;
+      x.rating_task = true;
       x.threads = 2;
       for (auto& m : models) x.models.push_back(ModelRun::of(m));
       Experiment exp(ds, x);

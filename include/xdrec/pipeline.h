@@ -144,8 +144,8 @@ struct ExperimentOptions {
   bool evaluate_on_validation = false;  // evaluate on validation (else test)
   bool binary = false;                  // every interaction weight 1 (implicit feedback)
   bool use_ratings = false;             // interaction weights from the ratings (Dataset::user_item_matrix)
-  // Rating prediction: fit on the ratings and report RMSE / MAE of the test ratings (evaluate_ratings) beside
-  // the ranking metrics; the models must predict ratings.
+  // Rating prediction: fit on the ratings (as use_ratings) and report RMSE / MAE of the test ratings
+  // (evaluate_ratings) beside the ranking metrics; the models must predict ratings.
   bool rating_task = false;
   std::vector<ModelRun> models;
   std::vector<Evaluation> evaluations{Evaluation{}};

@@ -27,7 +27,7 @@ EvalResult evaluate_ratings(const Recommender& model, const Csr& test, const Dat
   // Per user: squared and absolute error sums per domain.
   std::vector<double> se(users.size() * n_domains, 0.0), ae(users.size() * n_domains, 0.0);
   std::vector<uint64_t> cnt(users.size() * n_domains, 0);
-  std::vector<float> predicted(test.nnz(), 0.0f);
+  std::vector<float> predicted(pairs ? test.nnz() : 0, 0.0f);  // kept only when pairs are asked for
   const size_t block = 64;
   parallel_for((users.size() + block - 1) / block, resolve_threads(threads), 1, [&](size_t lo, size_t hi) {
     for (size_t b = lo; b < hi; ++b) {
@@ -38,7 +38,7 @@ EvalResult evaluate_ratings(const Recommender& model, const Csr& test, const Dat
           const uint32_t i = test.indices[p];
           const size_t d = ds ? ds->item_domain[i] : 0;
           const float pred = model.predict(u, i);
-          predicted[p] = pred;
+          if (pairs) predicted[p] = pred;
           const double e = double(pred) - double(test.values[p]);
           se[r * n_domains + d] += e * e;
           ae[r * n_domains + d] += std::abs(e);

@@ -100,15 +100,7 @@ class IalsModel final : public models::FactorModel {
     check(factors_fitted(), "ials explain: the model is not fitted");
     check(item < items_.rows, "ials explain: item index " + std::to_string(item) + " is out of range");
     const model_util::History hist = model_util::make_history(items, weights, items_.rows, false, name());
-    mf::AlignedFloats g;
-    {
-      std::lock_guard lock(gram_mu_);
-      if (!item_gram_valid_) {
-        mf::gram(items_, item_gram_, 1);
-        item_gram_valid_ = true;
-      }
-      g = item_gram_;
-    }
+    const mf::AlignedFloats g = item_gram();  // a copy: a later fit may replace the cached one
     const size_t f = items_.f;
     const mf::IalsRow row{hist.items.data(), hist.weights.data(), hist.items.size()};
     mf::CholScratch chol(f);
@@ -148,20 +140,23 @@ class IalsModel final : public models::FactorModel {
   }
 
   void solve_user(const model_util::History& hist, float* x) override {
-    {
-      std::lock_guard lock(gram_mu_);
-      if (!item_gram_valid_) {
-        mf::gram(items_, item_gram_, 1);
-        item_gram_valid_ = true;
-      }
-    }
     const mf::IalsRow row{hist.items.data(), hist.weights.data(), hist.items.size()};
     mf::CholScratch chol(users_.f);
-    mf::ials_exact_solve(item_gram_.data(), row_reg(row), items_.data.data(), items_.ld, items_.f, row,
+    mf::ials_exact_solve(item_gram().data(), row_reg(row), items_.data.data(), items_.ld, items_.f, row,
                          float(alpha_), x, chol);
   }
 
  private:
+  // Y^T Y of the item factors, computed on first use after a fit or load (fold-in and explanations need it).
+  const mf::AlignedFloats& item_gram() const {
+    std::lock_guard lock(gram_mu_);
+    if (!item_gram_valid_) {
+      mf::gram(items_, item_gram_, 1);
+      item_gram_valid_ = true;
+    }
+    return item_gram_;
+  }
+
   float row_reg(const mf::IalsRow& row) const {
     if (reg_exponent_ == 0.0) return float(reg_);
     size_t n = 0;

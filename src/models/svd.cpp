@@ -70,7 +70,6 @@ class SvdModel : public Recommender {
     if (plus_) init(y_, ni);
     bu_.assign(nu, 0.0f);
     bi_.assign(ni, 0.0f);
-    implicit_ = m;
     double sum = 0;
     lo_ = INFINITY, hi_ = -INFINITY;
     for (float v : m.values) sum += v, lo_ = std::min(lo_, v), hi_ = std::max(hi_, v);
@@ -133,7 +132,7 @@ class SvdModel : public Recommender {
       if (ctx.progress) ctx.progress(size_t(e) + 1, size_t(epochs_), name() + " epochs");
       lr *= decay_, lrb *= decay_;
     }
-    build_user_vectors();
+    build_user_vectors(m);
   }
 
   void score(std::span<const uint32_t> users, Matrix& out, int threads) const override {
@@ -279,13 +278,13 @@ class SvdModel : public Recommender {
     return err;
   }
 
-  // x_u = p_u (+ the implicit sum of the user's rated items for svd++).
-  void build_user_vectors() {
+  // x_u = p_u (+ the implicit sum of the user's rated items in `m` for svd++).
+  void build_user_vectors(const Csr& m) {
     const size_t f = size_t(factors_), nu = bu_.size();
     x_ = p_;
     if (!plus_) return;
     for (uint32_t u = 0; u < nu; ++u) {
-      const auto row = implicit_.row_indices(u);
+      const auto row = m.row_indices(u);
       if (row.empty()) continue;
       const float norm = 1.0f / std::sqrt(float(row.size()));
       for (uint32_t j : row)
@@ -299,7 +298,6 @@ class SvdModel : public Recommender {
   double lr_ = 0.005, lr_bias_ = 0.005, reg_ = 0.02, reg_bias_ = 0.02, decay_ = 1.0, init_ = 0.1;
   bool biased_ = true;
   std::vector<float> p_, q_, y_, x_, bu_, bi_;
-  Csr implicit_;
   float mu_ = 0, lo_ = 0, hi_ = 0;
   double last_rmse_ = 0;
 };

@@ -214,7 +214,7 @@ RunRecord Experiment::run_one(const ModelRun& m, uint64_t seed, std::unique_ptr<
     rec.text_encoder = tv->encoder_spec;
   }
   const Csr train = part_matrix(ds_, sp.train, opt_.fit_on_validation ? &sp.validation : nullptr, opt_.binary,
-                                opt_.use_ratings);
+                                opt_.use_ratings || opt_.rating_task);
   const Csr test = part_matrix(ds_, opt_.evaluate_on_validation ? sp.validation : sp.test, nullptr,
                                opt_.binary, opt_.rating_task);
   const int threads = resolve_threads(opt_.threads);
@@ -342,7 +342,7 @@ ExperimentResult Experiment::run() {
   std::set<std::string> refused;
   {
     const Csr train = part_matrix(ds_, first.train, opt_.fit_on_validation ? &first.validation : nullptr,
-                                  opt_.binary, opt_.use_ratings);
+                                  opt_.binary, opt_.use_ratings || opt_.rating_task);
     const DataShape shape = data_shape(ds_, train, nullptr);
     for (const ModelRun& m : opt_.models) {
       const std::string key = m.result_key();
