@@ -102,19 +102,56 @@ std::pair<Dataset, std::string> trained(const Args& a, const std::string& tmp, c
   return {std::move(ds), dir};
 }
 
-// Serves `model_dir` over `ds` with `retrieval`, measures recall (HNSW) and load.
-json measure(const Args& a, const Dataset& ds, const std::string& model_dir, const std::string& retrieval,
-             const std::string& tmp) {
+// The service as these benchmarks run it: no text encoder, a fresh event log at `db`, `retrieval` with the
+// benchmark's HNSW settings.
+serve::ServiceOptions service_options(const Args& a, const std::string& model_dir, const std::string& db,
+                                      const std::string& retrieval = "exact") {
   serve::ServiceOptions so;
   so.model_dir = model_dir;
-  so.db = tmp + "/events-" + retrieval + ".sqlite";
-  fs::remove(so.db);
+  so.db = db;
+  fs::remove(db);
   so.text = "none";
   so.retrieval = retrieval;
   so.hnsw_m = a.hnsw_m;
   so.hnsw_ef_construction = a.hnsw_ef_construction;
   so.hnsw_ef = a.hnsw_ef;
   so.threads = 2;
+  return so;
+}
+
+// The HTTP layer over `svc` on a free loopback port (the benchmark's workers and keep-alive, no access log;
+// writes need `token` when one is given), answering on its own thread until stop().
+struct Listening {
+  serve::HttpServer http;
+  std::thread th;
+  Listening(serve::Service& svc, const Args& a, const std::string& token = "")
+      : http(svc, options(a, token)) {
+    http.bind();
+    th = std::thread([this] { http.serve(); });
+  }
+  ~Listening() { stop(); }
+  int port() const { return http.port(); }
+  void stop() {
+    if (!th.joinable()) return;
+    http.stop();
+    th.join();
+  }
+  static serve::HttpOptions options(const Args& a, const std::string& token) {
+    serve::HttpOptions ho;
+    ho.port = 0;
+    ho.threads = a.server_threads;
+    ho.access_log = "-";
+    ho.keep_alive_requests = a.keep_alive;
+    ho.token = token;
+    return ho;
+  }
+};
+
+// Serves `model_dir` over `ds` with `retrieval`, measures recall (HNSW) and load.
+json measure(const Args& a, const Dataset& ds, const std::string& model_dir, const std::string& retrieval,
+             const std::string& tmp) {
+  const serve::ServiceOptions so =
+      service_options(a, model_dir, tmp + "/events-" + retrieval + ".sqlite", retrieval);
   Timer t;
   serve::Service svc(ds, so);
   const double startup = t.seconds();
@@ -126,21 +163,13 @@ json measure(const Args& a, const Dataset& ds, const std::string& model_dir, con
     std::fprintf(stderr, "  recall@10 of HNSW against exact: %.4f (%.1f s)\n", r["recall@10"].get<double>(),
                  tr.seconds());
   }
-  serve::HttpOptions ho;
-  ho.port = 0;
-  ho.threads = a.server_threads;
-  ho.access_log = "-";
-  ho.keep_alive_requests = a.keep_alive;
-  serve::HttpServer http(svc, ho);
-  http.bind();
-  std::thread th([&] { http.serve(); });
+  Listening http(svc, a);
   std::vector<std::string> paths;
   std::mt19937_64 rng(11);
   for (int k = 0; k < 2000; ++k)
     paths.push_back("/v1/recommend?k=10&user=" + ds.users.name(uint32_t(rng() % ds.n_users())));
   json w = run_paths(a, http.port(), paths, tmp);
   http.stop();
-  th.join();
   for (auto& [k, v] : w.items()) r[k] = v;
   r["startup_s"] = startup;
   std::fprintf(stderr, "  %s: %.0f QPS, p50 %.2f ms, p99 %.2f ms, %lld errors (start-up %.1f s)\n",
@@ -199,21 +228,8 @@ double rss_mb() {
 // A soak: `a.soak` seconds of 80% GET /v1/recommend and 20% POST /v1/feedback (clicks, with the token) from
 // wrk against the service over `ds`; resident memory sampled every 10 s.
 json soak(const Args& a, const Dataset& ds, const std::string& model_dir, const std::string& tmp) {
-  serve::ServiceOptions so;
-  so.model_dir = model_dir;
-  so.db = tmp + "/soak.sqlite";
-  fs::remove(so.db);
-  so.text = "none";
-  so.threads = 2;
-  serve::Service svc(ds, so);
-  serve::HttpOptions ho;
-  ho.port = 0;
-  ho.threads = a.server_threads;
-  ho.access_log = "-";
-  ho.token = "soak-token-0123";
-  serve::HttpServer http(svc, ho);
-  http.bind();
-  std::thread th([&] { http.serve(); });
+  serve::Service svc(ds, service_options(a, model_dir, tmp + "/soak.sqlite"));
+  Listening http(svc, a, "soak-token-0123");
   const std::string lua = tmp + "/soak.lua";
   {
     std::ofstream f(lua);
@@ -247,7 +263,6 @@ json soak(const Args& a, const Dataset& ds, const std::string& model_dir, const 
   sampler.join();
   const json health = svc.health();
   http.stop();
-  th.join();
   r["seconds"] = a.soak;
   r["events_stored"] = health["events"];
   r["rss_mb"] = rss;

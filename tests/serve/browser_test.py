@@ -331,6 +331,19 @@ class Run:
 
     # ---- the checks ----
 
+    def feedback_stored(self, user, kind, item, n_events):
+        """Clicks `kind` on `item`'s row; the list re-renders without it, #status confirms it, and the server
+        holds `n_events` events of the user, the last this one. Returns the page state."""
+        self.feedback_click(kind, item)
+        s = self.wait_list(f"the list to re-render without the {kind}d {item}",
+                           lambda s: item not in s["rows"] and not s["statusError"])
+        if not s["status"].startswith(f"{kind} on {item} stored"):
+            raise Failure(f"#status does not confirm the {kind}: {s['status']!r}")
+        ev = self.server_events(user)
+        if len(ev) != n_events or (ev[-1]["item"], ev[-1]["type"]) != (item, kind):
+            raise Failure(f"the server's feedback of {user} after the {kind}: {ev}")
+        return s
+
     def run(self):
         self.start_server()
         st, health = http("GET", self.base + "/health")
@@ -364,14 +377,7 @@ class Run:
         self.wd.type("#token", TOKEN)
         before = len(self.server_events(user))
         liked = s["rows"][0]
-        self.feedback_click("like", liked)
-        s = self.wait_list(f"the list to re-render without the liked {liked}",
-                           lambda s: liked not in s["rows"] and not s["statusError"])
-        if not s["status"].startswith(f"like on {liked} stored"):
-            raise Failure(f"#status does not confirm the like: {s['status']!r}")
-        ev = self.server_events(user)
-        if len(ev) != before + 1 or (ev[-1]["item"], ev[-1]["type"]) != (liked, "like"):
-            raise Failure(f"the server's feedback of {user} after the like: {ev}")
+        s = self.feedback_stored(user, "like", liked, before + 1)
         self.ok(f"like on the first row ({liked}) stored (POST /v1/feedback) and the item left the list")
 
         # 4. the feedback panel shows the like
@@ -380,14 +386,7 @@ class Run:
 
         # 5. dislike another item
         disliked = s["rows"][2]
-        self.feedback_click("dislike", disliked)
-        s = self.wait_list(f"the list to re-render without the disliked {disliked}",
-                           lambda s: disliked not in s["rows"] and not s["statusError"])
-        if not s["status"].startswith(f"dislike on {disliked} stored"):
-            raise Failure(f"#status does not confirm the dislike: {s['status']!r}")
-        ev = self.server_events(user)
-        if len(ev) != before + 2 or (ev[-1]["item"], ev[-1]["type"]) != (disliked, "dislike"):
-            raise Failure(f"the server's feedback of {user} after the dislike: {ev}")
+        s = self.feedback_stored(user, "dislike", disliked, before + 2)
         self.wait_page(f"'dislike {disliked}' and 'like {liked}' in the feedback panel",
                        lambda s: f"dislike {disliked}" in s["events"] and f"like {liked}" in s["events"])
         self.ok(f"dislike on {disliked} stored, the item left the list, the panel shows both events")
