@@ -23,8 +23,8 @@
 // Training windows: the last max_len + 1 items of each history, and with `windows` (default) every earlier
 // max_len-long window too, so each item of a long history is a target once. Epochs: at least `epochs`, more
 // when the data gives fewer than min_steps optimiser steps in that many (small datasets).
-// Defaults (epochs=40, negatives=2000, text=add with a linear adaptor when text vectors are given) were chosen
-// on the Food-Kitchen validation users (BENCHMARKS.md, "Sequential recommendation").
+// Defaults (epochs=40, negatives=2000, text=add with a linear adaptor when text vectors are given) were
+// chosen on the Food-Kitchen validation users (BENCHMARKS.md, "Sequential recommendation").
 //
 // A user is their history: scoring runs the network over the last max_len items, one user at a time, so a
 // user's scores do not depend on the batch. fold_in stores a new history and is exact (the same forward pass
@@ -73,11 +73,11 @@ struct Chunk {
   std::vector<MatF> xs;  // input of each block, then the last block's output
   std::vector<Block::Cache> caches;
   nn::LayerNorm<float>::Cache lnf;
-  MatF h;                         // final hidden states (after the layer norm)
-  std::vector<MatF> grads;        // dense parameters other than the item table
-  std::vector<uint32_t> e_ids;    // item-table rows touched, in order
-  MatF e_rows;                    // their gradients (one row per id)
-  std::vector<MatF> dcand;        // per domain: gradient of the shared candidates' representations
+  MatF h;                       // final hidden states (after the layer norm)
+  std::vector<MatF> grads;      // dense parameters other than the item table
+  std::vector<uint32_t> e_ids;  // item-table rows touched, in order
+  MatF e_rows;                  // their gradients (one row per id)
+  std::vector<MatF> dcand;      // per domain: gradient of the shared candidates' representations
   double loss = 0;
 };
 
@@ -105,8 +105,10 @@ class SasrecModel final : public Recommender {
         .add("windows", &windows_, true,
              "train on every max_len-long window of a longer history (from the most recent backwards), not "
              "only on the most recent one")
-        .add("dropout", &dropout_, 0.3, 0.0, 0.95, "dropout on the embeddings, residual branches and attention")
-        .add("epochs", &epochs_, 40, 0, 100000, "passes over the training sequences (at least; see min_steps)")
+        .add("dropout", &dropout_, 0.3, 0.0, 0.95,
+             "dropout on the embeddings, residual branches and attention")
+        .add("epochs", &epochs_, 40, 0, 100000,
+             "passes over the training sequences (at least; see min_steps)")
         .add("min_steps", &min_steps_, 1000, 0, 1 << 30,
              "more epochs when needed for this many optimiser steps (small datasets: few steps per epoch)")
         .add("batch", &batch_, 256, 1, 1 << 20, "sequences per minibatch")
@@ -130,12 +132,15 @@ class SasrecModel final : public Recommender {
         .add("experts", &experts_, 4, 1, 64, "adaptor=moe: experts")
         .add("id_dropout", &id_dropout_, 0.0, 0.0, 1.0,
              "text models: probability of dropping an item's id embedding in a training pass (cold items)")
+        .add("user_state", &user_state_, "last", {"last", "mean"},
+             "a user's state when scoring: the output at the last position of the history (the next-item "
+             "prediction), or the mean of the outputs over every position (the history's long-run taste)")
         .add("seed", &seed_, 0, 0, INT_MAX, "random seed (0: the fit context's seed)");
     ae_.declare(params_);
     params_.apply(spec.values);
     ae_.validate("sasrec");
-    check(dim_ % heads_ == 0, "sasrec: dim " + std::to_string(dim_) + " is not a multiple of heads " +
-                                  std::to_string(heads_));
+    check(dim_ % heads_ == 0,
+          "sasrec: dim " + std::to_string(dim_) + " is not a multiple of heads " + std::to_string(heads_));
   }
 
   std::string param_help() const { return params_.help(); }
@@ -166,6 +171,10 @@ class SasrecModel final : public Recommender {
   uint32_t n_items() const override { return fitted_ ? uint32_t(emb_.rows) : 0; }
   bool uses_text() const override { return fitted_ && text_dim_ > 0; }
   std::string text_encoder() const override { return uses_text() ? encoder_ : ""; }
+  std::map<std::string, std::vector<double>> training_curves() const override {
+    if (curve_.empty()) return {};
+    return {{"loss", curve_}};
+  }
 
   void fit(const Csr& user_items, const FitContext& ctx) override {
     const Csr x = model_util::prepare_interactions(user_items, true, "sasrec");
@@ -318,11 +327,11 @@ class SasrecModel final : public Recommender {
     check(fitted_, "sasrec: add_item before fit");
     check(uses_text(), "sasrec: add_item needs a model fitted with item text (text=add, replace or init)");
     check(text_vector.size() == features_.input_dim(),
-          "sasrec add_item: text vector has " + std::to_string(text_vector.size()) + " dimensions, expected " +
-              std::to_string(features_.input_dim()));
+          "sasrec add_item: text vector has " + std::to_string(text_vector.size()) +
+              " dimensions, expected " + std::to_string(features_.input_dim()));
     for (size_t k = 0; k < text_vector.size(); ++k)
-      check(std::isfinite(text_vector[k]), "sasrec add_item: text vector entry " + std::to_string(k) +
-                                               " is not finite");
+      check(std::isfinite(text_vector[k]),
+            "sasrec add_item: text vector entry " + std::to_string(k) + " is not finite");
     check(domain < n_domains_, "sasrec add_item: domain " + std::to_string(domain) + " is out of range (" +
                                    std::to_string(n_domains_) + " domains)");
     const uint32_t i = uint32_t(emb_.rows);
@@ -391,7 +400,8 @@ class SasrecModel final : public Recommender {
     for (uint16_t dd : item_domain_) check(dd < n_domains_, "sasrec load: item domain out of range");
     const auto off = get_tensor(t, "hist.offsets").to_u64("sasrec hist.offsets");
     const auto items = get_tensor(t, "hist.items").to_u32("sasrec hist.items");
-    check(!off.empty() && off.front() == 0 && off.back() == items.size(), "sasrec load: histories are inconsistent");
+    check(!off.empty() && off.front() == 0 && off.back() == items.size(),
+          "sasrec load: histories are inconsistent");
     hist_.assign(off.size() - 1, {});
     for (size_t u = 0; u + 1 < off.size(); ++u) {
       check(off[u] <= off[u + 1], "sasrec load: history offsets decrease");
@@ -418,8 +428,8 @@ class SasrecModel final : public Recommender {
 
   void set_domains(std::span<const uint16_t> item_domain, uint32_t ni) {
     check(item_domain.empty() || item_domain.size() == ni,
-          "sasrec: item_domain has " + std::to_string(item_domain.size()) + " entries for " + std::to_string(ni) +
-              " items");
+          "sasrec: item_domain has " + std::to_string(item_domain.size()) + " entries for " +
+              std::to_string(ni) + " items");
     item_domain_.assign(ni, 0);
     n_domains_ = 1;
     for (uint32_t i = 0; i < item_domain.size(); ++i) {
@@ -495,7 +505,8 @@ class SasrecModel final : public Recommender {
     std::vector<std::pair<std::string, const MatF*>> p{{"pos_emb", &pos_}, {"dom_emb", &dom_}};
     for (size_t b = 0; b < blocks_w_.size(); ++b) {
       const auto ps = blocks_w_[b].params();
-      for (size_t k = 0; k < ps.size(); ++k) p.emplace_back("block" + std::to_string(b) + "." + std::to_string(k), ps[k]);
+      for (size_t k = 0; k < ps.size(); ++k)
+        p.emplace_back("block" + std::to_string(b) + "." + std::to_string(k), ps[k]);
     }
     p.emplace_back("ln_f.gamma", &ln_f_.gamma);
     p.emplace_back("ln_f.beta", &ln_f_.beta);
@@ -583,9 +594,9 @@ class SasrecModel final : public Recommender {
   }
 
   // Backward of item_rep: the id part goes to (e_ids, e_rows), the adaptor's to grads[ai...].
-  void item_rep_backward(std::span<const uint32_t> ids, const float* keep, const MatF& codes, const MatF& gates,
-                         const MatF& dout, std::vector<MatF>& grads, std::vector<uint32_t>& e_ids,
-                         MatF& e_rows) const {
+  void item_rep_backward(std::span<const uint32_t> ids, const float* keep, const MatF& codes,
+                         const MatF& gates, const MatF& dout, std::vector<MatF>& grads,
+                         std::vector<uint32_t>& e_ids, MatF& e_rows) const {
     const size_t n = ids.size();
     if (id_on()) {
       const size_t r0 = e_rows.rows;
@@ -672,6 +683,16 @@ class SasrecModel final : public Recommender {
       b.forward(x, off, y, cache, nullptr);
       std::swap(x, y);
     }
+    if (user_state_ == "mean") {
+      // Every position's normalised output (each the prediction of the item after it), averaged.
+      MatF o;
+      ln_f_.forward(x, o, nullptr);
+      std::fill(out, out + d_, 0.0f);
+      for (size_t t = 0; t < n; ++t)
+        for (size_t j = 0; j < d_; ++j) out[j] += o.row(t)[j];
+      for (size_t j = 0; j < d_; ++j) out[j] /= float(n);
+      return;
+    }
     MatF last(1, d_), o;
     std::copy(x.row(n - 1), x.row(n - 1) + d_, last.row(0));
     ln_f_.forward(last, o, nullptr);
@@ -681,6 +702,7 @@ class SasrecModel final : public Recommender {
   // ---- Training -----------------------------------------------------------------------------------------
 
   void train(const std::vector<std::vector<uint32_t>>& seqs, const FitContext& ctx) {
+    curve_.clear();
     // Training windows (user, end): the items seq[end - max_len - 1 .. end) of a history, at least two of
     // them; each item is a target in exactly one window (with `windows`; else only the most recent window).
     std::vector<Window> users;
@@ -804,16 +826,17 @@ class SasrecModel final : public Recommender {
         adam.set_lr(nn::scheduled_lr(lr_, step, warmup_, total, decay_));
         adam.step(grads);
       }
+      curve_.push_back(loss / double(std::max<uint64_t>(1, positions)));
       if (ctx.verbose)
-        std::fprintf(stderr, "sasrec epoch %d: loss %.4f (%.1f s)\n", ep + 1, loss / double(std::max<uint64_t>(1, positions)),
-                     timer.seconds());
+        std::fprintf(stderr, "sasrec epoch %d: loss %.4f (%.1f s)\n", ep + 1,
+                     loss / double(std::max<uint64_t>(1, positions)), timer.seconds());
       if (ctx.progress) ctx.progress(size_t(ep + 1), size_t(epochs), "sasrec epochs");
     }
   }
 
   void run_chunk(Chunk& ch, const std::vector<std::vector<uint32_t>>& seqs, std::span<const Window> windows,
-                 const std::vector<std::vector<uint32_t>>& cand, const std::vector<MatF>& cand_rep, float scale,
-                 Rng rng) const {
+                 const std::vector<std::vector<uint32_t>>& cand, const std::vector<MatF>& cand_rep,
+                 float scale, Rng rng) const {
     // Pack the chunk's windows: inputs s[b .. end-2], targets s[b+1 .. end-1], b = end - n.
     ch.offsets.assign(1, 0);
     ch.in_ids.clear(), ch.in_rev.clear(), ch.tgt_ids.clear(), ch.in_dom.clear(), ch.tgt_dom.clear();
@@ -890,16 +913,17 @@ class SasrecModel final : public Recommender {
       const float sc = scale * domain_weight_[dd];
       MatF dhq, dpq;
       if (loss_ == "softmax") {
-        ch.loss += nn::sampled_softmax<float>(hin, pq, cand_rep[dd], pid, cand[dd], sc, &dhq, &dpq,
-                                              &ch.dcand[dd]) /
-                   scale;
+        ch.loss +=
+            nn::sampled_softmax<float>(hin, pq, cand_rep[dd], pid, cand[dd], sc, &dhq, &dpq, &ch.dcand[dd]) /
+            scale;
       } else {
         // One negative per position from the target's domain (not the target itself when possible).
         std::vector<uint32_t> nid(m);
         const auto& pl = pool_[dd];
         for (size_t r = 0; r < m; ++r) {
           uint32_t j = pl[rng.below(pl.size())];
-          for (int tries = 0; j == pid[r] && pl.size() > 1 && tries < 8; ++tries) j = pl[rng.below(pl.size())];
+          for (int tries = 0; j == pid[r] && pl.size() > 1 && tries < 8; ++tries)
+            j = pl[rng.below(pl.size())];
           nid[r] = j;
         }
         MatF nq, ncodes, ngates, dnq;
@@ -955,7 +979,8 @@ class SasrecModel final : public Recommender {
   int negatives_ = 2000, experts_ = 4, seed_ = 0, min_steps_ = 1000;
   double dropout_ = 0.3, lr_ = 1e-3, weight_decay_ = 0, clip_ = 5, id_dropout_ = 0;
   bool decay_ = false, balance_ = false, domain_emb_ = true, domain_heads_ = false, windows_ = true;
-  std::string act_ = "gelu", loss_ = "softmax", text_ = "add", adaptor_ = "linear";
+  std::vector<double> curve_;  // mean loss per epoch of the last fit
+  std::string act_ = "gelu", loss_ = "softmax", text_ = "add", adaptor_ = "linear", user_state_ = "last";
   models::AutoencoderParams ae_;
 
   bool fitted_ = false;
