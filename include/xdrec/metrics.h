@@ -87,6 +87,12 @@ struct EvalOptions {
 // docs/METRICS.md.
 using MetricMap = std::map<std::string, double>;
 
+// Popularity long tail (full ranking): the candidate catalogue cut into ten deciles by training popularity,
+// most popular first; the share of the recommended items and of the training interactions in each.
+struct LongTail {
+  std::vector<double> recommended, interacted;  // 10 entries each (empty: not measured)
+};
+
 struct EvalResult {
   MetricMap overall;
   std::map<std::string, MetricMap> by_domain;  // domain name -> metrics
@@ -95,6 +101,7 @@ struct EvalResult {
   double seconds = 0;
   std::string protocol;    // "full" or "sampled:N"
   MetricMap overall_ci95;  // half-width of the 95% CI (Student t) of each per-user mean in `overall`
+  LongTail long_tail;
   // {"overall", "by_domain", "by_cohort", "n_users", "seconds", "protocol", "overall_ci95"}
   nlohmann::json to_json() const;
 };
@@ -107,8 +114,9 @@ struct EvalResult {
 EvalResult evaluate(const Recommender& model, const Csr& train, const Csr& test, const Dataset* ds,
                     const EvalOptions& opt);
 
-// Rating prediction: RMSE and MAE of model.predict() against the values of `test` (the true ratings), over every
-// test entry (not per user), overall ("rmse", "mae", "n_ratings"), per domain (with `ds`) and per cohort
+// Rating prediction: RMSE and MAE of model.predict() against the values of `test` (the true ratings), over
+// every test entry (not per user), overall ("rmse", "mae", "n_ratings"), per domain (with `ds`) and per
+// cohort
 // ("cold-users" / "warm-users" with `cold_user`). Error for a model that does not predict ratings. Errors are
 // summed in user order: the result does not depend on `threads`.
 // `pairs` (optional) receives up to `max_pairs` (predicted, true) pairs, spread evenly over the entries.

@@ -109,6 +109,10 @@ struct ModelRun {
   // With an encoder: a model that turns out not to use text is an error unless this is set (the CLI gives
   // --encoder to every model; the text models use it, the others ignore it).
   bool text_optional = false;
+  // Augmentation (augment.h spec, e.g. "gan:domain=food,per_user=5"): the model is fitted on the training
+  // matrix plus generated interactions; rankings still exclude only the real training interactions. The key
+  // gets " +<spec>".
+  std::string augment;
   std::string result_key() const;
   static ModelRun of(std::string spec, std::string encoder = "") {
     ModelRun m;
@@ -172,6 +176,9 @@ struct RunRecord {
   std::string error;                      // non-empty: the run failed; metrics are empty
   // Rating task: (predicted, true) pairs of the test ratings, up to 20,000 spread over them (for the report).
   std::vector<std::pair<float, float>> rating_pairs;
+  // For the report: "training_curves" (Recommender::training_curves), "long_tail" (of the first evaluation,
+  // full ranking), "augment" (what augmentation added); each only where there is one.
+  nlohmann::json extras = nlohmann::json::object();
 };
 
 class ExperimentResult {

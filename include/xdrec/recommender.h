@@ -4,6 +4,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <map>
 #include <memory>
 #include <span>
 #include <string>
@@ -96,6 +97,11 @@ class Recommender {
   virtual bool predicts_ratings() const { return false; }
   // One (user, item) score; rating models override it with an O(factors) path.
   virtual float predict(uint32_t user, uint32_t item) const;
+
+  // ---- Training record ------------------------------------------------------------------------------------
+  // Mean training loss per epoch of the last fit, by name ("loss"; CFGAN: "discriminator", "generator"), for
+  // training curves. Empty for models without epochs (and after load: the record is not saved).
+  virtual std::map<std::string, std::vector<double>> training_curves() const { return {}; }
 
   // ---- Dot-product form and explanations (serving; models that have them override these) ----------------
   // A model whose ranking of a user's items is <user vector, item vector> + item bias (up to a constant per

@@ -12,6 +12,7 @@
 #include <sstream>
 
 #include "cli/progress.h"
+#include "xdrec/augment.h"
 #include "xdrec/encoder.h"
 #include "xdrec/metrics.h"
 #include "xdrec/params.h"
@@ -452,6 +453,14 @@ int cmd_train(const TrainArgs& a, const Common& c) {
   req.sequences = &sequences;
   req.progress = progress_bar(!c.quiet);
   req.on_cost = [&](const ModelCost& cost) { print_cost(a.model, cost, c.quiet); };
+  if (!a.augment.empty()) {
+    AugmentReport ar;
+    train = augment_interactions(train, ds.item_domain, parse_augment(a.augment, ds), c.seed, c.threads, &ar);
+    if (!c.quiet)
+      std::fprintf(stderr, "augmented %u users with %llu generated interactions in %.1f s%s\n", ar.users,
+                   (unsigned long long)ar.added, ar.seconds,
+                   ar.generator.empty() ? "" : (" (generator " + ar.generator + ")").c_str());
+  }
   Fitted f = fit_model(ds, train, req);
   const Recommender& model = *f.model;
   save_model(model, a.output, ds.fingerprint());
@@ -542,7 +551,8 @@ int cmd_eval(const EvalArgs& a, const Common& c) {
   for (const auto& spec : a.models) {
     ModelRun m;
     m.spec = spec;
-    m.key = spec;
+    m.augment = a.augment;
+    m.key = spec + (a.augment.empty() ? "" : " +" + a.augment);
     m.encoder = encoder_spec;
     m.text_optional = true;
     x.models.push_back(m);
@@ -602,7 +612,9 @@ int cmd_eval(const EvalArgs& a, const Common& c) {
       if (!nested["by_domain"].empty()) jm["ci95_by_domain"] = nested["by_domain"];
     }
     if (!first.rating_pairs.empty())
-      jm["rating_pairs"] = first.rating_pairs;  // [predicted, true], first seed
+      jm["rating_pairs"] = first.rating_pairs;                         // [predicted, true], first seed
+    for (const char* x : {"training_curves", "long_tail", "augment"})  // first seed
+      if (first.extras.contains(x)) jm[x] = first.extras[x];
     jm["n_users"] = summary.count("n_users") ? summary.at("n_users").mean : 0.0;
     jm["fit_seconds"] = summary.count("fit_seconds") ? summary.at("fit_seconds").mean : 0.0;
     jm["eval_seconds"] = summary.count("eval_seconds") ? summary.at("eval_seconds").mean : 0.0;

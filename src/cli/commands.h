@@ -45,6 +45,7 @@ struct TrainArgs {
   DataArg data;
   std::string split_dir, model, output;
   std::string events;  // a server's event log (SQLite) to fold into the data before training
+  std::string augment;  // augment.h spec: generated interactions for a sparse domain's users
   TextArgs text;
 };
 struct EvalArgs {
@@ -60,6 +61,7 @@ struct EvalArgs {
   bool on_validation = false;      // fit on train, evaluate on validation (tuning); else train+validation -> test
   std::vector<double> diversity;   // MMR trade-offs to evaluate besides the plain lists (full ranking)
   std::string task = "ranking";    // or "rating": fit on the ratings, report RMSE / MAE
+  std::string augment;             // augment.h spec applied to every model's training matrix
   TextArgs text;
 };
 struct RecommendArgs {

@@ -81,6 +81,9 @@ int main(int argc, char** argv) {
                       "split directory written by `xdrec split` (trains on its train part)");
   c_train->add_option("-m,--model", tr.model, "model spec, e.g. ials:factors=128,reg=0.05")->required();
   c_train->add_option("-o,--output", tr.output, "model directory")->required();
+  c_train->add_option("--augment", tr.augment,
+                      "add generated interactions for the users of a sparse domain before fitting: "
+                      "gan|itemknn|popular[:domain=D,per_user=N,max_history=N,weight=W,<generator params>]");
   add_text(c_train, tr.text);
   add_common(c_train);
 
@@ -125,6 +128,9 @@ int main(int argc, char** argv) {
           "ranking (top-K lists) or rating (fit on the ratings; RMSE and MAE of the test ratings, with "
           "the ranking metrics beside)")
       ->capture_default_str();
+  c_eval->add_option("--augment", ev.augment,
+                     "fit every model on the training part plus generated interactions (as train --augment); "
+                     "the rankings exclude only the real training interactions");
   c_eval->add_option("-o,--output", ev.output, "write metrics as JSON");
   add_text(c_eval, ev.text);
   add_common(c_eval);

@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <atomic>
 #include <cmath>
+#include <functional>
 #include <mutex>
 #include <string>
 
@@ -138,6 +139,36 @@ void beyond_accuracy(const Lists& lists, size_t n_positions, Use use, const std:
     out[metric_name("gini", k)] = gini_index(local_lists, n_cat);
     if (item_vectors) out[metric_name("diversity", k)] = intra_list_diversity(global_lists, *item_vectors);
   }
+}
+
+// The catalogue in ten popularity deciles (by training popularity, most popular first): the share of the
+// recommended items (every list at its full length) and of the training interactions in each.
+LongTail long_tail(const Lists& lists, size_t n_positions, const std::function<bool(size_t)>& use,
+                   const std::vector<uint32_t>& catalogue, const std::vector<uint32_t>& popularity,
+                   const Csr& train) {
+  LongTail lt;
+  if (catalogue.empty()) return lt;
+  std::vector<uint32_t> order(catalogue);
+  std::stable_sort(order.begin(), order.end(),
+                   [&](uint32_t a, uint32_t b) { return popularity[a] > popularity[b]; });
+  std::vector<int> decile(popularity.size(), -1);
+  for (size_t r = 0; r < order.size(); ++r) decile[order[r]] = int(r * 10 / order.size());
+  lt.recommended.assign(10, 0.0);
+  lt.interacted.assign(10, 0.0);
+  double nr = 0, ni = 0;
+  for (size_t p = 0; p < n_positions; ++p) {
+    if (!use(p)) continue;
+    const uint32_t* l = lists.items.data() + p * lists.max_k;
+    for (size_t r = 0; r < lists.len[p]; ++r)
+      if (decile[l[r]] >= 0) lt.recommended[size_t(decile[l[r]])] += 1, nr += 1;
+  }
+  for (uint32_t i : train.indices)
+    if (decile[i] >= 0) lt.interacted[size_t(decile[i])] += 1, ni += 1;
+  for (size_t d = 0; d < 10; ++d) {
+    lt.recommended[d] = nr > 0 ? lt.recommended[d] / nr : 0.0;
+    lt.interacted[d] = ni > 0 ? lt.interacted[d] / ni : 0.0;
+  }
+  return lt;
 }
 
 // Draws up to n negatives for one target: items of `domain_items` (sorted) that are not in `seen` (sorted),
@@ -299,6 +330,13 @@ EvalResult evaluate(const Recommender& model, const Csr& train, const Csr& test,
   head.init(n_pos, ic_width);
   tail.init(n_pos, ic_width);
   std::vector<double> tied(n_pos, 0.0);  // per user: mean share of candidates tied with a held-out item
+  // Serendipity (full ranking): per user and k, the share of the top k that is relevant and not among the k
+  // most popular candidates the user has not interacted with (what a popularity list would have shown).
+  Group seren;
+  seren.init(n_pos, ks.size());
+  std::vector<uint32_t> pop_order(catalogue);
+  std::stable_sort(pop_order.begin(), pop_order.end(),
+                   [&](uint32_t a, uint32_t b) { return popularity[a] > popularity[b]; });
   Lists overall_lists;
   std::vector<Lists> domain_lists(n_groups_domain);
   if (!sampled) {
@@ -376,6 +414,25 @@ EvalResult evaluate(const Recommender& model, const Csr& train, const Csr& test,
     w.all.finish(w.list);
     diversify(row, w.list);
     overall_lists.store(p, w.list);
+    {
+      w.rel_b.clear();  // the popularity list
+      for (uint32_t i : pop_order) {
+        if (w.rel_b.size() == max_k) break;
+        if (!std::binary_search(exclude.begin(), exclude.end(), i)) w.rel_b.push_back(i);
+      }
+      for (size_t ki = 0; ki < ks.size(); ++ki) {
+        const size_t k = ks[ki], n = std::min(k, w.list.size()), np = std::min(k, w.rel_b.size());
+        size_t hits = 0;
+        for (size_t r = 0; r < n; ++r) {
+          const uint32_t i = w.list[r];
+          if (std::binary_search(relevant.begin(), relevant.end(), i) &&
+              std::find(w.rel_b.begin(), w.rel_b.begin() + int64_t(np), i) == w.rel_b.begin() + int64_t(np))
+            ++hits;
+        }
+        seren.at(p)[ki] = double(hits) / double(k);
+      }
+      seren.has[p] = 1;
+    }
     accuracy_metrics(w.list, relevant, ks, overall.at(p));
     overall.has[p] = 1;
     // Head / tail items: the same list judged against the relevant head (tail) items only.
@@ -513,9 +570,15 @@ EvalResult evaluate(const Recommender& model, const Csr& train, const Csr& test,
     for (double v : tied) t += v;
     res.overall["tied_share"] = t / double(n_pos);
   }
-  if (!sampled && n_items > 0)
+  if (!sampled && n_items > 0) {
     beyond_accuracy(overall_lists, n_pos, all, ks, catalogue, catalogue_index, popularity, train.n_rows,
                     opt.item_vectors, res.overall);
+    static constexpr const char* kSeren[] = {"serendipity"};
+    MetricMap sm = reduce(seren, n_pos, ks, kSeren, 1, [&](size_t p) { return seren.has[p] != 0; });
+    sm.erase("n_users");
+    res.overall.insert(sm.begin(), sm.end());
+    res.long_tail = long_tail(overall_lists, n_pos, all, catalogue, popularity, train);
+  }
   for (size_t d = 0; d < n_groups_domain; ++d) {
     auto in_d = [&](size_t p) { return per_domain[d].has[p] != 0; };
     MetricMap m = reduce(per_domain[d], n_pos, ks, kAccNames, kNumAcc, in_d);
@@ -560,6 +623,8 @@ nlohmann::json EvalResult::to_json() const {
   j["n_users"] = n_users;
   j["seconds"] = seconds;
   j["protocol"] = protocol;
+  if (!long_tail.recommended.empty())
+    j["long_tail"] = {{"recommended", long_tail.recommended}, {"interacted", long_tail.interacted}};
   j["overall_ci95"] = nlohmann::json::object();
   for (const auto& [k, v] : overall_ci95) j["overall_ci95"][k] = v;
   return j;

@@ -6,12 +6,11 @@
 // independent of the thread count. Memory grows with n_items^2 (12 bytes per entry while fitting); the
 // max_items parameter refuses catalogues where that is unreasonable.
 
-#include "core/eigen.h"
-
 #include <climits>
 #include <cmath>
 #include <cstdio>
 
+#include "core/eigen.h"
 #include "models/model_util.h"
 #include "xdrec/recommender.h"
 

@@ -131,6 +131,10 @@ class HybridModel final : public models::FactorModel {
   std::string spec() const override { return name() + ":" + params_.current(); }
   bool uses_text() const override { return fitted_ ? dt_ > 0 : use_text_; }
   std::string text_encoder() const override { return dt_ > 0 ? encoder_ : ""; }
+  std::map<std::string, std::vector<double>> training_curves() const override {
+    if (curve_.empty()) return {};
+    return {{"loss", curve_}};
+  }
 
   void fit(const Csr& user_items, const FitContext& ctx) override;
 
@@ -173,6 +177,7 @@ class HybridModel final : public models::FactorModel {
     return cand_.size() > 1 ? cand_[item_domain_[item]] : cand_[0];
   }
 
+  std::vector<double> curve_;  // mean loss per epoch of the last fit
   ParamSet params_;
   int factors_ = 64, epochs_ = 10, max_sampled_ = 30, batch_ = 0, foldin_epochs_ = 40, seed_ = 0;
   double lr_ = 0.05, text_lr_ = 0.05, reg_ = 1e-4, text_reg_ = 1e-3, id_dropout_ = 0.5, margin_ = 1.0,
@@ -209,6 +214,7 @@ void HybridModel::build_candidates() {
 }
 
 void HybridModel::fit(const Csr& user_items, const FitContext& ctx) {
+  curve_.clear();
   model_util::check_interactions(user_items, "hybrid");
   const int threads = resolve_threads(ctx.threads);
   seed_used_ = seed_ != 0 ? uint64_t(seed_) : ctx.seed;
@@ -550,6 +556,7 @@ void HybridModel::fit(const Csr& user_items, const FitContext& ctx) {
       phase.reset();
     }
     hybrid::refresh(b, side, caches, {}, {}, threads);
+    curve_.push_back(epoch_terms ? epoch_loss / double(epoch_terms) : 0.0);
     if (ctx.verbose)
       std::fprintf(
           stderr,

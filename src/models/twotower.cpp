@@ -232,8 +232,13 @@ class TwoTowerModel final : public Recommender {
   uint32_t n_items() const override { return fitted_ ? uint32_t(item_emb_.size()) : 0; }
   bool uses_text() const override { return fitted_ && text_dim_ > 0; }
   std::string text_encoder() const override { return uses_text() ? encoder_ : ""; }
+  std::map<std::string, std::vector<double>> training_curves() const override {
+    if (curve_.empty()) return {};
+    return {{"loss", curve_}};
+  }
 
   void fit(const Csr& user_items, const FitContext& ctx) override {
+    curve_.clear();
     const bool implicit = loss_ == "bce";
     const Csr x = model_util::prepare_interactions(user_items, implicit, "twotower");
     if (loss_ == "rating") {
@@ -343,6 +348,7 @@ class TwoTowerModel final : public Recommender {
         }
         loss_sum += train_batch(ws, rng, seed, batch_counter, &pool, adam_dense, adam_emb);
       }
+      curve_.push_back(loss_sum / double(std::max<size_t>(1, size_t(n_batches))));
       if (ctx.verbose)
         std::fprintf(stderr, "twotower epoch %d: loss %.5f%s, %.2f s\n", epoch + 1,
                      loss_sum / double(n_batches),
@@ -989,6 +995,7 @@ class TwoTowerModel final : public Recommender {
     emb = e.data;
   }
 
+  std::vector<double> curve_;  // mean loss per epoch of the last fit
   ParamSet params_;
   int factors_ = 32, hidden_ = 64, layers_ = 1, merge_hidden_ = 32, epochs_ = 10, batch_ = 128,
       negatives_ = 4;

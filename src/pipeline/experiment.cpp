@@ -5,6 +5,7 @@
 #include <cstdio>
 #include <set>
 
+#include "xdrec/augment.h"
 #include "xdrec/pipeline.h"
 
 namespace xdrec {
@@ -152,6 +153,7 @@ std::string ModelRun::result_key() const {
   std::string k = spec;
   if (!encoder.empty()) k += " [text=" + encoder + "]";
   if (single_domain) k += " [single-domain]";
+  if (!augment.empty()) k += " +" + augment;
   return k;
 }
 
@@ -253,7 +255,16 @@ RunRecord Experiment::run_one(const ModelRun& m, uint64_t seed, std::unique_ptr<
     req.item_categories = opt_.item_categories ? &categories_ : nullptr;
     req.progress = opt_.progress;
     if (opt_.on_cost) req.on_cost = [&](const ModelCost& c) { opt_.on_cost(m.result_key(), c); };
-    Fitted f = fit_model(ds_, tr, req);
+    Csr augmented;
+    if (!m.augment.empty()) {
+      AugmentReport ar;
+      augmented =
+          augment_interactions(tr, ds_.item_domain, parse_augment(m.augment, ds_), seed, threads, &ar);
+      fit_s += ar.seconds;
+      out["extras"]["augment"] = {
+          {"users", ar.users}, {"added", ar.added}, {"seconds", ar.seconds}, {"generator", ar.generator}};
+    }
+    Fitted f = fit_model(ds_, m.augment.empty() ? tr : augmented, req);
     fit_s += f.seconds;
     rss = std::max(rss, f.rss_delta_mb);
     if (tv && !f.model->uses_text()) {
@@ -271,10 +282,15 @@ RunRecord Experiment::run_one(const ModelRun& m, uint64_t seed, std::unique_ptr<
     double fit_s = 0, eval_s = 0, rss = 0;
     if (!m.single_domain) {
       auto model = fit(train, sequences, out, fit_s, rss);
+      if (const auto curves = model->training_curves(); !curves.empty())
+        out["extras"]["training_curves"] = curves;
       for (const Evaluation& ev : opt_.evaluations) {
         const std::string prefix = ev.name.empty() ? "" : ev.name + "/";
         const EvalResult r = evaluate(*model, train, test, &ds_, eval_options(ev));
         eval_s += r.seconds;
+        if (!r.long_tail.recommended.empty() && !out["extras"].contains("long_tail"))
+          out["extras"]["long_tail"] = {{"recommended", r.long_tail.recommended},
+                                        {"interacted", r.long_tail.interacted}};
         flatten(r, prefix, metrics);
         if (ev.overall_from_domains) overall_from_domains(ds_, prefix, metrics);
       }
@@ -330,6 +346,7 @@ RunRecord Experiment::run_one(const ModelRun& m, uint64_t seed, std::unique_ptr<
   rec.metrics = (*res)["metrics"].get<std::map<std::string, double>>();
   if (res->contains("rating_pairs"))
     rec.rating_pairs = (*res)["rating_pairs"].get<std::vector<std::pair<float, float>>>();
+  if (res->contains("extras")) rec.extras = (*res)["extras"];
   return rec;
 }
 

@@ -232,8 +232,8 @@ std::string render_report(const std::vector<std::pair<std::string, json>>& input
               ", " + std::to_string(j.value("seeds", 1)) + " seed(s), fitted on " +
               esc(j.value("fit_on", "")) + ", scored on " + esc(j.value("scored_on", "")) + "</p>\n";
       // Table of every model.
-      std::vector<std::string> cols = {"ndcg@10", "precision@10", "recall@10",    "f1@10",
-                                       "hr@10",   "coverage@10",  "diversity@10", "novelty@10"};
+      std::vector<std::string> cols = {"ndcg@10",     "precision@10", "recall@10",  "f1@10",         "hr@10",
+                                       "coverage@10", "diversity@10", "novelty@10", "serendipity@10"};
       if (task == "rating") cols.insert(cols.begin(), {"rmse", "mae"});
       std::string t = "<table><tr><th>model</th>";
       for (auto& c : cols) t += "<th>" + esc(c) + "</th>";
@@ -326,6 +326,49 @@ std::string render_report(const std::vector<std::pair<std::string, json>>& input
       for (auto& [key, m] : ms.items())
         if (m.contains("rating_pairs") && !m["rating_pairs"].empty())
           body += count(rating_scatter(key, m["rating_pairs"]));
+      // Popularity long tail: recommended against interacted items per popularity decile.
+      {
+        std::vector<std::string> lt_series;
+        std::vector<std::vector<std::pair<double, double>>> lt_pts;
+        for (auto& [key, m] : ms.items()) {
+          if (!m.contains("long_tail")) continue;
+          if (lt_series.empty()) {
+            lt_series.push_back("interacted (training)");
+            lt_pts.emplace_back();
+            const auto& v = m["long_tail"]["interacted"];
+            for (size_t d = 0; d < v.size(); ++d)
+              lt_pts.back().emplace_back(double(d + 1), v[d].get<double>());
+          }
+          lt_series.push_back(key);
+          lt_pts.emplace_back();
+          const auto& v = m["long_tail"]["recommended"];
+          for (size_t d = 0; d < v.size(); ++d) lt_pts.back().emplace_back(double(d + 1), v[d].get<double>());
+        }
+        if (!lt_series.empty())
+          body +=
+              count(line_chart("long-tail",
+                               "Popularity long tail: share of the recommended items (and of the training "
+                               "interactions) in each popularity decile of the catalogue, 1 = most popular "
+                               "tenth",
+                               lt_series, lt_pts, {}, "popularity decile", "share"));
+      }
+      // Training curves: loss per epoch where the model records it.
+      {
+        std::vector<std::string> tc_series;
+        std::vector<std::vector<std::pair<double, double>>> tc_pts;
+        for (auto& [key, m] : ms.items()) {
+          if (!m.contains("training_curves")) continue;
+          for (auto& [name, v] : m["training_curves"].items()) {
+            tc_series.push_back(key + ": " + name);
+            tc_pts.emplace_back();
+            for (size_t e = 0; e < v.size(); ++e)
+              tc_pts.back().emplace_back(double(e + 1), v[e].get<double>());
+          }
+        }
+        if (!tc_series.empty())
+          body += count(line_chart("training-curves", "Training loss per epoch (first seed)", tc_series,
+                                   tc_pts, {}, "epoch", "loss"));
+      }
     } else if (j.contains("models") && j["models"].is_object() && !j["models"].empty() &&
                j["models"].begin()->contains("rmse")) {
       // bench/ratings.
@@ -338,6 +381,43 @@ std::string render_report(const std::vector<std::pair<std::string, json>>& input
       }
       body += count(bar_chart("ratings-rmse", "RMSE over the folds (mean ± 95% interval)", {"RMSE"}, models,
                               val, ci, "RMSE"));
+    } else if (j.contains("cfgan-protocol") || j.contains("augmentation")) {
+      // bench/gan.
+      auto mean_of = [](const json& v) { return v.is_object() ? v.value("mean", NAN) : NAN; };
+      auto ci_of = [](const json& v) { return v.is_object() ? v.value("ci95", 0.0) : 0.0; };
+      if (j.contains("cfgan-protocol")) {
+        const std::vector<std::string> metrics{"p@5", "ndcg@5", "p@20", "ndcg@20"};
+        std::vector<std::string> models;
+        for (auto& [key, m] : j["cfgan-protocol"].items()) models.push_back(key);
+        std::vector<std::vector<double>> val(metrics.size(), std::vector<double>(models.size(), NAN)),
+            ci(metrics.size(), std::vector<double>(models.size(), 0));
+        for (size_t q = 0; q < metrics.size(); ++q)
+          for (size_t k = 0; k < models.size(); ++k) {
+            const json& m = j["cfgan-protocol"][models[k]];
+            if (m.contains(metrics[q])) val[q][k] = mean_of(m[metrics[q]]), ci[q][k] = ci_of(m[metrics[q]]);
+          }
+        body += count(
+            bar_chart("cfgan-protocol",
+                      "CFGAN's MovieLens 100k protocol (random 80/20): every model, mean ± 95% interval",
+                      metrics, models, val, ci, "metric"));
+      }
+      if (j.contains("augmentation"))
+        for (auto& [protocol, ms] : j["augmentation"].items()) {
+          std::vector<std::string> models;
+          std::vector<std::vector<double>> val(1), ci(1);
+          for (auto& [key, m] : ms.items()) {
+            if (!m.contains("ndcg@10")) continue;
+            models.push_back(key);
+            val[0].push_back(mean_of(m["ndcg@10"]));
+            ci[0].push_back(ci_of(m["ndcg@10"]));
+          }
+          if (!models.empty())
+            body += count(bar_chart("augmentation-" + protocol,
+                                    "Augmentation, " + esc(protocol) +
+                                        ": NDCG@10 of the augmented domain with and without generated "
+                                        "interactions (mean ± 95% interval)",
+                                    {"NDCG@10"}, models, val, ci, "NDCG@10"));
+        }
     } else if (j.contains("rounds") && j["rounds"].is_array()) {
       // xdrec replay.
       std::vector<std::string> series{"no feedback", "exclusion only", "feedback"};

@@ -54,8 +54,8 @@ class CliTest : public ::testing::Test {
 }  // namespace
 
 TEST_F(CliTest, HelpForEveryCommand) {
-  for (std::string c :
-       {"import", "split", "train", "eval", "recommend", "quickstart", "models", "serve", "replay", "report"}) {
+  for (std::string c : {"import", "split", "train", "eval", "recommend", "quickstart", "models", "serve",
+                        "replay", "report"}) {
     Result r = run(c + " --help");
     EXPECT_EQ(r.status, 0) << c << ": " << r.out;
     EXPECT_NE(r.out.find("--"), std::string::npos) << c;
@@ -301,4 +301,25 @@ TEST_F(CliTest, RatingTaskReportsRmseAndMae) {
   EXPECT_NE(bad.status, 0);
   EXPECT_NE(bad.out.find("does not predict ratings"), std::string::npos) << bad.out;
   EXPECT_NE(run("eval " + ml + " --task ratings -m svd --quiet").status, 0);
+}
+
+TEST_F(CliTest, TrainAndEvalWithAugmentation) {
+  const std::string data = "synthetic:users=300,items=60";
+  Result t = run("train " + data +
+                 " -m ials:factors=8,iterations=3 --augment popular:domain=kitchen,per_user=2 -o " +
+                 (dir / "m").string());
+  ASSERT_EQ(t.status, 0) << t.out;
+  EXPECT_NE(t.out.find("augmented"), std::string::npos) << t.out;
+  Result e = run("eval " + data +
+                 " -m ials:factors=8,iterations=3 --augment gan:domain=kitchen,epochs=2 --quiet -o " +
+                 (dir / "e.json").string());
+  ASSERT_EQ(e.status, 0) << e.out;
+  auto j = nlohmann::json::parse(std::ifstream(dir / "e.json"));
+  const auto& m = j["models"]["ials:factors=8,iterations=3 +gan:domain=kitchen,epochs=2"];
+  EXPECT_GT(m["augment"]["added"].get<double>(), 0);
+  EXPECT_EQ(m["long_tail"]["recommended"].size(), 10u);
+  EXPECT_TRUE(m["overall"].contains("serendipity@10"));
+  Result bad = run("train " + data + " -m ials --augment vae -o " + (dir / "m2").string());
+  EXPECT_NE(bad.status, 0);
+  EXPECT_NE(bad.out.find("unknown generator"), std::string::npos) << bad.out;
 }

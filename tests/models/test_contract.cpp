@@ -115,23 +115,36 @@ const std::map<std::string, std::map<std::string, std::string>>& fast_settings()
       {"hybrid", {{"factors", "16"}, {"epochs", "30"}, {"ae_epochs", "10"}}},
       {"twotower", {{"factors", "16"}, {"epochs", "10"}}},
       {"emcdr", {{"factors", "16"}, {"iterations", "8"}}},
-      {"sasrec", {{"dim", "16"}, {"epochs", "30"}, {"negatives", "40"}, {"batch", "32"}, {"warmup", "10"},
-                  {"dropout", "0.1"}, {"lr", "0.005"}, {"min_steps", "0"}}},
+      {"cfgan", {{"hidden", "32"}, {"epochs", "60"}, {"batch", "32"}, {"lr_g", "0.005"}, {"lr_d", "0.005"}}},
+      {"sasrec",
+       {{"dim", "16"},
+        {"epochs", "30"},
+        {"negatives", "40"},
+        {"batch", "32"},
+        {"warmup", "10"},
+        {"dropout", "0.1"},
+        {"lr", "0.005"},
+        {"min_steps", "0"}}},
   };
   return s;
 }
 
 // The registered models, exactly: a model that disappears from the registry (or a new one without a line
 // here) fails Registry.ListsExactlyTheKnownModels.
-const std::vector<std::string> kExpectedModels = {"bpr",    "ease",  "emcdr", "hybrid",     "ials",    "itemknn",
-                                                  "popular", "sasrec", "svd", "svdpp", "textbridge", "twotower"};
+const std::vector<std::string> kExpectedModels = {"bpr",   "cfgan",      "ease",    "emcdr",  "hybrid",
+                                                  "ials",  "itemknn",    "popular", "sasrec", "svd",
+                                                  "svdpp", "textbridge", "twotower"};
 
 // Non-default variants that run through the whole suite as well (with the fast settings of their model).
 // hybrid's autoencoder code must be shorter than the suite's 32-d text.
-const std::vector<std::string> kVariants = {"twotower:merge=mlp", "ials:solver=cholesky", "hybrid:ae=16",
-                                            "textbridge:align=none", "bpr:bias=false",
+const std::vector<std::string> kVariants = {"twotower:merge=mlp",
+                                            "ials:solver=cholesky",
+                                            "hybrid:ae=16",
+                                            "textbridge:align=none",
+                                            "bpr:bias=false",
                                             "sasrec:domain_heads=true,loss=bce",
-                                            "sasrec:text=replace,adaptor=moe,heads=2"};
+                                            "sasrec:text=replace,adaptor=moe,heads=2",
+                                            "cfgan:noise=8"};
 
 std::string model_of(const std::string& spec) {
   return Spec::parse(spec).name;

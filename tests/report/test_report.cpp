@@ -43,3 +43,25 @@ TEST(Report, ChartsFromEvalReplayAndRatings) {
       },
       {"none of the inputs"}));
 }
+
+TEST(Report, LongTailTrainingCurvesAndTheGanBenchmark) {
+  const json eval = json::parse(R"({"dataset": "d", "models": {"cfgan": {
+      "overall": {"ndcg@10": 0.2, "serendipity@10": 0.05},
+      "long_tail": {"recommended": [0.5, 0.2, 0.1, 0.1, 0.05, 0.05, 0, 0, 0, 0],
+                    "interacted": [0.4, 0.2, 0.1, 0.1, 0.05, 0.05, 0.04, 0.03, 0.02, 0.01]},
+      "training_curves": {"discriminator": [1.2, 1.0, 0.9], "generator": [3.0, 2.0, 1.5]}}}})");
+  const json gan = json::parse(R"({"cfgan-protocol": {"cfgan": {"p@5": {"mean": 0.4, "ci95": 0.01},
+      "ndcg@5": {"mean": 0.42, "ci95": 0.01}}, "ials": {"p@5": {"mean": 0.45, "ci95": 0.01}}},
+      "augmentation": {"synthetic/sparse-kitchen": {"ials": {"ndcg@10": {"mean": 0.1, "ci95": 0.01}},
+                                                    "ials +gan:domain=kitchen": {"ndcg@10": {"mean": 0.11, "ci95": 0.02}}}}})");
+  const std::string html = render_report({{"e.json", eval}, {"g.json", gan}});
+  std::map<std::string, int> points;
+  const std::regex fig("data-chart='([a-z/+-]+)' data-points='([0-9]+)'");
+  for (auto it = std::sregex_iterator(html.begin(), html.end(), fig); it != std::sregex_iterator(); ++it)
+    points[(*it)[1]] = std::stoi((*it)[2]);
+  EXPECT_EQ(points["long-tail"], 20);       // interacted + one model, ten deciles each
+  EXPECT_EQ(points["training-curves"], 6);  // two curves of three epochs
+  EXPECT_EQ(points["cfgan-protocol"], 3);   // ials has no ndcg@5
+  EXPECT_EQ(points["augmentation-synthetic/sparse-kitchen"], 2);
+  EXPECT_NE(html.find("serendipity@10"), std::string::npos);
+}
