@@ -1,6 +1,7 @@
 // Bayesian probabilistic matrix factorisation (bpmf): it recovers a low-rank rating matrix better than biases
 // alone, gives the same bits for any thread count and after a save/load round trip, folds a user's own
-// ratings in close to the fitted user; the Gamma and Wishart samplers have the right means.
+// ratings in close to the fitted user, and beats the tuned SVD++ on MovieLens 100k fold u1; the Gamma and
+// Wishart samplers have the right means.
 #include <gtest/gtest.h>
 
 #include <atomic>
@@ -10,6 +11,7 @@
 
 #include "models/bayes.h"
 #include "xdrec/metrics.h"
+#include "xdrec/readers.h"
 #include "xdrec/recommender.h"
 
 using namespace xdrec;
@@ -112,7 +114,7 @@ const char* kSpec = "bpmf:factors=6,burnin=30,samples=40";
 TEST(Bpmf, RecoversALowRankRatingMatrixBetterThanBiases) {
   const LowRank& d = low_rank();
   const double biases = rmse_of_biases(d.train, d.test);
-  for (const std::string& spec : {std::string(kSpec), std::string(kSpec) + ",sample_alpha=true"}) {
+  for (const std::string& spec : {std::string(kSpec), std::string(kSpec) + ",sample_alpha=false"}) {
     auto m = fit(spec);
     ASSERT_TRUE(m->predicts_ratings());
     const EvalResult r = evaluate_ratings(*m, d.test, nullptr);
@@ -127,7 +129,7 @@ TEST(Bpmf, RecoversALowRankRatingMatrixBetterThanBiases) {
 }
 
 TEST(Bpmf, ThreadCountDoesNotChangeTheResult) {
-  for (const std::string& spec : {std::string(kSpec), std::string(kSpec) + ",sample_alpha=true,thin=2"}) {
+  for (const std::string& spec : {std::string(kSpec), std::string(kSpec) + ",sample_alpha=false,thin=2"}) {
     const Matrix a = score_all(*fit(spec, 1)), b = score_all(*fit(spec, 2));
     EXPECT_TRUE(bitwise_equal(a, b)) << spec;
   }
@@ -213,4 +215,22 @@ TEST(BayesSamplers, GammaAndWishartMeans) {
   for (int i = 0; i < 3; ++i)
     for (int j = 0; j < 3; ++j) EXPECT_NEAR(mean(i, j), nu * w(i, j), 0.3) << i << "," << j;
   EXPECT_THROW(bayes::wishart(w, 1.5, rng), Error);  // dof must exceed d - 1
+}
+
+// MovieLens 100k fold u1 (the first 20,000 lines of u.data are its test set): the default bpmf beats the
+// tuned SGD models' 0.9195 on this fold (bench/ratings measures all five folds).
+TEST(BpmfMovieLens, BeatsTheTunedSvdppOnFoldU1) {
+  const std::string dir = std::string(XDREC_SHARED_DATA) + "/movielens_ml-100k";
+  if (!fs::exists(dir + "/u.data")) GTEST_SKIP() << dir << " is absent";
+  const Dataset ds = read_dataset(dir);
+  ASSERT_EQ(ds.interactions.size(), 100000u);
+  const std::vector<Interaction> test(ds.interactions.begin(), ds.interactions.begin() + 20000),
+      train(ds.interactions.begin() + 20000, ds.interactions.end());
+  auto m = create_model("bpmf");
+  FitContext ctx;
+  ctx.seed = 1;
+  m->fit(ds.user_item_matrix(train, true), ctx);
+  const double rmse = evaluate_ratings(*m, ds.user_item_matrix(test, true), &ds).overall.at("rmse");
+  std::printf("bpmf on u1: RMSE %.4f\n", rmse);
+  EXPECT_LT(rmse, 0.912);
 }

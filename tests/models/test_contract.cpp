@@ -131,7 +131,7 @@ const std::vector<std::string> kExpectedModels = {"bpmf",    "bpr",    "ease", "
 // Non-default variants that run through the whole suite as well (with the fast settings of their model).
 // hybrid's autoencoder code must be shorter than the suite's 32-d text.
 const std::vector<std::string> kVariants = {"twotower:merge=mlp", "ials:solver=cholesky", "hybrid:ae=16",
-                                            "textbridge:align=none", "bpr:bias=false", "bpmf:sample_alpha=true",
+                                            "textbridge:align=none", "bpr:bias=false", "bpmf:sample_alpha=false",
                                             "sasrec:domain_heads=true,loss=bce",
                                             "sasrec:text=replace,adaptor=moe,heads=2"};
 
