@@ -70,6 +70,8 @@ int main(int argc, char** argv) {
     models = {"svd",    // Surprise's SVD settings
               "svdpp",  // Surprise's SVD++ settings
               "svd:factors=200,epochs=100,lr=0.005,reg=0.1", "svdpp:factors=200,epochs=100,lr=0.005,reg=0.1",
+              "bpmf",                    // Bayesian PMF with biases, noise precision sampled
+              "bpmf:sample_alpha=false",  // the noise precision fixed at 2, as in the BPMF paper
               "twotower:loss=rating,merge=mlp,epochs=30"};  // the seed's towers -> MLP -> sigmoid, ids only
   try {
     Timer total;

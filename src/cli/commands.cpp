@@ -426,7 +426,7 @@ int cmd_train(const TrainArgs& a, const Common& c) {
   }
   std::optional<Split> split;
   if (!a.split_dir.empty()) split = read_split(ds, a.split_dir);
-  // Rating models (svd, svdpp) fit on the ratings; the others on the interactions.
+  // Rating models (svd, svdpp, bpmf) fit on the ratings; the others on the interactions.
   const bool ratings = model_info(Spec::parse(a.model).name).traits.rating;
   Csr train = split ? ds.user_item_matrix(split->train, ratings) : ds.user_item_matrix(ratings);
   const Sequences sequences = user_sequences(ds.n_users(), split ? split->train : ds.interactions);

@@ -11,7 +11,8 @@ EvalResult evaluate_ratings(const Recommender& model, const Csr& test, const Dat
                             std::vector<std::pair<float, float>>* pairs, size_t max_pairs) {
   Timer timer;
   check(model.predicts_ratings(),
-        "model '" + model.name() + "' ranks items but does not predict ratings (rating models: svd, svdpp)");
+        "model '" + model.name() +
+            "' ranks items but does not predict ratings (rating models: svd, svdpp, bpmf)");
   check(model.n_items() == test.n_cols, "evaluate_ratings: the model has " + std::to_string(model.n_items()) +
                                             " items but the test matrix has " + std::to_string(test.n_cols));
   check(cold_user.empty() || cold_user.size() == test.n_rows,
