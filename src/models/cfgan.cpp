@@ -43,12 +43,12 @@ nn::Act act_of(const std::string& a) {
 class CfganModel final : public Recommender {
  public:
   explicit CfganModel(const Spec& spec) : params_("cfgan") {
-    params_.add("hidden", &hidden_, 128, 1, 65536, "hidden units of the generator and of the discriminator")
+    params_.add("hidden", &hidden_, 400, 1, 65536, "hidden units of the generator and of the discriminator")
         .add("act", &act_, "sigmoid", {"sigmoid", "relu", "tanh"}, "hidden activation of both networks")
         .add("epochs", &epochs_, 200, 0, 1000000, "passes over the users")
         .add("batch", &batch_, 32, 1, 1 << 20, "users per minibatch")
-        .add("lr_g", &lr_g_, 1e-3, 1e-7, 10.0, "Adam learning rate of the generator")
-        .add("lr_d", &lr_d_, 1e-3, 1e-7, 10.0, "Adam learning rate of the discriminator")
+        .add("lr_g", &lr_g_, 1e-4, 1e-7, 10.0, "Adam learning rate of the generator")
+        .add("lr_d", &lr_d_, 1e-4, 1e-7, 10.0, "Adam learning rate of the discriminator")
         .add("reg", &reg_, 0.0, 0.0, 1.0, "decoupled weight decay of every parameter")
         .add("d_steps", &d_steps_, 1, 0, 100, "discriminator steps per minibatch")
         .add("g_steps", &g_steps_, 1, 0, 100, "generator steps per minibatch")
@@ -294,9 +294,9 @@ class CfganModel final : public Recommender {
   }
 
   ParamSet params_;
-  int hidden_ = 128, epochs_ = 200, batch_ = 32, d_steps_ = 1, g_steps_ = 1, noise_ = 0, domain_ = -1,
+  int hidden_ = 400, epochs_ = 200, batch_ = 32, d_steps_ = 1, g_steps_ = 1, noise_ = 0, domain_ = -1,
       seed_ = 0;
-  double lr_g_ = 1e-3, lr_d_ = 1e-3, reg_ = 0.0, pm_ = 0.7, zr_ = 0.7, alpha_ = 0.1;
+  double lr_g_ = 1e-4, lr_d_ = 1e-4, reg_ = 0.0, pm_ = 0.7, zr_ = 0.7, alpha_ = 0.1;
   std::string act_ = "sigmoid";
 
   bool fitted_ = false;
