@@ -37,10 +37,11 @@ def main():
         if r.returncode != 0:
             raise SystemExit(f"FAIL: xdrec {' '.join(args)}:\n{r.stdout}\n{r.stderr}")
 
-    run(["eval", "synthetic:users=600,items=150", "-m", "popular", "-m", "ials", "--seeds", "2",
+    run(["eval", "synthetic:users=600,items=150", "-m", "popular", "-m", "ials", "-m", "cfgan:epochs=5,hidden=32",
+         "--seeds", "2",
          "--diversity", "0.3,0.7", "--quiet", "-o", os.path.join(tmp, "rank.json")])
     inputs.append(os.path.join(tmp, "rank.json"))
-    want = {"per-domain", "per-cohort", "accuracy-diversity"}
+    want = {"per-domain", "per-cohort", "accuracy-diversity", "long-tail", "training-curves"}
     if os.path.exists(os.path.join(ml, "u.data")):
         run(["eval", ml, "--task", "rating", "-m", "svd", "--quiet", "-o", os.path.join(tmp, "rating.json")])
         inputs.append(os.path.join(tmp, "rating.json"))
