@@ -38,7 +38,11 @@ struct ServiceOptions {
       "auto";  // exact, hnsw, or auto (hnsw for dot-product models from hnsw_threshold items)
   size_t hnsw_threshold = 100000;
   int hnsw_m = 16, hnsw_ef_construction = 200, hnsw_ef = 128;
-  int threads = 1;     // threads of start-up work (encoding, index build)
+  int threads = 1;  // threads of start-up work (encoding, index build)
+  // Bounded LRU cache of known users' lists (GET /v1/recommend), keyed by the query; a user's entries are
+  // invalidated by their feedback, every entry by an item added or deleted (and the cache starts empty with
+  // each model load). 0: no cache.
+  size_t cache_entries = 10000;
   bool quiet = false;  // no start-up messages on stderr
   // The split whose fair tags the model's item texts carried (text.json: split_tags), when it did.
   const Split* text_split = nullptr;

@@ -81,6 +81,7 @@ struct ServeArgs {
   int port = 8080;
   int threads = 4;
   size_t max_body = 1 << 20;
+  size_t cache = 10000;  // recommendation cache entries (0: none)
 };
 struct ReplayArgs {
   DataArg data;

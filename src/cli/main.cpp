@@ -225,6 +225,11 @@ int main(int argc, char** argv) {
   c_serve->add_option("--split", sv.split_dir,
                       "the split a text model was trained on (when its texts used the split's tags)");
   c_serve->add_option("--max-body", sv.max_body, "largest request body in bytes")->capture_default_str();
+  c_serve
+      ->add_option("--cache", sv.cache,
+                   "lists kept in the recommendation cache (invalidated by the user's feedback and by item "
+                   "changes; hit rate in /metrics; 0: none)")
+      ->capture_default_str();
   c_serve->add_option("--threads", sv.threads, "worker threads answering requests")->capture_default_str();
   c_serve->add_flag("-q,--quiet", common.quiet, "no start-up messages");
 

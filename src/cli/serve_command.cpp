@@ -52,6 +52,7 @@ int cmd_serve(const ServeArgs& a, const Common& c) {
   so.db = a.db;
   so.text = a.text;
   so.retrieval = a.retrieval;
+  so.cache_entries = a.cache;
   so.threads = c.threads > 0 ? c.threads : 0;
   so.quiet = c.quiet;
   std::optional<Split> split;

@@ -10,8 +10,10 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <list>
 #include <map>
 #include <mutex>
+#include <optional>
 #include <set>
 #include <shared_mutex>
 #include <sstream>
@@ -115,6 +117,52 @@ struct Service::Impl {
   std::vector<std::unique_ptr<hnswlib::HierarchicalNSW<float>>> index;
 
   std::atomic<int64_t> events_stored{0}, events_replayed{0}, replay_skipped{0};
+
+  // Recommendation cache: LRU of (key -> response). A key holds the query, the user's generation (bumped by
+  // each of their events) and the catalogue's (bumped by each item added or deleted), so a stale entry is
+  // never found again and ages out.
+  struct RecCache {
+    std::mutex mu;
+    std::list<std::pair<std::string, json>> lru;  // most recent first
+    std::unordered_map<std::string, std::list<std::pair<std::string, json>>::iterator> map;
+    std::atomic<uint64_t> hits{0}, misses{0};
+  };
+  mutable RecCache cache;
+  std::vector<uint64_t> user_gen;  // per user index; missing: 0
+  uint64_t catalogue_gen = 0;
+
+  std::string cache_key(uint32_t u, const RecommendQuery& q) const {
+    std::string k = q.user;
+    k += '\x1f' + std::to_string(u < user_gen.size() ? user_gen[u] : 0) + '\x1f' +
+         std::to_string(catalogue_gen) + '\x1f' + std::to_string(q.k) + '\x1f' + q.domain + '\x1f' +
+         std::to_string(q.diversity) + '\x1f' + std::to_string(q.explore) + '\x1f' + q.quota + '\x1f' +
+         (q.explain ? "1" : "0") + '\x1f' + std::to_string(q.seed);
+    // Exploration without a seed draws from the event count: part of the key then.
+    if (q.explore > 0 && q.seed == 0) k += '\x1f' + std::to_string(events_stored.load());
+    return k;
+  }
+  std::optional<json> cache_get(const std::string& key) const {
+    std::lock_guard l(cache.mu);
+    auto it = cache.map.find(key);
+    if (it == cache.map.end()) {
+      ++cache.misses;
+      return std::nullopt;
+    }
+    cache.lru.splice(cache.lru.begin(), cache.lru, it->second);
+    ++cache.hits;
+    return it->second->second;
+  }
+  void cache_put(const std::string& key, const json& value) const {
+    if (opt.cache_entries == 0) return;
+    std::lock_guard l(cache.mu);
+    if (cache.map.count(key)) return;
+    cache.lru.emplace_front(key, value);
+    cache.map[key] = cache.lru.begin();
+    while (cache.lru.size() > opt.cache_entries) {
+      cache.map.erase(cache.lru.back().first);
+      cache.lru.pop_back();
+    }
+  }
 
   void log_msg(const std::string& s) const {
     if (!opt.quiet) std::fprintf(stderr, "xdrec serve: %s\n", s.c_str());
@@ -298,6 +346,8 @@ struct Service::Impl {
       const auto i = item_ids.find(e.item);
       check(i.has_value(), "unknown item '" + e.item + "'");
       const uint32_t u = user_index_or_add(e.user);
+      if (user_gen.size() <= u) user_gen.resize(size_t(u) + 1, 0);
+      ++user_gen[u];
       auto& s = seen[u];
       const auto it = std::lower_bound(s.begin(), s.end(), *i);
       if (it == s.end() || *it != *i) s.insert(it, *i);
@@ -319,6 +369,7 @@ struct Service::Impl {
         negative[u].emplace_back(*i, penalty_weight(e.type));
       }
     } else if (e.kind == "add_item") {
+      ++catalogue_gen;
       const json p = json::parse(e.payload);
       NewItem it;
       it.item = e.item;
@@ -328,6 +379,7 @@ struct Service::Impl {
       it.categories = p.value("categories", std::vector<std::string>{});
       insert_item(it, e.vec);
     } else if (e.kind == "delete_item") {
+      ++catalogue_gen;
       const auto i = item_ids.find(e.item);
       check(i.has_value(), "unknown item '" + e.item + "'");
       if (!deleted[*i]) {
@@ -725,8 +777,15 @@ json Service::health() const {
 json Service::recommend(const RecommendQuery& q) const {
   std::shared_lock lock(p_->mu);
   const uint32_t u = p_->known_user(q.user);
+  std::string key;
+  if (p_->opt.cache_entries > 0) {
+    key = p_->cache_key(u, q);
+    if (auto hit = p_->cache_get(key)) return std::move(*hit);
+  }
   json items = p_->build_list(p_->model_user[u], p_->hist[u], p_->hist_w[u], p_->seen[u], p_->negative[u], q);
-  return {{"user", q.user}, {"items", std::move(items)}};
+  json out = {{"user", q.user}, {"items", std::move(items)}};
+  if (p_->opt.cache_entries > 0) p_->cache_put(key, out);
+  return out;
 }
 
 json Service::recommend_new_user(const RecommendQuery& q) {
@@ -950,6 +1009,24 @@ std::string Service::metrics_text() const {
   s += "# HELP xdrec_model_info The model served.\n# TYPE xdrec_model_info gauge\n";
   s += "xdrec_model_info{spec=\"" + p.model->spec() + "\",version=\"" + p.model_version + "\",retrieval=\"" +
        p.retrieval + "\"} 1\n";
+  const uint64_t hits = p.cache.hits.load(), misses = p.cache.misses.load();
+  size_t entries = 0;
+  {
+    std::lock_guard l(p.cache.mu);
+    entries = p.cache.lru.size();
+  }
+  s += "# HELP xdrec_rec_cache_hits_total Lists served from the recommendation cache.\n"
+       "# TYPE xdrec_rec_cache_hits_total counter\n";
+  s += "xdrec_rec_cache_hits_total " + std::to_string(hits) + "\n";
+  s += "# HELP xdrec_rec_cache_misses_total Lists computed (not in the cache).\n"
+       "# TYPE xdrec_rec_cache_misses_total counter\n";
+  s += "xdrec_rec_cache_misses_total " + std::to_string(misses) + "\n";
+  s += "# HELP xdrec_rec_cache_hit_ratio Hits over lookups since start.\n# TYPE xdrec_rec_cache_hit_ratio "
+       "gauge\n";
+  s += "xdrec_rec_cache_hit_ratio " +
+       std::to_string(hits + misses ? double(hits) / double(hits + misses) : 0.0) + "\n";
+  s += "# HELP xdrec_rec_cache_entries Lists held.\n# TYPE xdrec_rec_cache_entries gauge\n";
+  s += "xdrec_rec_cache_entries " + std::to_string(entries) + "\n";
   return s;
 }
 

@@ -376,6 +376,55 @@ TEST_F(ServeTest, EmbeddingsAndMetrics) {
   EXPECT_NE(c.Get("/")->body.find("<title>xdrec</title>"), std::string::npos);
 }
 
+TEST_F(ServeTest, RecommendationCacheHitsAndIsInvalidatedByFeedbackAndItemChanges) {
+  // The same lists with and without the cache, hits counted, a user's feedback and an item change seen.
+  ServiceOptions with = options(*model_, db("cache"));
+  with.cache_entries = 100;
+  Service cached(*ds_, with);
+  ServiceOptions without = options(*model_, db("nocache"));
+  without.cache_entries = 0;
+  Service plain(*ds_, without);
+  auto metric = [&](const std::string& name) {
+    const std::string m = cached.metrics_text();
+    const size_t at = m.find("\n" + name + " ");
+    EXPECT_NE(at, std::string::npos) << name;
+    return std::stod(m.substr(at + name.size() + 2));
+  };
+  RecommendQuery q;
+  q.k = 8;
+  const std::string a = ds_->users.name(4), b = ds_->users.name(9);
+  for (int round = 0; round < 3; ++round)
+    for (const auto& u : {a, b}) {
+      q.user = u;
+      EXPECT_EQ(cached.recommend(q), plain.recommend(q));
+    }
+  EXPECT_EQ(metric("xdrec_rec_cache_misses_total"), 2);
+  EXPECT_EQ(metric("xdrec_rec_cache_hits_total"), 4);
+  EXPECT_EQ(metric("xdrec_rec_cache_entries"), 2);
+  // Feedback of user a: a's next list is recomputed (and changes), b's is still a hit.
+  q.user = a;
+  const auto before = items_of(cached.recommend(q));
+  const Feedback fb{a, before[0], "purchase", 0};
+  cached.add_feedback(std::span<const Feedback>(&fb, 1));
+  plain.add_feedback(std::span<const Feedback>(&fb, 1));
+  const json after = cached.recommend(q);
+  EXPECT_EQ(after, plain.recommend(q));
+  const auto after_items = items_of(after);
+  EXPECT_EQ(std::count(after_items.begin(), after_items.end(), before[0]), 0);
+  q.user = b;
+  const double hits = metric("xdrec_rec_cache_hits_total");
+  const json bl = cached.recommend(q);
+  EXPECT_EQ(metric("xdrec_rec_cache_hits_total"), hits + 1);
+  // Deleting an item b was offered invalidates every list.
+  const std::string gone = items_of(bl)[0];
+  cached.delete_item(gone);
+  plain.delete_item(gone);
+  const json bl2 = cached.recommend(q);
+  EXPECT_EQ(bl2, plain.recommend(q));
+  for (const auto& i : items_of(bl2)) EXPECT_NE(i, gone);
+  EXPECT_GT(metric("xdrec_rec_cache_hit_ratio"), 0.0);
+}
+
 TEST_F(ServeTest, BadInputGetsAClear4xxAndTheServerKeepsServing) {
   HttpOptions ho;
   ho.max_body = 4096;
