@@ -98,6 +98,17 @@ class Recommender {
   // One (user, item) score; rating models override it with an O(factors) path.
   virtual float predict(uint32_t user, uint32_t item) const;
 
+  // ---- Incremental update (train --resume) ----------------------------------------------------------------
+  // Continues from this fitted model with `user_items`: the data it was fitted on plus new interactions,
+  // users and items (the same indices; new users and items appended). `touched_users` (sorted) are the users
+  // with new interactions; they and their items are re-solved first, then `sweeps` passes over everything
+  // follow, warm-started. Returns false when the model has no incremental path (the caller then refits).
+  virtual bool resume(const Csr& user_items, std::span<const uint32_t> touched_users, const FitContext& ctx,
+                      int sweeps) {
+    (void)user_items, (void)touched_users, (void)ctx, (void)sweeps;
+    return false;
+  }
+
   // ---- Training record ------------------------------------------------------------------------------------
   // Mean training loss per epoch of the last fit, by name ("loss"; CFGAN: "discriminator", "generator"), for
   // training curves. Empty for models without epochs (and after load: the record is not saved).

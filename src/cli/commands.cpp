@@ -426,8 +426,16 @@ int cmd_train(const TrainArgs& a, const Common& c) {
   }
   std::optional<Split> split;
   if (!a.split_dir.empty()) split = read_split(ds, a.split_dir);
+  std::unique_ptr<Recommender> resumed;
+  if (!a.resume.empty()) {
+    check(a.model.empty(), "--resume continues the saved model's spec: leave out -m");
+    resumed = load_model(a.resume);
+  } else {
+    check(!a.model.empty(), "give a model (-m SPEC), or --resume MODEL_DIR");
+  }
+  const std::string model_spec = resumed ? resumed->spec() : a.model;
   // Rating models (svd, svdpp, bpmf) fit on the ratings; the others on the interactions.
-  const bool ratings = model_info(Spec::parse(a.model).name).traits.rating;
+  const bool ratings = model_info(Spec::parse(model_spec).name).traits.rating;
   Csr train = split ? ds.user_item_matrix(split->train, ratings) : ds.user_item_matrix(ratings);
   const Sequences sequences = user_sequences(ds.n_users(), split ? split->train : ds.interactions);
   // Text vectors go to every model; those that do not use text ignore them (uses_text() is known for sure
@@ -445,14 +453,14 @@ int cmd_train(const TrainArgs& a, const Common& c) {
   }
   const Matrix categories = ds.category_vectors();
   FitRequest req;
-  req.spec = a.model;
+  req.spec = model_spec;
   req.seed = c.seed;
   req.threads = c.threads;
   req.text = text ? &*text : nullptr;
   req.item_categories = &categories;
   req.sequences = &sequences;
   req.progress = progress_bar(!c.quiet);
-  req.on_cost = [&](const ModelCost& cost) { print_cost(a.model, cost, c.quiet); };
+  req.on_cost = [&](const ModelCost& cost) { print_cost(model_spec, cost, c.quiet); };
   if (!a.augment.empty()) {
     AugmentReport ar;
     train = augment_interactions(train, ds.item_domain, parse_augment(a.augment, ds), c.seed, c.threads, &ar);
@@ -461,7 +469,36 @@ int cmd_train(const TrainArgs& a, const Common& c) {
                    (unsigned long long)ar.added, ar.seconds,
                    ar.generator.empty() ? "" : (" (generator " + ar.generator + ")").c_str());
   }
-  Fitted f = fit_model(ds, train, req);
+  Fitted f;
+  if (resumed) {
+    // Touched users: those with interactions after --since (every user without it).
+    std::vector<uint32_t> touched;
+    const auto& inter = split ? split->train : ds.interactions;
+    if (a.since != INT64_MIN) {
+      std::vector<uint8_t> t(ds.n_users(), 0);
+      for (const auto& e : inter)
+        if (e.has_timestamp() && e.timestamp > a.since) t[e.user] = 1;
+      for (uint32_t u = 0; u < ds.n_users(); ++u)
+        if (t[u]) touched.push_back(u);
+    } else {
+      for (uint32_t u = 0; u < ds.n_users(); ++u) touched.push_back(u);
+    }
+    FitContext ctx;
+    ctx.threads = c.threads;
+    ctx.seed = c.seed;
+    ctx.item_domain = ds.item_domain;
+    ctx.sequences = &sequences;
+    Timer t;
+    check(resumed->resume(train, touched, ctx, a.sweeps),
+          "model '" + resumed->name() + "' has no incremental update; train it again with -m");
+    f.seconds = t.seconds();
+    f.model = std::move(resumed);
+    if (!c.quiet)
+      std::fprintf(stderr, "resumed from %s: %zu touched users, %d sweeps\n", a.resume.c_str(),
+                   touched.size(), a.sweeps);
+  } else {
+    f = fit_model(ds, train, req);
+  }
   const Recommender& model = *f.model;
   save_model(model, a.output, ds.fingerprint());
   if (text && !(model.uses_text() && model.text_encoder() == text->encoder_spec)) {

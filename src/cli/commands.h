@@ -44,8 +44,11 @@ struct SplitArgs {
 struct TrainArgs {
   DataArg data;
   std::string split_dir, model, output;
-  std::string events;  // a server's event log (SQLite) to fold into the data before training
-  std::string augment;  // augment.h spec: generated interactions for a sparse domain's users
+  std::string events;         // a server's event log (SQLite) to fold into the data before training
+  std::string augment;        // augment.h spec: generated interactions for a sparse domain's users
+  std::string resume;         // a saved model to continue from (incremental update)
+  int64_t since = INT64_MIN;  // with resume: interactions after this timestamp are the new ones
+  int sweeps = 2;             // with resume: full passes after the touched rows
   TextArgs text;
 };
 struct EvalArgs {
@@ -58,10 +61,10 @@ struct EvalArgs {
   size_t sampled = 0;
   int n_seeds = 1;
   std::string candidates = "all";  // "all", or "cold-items": rank only the split's held-out items
-  bool on_validation = false;      // fit on train, evaluate on validation (tuning); else train+validation -> test
-  std::vector<double> diversity;   // MMR trade-offs to evaluate besides the plain lists (full ranking)
-  std::string task = "ranking";    // or "rating": fit on the ratings, report RMSE / MAE
-  std::string augment;             // augment.h spec applied to every model's training matrix
+  bool on_validation = false;  // fit on train, evaluate on validation (tuning); else train+validation -> test
+  std::vector<double> diversity;  // MMR trade-offs to evaluate besides the plain lists (full ranking)
+  std::string task = "ranking";   // or "rating": fit on the ratings, report RMSE / MAE
+  std::string augment;            // augment.h spec applied to every model's training matrix
   TextArgs text;
 };
 struct RecommendArgs {

@@ -79,7 +79,18 @@ int main(int argc, char** argv) {
   c_train->add_option("--format", tr.data.format, "input format")->capture_default_str();
   c_train->add_option("--split", tr.split_dir,
                       "split directory written by `xdrec split` (trains on its train part)");
-  c_train->add_option("-m,--model", tr.model, "model spec, e.g. ials:factors=128,reg=0.05")->required();
+  c_train->add_option("-m,--model", tr.model,
+                      "model spec, e.g. ials:factors=128,reg=0.05 (not with --resume)");
+  c_train->add_option(
+      "--resume", tr.resume,
+      "continue from this saved model with DATA (its data plus new interactions, users and items, "
+      "new ones appended): the touched rows first, then --sweeps passes (incremental update)");
+  c_train->add_option(
+      "--since", tr.since,
+      "with --resume: interactions with a timestamp after this (seconds) are the new ones (default: "
+      "every user counts as touched)");
+  c_train->add_option("--sweeps", tr.sweeps, "with --resume: full warm-started passes after the touched rows")
+      ->capture_default_str();
   c_train->add_option("-o,--output", tr.output, "model directory")->required();
   c_train->add_option("--augment", tr.augment,
                       "add generated interactions for the users of a sparse domain before fitting: "

@@ -80,6 +80,56 @@ class IalsModel final : public models::FactorModel {
     }
   }
 
+  // Incremental update: new users and items get initial rows from the same streams a fit would use; the
+  // touched users are solved against the current items, then the items they touched (and the new ones)
+  // against the users, then `sweeps` full alternating iterations, all warm-started.
+  bool resume(const Csr& user_items, std::span<const uint32_t> touched_users, const FitContext& ctx,
+              int sweeps) override {
+    check(factors_fitted(), "ials resume: the model is not fitted");
+    model_util::check_interactions(user_items, "ials");
+    check(user_items.n_rows >= users_.rows && user_items.n_cols >= items_.rows,
+          "ials resume: the data has " + std::to_string(user_items.n_rows) + " users and " +
+              std::to_string(user_items.n_cols) + " items, fewer than the model's " +
+              std::to_string(users_.rows) + " and " + std::to_string(items_.rows));
+    const int threads = resolve_threads(ctx.threads);
+    const uint64_t seed = seed_ != 0 ? uint64_t(seed_) : ctx.seed;
+    const size_t old_users = users_.rows, old_items = items_.rows;
+    grow(users_, user_items.n_rows, seed, 0);
+    grow(items_, user_items.n_cols, seed, uint64_t(1) << 40);
+    item_gram_valid_ = false;
+    const Csr item_users = user_items.transpose();
+    const std::vector<float> user_regs = row_regs(user_items), item_regs = row_regs(item_users);
+    std::vector<uint32_t> urows(touched_users.begin(), touched_users.end());
+    for (uint32_t u = uint32_t(old_users); u < user_items.n_rows; ++u) urows.push_back(u);
+    std::sort(urows.begin(), urows.end());
+    urows.erase(std::unique(urows.begin(), urows.end()), urows.end());
+    std::vector<uint8_t> mark(user_items.n_cols, 0);
+    for (uint32_t u : urows) {
+      check(u < user_items.n_rows, "ials resume: touched user " + std::to_string(u) + " is out of range");
+      for (uint32_t i : user_items.row_indices(u)) mark[i] = 1;
+    }
+    for (size_t i = old_items; i < user_items.n_cols; ++i) mark[i] = 1;
+    std::vector<uint32_t> irows;
+    for (uint32_t i = 0; i < user_items.n_cols; ++i)
+      if (mark[i]) irows.push_back(i);
+    mf::AlignedFloats g;
+    if (!urows.empty()) {  // (an empty list would mean every row)
+      mf::gram(items_, g, threads);
+      solve_side(user_items, user_regs, items_, g, users_, threads, urows);
+    }
+    if (!irows.empty()) {
+      mf::gram(users_, g, threads);
+      solve_side(item_users, item_regs, users_, g, items_, threads, irows);
+    }
+    for (int it = 0; it < sweeps; ++it) {
+      mf::gram(items_, g, threads);
+      solve_side(user_items, user_regs, items_, g, users_, threads);
+      mf::gram(users_, g, threads);
+      solve_side(item_users, item_regs, users_, g, items_, threads);
+    }
+    return true;
+  }
+
   void save(TensorMap& tensors, nlohmann::json& extra) const override {
     save_factors(tensors, "user_factors", "item_factors");
     extra["factors"] = factors_;
@@ -171,16 +221,32 @@ class IalsModel final : public models::FactorModel {
     return regs;
   }
 
-  // Solves every row of `m` (rows of `target`) against the fixed factors `other` with Gram matrix g.
+  // Rows n..rows of a factor matrix grown to `rows`, drawn as a fit would draw them.
+  void grow(mf::Factors& x, size_t rows, uint64_t seed, uint64_t stream_base) const {
+    const size_t old = x.rows;
+    while (x.rows < rows) x.append_row();
+    for (size_t i = old; i < rows; ++i) {
+      Rng rng(seed, stream_base + i);
+      float* r = x.row(i);
+      for (size_t k = 0; k < x.f; ++k) r[k] = float(init_) * rng.normal();
+    }
+  }
+
+  // Solves every row of `m` (rows of `target`), or only the rows listed in `only`, against the fixed factors
+  // `other` with Gram matrix g.
   void solve_side(const Csr& m, const std::vector<float>& regs, const mf::Factors& other,
-                  const mf::AlignedFloats& g, mf::Factors& target, int threads) const {
+                  const mf::AlignedFloats& g, mf::Factors& target, int threads,
+                  std::span<const uint32_t> only = {}) const {
     const bool exact = solver_ == "cholesky";
-    parallel_for(m.n_rows, threads, 64, [&](size_t lo, size_t hi) {
+    const bool all = only.empty();
+    parallel_for(all ? m.n_rows : only.size(), threads, 64, [&](size_t lo, size_t hi) {
       mf::CgScratch cg(target.ld);
       mf::CholScratch chol(exact ? target.f : 0);
-      for (size_t r = lo; r < hi; ++r) {
+      for (size_t k = lo; k < hi; ++k) {
+        const size_t r = all ? k : only[k];
         const mf::IalsRow row{m.indices.data() + m.indptr[r], m.values.data() + m.indptr[r],
-                              m.row_size(uint32_t(r)), m.indices.data() + m.indptr[hi]};
+                              m.row_size(uint32_t(r)),
+                              m.indices.data() + m.indptr[all ? hi : std::min<size_t>(r + 1, m.n_rows)]};
         if (exact) {
           mf::ials_exact_solve(g.data(), regs[r], other.data.data(), other.ld, other.f, row, float(alpha_),
                                target.row(r), chol);

@@ -323,3 +323,24 @@ TEST_F(CliTest, TrainAndEvalWithAugmentation) {
   EXPECT_NE(bad.status, 0);
   EXPECT_NE(bad.out.find("unknown generator"), std::string::npos) << bad.out;
 }
+
+TEST_F(CliTest, TrainResumeContinuesASavedModel) {
+  const std::string data = "synthetic:users=300,items=60";
+  ASSERT_EQ(
+      run("train " + data + " -m ials:factors=8,iterations=3 --quiet -o " + (dir / "a").string()).status, 0);
+  Result r =
+      run("train " + data + " --resume " + (dir / "a").string() + " --sweeps 1 -o " + (dir / "b").string());
+  ASSERT_EQ(r.status, 0) << r.out;
+  EXPECT_NE(r.out.find("resumed from"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("ials:"), std::string::npos) << r.out;
+  EXPECT_EQ(run("recommend --model " + (dir / "b").string() + " --data " + data + " --user u1 -k 3").status,
+            0);
+  Result both =
+      run("train " + data + " -m ials --resume " + (dir / "a").string() + " -o " + (dir / "c").string());
+  EXPECT_NE(both.status, 0);
+  EXPECT_NE(both.out.find("leave out -m"), std::string::npos) << both.out;
+  ASSERT_EQ(run("train " + data + " -m popular --quiet -o " + (dir / "p").string()).status, 0);
+  Result pop = run("train " + data + " --resume " + (dir / "p").string() + " -o " + (dir / "q").string());
+  EXPECT_NE(pop.status, 0);
+  EXPECT_NE(pop.out.find("no incremental update"), std::string::npos) << pop.out;
+}

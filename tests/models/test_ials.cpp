@@ -450,3 +450,76 @@ TEST(Ials, EmptyRowsAndColumnsStayFinite) {
   model->score(users, s, 1);
   for (float x : s.data) EXPECT_TRUE(std::isfinite(x));
 }
+
+namespace {
+
+// Hit rate at 10 of the held-out items, seen items excluded.
+double hit_rate(const Recommender& m, const Data& d, uint32_t n_users) {
+  std::vector<uint32_t> users(n_users);
+  std::iota(users.begin(), users.end(), 0u);
+  Matrix s;
+  m.score(users, s, 2);
+  size_t hits = 0, n = 0;
+  for (uint32_t u = 0; u < n_users; ++u) {
+    if (d.held_out[u] < 0) continue;
+    const float target = s(u, uint32_t(d.held_out[u]));
+    const auto seen = d.train.row_indices(u);
+    size_t above = 0;
+    for (uint32_t i = 0; i < d.train.n_cols; ++i)
+      if (!std::binary_search(seen.begin(), seen.end(), i) && s(u, i) > target) ++above;
+    hits += above < 10 ? 1 : 0;
+    ++n;
+  }
+  return double(hits) / double(n);
+}
+
+}  // namespace
+
+TEST(Ials, ResumeWithNewUsersItemsAndInteractionsApproachesAFullRefit) {
+  // The old data: the first 240 users, the first 160 items; then 60 new users, 40 new items and the old
+  // users' interactions with the new items arrive.
+  const Data d = make_clustered(300, 200, 5, 16, 21);
+  constexpr uint32_t kOldUsers = 240, kOldItems = 160;
+  std::vector<uint32_t> r, c;
+  std::vector<float> v;
+  for (uint32_t u = 0; u < kOldUsers; ++u)
+    for (uint32_t i : d.train.row_indices(u))
+      if (i < kOldItems) r.push_back(u), c.push_back(i), v.push_back(1);
+  const Csr old = Csr::from_triplets(kOldUsers, kOldItems, r, c, v);
+  FitContext ctx;
+  ctx.threads = 2;
+  ctx.seed = 5;
+  const std::string spec = "ials:factors=16,iterations=10";
+  auto m = create_model(spec);
+  m->fit(old, ctx);
+  const Factors2 before = factors_of(*m);
+  std::vector<uint32_t> touched;
+  for (uint32_t u = 0; u < kOldUsers; ++u)
+    if (d.train.row_size(u) != old.row_size(u)) touched.push_back(u);
+  ASSERT_GT(touched.size(), 100u);
+  // With no sweep, a user without new interactions keeps their factors exactly.
+  auto m0 = create_model(spec);
+  m0->fit(old, ctx);
+  ASSERT_TRUE(m0->resume(d.train, touched, ctx, 0));
+  EXPECT_EQ(m0->n_users(), 300u);
+  EXPECT_EQ(m0->n_items(), 200u);
+  const Factors2 after0 = factors_of(*m0);
+  for (uint32_t u = 0; u < kOldUsers; ++u) {
+    if (std::binary_search(touched.begin(), touched.end(), u)) continue;
+    for (size_t k = 0; k < before.users.cols; ++k) ASSERT_EQ(after0.users(u, k), before.users(u, k)) << u;
+  }
+  // Two sweeps: within a small margin of a full refit on the new data, far above the stale model (which
+  // cannot rank new items or serve new users).
+  ASSERT_TRUE(m->resume(d.train, touched, ctx, 2));
+  auto full = create_model(spec);
+  full->fit(d.train, ctx);
+  const double hr_resume = hit_rate(*m, d, 300), hr_full = hit_rate(*full, d, 300);
+  EXPECT_GT(hr_full, 0.2);
+  EXPECT_GT(hr_resume, hr_full - 0.05) << "resume " << hr_resume << " full " << hr_full;
+  // Fewer users or items than the model has is an error.
+  EXPECT_THROW(m->resume(old, {}, ctx, 1), Error);
+  // A model without an incremental path says so.
+  auto pop = create_model("popular");
+  pop->fit(old, ctx);
+  EXPECT_FALSE(pop->resume(d.train, touched, ctx, 1));
+}
