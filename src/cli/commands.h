@@ -120,6 +120,14 @@ int cmd_serve(const ServeArgs& a, const Common& c);    // src/cli/serve_command.
 int cmd_replay(const ReplayArgs& a, const Common& c);  // src/cli/serve_command.cpp
 int cmd_report(const ReportArgs& a);                   // src/cli/serve_command.cpp
 int cmd_models();
+struct PrivacyArgs {
+  double q = 0, noise = 0, delta = 0, epsilon = 0;
+  int64_t steps = 0;
+  std::string conversion = "classic";
+  std::vector<double> orders;  // empty: the integers 2..256
+};
+int cmd_privacy_epsilon(const PrivacyArgs& a);         // src/cli/privacy_commands.cpp
+int cmd_privacy_noise(const PrivacyArgs& a);           // src/cli/privacy_commands.cpp
 int cmd_encode(const EncodeArgs& a, const Common& c);  // src/cli/text_commands.cpp
 int cmd_embed(const EmbedArgs& a, const Common& c);    // src/cli/text_commands.cpp
 

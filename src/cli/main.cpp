@@ -250,6 +250,30 @@ int main(int argc, char** argv) {
   c_report->add_option("-o,--output", rpt.output, "HTML file")->capture_default_str();
   c_report->add_option("--title", rpt.title, "page title")->capture_default_str();
 
+  // privacy
+  PrivacyArgs pv;
+  auto* c_privacy =
+      app.add_subcommand("privacy", "differential-privacy accounting of DP-SGD (subsampled Gaussian, RDP)");
+  c_privacy->require_subcommand(1);
+  auto add_mechanism = [&](CLI::App* sub) {
+    sub->add_option("--q", pv.q, "sampling rate (batch size / examples; 1 = no subsampling)")->required();
+    sub->add_option("--steps", pv.steps, "training steps")->required();
+    sub->add_option("--delta", pv.delta, "delta of the (epsilon, delta) guarantee")->required();
+    sub->add_option("--conversion", pv.conversion,
+                    "RDP to (epsilon, delta): classic (Mironov 2017) or improved (Balle et al. 2020)")
+        ->check(CLI::IsMember({"classic", "improved"}))
+        ->capture_default_str();
+    sub->add_option("--orders", pv.orders, "RDP orders > 1, comma-separated (default: the integers 2..256)")
+        ->delimiter(',');
+  };
+  auto* c_epsilon = c_privacy->add_subcommand("epsilon", "epsilon spent by DP-SGD training (printed first)");
+  add_mechanism(c_epsilon);
+  c_epsilon->add_option("--noise", pv.noise, "noise multiplier (noise std / clipping norm)")->required();
+  auto* c_noise =
+      c_privacy->add_subcommand("noise", "smallest noise multiplier that keeps epsilon at a target");
+  add_mechanism(c_noise);
+  c_noise->add_option("--epsilon", pv.epsilon, "target epsilon")->required();
+
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -269,6 +293,8 @@ int main(int argc, char** argv) {
     if (*c_replay) return cmd_replay(rp, common);
     if (*c_report) return cmd_report(rpt);
     if (*c_models) return cmd_models();
+    if (*c_epsilon) return cmd_privacy_epsilon(pv);
+    if (*c_noise) return cmd_privacy_noise(pv);
     if (*c_encode) return cmd_encode(enc, common);
     if (*c_embed) return cmd_embed(emb, common);
   } catch (const std::exception& e) {
