@@ -35,6 +35,9 @@ struct TextArgs {
 
 struct ImportArgs {
   std::string input, format = "auto", on_error = "fail", output;
+  std::string anonymise_key;          // key file: pseudonymise ids and scrub text (empty: import as it is)
+  std::string id_map;                 // where to write raw -> pseudonym (only with --anonymise)
+  std::string coarsen_time = "none";  // none, day, week or month (only with --anonymise)
 };
 struct SplitArgs {
   DataArg data;

@@ -48,6 +48,18 @@ int main(int argc, char** argv) {
       ->check(CLI::IsMember({"fail", "skip"}))
       ->capture_default_str();
   c_import->add_option("-o,--output", imp.output, "output: FILE.xdb (binary) or a directory (canonical TSV)");
+  auto* o_anon = c_import->add_option("--anonymise", imp.anonymise_key,
+                                      "key file: replace user and item ids by keyed pseudonyms (HMAC-SHA256) "
+                                      "and scrub e-mail addresses, phone "
+                                      "numbers, URLs and raw ids from the text (see docs/PRIVACY.md)");
+  c_import
+      ->add_option("--id-map", imp.id_map,
+                   "write the map raw id -> pseudonym here (a secret like the key; not written by default)")
+      ->needs(o_anon);
+  c_import->add_option("--coarsen-time", imp.coarsen_time, "floor timestamps to the day, week or month (UTC)")
+      ->check(CLI::IsMember({"none", "day", "week", "month"}))
+      ->needs(o_anon)
+      ->capture_default_str();
   add_common(c_import);
 
   // split
