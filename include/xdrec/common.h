@@ -148,8 +148,11 @@ double peak_rss_mb();
 
 // Writes a file atomically: content goes to a temporary file in the same directory, which is then renamed
 // over `path`. On any error the temporary file is removed and Error is thrown; `path` is never left partial.
-void write_file_atomic(const std::string& path, const std::function<void(std::FILE*)>& writer);
-void write_file_atomic(const std::string& path, std::string_view content);
+// `mode` is the file's permission bits (0600 for a secret: the file is never readable by others, not even
+// before the rename).
+void write_file_atomic(const std::string& path, const std::function<void(std::FILE*)>& writer,
+                       unsigned mode = 0644);
+void write_file_atomic(const std::string& path, std::string_view content, unsigned mode = 0644);
 std::string read_file(const std::string& path);
 
 // 64-bit FNV-1a hash of bytes (fingerprints of data and model files).

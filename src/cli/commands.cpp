@@ -12,6 +12,7 @@
 #include <sstream>
 
 #include "cli/progress.h"
+#include "xdrec/anonymise.h"
 #include "xdrec/augment.h"
 #include "xdrec/encoder.h"
 #include "xdrec/metrics.h"
@@ -341,6 +342,16 @@ Split read_split(const Dataset& ds, const std::string& dir) {
 }
 
 int cmd_import(const ImportArgs& a, const Common& c) {
+  const bool anonymise_ids = !a.anonymise_key.empty();
+  std::string key;
+  if (anonymise_ids) {
+    key = read_key_file(a.anonymise_key);  // a bad key fails before any reading
+    if (key.size() < 16)
+      std::fprintf(
+          stderr,
+          "note: the key has %zu bytes; a short key can be guessed (e.g. head -c 32 /dev/urandom > KEY)\n",
+          key.size());
+  }
   ReadOptions ro;
   ro.skip_errors = a.on_error == "skip";
   ro.use_cache = false;
@@ -351,8 +362,30 @@ int cmd_import(const ImportArgs& a, const Common& c) {
   std::printf("parsed %zu records (%.1f MB) in %.3f s: %.0f lines/s\n", rep.records, rep.bytes / 1e6,
               rep.seconds, rep.lines_per_second());
   if (rep.skipped) {
-    std::printf("skipped %zu malformed records; first ones:\n", rep.skipped);
-    for (auto& e : rep.examples) std::printf("  %s\n", e.c_str());
+    if (anonymise_ids) {
+      std::printf("skipped %zu malformed records (not shown: they may quote raw records)\n", rep.skipped);
+    } else {
+      std::printf("skipped %zu malformed records; first ones:\n", rep.skipped);
+      for (auto& e : rep.examples) std::printf("  %s\n", e.c_str());
+    }
+  }
+  if (anonymise_ids) {
+    AnonymiseOptions ao;
+    ao.key = key;
+    ao.coarsen_time = parse_time_coarsening(a.coarsen_time);
+    Anonymised anon = anonymise(ds, ao);
+    const ScrubCounts& n = anon.scrubbed;
+    std::printf(
+        "pseudonymised %u users and %u items (%zu hex digits); scrubbed %zu URLs, %zu e-mail addresses, %zu "
+        "phone "
+        "numbers, %zu raw ids from the text%s\n",
+        anon.data.n_users(), anon.data.n_items(), ao.hex_chars, n.urls, n.emails, n.phones, n.ids,
+        a.coarsen_time == "none" ? "" : ("; timestamps floored to the " + a.coarsen_time).c_str());
+    if (!a.id_map.empty()) {
+      write_id_map(anon, a.id_map);
+      std::printf("wrote the id map %s (keep it as secret as the key)\n", a.id_map.c_str());
+    }
+    ds = std::move(anon.data);
   }
   if (!a.output.empty()) {
     if (a.output.size() > 4 && a.output.substr(a.output.size() - 4) == ".xdb") {

@@ -35,6 +35,9 @@ struct TextArgs {
 
 struct ImportArgs {
   std::string input, format = "auto", on_error = "fail", output;
+  std::string anonymise_key;          // key file: pseudonymise ids and scrub text (empty: import as it is)
+  std::string id_map;                 // where to write raw -> pseudonym (only with --anonymise)
+  std::string coarsen_time = "none";  // none, day, week or month (only with --anonymise)
 };
 struct SplitArgs {
   DataArg data;
@@ -126,6 +129,14 @@ int cmd_serve(const ServeArgs& a, const Common& c);    // src/cli/serve_command.
 int cmd_replay(const ReplayArgs& a, const Common& c);  // src/cli/serve_command.cpp
 int cmd_report(const ReportArgs& a);                   // src/cli/serve_command.cpp
 int cmd_models();
+struct PrivacyArgs {
+  double q = 0, noise = 0, delta = 0, epsilon = 0;
+  int64_t steps = 0;
+  std::string conversion = "classic";
+  std::vector<double> orders;  // empty: the integers 2..256
+};
+int cmd_privacy_epsilon(const PrivacyArgs& a);         // src/cli/privacy_commands.cpp
+int cmd_privacy_noise(const PrivacyArgs& a);           // src/cli/privacy_commands.cpp
 int cmd_encode(const EncodeArgs& a, const Common& c);  // src/cli/text_commands.cpp
 int cmd_embed(const EmbedArgs& a, const Common& c);    // src/cli/text_commands.cpp
 

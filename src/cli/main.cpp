@@ -48,6 +48,18 @@ int main(int argc, char** argv) {
       ->check(CLI::IsMember({"fail", "skip"}))
       ->capture_default_str();
   c_import->add_option("-o,--output", imp.output, "output: FILE.xdb (binary) or a directory (canonical TSV)");
+  auto* o_anon = c_import->add_option("--anonymise", imp.anonymise_key,
+                                      "key file: replace user and item ids by keyed pseudonyms (HMAC-SHA256) "
+                                      "and scrub e-mail addresses, phone "
+                                      "numbers, URLs and raw ids from the text (see docs/PRIVACY.md)");
+  c_import
+      ->add_option("--id-map", imp.id_map,
+                   "write the map raw id -> pseudonym here (a secret like the key; not written by default)")
+      ->needs(o_anon);
+  c_import->add_option("--coarsen-time", imp.coarsen_time, "floor timestamps to the day, week or month (UTC)")
+      ->check(CLI::IsMember({"none", "day", "week", "month"}))
+      ->needs(o_anon)
+      ->capture_default_str();
   add_common(c_import);
 
   // split
@@ -272,6 +284,30 @@ int main(int argc, char** argv) {
   c_report->add_option("-o,--output", rpt.output, "HTML file")->capture_default_str();
   c_report->add_option("--title", rpt.title, "page title")->capture_default_str();
 
+  // privacy
+  PrivacyArgs pv;
+  auto* c_privacy =
+      app.add_subcommand("privacy", "differential-privacy accounting of DP-SGD (subsampled Gaussian, RDP)");
+  c_privacy->require_subcommand(1);
+  auto add_mechanism = [&](CLI::App* sub) {
+    sub->add_option("--q", pv.q, "sampling rate (batch size / examples; 1 = no subsampling)")->required();
+    sub->add_option("--steps", pv.steps, "training steps")->required();
+    sub->add_option("--delta", pv.delta, "delta of the (epsilon, delta) guarantee")->required();
+    sub->add_option("--conversion", pv.conversion,
+                    "RDP to (epsilon, delta): classic (Mironov 2017) or improved (Balle et al. 2020)")
+        ->check(CLI::IsMember({"classic", "improved"}))
+        ->capture_default_str();
+    sub->add_option("--orders", pv.orders, "RDP orders > 1, comma-separated (default: the integers 2..256)")
+        ->delimiter(',');
+  };
+  auto* c_epsilon = c_privacy->add_subcommand("epsilon", "epsilon spent by DP-SGD training (printed first)");
+  add_mechanism(c_epsilon);
+  c_epsilon->add_option("--noise", pv.noise, "noise multiplier (noise std / clipping norm)")->required();
+  auto* c_noise =
+      c_privacy->add_subcommand("noise", "smallest noise multiplier that keeps epsilon at a target");
+  add_mechanism(c_noise);
+  c_noise->add_option("--epsilon", pv.epsilon, "target epsilon")->required();
+
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -291,6 +327,8 @@ int main(int argc, char** argv) {
     if (*c_replay) return cmd_replay(rp, common);
     if (*c_report) return cmd_report(rpt);
     if (*c_models) return cmd_models();
+    if (*c_epsilon) return cmd_privacy_epsilon(pv);
+    if (*c_noise) return cmd_privacy_noise(pv);
     if (*c_encode) return cmd_encode(enc, common);
     if (*c_embed) return cmd_embed(emb, common);
   } catch (const std::exception& e) {

@@ -170,7 +170,8 @@ double peak_rss_mb() {
   return 0.0;
 }
 
-void write_file_atomic(const std::string& path, const std::function<void(std::FILE*)>& writer) {
+void write_file_atomic(const std::string& path, const std::function<void(std::FILE*)>& writer,
+                       unsigned mode) {
   namespace fs = std::filesystem;
   fs::path p(path);
   fs::path dir = p.has_parent_path() ? p.parent_path() : fs::path(".");
@@ -202,18 +203,21 @@ void write_file_atomic(const std::string& path, const std::function<void(std::FI
     std::remove(tmp.c_str());
     throw Error("write failed for '" + path + "' (disk full?)");
   }
-  ::chmod(tmp.c_str(), 0644);
+  ::chmod(tmp.c_str(), static_cast<mode_t>(mode));
   if (std::rename(tmp.c_str(), path.c_str()) != 0) {
     std::remove(tmp.c_str());
     throw Error("cannot rename temporary file onto '" + path + "'");
   }
 }
 
-void write_file_atomic(const std::string& path, std::string_view content) {
-  write_file_atomic(path, [&](std::FILE* f) {
-    if (!content.empty() && std::fwrite(content.data(), 1, content.size(), f) != content.size())
-      throw Error("write failed for '" + path + "'");
-  });
+void write_file_atomic(const std::string& path, std::string_view content, unsigned mode) {
+  write_file_atomic(
+      path,
+      [&](std::FILE* f) {
+        if (!content.empty() && std::fwrite(content.data(), 1, content.size(), f) != content.size())
+          throw Error("write failed for '" + path + "'");
+      },
+      mode);
 }
 
 std::string read_file(const std::string& path) {

@@ -55,7 +55,7 @@ class CliTest : public ::testing::Test {
 
 TEST_F(CliTest, HelpForEveryCommand) {
   for (std::string c : {"import", "split", "train", "eval", "recommend", "quickstart", "models", "serve",
-                        "replay", "report"}) {
+                        "replay", "report", "privacy epsilon", "privacy noise"}) {
     Result r = run(c + " --help");
     EXPECT_EQ(r.status, 0) << c << ": " << r.out;
     EXPECT_NE(r.out.find("--"), std::string::npos) << c;
@@ -343,4 +343,50 @@ TEST_F(CliTest, TrainResumeContinuesASavedModel) {
   Result pop = run("train " + data + " --resume " + (dir / "p").string() + " -o " + (dir / "q").string());
   EXPECT_NE(pop.status, 0);
   EXPECT_NE(pop.out.find("no incremental update"), std::string::npos) << pop.out;
+}
+
+TEST_F(CliTest, PrivacyEpsilonMatchesTheFixtureAndNoiseInvertsIt) {
+  const fs::path fixture = fs::path(XDREC_SHARED_DATA) / ".." / "fixtures" / "dp" / "rdp_reference.jsonl";
+  if (!fs::exists(fixture)) GTEST_SKIP() << "no fixture at " << fixture;
+  // The first number printed is epsilon (at least 10 significant digits), then the order.
+  auto first_number = [](const std::string& out) {
+    const size_t p = out.find_first_of("0123456789");
+    return p == std::string::npos ? -1.0 : std::stod(out.substr(p));
+  };
+  std::ifstream in(fixture);
+  std::string line;
+  size_t rows = 0;
+  while (std::getline(in, line)) {
+    if (line.empty()) continue;
+    const auto j = nlohmann::json::parse(line);
+    char args[256];
+    std::snprintf(args, sizeof args, "privacy epsilon --q %.17g --noise %.17g --steps %lld --delta %.17g",
+                  j["q"].get<double>(), j["noise_multiplier"].get<double>(),
+                  static_cast<long long>(j["steps"].get<int64_t>()), j["delta"].get<double>());
+    for (std::string conv : {"classic", "improved"}) {
+      Result r = run(std::string(args) + " --conversion " + conv);
+      ASSERT_EQ(r.status, 0) << r.out;
+      const double want = j["epsilon_" + conv];
+      EXPECT_NEAR(first_number(r.out), want, 1e-9 * want) << args << " " << conv << ": " << r.out;
+      EXPECT_NE(r.out.find(" order " + std::to_string(j["order_" + conv].get<int>()) + " "),
+                std::string::npos)
+          << r.out;
+    }
+    ++rows;
+  }
+  EXPECT_EQ(rows, 8u);
+  Result d = run("privacy epsilon --q 0.01 --noise 1.1 --steps 1000 --delta 1e-5");  // classic by default
+  EXPECT_EQ(d.out.rfind("epsilon 2.0867961135", 0), 0u) << d.out;
+  Result n = run("privacy noise --q 0.01 --steps 1000 --delta 1e-5 --epsilon 2.086796113574304");
+  ASSERT_EQ(n.status, 0) << n.out;
+  EXPECT_NEAR(first_number(n.out), 1.1, 1e-7) << n.out;
+  Result frac = run("privacy epsilon --q 0.01 --noise 1.1 --steps 1000 --delta 1e-5 --orders 4.5,10.25");
+  ASSERT_EQ(frac.status, 0) << frac.out;
+  EXPECT_NE(frac.out.find(" order 10.25 "), std::string::npos) << frac.out;
+  EXPECT_GT(first_number(frac.out), 2.086796113574304);  // the integer optimum (order 10) is not among these
+  Result bad = run("privacy epsilon --q 2 --noise 1 --steps 10 --delta 1e-5");
+  EXPECT_EQ(bad.status, 1);
+  EXPECT_NE(bad.out.find("sampling rate"), std::string::npos) << bad.out;
+  EXPECT_NE(run("privacy noise --q 0.01 --steps 1000 --delta 1e-5 --epsilon 0.01").status, 0);
+  EXPECT_NE(run("privacy epsilon --q 0.01 --steps 1000 --delta 1e-5").status, 0);  // --noise is required
 }
