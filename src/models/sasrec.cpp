@@ -134,7 +134,8 @@ class SasrecModel final : public Recommender {
              "text models: probability of dropping an item's id embedding in a training pass (cold items)")
         .add("user_state", &user_state_, "last", {"last", "mean"},
              "a user's state when scoring: the output at the last position of the history (the next-item "
-             "prediction), or the mean of the outputs over every position (the history's long-run taste)")
+             "prediction), or the mean of the outputs over every position of the whole history, read in "
+             "max_len windows (the history's long-run taste)")
         .add("seed", &seed_, 0, 0, INT_MAX, "random seed (0: the fit context's seed)");
     ae_.declare(params_);
     params_.apply(spec.values);
@@ -234,11 +235,11 @@ class SasrecModel final : public Recommender {
 
     train(seqs, ctx);
 
-    // Histories for scoring: the most recent max_len items of each sequence.
+    // Histories for scoring: the most recent max_len items of each sequence (all of it for user_state=mean).
     hist_.assign(nu, {});
     for (uint32_t u = 0; u < nu; ++u) {
       const auto& s = seqs[u];
-      const size_t n = std::min(s.size(), size_t(max_len_));
+      const size_t n = user_state_ == "mean" ? s.size() : std::min(s.size(), size_t(max_len_));
       hist_[u].assign(s.end() - n, s.end());
     }
     fitted_ = true;
@@ -314,7 +315,7 @@ class SasrecModel final : public Recommender {
       }
       h.push_back(items[k]);
     }
-    if (h.size() > size_t(max_len_)) h.erase(h.begin(), h.end() - max_len_);
+    if (user_state_ != "mean" && h.size() > size_t(max_len_)) h.erase(h.begin(), h.end() - max_len_);
     if (user == n_users()) {
       hist_.push_back(std::move(h));
     } else {
@@ -661,14 +662,10 @@ class SasrecModel final : public Recommender {
   // ---- Forward for scoring ------------------------------------------------------------------------------
 
   // The final hidden state after the most recent item of `h` (zeros for an empty history).
-  void hidden(const std::vector<uint32_t>& h, float* out) const {
-    const size_t n = std::min(h.size(), size_t(max_len_));
-    if (n == 0) {
-      std::fill(out, out + d_, 0.0f);
-      return;
-    }
-    std::span<const uint32_t> ids(h.data() + h.size() - n, n);
-    MatF x, y;
+  // The transformer's outputs (before the final layer norm) over one window of at most max_len items.
+  void window_forward(std::span<const uint32_t> ids, MatF& x) const {
+    const size_t n = ids.size();
+    MatF y;
     item_rep(ids, nullptr, x, nullptr, nullptr);
     const float s = std::sqrt(float(d_));
     for (size_t t = 0; t < n; ++t) {
@@ -683,17 +680,33 @@ class SasrecModel final : public Recommender {
       b.forward(x, off, y, cache, nullptr);
       std::swap(x, y);
     }
+  }
+
+  // A user's state: the normalised output at the last position of the most recent window (user_state=last),
+  // or the mean of the normalised outputs at every position of the whole history, read in consecutive
+  // max_len windows from the most recent backwards as in training (user_state=mean).
+  void hidden(const std::vector<uint32_t>& h, float* out) const {
+    std::fill(out, out + d_, 0.0f);
+    if (h.empty()) return;
+    const size_t w = size_t(max_len_);
+    MatF x, o;
     if (user_state_ == "mean") {
-      // Every position's normalised output (each the prediction of the item after it), averaged.
-      MatF o;
-      ln_f_.forward(x, o, nullptr);
-      std::fill(out, out + d_, 0.0f);
-      for (size_t t = 0; t < n; ++t)
-        for (size_t j = 0; j < d_; ++j) out[j] += o.row(t)[j];
-      for (size_t j = 0; j < d_; ++j) out[j] /= float(n);
+      size_t count = 0;
+      for (size_t end = h.size(); end > 0;) {
+        const size_t b = end - std::min(end, w);
+        window_forward(std::span<const uint32_t>(h.data() + b, end - b), x);
+        ln_f_.forward(x, o, nullptr);
+        for (size_t t = 0; t < o.rows; ++t)
+          for (size_t j = 0; j < d_; ++j) out[j] += o.row(t)[j];
+        count += o.rows;
+        end = b;
+      }
+      for (size_t j = 0; j < d_; ++j) out[j] /= float(count);
       return;
     }
-    MatF last(1, d_), o;
+    const size_t n = std::min(h.size(), w);
+    window_forward(std::span<const uint32_t>(h.data() + h.size() - n, n), x);
+    MatF last(1, d_);
     std::copy(x.row(n - 1), x.row(n - 1) + d_, last.row(0));
     ln_f_.forward(last, o, nullptr);
     std::copy(o.data.begin(), o.data.end(), out);
