@@ -191,13 +191,7 @@ int main(int argc, char** argv) {
       SyntheticOptions so;
       so.seed = 7;
       Dataset ds = make_synthetic(so);
-      // Kitchen thinned to a tenth of its interactions: the deliberately sparse domain.
-      const int kitchen = domain_index(ds, "kitchen");
-      Rng rng(11);
-      std::vector<Interaction> kept;
-      for (const auto& e : ds.interactions)
-        if (ds.item_domain[e.item] != kitchen || rng.uniform() < 0.1) kept.push_back(e);
-      ds.interactions = std::move(kept);
+      thin_domain(ds, "kitchen", 0.1, 11);  // the deliberately sparse domain
       std::fprintf(stderr, "augmentation/synthetic-sparse-kitchen: %s\n", ds.summary().c_str());
       ExperimentOptions x;
       x.protocol = "random";

@@ -24,4 +24,8 @@ struct SyntheticOptions {
 
 Dataset make_synthetic(const SyntheticOptions& opt);
 
+// Keeps each interaction of domain `domain` with probability `keep` (seeded), the others all: a deliberately
+// sparse domain (augmentation tests and benchmarks). Error for an unknown domain.
+void thin_domain(Dataset& ds, const std::string& domain, double keep, uint64_t seed);
+
 }  // namespace xdrec

@@ -272,4 +272,14 @@ Dataset make_synthetic(const SyntheticOptions& opt) {
   return ds;
 }
 
+void thin_domain(Dataset& ds, const std::string& domain, double keep, uint64_t seed) {
+  const auto d = ds.domains.find(domain);
+  check(d.has_value(), "thin_domain: no domain '" + domain + "'");
+  Rng rng(seed);
+  std::vector<Interaction> kept;
+  for (const auto& e : ds.interactions)
+    if (ds.item_domain[e.item] != *d || rng.uniform() < keep) kept.push_back(e);
+  ds.interactions = std::move(kept);
+}
+
 }  // namespace xdrec

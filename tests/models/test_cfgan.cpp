@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <filesystem>
 
+#include "../nn/grad_check.h"
 #include "models/cfgan_core.h"
 #include "xdrec/rank.h"
 #include "xdrec/recommender.h"
@@ -41,17 +42,6 @@ Nets random_nets(size_t items, size_t h, size_t no, size_t noise, nn::Act act, u
   return n;
 }
 
-// Relative difference with a floor, for comparing an analytic gradient with a central difference.
-double rel(double a, double b) {
-  return std::abs(a - b) / std::max(1e-6, std::abs(a) + std::abs(b));
-}
-
-double sparse_at(const nn::SparseGrad<double>& g, uint32_t row, size_t col) {
-  for (size_t k = 0; k < g.rows.size(); ++k)
-    if (g.rows[k] == row) return g.values(k, col);
-  return 0.0;
-}
-
 }  // namespace
 
 TEST(Cfgan, GradientsOfBothLossesMatchFiniteDifferences) {
@@ -82,33 +72,22 @@ TEST(Cfgan, GradientsOfBothLossesMatchFiniteDifferences) {
     n.d_loss(b, &gr);
     auto gg = n.make_grads();
     n.g_loss(b, alpha, &gg);
-    const double eps = 1e-6;
-    auto check = [&](nn::Mat<double>& p, auto loss, auto analytic, const char* what) {
-      for (size_t k = 0; k < p.data.size(); ++k) {
-        const double keep = p.data[k];
-        p.data[k] = keep + eps;
-        const double up = loss();
-        p.data[k] = keep - eps;
-        const double down = loss();
-        p.data[k] = keep;
-        const double fd = (up - down) / (2 * eps);
-        EXPECT_LT(rel(analytic(k), fd), 1e-5) << what << "[" << k << "]: " << analytic(k) << " vs " << fd;
-      }
+    // Sparse gradients of the condition tables as dense matrices, for the finite-difference check.
+    auto dense = [&](const nn::SparseGrad<double>& g, size_t rows) {
+      nn::Mat<double> m(rows, kH);
+      for (size_t k = 0; k < g.rows.size(); ++k)
+        for (size_t j = 0; j < kH; ++j) m(g.rows[k], j) = g.values(k, j);
+      return m;
     };
     auto dl = [&] { return n.d_loss(b, nullptr); };
     auto gl = [&] { return n.g_loss(b, alpha, nullptr); };
+    using nn::testing::expect_grad;
     const auto dps = n.d_dense_params();
-    for (size_t q = 0; q < dps.size(); ++q)
-      check(
-          *dps[q], dl, [&](size_t k) { return gr.d[q].data[k]; }, "D dense");
-    check(
-        n.d_cond, dl, [&](size_t k) { return sparse_at(gr.d_cond, uint32_t(k / kH), k % kH); }, "D cond");
+    for (size_t q = 0; q < dps.size(); ++q) expect_grad(*dps[q], gr.d[q], dl, "D dense " + std::to_string(q));
+    expect_grad(n.d_cond, dense(gr.d_cond, kItems), dl, "D condition table");
     const auto gps = n.g_dense_params();
-    for (size_t q = 0; q < gps.size(); ++q)
-      check(
-          *gps[q], gl, [&](size_t k) { return gg.g[q].data[k]; }, "G dense");
-    check(
-        n.g_cond, gl, [&](size_t k) { return sparse_at(gg.g_cond, uint32_t(k / kH), k % kH); }, "G cond");
+    for (size_t q = 0; q < gps.size(); ++q) expect_grad(*gps[q], gg.g[q], gl, "G dense " + std::to_string(q));
+    expect_grad(n.g_cond, dense(gg.g_cond, kItems), gl, "G condition table");
   }
 }
 

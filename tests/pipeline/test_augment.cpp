@@ -22,12 +22,7 @@ const Dataset& data() {
     o.items_per_domain = 100;
     o.seed = 5;
     Dataset d = make_synthetic(o);
-    const int kitchen = domain_index(d, "kitchen");
-    Rng rng(9);
-    std::vector<Interaction> kept;
-    for (const auto& e : d.interactions)
-      if (d.item_domain[e.item] != kitchen || rng.uniform() < 0.1) kept.push_back(e);
-    d.interactions = std::move(kept);
+    thin_domain(d, "kitchen", 0.1, 9);
     return d;
   }();
   return ds;
