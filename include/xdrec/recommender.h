@@ -16,6 +16,8 @@
 
 namespace xdrec {
 
+class Communicator;  // dist.h
+
 // Each user's interactions in time order (timestamp, then input order), repeats kept: user u's items are
 // items[offsets[u] .. offsets[u + 1]). Built by user_sequences() (split.h) from the fit's interactions.
 struct Sequences {
@@ -46,6 +48,10 @@ struct FitContext {
   // The fit's interactions in time order per user (the rows of the matrix, with order and repeats), for the
   // models that read order (sasrec). May be null: such a model then takes each row in item order.
   const Sequences* sequences = nullptr;
+  // Distributed fit (dist.h): every process of the job calls fit with the same data and its own rank; the
+  // models whose traits say `distributed` divide their work over the ranks and end with the same model on
+  // every rank. Null, or one rank: a single-process fit.
+  Communicator* comm = nullptr;
 };
 
 class Recommender {
@@ -136,6 +142,7 @@ struct ModelTraits {
   // Predicts ratings (predicts_ratings()): fits on rating values and reads fold-in weights as ratings (empty
   // weights: the highest training rating, i.e. "liked").
   bool rating = false;
+  bool distributed = false;  // fit() divides its work over FitContext::comm's ranks (same result as one)
 };
 
 // ---- Cost before work -----------------------------------------------------------------------------------

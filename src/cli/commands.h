@@ -47,6 +47,8 @@ struct TrainArgs {
   std::string events;  // a server's event log (SQLite) to fold into the data before training
   std::string augment;  // augment.h spec: generated interactions for a sparse domain's users
   TextArgs text;
+  bool distributed = false;    // fit over the processes of an MPI job (mpirun -np N xdrec train ...)
+  bool verbose = false;        // the model's per-iteration lines (iALS: time, and per rank when distributed)
 };
 struct EvalArgs {
   DataArg data;
