@@ -82,6 +82,9 @@ class Recommender {
   // Model state as tensors plus JSON extras (e.g. dimensions), used by save_model / load_model.
   virtual void save(TensorMap& tensors, nlohmann::json& extra) const = 0;
   virtual void load(const TensorMap& tensors, const nlohmann::json& extra) = 0;
+  // The 2-D float tensors of save() that may be stored compressed (factor and embedding matrices): save_model
+  // with Store::kInt8 / kFp16 writes them so, and load_model gives load() float tensors again. Default: none.
+  virtual std::vector<std::string> compressible_tensors() const { return {}; }
 
   // ---- Cold start through text (models that use text override these; the defaults refuse) ----------------
   virtual bool uses_text() const { return false; }
@@ -203,8 +206,10 @@ ModelCost estimate_model_cost(const std::string& spec, const DataShape& shape);
       [](const ::xdrec::Spec& s, const ::xdrec::DataShape& d) { return CLASS(s).estimate_cost(d); }})
 
 // Saves into directory `dir` (created if needed): model.safetensors + manifest.json (format version, spec,
-// dataset fingerprint, sha of the tensor file). Both written atomically.
-void save_model(const Recommender& model, const std::string& dir, uint64_t data_fingerprint = 0);
+// dataset fingerprint, sha of the tensor file, storage of the compressible tensors). Both written atomically.
+// `store` compresses the model's compressible_tensors() (int8 with a scale per row, or fp16).
+void save_model(const Recommender& model, const std::string& dir, uint64_t data_fingerprint = 0,
+                Store store = Store::kFp32);
 // Loads what save_model wrote; clear Error for a missing directory, a missing or corrupt file, a checksum
 // mismatch, or an unknown model name.
 std::unique_ptr<Recommender> load_model(const std::string& dir, uint64_t* data_fingerprint = nullptr);

@@ -473,7 +473,7 @@ int train_model(const TrainArgs& a, Common c, Communicator* comm) {
   Fitted f = fit_model(ds, train, req);
   if (!lead) return 0;
   const Recommender& model = *f.model;
-  save_model(model, a.output, ds.fingerprint());
+  save_model(model, a.output, ds.fingerprint(), parse_store(a.store));
   if (text && !(model.uses_text() && model.text_encoder() == text->encoder_spec)) {
     if (!c.quiet)
       std::fprintf(stderr, "note: --encoder: model '%s' did not use the text vectors\n",
@@ -485,14 +485,14 @@ int train_model(const TrainArgs& a, Common c, Communicator* comm) {
                       a.split_dir);
   else
     remove_text_config(a.output);  // a text config left by an earlier model in this directory
-  std::printf("trained %s on %zu interactions%s%s in %.2f s (peak memory %.0f MB) -> %s\n",
+  std::printf("trained %s on %zu interactions%s%s in %.2f s (peak memory %.0f MB) -> %s%s\n",
               model.spec().c_str(), train.nnz(),
               text ? (" with text vectors from " + text->encoder_spec + " (dim " +
                       std::to_string(text->items.cols) + ")")
                          .c_str()
                    : "",
               comm ? (" over " + std::to_string(comm->size()) + " processes").c_str() : "", f.seconds,
-              peak_rss_mb(), a.output.c_str());
+              peak_rss_mb(), a.output.c_str(), a.store == "fp32" ? "" : (" (" + a.store + ")").c_str());
   return 0;
 }
 

@@ -47,6 +47,7 @@ struct TrainArgs {
   std::string events;  // a server's event log (SQLite) to fold into the data before training
   std::string augment;  // augment.h spec: generated interactions for a sparse domain's users
   TextArgs text;
+  std::string store = "fp32";  // storage of the factor / embedding matrices: fp32, fp16 or int8
   bool distributed = false;    // fit over the processes of an MPI job (mpirun -np N xdrec train ...)
   bool verbose = false;        // the model's per-iteration lines (iALS: time, and per rank when distributed)
 };

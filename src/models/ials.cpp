@@ -101,6 +101,8 @@ class IalsModel final : public models::FactorModel {
     save_factors(tensors, "user_factors", "item_factors");
     extra["factors"] = factors_;
   }
+  std::vector<std::string> compressible_tensors() const override { return {"user_factors", "item_factors"}; }
+
   void load(const TensorMap& tensors, const nlohmann::json&) override {
     load_factors(tensors, "user_factors", "item_factors", size_t(factors_),
                  "factors=" + std::to_string(factors_));
