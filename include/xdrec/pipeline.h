@@ -78,7 +78,11 @@ struct FitRequest {
   const TextVectors* text = nullptr;        // attached when given
   const Matrix* item_categories = nullptr;  // e.g. Dataset::category_vectors()
   const Sequences* sequences = nullptr;     // the fit's interactions in time order (user_sequences())
+  // Distributed fit over the ranks of a job (dist.h); only models whose traits say `distributed` accept one
+  // with more than one rank.
+  Communicator* comm = nullptr;
   ProgressFn progress;
+  bool verbose = false;                           // the model's own per-iteration lines on stderr
   bool check_cost = true;                         // refuse when the estimate exceeds the available memory
   std::function<void(const ModelCost&)> on_cost;  // told the estimate before the fit (e.g. to print it)
 };

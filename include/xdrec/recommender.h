@@ -16,6 +16,8 @@
 
 namespace xdrec {
 
+class Communicator;  // dist.h
+
 // Each user's interactions in time order (timestamp, then input order), repeats kept: user u's items are
 // items[offsets[u] .. offsets[u + 1]). Built by user_sequences() (split.h) from the fit's interactions.
 struct Sequences {
@@ -46,6 +48,10 @@ struct FitContext {
   // The fit's interactions in time order per user (the rows of the matrix, with order and repeats), for the
   // models that read order (sasrec). May be null: such a model then takes each row in item order.
   const Sequences* sequences = nullptr;
+  // Distributed fit (dist.h): every process of the job calls fit with the same data and its own rank; the
+  // models whose traits say `distributed` divide their work over the ranks and end with the same model on
+  // every rank. Null, or one rank: a single-process fit.
+  Communicator* comm = nullptr;
 };
 
 class Recommender {
@@ -76,6 +82,9 @@ class Recommender {
   // Model state as tensors plus JSON extras (e.g. dimensions), used by save_model / load_model.
   virtual void save(TensorMap& tensors, nlohmann::json& extra) const = 0;
   virtual void load(const TensorMap& tensors, const nlohmann::json& extra) = 0;
+  // The 2-D float tensors of save() that may be stored compressed (factor and embedding matrices): save_model
+  // with Store::kInt8 / kFp16 writes them so, and load_model gives load() float tensors again. Default: none.
+  virtual std::vector<std::string> compressible_tensors() const { return {}; }
 
   // ---- Cold start through text (models that use text override these; the defaults refuse) ----------------
   virtual bool uses_text() const { return false; }
@@ -147,6 +156,7 @@ struct ModelTraits {
   // Predicts ratings (predicts_ratings()): fits on rating values and reads fold-in weights as ratings (empty
   // weights: the highest training rating, i.e. "liked").
   bool rating = false;
+  bool distributed = false;  // fit() divides its work over FitContext::comm's ranks (same result as one)
 };
 
 // ---- Cost before work -----------------------------------------------------------------------------------
@@ -207,8 +217,10 @@ ModelCost estimate_model_cost(const std::string& spec, const DataShape& shape);
       [](const ::xdrec::Spec& s, const ::xdrec::DataShape& d) { return CLASS(s).estimate_cost(d); }})
 
 // Saves into directory `dir` (created if needed): model.safetensors + manifest.json (format version, spec,
-// dataset fingerprint, sha of the tensor file). Both written atomically.
-void save_model(const Recommender& model, const std::string& dir, uint64_t data_fingerprint = 0);
+// dataset fingerprint, sha of the tensor file, storage of the compressible tensors). Both written atomically.
+// `store` compresses the model's compressible_tensors() (int8 with a scale per row, or fp16).
+void save_model(const Recommender& model, const std::string& dir, uint64_t data_fingerprint = 0,
+                Store store = Store::kFp32);
 // Loads what save_model wrote; clear Error for a missing directory, a missing or corrupt file, a checksum
 // mismatch, or an unknown model name.
 std::unique_ptr<Recommender> load_model(const std::string& dir, uint64_t* data_fingerprint = nullptr);

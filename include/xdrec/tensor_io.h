@@ -12,7 +12,7 @@
 
 namespace xdrec {
 
-enum class DType { F32, I32, U32, I64, U64, U8 };
+enum class DType { F32, I32, U32, I64, U64, U8, I8, F16 };
 
 struct Tensor {
   DType dtype = DType::F32;
@@ -44,5 +44,22 @@ TensorMap load_safetensors(const std::string& path, std::map<std::string, std::s
 void put_csr(TensorMap& t, const std::string& prefix, const Csr& m);
 Csr get_csr(const TensorMap& t, const std::string& prefix);
 const Tensor& get_tensor(const TensorMap& t, const std::string& name);  // throws Error if missing
+
+// ---- Compressed storage of float matrices ---------------------------------------------------------------
+//
+// kInt8: symmetric per-row quantisation, q = round(x / s) with s = max|x_row| / 127, stored as an I8 tensor
+// `name` plus an F32 tensor `name.scale` (one scale per row); x is read back as q * s (error at most s / 2).
+// kFp16: IEEE half precision, round to nearest even (relative error at most 2^-11; beyond 65504 refused).
+enum class Store { kFp32, kFp16, kInt8 };
+Store parse_store(const std::string& name);  // "fp32" | "fp16" | "int8"; Error otherwise
+std::string store_name(Store s);
+// Replaces the 2-D F32 tensor `name` of `t` with its compressed form (kFp32: unchanged).
+void compress_tensor(TensorMap& t, const std::string& name, Store store);
+// Turns every F16 tensor, and every I8 tensor with a `<name>.scale` companion, back into F32 (the companions
+// are removed), so that a model's load() sees the float tensors it saved.
+void decompress_tensors(TensorMap& t);
+// IEEE half <-> float (round to nearest even; overflow gives infinity).
+uint16_t float_to_half(float x);
+float half_to_float(uint16_t h);
 
 }  // namespace xdrec

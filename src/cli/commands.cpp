@@ -14,6 +14,7 @@
 #include "cli/progress.h"
 #include "xdrec/anonymise.h"
 #include "xdrec/augment.h"
+#include "xdrec/dist.h"
 #include "xdrec/encoder.h"
 #include "xdrec/metrics.h"
 #include "xdrec/params.h"
@@ -447,7 +448,13 @@ std::unique_ptr<TextEncoder> cli_encoder(const std::string& spec, bool quiet) {
   return enc;
 }
 
-int cmd_train(const TrainArgs& a, const Common& c) {
+namespace {
+
+// `xdrec train` in one process (comm null) or as one rank of a distributed fit: every rank reads the data and
+// fits its part; rank 0 alone reports and writes the model.
+int train_model(const TrainArgs& a, Common c, Communicator* comm) {
+  const bool lead = !comm || comm->rank() == 0;
+  if (!lead) c.quiet = true;
   Dataset ds = load_data(a.data, c.quiet, c.threads);
   if (!a.events.empty()) {
     check(a.split_dir.empty(),
@@ -530,10 +537,13 @@ int cmd_train(const TrainArgs& a, const Common& c) {
       std::fprintf(stderr, "resumed from %s: %zu touched users, %d sweeps\n", a.resume.c_str(),
                    touched.size(), a.sweeps);
   } else {
+    req.comm = comm;
+    req.verbose = a.verbose;
     f = fit_model(ds, train, req);
   }
+  if (!lead) return 0;
   const Recommender& model = *f.model;
-  save_model(model, a.output, ds.fingerprint());
+  save_model(model, a.output, ds.fingerprint(), parse_store(a.store));
   if (text && !(model.uses_text() && model.text_encoder() == text->encoder_spec)) {
     if (!c.quiet)
       std::fprintf(stderr, "note: --encoder: model '%s' did not use the text vectors\n",
@@ -545,14 +555,31 @@ int cmd_train(const TrainArgs& a, const Common& c) {
                       a.split_dir);
   else
     remove_text_config(a.output);  // a text config left by an earlier model in this directory
-  std::printf("trained %s on %zu interactions%s in %.2f s (peak memory %.0f MB) -> %s\n",
+  std::printf("trained %s on %zu interactions%s%s in %.2f s (peak memory %.0f MB) -> %s%s\n",
               model.spec().c_str(), train.nnz(),
               text ? (" with text vectors from " + text->encoder_spec + " (dim " +
                       std::to_string(text->items.cols) + ")")
                          .c_str()
                    : "",
-              f.seconds, peak_rss_mb(), a.output.c_str());
+              comm ? (" over " + std::to_string(comm->size()) + " processes").c_str() : "", f.seconds,
+              peak_rss_mb(), a.output.c_str(), a.store == "fp32" ? "" : (" (" + a.store + ")").c_str());
   return 0;
+}
+
+}  // namespace
+
+int cmd_train(const TrainArgs& a, const Common& c) {
+  if (!a.distributed) return train_model(a, c, nullptr);
+  MpiSession mpi;
+  try {
+    return train_model(a, c, &mpi.world());
+  } catch (const std::exception& e) {
+    // The other ranks may be waiting in a collective: end the whole job, not just this process.
+    std::fprintf(stderr, "xdrec: error (rank %d of %d): %s\n", mpi.world().rank(), mpi.world().size(),
+                 e.what());
+    mpi.abort(1);
+  }
+  return 1;
 }
 
 int cmd_eval(const EvalArgs& a, const Common& c) {

@@ -53,6 +53,9 @@ struct TrainArgs {
   int64_t since = INT64_MIN;  // with resume: interactions after this timestamp are the new ones
   int sweeps = 2;             // with resume: full passes after the touched rows
   TextArgs text;
+  std::string store = "fp32";  // storage of the factor / embedding matrices: fp32, fp16 or int8
+  bool distributed = false;    // fit over the processes of an MPI job (mpirun -np N xdrec train ...)
+  bool verbose = false;        // the model's per-iteration lines (iALS: time, and per rank when distributed)
 };
 struct EvalArgs {
   DataArg data;

@@ -107,6 +107,18 @@ int main(int argc, char** argv) {
   c_train->add_option("--augment", tr.augment,
                       "add generated interactions for the users of a sparse domain before fitting: "
                       "gan|itemknn|popular[:domain=D,per_user=N,max_history=N,weight=W,<generator params>]");
+  c_train
+      ->add_option("--store", tr.store,
+                   "storage of the factor / embedding matrices: fp32, fp16 or int8 (a scale per row); "
+                   "loading gives floats back")
+      ->check(CLI::IsMember({"fp32", "fp16", "int8"}))
+      ->capture_default_str();
+  c_train->add_flag("--distributed", tr.distributed,
+                    "fit over the processes of an MPI job (mpirun -np N xdrec train ... --distributed); the "
+                    "model equals the one-process fit bitwise and rank 0 writes it");
+  c_train->add_flag("--verbose", tr.verbose,
+                    "per-iteration lines on stderr (iALS: wall and CPU time; per rank, with the time spent "
+                    "communicating, when distributed)");
   add_text(c_train, tr.text);
   add_common(c_train);
 

@@ -67,7 +67,7 @@ ModelCost estimate_model_cost(const std::string& spec_text, const DataShape& sha
   return info.estimate(spec, shape);
 }
 
-void save_model(const Recommender& model, const std::string& dir, uint64_t data_fingerprint) {
+void save_model(const Recommender& model, const std::string& dir, uint64_t data_fingerprint, Store store) {
   namespace fs = std::filesystem;
   std::error_code ec;
   fs::create_directories(dir, ec);
@@ -75,6 +75,9 @@ void save_model(const Recommender& model, const std::string& dir, uint64_t data_
   TensorMap tensors;
   nlohmann::json extra = nlohmann::json::object();
   model.save(tensors, extra);
+  const std::vector<std::string> compressed =
+      store == Store::kFp32 ? std::vector<std::string>{} : model.compressible_tensors();
+  for (const std::string& name : compressed) compress_tensor(tensors, name, store);
   const std::string tensor_path = (fs::path(dir) / "model.safetensors").string();
   save_safetensors(tensor_path, tensors, {{"format", "xdrec"}, {"spec", model.spec()}});
   std::string bytes = read_file(tensor_path);
@@ -87,6 +90,8 @@ void save_model(const Recommender& model, const std::string& dir, uint64_t data_
                              {"data_fingerprint", hex64(data_fingerprint)},
                              {"tensors", "model.safetensors"},
                              {"tensors_fnv1a64", hex64(fnv1a64(bytes.data(), bytes.size()))},
+                             {"store", store_name(store)},
+                             {"compressed_tensors", compressed},
                              {"extra", extra}};
   write_file_atomic((fs::path(dir) / "manifest.json").string(), manifest.dump(2) + "\n");
 }
@@ -129,6 +134,7 @@ std::unique_ptr<Recommender> load_model(const std::string& dir, uint64_t* data_f
         tensor_path + ": checksum mismatch (the file is corrupt or was modified)");
   auto model = create_model(spec);
   TensorMap tensors = load_safetensors(tensor_path);
+  decompress_tensors(tensors);  // int8 / fp16 matrices (manifest "store") back to floats
   model->load(tensors, extra);
   check(model->n_users() == want_users && model->n_items() == want_items,
         tensor_path + ": the tensors hold " + std::to_string(model->n_users()) + " users and " +

@@ -16,7 +16,10 @@ size_t dtype_size(DType d) {
     case DType::U64:
       return 8;
     case DType::U8:
+    case DType::I8:
       return 1;
+    case DType::F16:
+      return 2;
   }
   return 1;
 }
@@ -34,6 +37,10 @@ const char* dtype_name(DType d) {
       return "U64";
     case DType::U8:
       return "U8";
+    case DType::I8:
+      return "I8";
+    case DType::F16:
+      return "F16";
   }
   return "?";
 }
@@ -44,6 +51,8 @@ DType dtype_from(const std::string& s, const std::string& path) {
   if (s == "I64") return DType::I64;
   if (s == "U64") return DType::U64;
   if (s == "U8") return DType::U8;
+  if (s == "I8") return DType::I8;
+  if (s == "F16") return DType::F16;
   throw Error(path + ": unsupported tensor dtype '" + s + "'");
 }
 template <class T>

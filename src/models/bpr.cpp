@@ -111,6 +111,7 @@ class BprModel final : public models::FactorModel {
     }
   }
 
+  std::vector<std::string> compressible_tensors() const override { return {"user_factors", "item_factors"}; }
   void save(TensorMap& tensors, nlohmann::json& extra) const override {
     save_factors(tensors, "user_factors", "item_factors", "item_bias");
     extra["factors"] = factors_;

@@ -123,6 +123,8 @@ class EaseModel final : public Recommender {
     return model_util::set_row(hist_, user, row, "ease");
   }
 
+  // The item-item weight matrix B: scores are history rows times B.
+  std::vector<std::string> compressible_tensors() const override { return {"weights"}; }
   void save(TensorMap& tensors, nlohmann::json&) const override {
     tensors["weights"] = Tensor::from_matrix(b_);
     put_csr(tensors, "history", hist_);

@@ -154,6 +154,7 @@ class HybridModel final : public models::FactorModel {
   uint32_t add_item(std::span<const float> text_vector, uint16_t domain) override;
 
   void save(TensorMap& tensors, nlohmann::json& extra) const override;
+  std::vector<std::string> compressible_tensors() const override { return {"user_vectors", "item_vectors"}; }
   void load(const TensorMap& tensors, const nlohmann::json& extra) override;
 
  protected:

@@ -7,11 +7,13 @@
 #include <climits>
 #include <cmath>
 #include <cstdio>
+#include <ctime>
 #include <mutex>
 #include <numeric>
 
 #include "models/factor_model.h"
 #include "models/mf_kernels.h"
+#include "xdrec/dist.h"
 #include "xdrec/recommender.h"
 
 namespace xdrec {
@@ -67,15 +69,30 @@ class IalsModel final : public models::FactorModel {
     items_.init_normal(seed, uint64_t(1) << 40, float(init_), threads);
     item_gram_valid_ = false;
     const std::vector<float> user_regs = row_regs(user_items), item_regs = row_regs(item_users);
+    // Distributed (ctx.comm with several ranks): every rank holds both full factor matrices; it solves its
+    // own contiguous block of rows, and the updated rows are gathered so that every rank has the whole side
+    // before the other side is solved. Each rank computes the partial Grams of its share of the fixed
+    // row blocks and the Allreduce joins them, so every row's solve reads bitwise the same inputs as in a
+    // single process.
+    Communicator* comm = ctx.comm && ctx.comm->size() > 1 ? ctx.comm : nullptr;
     mf::AlignedFloats g;
     if (ctx.progress) ctx.progress(0, size_t(iterations_), "ials iterations");
     for (int it = 0; it < iterations_; ++it) {
       Timer timer;
-      mf::gram(items_, g, threads);
-      solve_side(user_items, user_regs, items_, g, users_, threads);
-      mf::gram(users_, g, threads);
-      solve_side(item_users, item_regs, users_, g, items_, threads);
-      if (ctx.verbose) std::fprintf(stderr, "ials iteration %d: %.3f s\n", it + 1, timer.seconds());
+      CommTime ct;
+      const double cpu0 = process_cpu_seconds();
+      side_gram(items_, g, threads, comm, ct);
+      solve_side(user_items, user_regs, items_, g, users_, threads, comm, ct);
+      side_gram(users_, g, threads, comm, ct);
+      solve_side(item_users, item_regs, users_, g, items_, threads, comm, ct);
+      if (ctx.verbose && comm)
+        std::fprintf(stderr,
+                     "ials iteration %d: %.3f s (rank %d of %d: compute %.3f s cpu, communication %.3f s)\n",
+                     it + 1, timer.seconds(), comm->rank(), comm->size(),
+                     process_cpu_seconds() - cpu0 - ct.cpu, ct.wall);
+      else if (ctx.verbose)
+        std::fprintf(stderr, "ials iteration %d: %.3f s (compute %.3f s cpu)\n", it + 1, timer.seconds(),
+                     process_cpu_seconds() - cpu0);
       if (ctx.progress) ctx.progress(size_t(it) + 1, size_t(iterations_), "ials iterations");
     }
   }
@@ -113,19 +130,20 @@ class IalsModel final : public models::FactorModel {
     for (uint32_t i = 0; i < user_items.n_cols; ++i)
       if (mark[i]) irows.push_back(i);
     mf::AlignedFloats g;
+    CommTime ct;
     if (!urows.empty()) {  // (an empty list would mean every row)
       mf::gram(items_, g, threads);
-      solve_side(user_items, user_regs, items_, g, users_, threads, urows);
+      solve_side(user_items, user_regs, items_, g, users_, threads, nullptr, ct, urows);
     }
     if (!irows.empty()) {
       mf::gram(users_, g, threads);
-      solve_side(item_users, item_regs, users_, g, items_, threads, irows);
+      solve_side(item_users, item_regs, users_, g, items_, threads, nullptr, ct, irows);
     }
     for (int it = 0; it < sweeps; ++it) {
       mf::gram(items_, g, threads);
-      solve_side(user_items, user_regs, items_, g, users_, threads);
+      solve_side(user_items, user_regs, items_, g, users_, threads, nullptr, ct);
       mf::gram(users_, g, threads);
-      solve_side(item_users, item_regs, users_, g, items_, threads);
+      solve_side(item_users, item_regs, users_, g, items_, threads, nullptr, ct);
     }
     return true;
   }
@@ -134,6 +152,7 @@ class IalsModel final : public models::FactorModel {
     save_factors(tensors, "user_factors", "item_factors");
     extra["factors"] = factors_;
   }
+  std::vector<std::string> compressible_tensors() const override { return {"user_factors", "item_factors"}; }
 
   void load(const TensorMap& tensors, const nlohmann::json&) override {
     load_factors(tensors, "user_factors", "item_factors", size_t(factors_),
@@ -232,14 +251,53 @@ class IalsModel final : public models::FactorModel {
     }
   }
 
-  // Solves every row of `m` (rows of `target`), or only the rows listed in `only`, against the fixed factors
-  // `other` with Gram matrix g.
+  // Y^T Y of one side into g: in one process mf::gram; over several ranks each rank computes the partial
+  // sums of its contiguous share of the fixed row blocks (the others stay zero), the Allreduce adds one
+  // non-zero contribution per entry (exact), and every rank adds the blocks in block order as mf::gram does.
+  // Time spent in collectives (wall, and the process CPU time it took: MPI waits by polling).
+  struct CommTime {
+    double wall = 0, cpu = 0;
+    template <class F>
+    void run(F&& f) {
+      const Timer t;
+      const double c = process_cpu_seconds();
+      f();
+      wall += t.seconds();
+      cpu += process_cpu_seconds() - c;
+    }
+  };
+  static double process_cpu_seconds() {
+    timespec ts{};
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+    return double(ts.tv_sec) + double(ts.tv_nsec) * 1e-9;
+  }
+
+  static void side_gram(const mf::Factors& y, mf::AlignedFloats& g, int threads, Communicator* comm,
+                        CommTime& ct) {
+    if (!comm) return mf::gram(y, g, threads);
+    const size_t nb = mf::gram_blocks(y.rows), ld2 = y.ld * y.ld;
+    const auto [b_lo, b_hi] = block_range(nb, comm->rank(), comm->size());
+    mf::AlignedFloats partial(nb * ld2, 0.0f);
+    mf::gram_partials(y, b_lo, b_hi, partial.data(), threads);
+    ct.run([&] { comm->allreduce_sum(partial.data(), partial.size()); });
+    mf::gram_sum(partial.data(), nb, y.ld, g);
+  }
+
+  // Solves the rows of `m` (rows of `target`) against the fixed factors `other` with Gram matrix g: every row
+  // in one process, or only the rows listed in `only` (incremental updates, one process); over several ranks,
+  // this rank's contiguous block of rows, after which every rank's rows are gathered into `target` on every
+  // rank.
   void solve_side(const Csr& m, const std::vector<float>& regs, const mf::Factors& other,
-                  const mf::AlignedFloats& g, mf::Factors& target, int threads,
-                  std::span<const uint32_t> only = {}) const {
+                  const mf::AlignedFloats& g, mf::Factors& target, int threads, Communicator* comm,
+                  CommTime& ct, std::span<const uint32_t> only = {}) const {
     const bool exact = solver_ == "cholesky";
     const bool all = only.empty();
-    parallel_for(all ? m.n_rows : only.size(), threads, 64, [&](size_t lo, size_t hi) {
+    check(all || !comm, "ials: a partial solve runs in one process");
+    const auto [r0, r1] = !all   ? std::pair<size_t, size_t>{0, only.size()}
+                          : comm ? block_range(m.n_rows, comm->rank(), comm->size())
+                                 : std::pair<size_t, size_t>{0, m.n_rows};
+    parallel_for(r1 - r0, threads, 64, [&](size_t lo, size_t hi) {
+      lo += r0, hi += r0;
       mf::CgScratch cg(target.ld);
       mf::CholScratch chol(exact ? target.f : 0);
       for (size_t k = lo; k < hi; ++k) {
@@ -256,6 +314,13 @@ class IalsModel final : public models::FactorModel {
         }
       }
     });
+    if (!comm || !all) return;
+    std::vector<size_t> rows(size_t(comm->size()));
+    for (int k = 0; k < comm->size(); ++k) {
+      const auto [lo, hi] = block_range(m.n_rows, k, comm->size());
+      rows[size_t(k)] = hi - lo;
+    }
+    ct.run([&] { comm->allgather_rows(target.data.data(), target.ld, rows); });
   }
 
   ParamSet params_;
@@ -275,6 +340,8 @@ XDREC_REGISTER_MODEL(ials,
                       .personalised = true,
                       .fold_in = true,
                       .add_item = false,
-                      .profile = false});
+                      .profile = false,
+                      .rating = false,
+                      .distributed = true});
 
 }  // namespace xdrec

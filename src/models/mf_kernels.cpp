@@ -12,25 +12,31 @@ extern "C" void openblas_set_num_threads(int num_threads);
 
 namespace xdrec::mf {
 
-void gram(const Factors& y, AlignedFloats& g, int threads) {
+void gram_partials(const Factors& y, size_t b_lo, size_t b_hi, float* partial, int threads) {
   openblas_set_num_threads(1);
   const size_t ld = y.ld;
-  constexpr size_t kBlock = 4096;
-  const size_t nb = (y.rows + kBlock - 1) / kBlock;
-  g.assign(ld * ld, 0.0f);
-  if (nb == 0) return;
-  AlignedFloats partial(nb * ld * ld);
-  parallel_for(nb, threads, 1, [&](size_t lo, size_t hi) {
-    for (size_t b = lo; b < hi; ++b) {
-      const size_t r0 = b * kBlock, m = std::min(y.rows, r0 + kBlock) - r0;
+  parallel_for(b_hi - b_lo, threads, 1, [&](size_t lo, size_t hi) {
+    for (size_t b = b_lo + lo; b < b_lo + hi; ++b) {
+      const size_t r0 = b * kGramBlock, m = std::min(y.rows, r0 + kGramBlock) - r0;
       cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, int(ld), int(ld), int(m), 1.0f, y.row(r0), int(ld),
-                  y.row(r0), int(ld), 0.0f, partial.data() + b * ld * ld, int(ld));
+                  y.row(r0), int(ld), 0.0f, partial + b * ld * ld, int(ld));
     }
   });
+}
+
+void gram_sum(const float* partial, size_t nb, size_t ld, AlignedFloats& g) {
+  g.assign(ld * ld, 0.0f);
   for (size_t b = 0; b < nb; ++b) {
-    const float* p = partial.data() + b * ld * ld;
+    const float* p = partial + b * ld * ld;
     for (size_t k = 0; k < ld * ld; ++k) g[k] += p[k];
   }
+}
+
+void gram(const Factors& y, AlignedFloats& g, int threads) {
+  const size_t nb = gram_blocks(y.rows);
+  AlignedFloats partial(nb * y.ld * y.ld);
+  gram_partials(y, 0, nb, partial.data(), threads);
+  gram_sum(partial.data(), nb, y.ld, g);
 }
 
 #if defined(__AVX512F__)

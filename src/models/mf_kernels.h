@@ -167,6 +167,16 @@ decltype(auto) dispatch_width(int nv, Fn&& fn) {
 // fixed blocks of rows whose partial sums are added in block order: the result is bitwise the same for any
 // thread count.
 void gram(const Factors& y, AlignedFloats& g, int threads);
+// The two halves of gram(), for a Gram matrix whose blocks are computed in different processes: the rows are
+// cut into gram_blocks() fixed blocks of kGramBlock rows; gram_partials writes the partial sums Y_b^T Y_b of
+// blocks [b_lo, b_hi) to partial + b * ld * ld (other blocks untouched), and gram_sum adds all nb partial
+// sums in block order into g (ld x ld). Together they give bitwise what gram() gives.
+constexpr size_t kGramBlock = 4096;
+inline size_t gram_blocks(size_t rows) {
+  return (rows + kGramBlock - 1) / kGramBlock;
+}
+void gram_partials(const Factors& y, size_t b_lo, size_t b_hi, float* partial, int threads);
+void gram_sum(const float* partial, size_t nb, size_t ld, AlignedFloats& g);
 
 // Scores = U[users] * Y^T into out (users.size() x y.rows), plus bias[j] when bias is non-null, on `threads`
 // threads over blocks of users (single-threaded OpenBLAS GEMM per block).

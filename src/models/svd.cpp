@@ -207,6 +207,10 @@ class SvdModel : public Recommender {
     return user;
   }
 
+  std::vector<std::string> compressible_tensors() const override {
+    if (plus_) return {"user_factors", "user_vectors", "item_factors", "item_implicit"};
+    return {"user_factors", "user_vectors", "item_factors"};
+  }
   void save(TensorMap& t, nlohmann::json& extra) const override {
     const size_t f = size_t(factors_);
     t["user_factors"] = Tensor::from_f32({int64_t(n_users()), int64_t(f)}, p_.data());

@@ -493,6 +493,9 @@ class TwoTowerModel final : public Recommender {
     return idx;
   }
 
+  std::vector<std::string> compressible_tensors() const override {
+    return {"user_embedding", "item_embedding"};
+  }
   void save(TensorMap& tensors, nlohmann::json& extra) const override {
     check(fitted_, "twotower: cannot save an unfitted model");
     tensors["user_embedding"] = Tensor::from_matrix(nn::to_matrix(user_emb_.table));

@@ -6,6 +6,7 @@
 #include <set>
 
 #include "xdrec/augment.h"
+#include "xdrec/dist.h"
 #include "xdrec/pipeline.h"
 
 namespace xdrec {
@@ -125,12 +126,25 @@ void check_cost(const std::string& spec, const ModelCost& cost, const DataShape&
               (alt.empty() ? "" : ". Models that fit: " + alt));
 }
 
+namespace {
+std::string distributed_models() {
+  std::string names;
+  for (const ModelInfo& m : registered_models())
+    if (m.traits.distributed) names += (names.empty() ? "" : ", ") + m.name;
+  return names.empty() ? "none" : names;
+}
+}  // namespace
+
 Fitted fit_model(const Dataset& ds, const Csr& train, const FitRequest& req) {
   Fitted f;
   const DataShape shape = data_shape(ds, train, req.text);
   const ModelCost cost = estimate_model_cost(req.spec, shape);
   if (req.on_cost) req.on_cost(cost);
   if (req.check_cost) check_cost(req.spec, cost, shape);
+  if (req.comm && req.comm->size() > 1)
+    check(model_info(Spec::parse(req.spec).name).traits.distributed,
+          "model '" + Spec::parse(req.spec).name +
+              "' cannot be fitted distributed (models that can: " + distributed_models() + ")");
   f.model = create_model(req.spec);
   FitContext ctx;
   ctx.threads = resolve_threads(req.threads);
@@ -139,6 +153,8 @@ Fitted fit_model(const Dataset& ds, const Csr& train, const FitRequest& req) {
   ctx.item_categories = req.item_categories && req.item_categories->rows ? req.item_categories : nullptr;
   ctx.progress = req.progress;
   ctx.sequences = req.sequences;
+  ctx.comm = req.comm;
+  ctx.verbose = req.verbose;
   if (req.text) attach_text(*req.text, ctx);
   RssSampler sampler;
   Timer t;
