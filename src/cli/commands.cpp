@@ -552,6 +552,18 @@ int cmd_train(const TrainArgs& a, const Common& c) {
                          .c_str()
                    : "",
               f.seconds, peak_rss_mb(), a.output.c_str());
+  // A model trained with differential privacy records its guarantee in the manifest: print it.
+  const nlohmann::json manifest =
+      nlohmann::json::parse(read_file((std::filesystem::path(a.output) / "manifest.json").string()));
+  if (manifest.contains("extra") && manifest["extra"].contains("privacy")) {
+    const nlohmann::json& pj = manifest["extra"]["privacy"];
+    std::printf(
+        "privacy: epsilon %s at delta %s (%s-level DP-SGD: noise %s, clip %s, q %s, %s steps)\n",
+        pj.value("epsilon", nlohmann::json()).dump().c_str(),
+        pj.value("delta", nlohmann::json()).dump().c_str(), pj.value("unit", std::string("?")).c_str(),
+        pj.value("noise", nlohmann::json()).dump().c_str(), pj.value("clip", nlohmann::json()).dump().c_str(),
+        pj.value("q", nlohmann::json()).dump().c_str(), pj.value("steps", nlohmann::json()).dump().c_str());
+  }
   return 0;
 }
 
