@@ -557,12 +557,13 @@ int cmd_train(const TrainArgs& a, const Common& c) {
       nlohmann::json::parse(read_file((std::filesystem::path(a.output) / "manifest.json").string()));
   if (manifest.contains("extra") && manifest["extra"].contains("privacy")) {
     const nlohmann::json& pj = manifest["extra"]["privacy"];
-    std::printf(
-        "privacy: epsilon %s at delta %s (%s-level DP-SGD: noise %s, clip %s, q %s, %s steps)\n",
-        pj.value("epsilon", nlohmann::json()).dump().c_str(),
-        pj.value("delta", nlohmann::json()).dump().c_str(), pj.value("unit", std::string("?")).c_str(),
-        pj.value("noise", nlohmann::json()).dump().c_str(), pj.value("clip", nlohmann::json()).dump().c_str(),
-        pj.value("q", nlohmann::json()).dump().c_str(), pj.value("steps", nlohmann::json()).dump().c_str());
+    auto str = [&](const char* key) {
+      const nlohmann::json v = pj.value(key, nlohmann::json());
+      return v.is_string() ? v.get<std::string>() : v.dump();
+    };
+    std::printf("privacy: epsilon %s at delta %s (%s-level DP-SGD: noise %s, clip %s, q %s, %s steps)\n",
+                str("epsilon").c_str(), str("delta").c_str(), str("unit").c_str(), str("noise").c_str(),
+                str("clip").c_str(), str("q").c_str(), str("steps").c_str());
   }
   return 0;
 }
