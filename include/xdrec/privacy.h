@@ -20,9 +20,13 @@
 // log(α)/(α − 1) − log((α − 1)/α) > 0) and is what Opacus reports. ε is reported as at least 0.
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
+#include <span>
 #include <string>
 #include <vector>
+
+#include "xdrec/common.h"
 
 namespace xdrec::privacy {
 
@@ -65,5 +69,36 @@ Epsilon compute_epsilon(double q, double sigma, int64_t steps, double delta,
 double noise_for_epsilon(double q, int64_t steps, double delta, double target_epsilon,
                          Conversion conversion = Conversion::kClassic,
                          const std::vector<double>& orders = {});
+
+// ---- DP-SGD aggregation ---------------------------------------------------------------------------------
+
+// The noisy sum of one DP-SGD step over a flat parameter vector of `dim` coordinates (the caller lays its
+// released parameters out in it). Each contribution (one privacy unit's whole gradient, given as pieces at
+// offsets) is scaled by min(1, clip / ||contribution||), its L2 norm taken over all its pieces together, and
+// added; finish() adds N(0, (sigma * clip)^2) to every coordinate and divides by `denominator` (the expected
+// number of contributions). So one unit changes the sum by at most `clip` in L2 norm before the noise.
+class DpAggregator {
+ public:
+  struct Piece {
+    size_t offset = 0;
+    std::span<const float> values;
+  };
+  DpAggregator(size_t dim, double clip);
+  // Adds one clipped contribution; returns the scale applied (1 when it was within the clip). Pieces may not
+  // overlap; each must fit in [0, dim). Error otherwise, or for a non-finite value.
+  double add(std::span<const Piece> pieces);
+  // Adds the noise (drawn from rng, coordinate by coordinate in order) and divides by denominator > 0.
+  void finish(double sigma, double denominator, Rng& rng);
+  size_t dim() const { return sum_.size(); }
+  size_t contributions() const { return count_; }
+  size_t clipped() const { return clipped_; }  // contributions that were scaled down
+  const std::vector<double>& sum() const { return sum_; }
+  void reset();
+
+ private:
+  std::vector<double> sum_;
+  double clip_;
+  size_t count_ = 0, clipped_ = 0;
+};
 
 }  // namespace xdrec::privacy

@@ -563,6 +563,19 @@ int train_model(const TrainArgs& a, Common c, Communicator* comm) {
                    : "",
               comm ? (" over " + std::to_string(comm->size()) + " processes").c_str() : "", f.seconds,
               peak_rss_mb(), a.output.c_str(), a.store == "fp32" ? "" : (" (" + a.store + ")").c_str());
+  // A model trained with differential privacy records its guarantee in the manifest: print it.
+  const nlohmann::json manifest =
+      nlohmann::json::parse(read_file((std::filesystem::path(a.output) / "manifest.json").string()));
+  if (manifest.contains("extra") && manifest["extra"].contains("privacy")) {
+    const nlohmann::json& pj = manifest["extra"]["privacy"];
+    auto str = [&](const char* key) {
+      const nlohmann::json v = pj.value(key, nlohmann::json());
+      return v.is_string() ? v.get<std::string>() : v.dump();
+    };
+    std::printf("privacy: epsilon %s at delta %s (%s-level DP-SGD: noise %s, clip %s, q %s, %s steps)\n",
+                str("epsilon").c_str(), str("delta").c_str(), str("unit").c_str(), str("noise").c_str(),
+                str("clip").c_str(), str("q").c_str(), str("steps").c_str());
+  }
   return 0;
 }
 

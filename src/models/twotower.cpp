@@ -20,6 +20,24 @@
 // ae=64 0.24-0.27 (CI +-0.017). The autoencoder is off by default (ae=0, as in every text model); ae=64 is
 // the setting to try with 512-d sentence-encoder text. ae must be below the text dimension (Error otherwise).
 //
+// DP-SGD (dp=true, or dp_noise > 0, or dp_epsilon > 0): user-level differential privacy for the shared
+// parameters (both towers, the merge MLP, the text weight) and the item id embeddings. Each step samples
+// every user independently with rate q = dp_users / n_users (Poisson sampling); a sampled user's whole
+// gradient (the mean loss over all their positives and sampled negatives) is computed alone, clipped to L2
+// norm dp_clip over every released parameter it touches, and the clipped gradients are summed; Gaussian noise
+// of standard deviation dp_noise * dp_clip is added to every released coordinate (every item embedding row
+// too, touched or not), the sum is divided by the expected batch size q * n_users, and Adam steps. Training
+// runs ceil(epochs / q) steps. The user's own id embedding is not released: it gets that user's own unclipped
+// gradient, as in federated training where it stays with the user, and after training it is fitted again to
+// the user's own history with everything else fixed (as fold_in does); it is a function of the user's own
+// data and the private parameters only (joint DP), and a user's row in the saved model (like their history
+// text code) reveals that user's own data. With dp_epsilon > 0 the noise is the smallest that reaches that
+// ε at dp_delta (the accountant's inverse) for this q and step count.
+// The ε reached (RDP accountant, classic conversion, orders 2..256) is stored under "privacy" in the
+// model's manifest. Under DP the text space is fitted on item text only (never on user profiles), item
+// embeddings of items without training interactions are kept (zeroing them would tell which items had
+// none), and loss=rating is refused (its range comes from the data).
+//
 // Every minibatch is computed in fixed chunks of rows whose gradients are added in a fixed order, and every
 // random draw comes from a stream named by the batch or chunk, so training is bitwise independent of the
 // thread count. Scores of a user are computed one user at a time in a fixed order.
@@ -35,6 +53,7 @@
 #include "models/model_util.h"
 #include "models/text_features.h"
 #include "xdrec/nn.h"
+#include "xdrec/privacy.h"
 #include "xdrec/recommender.h"
 
 namespace xdrec {
@@ -50,6 +69,10 @@ constexpr uint64_t kShuffleStream = uint64_t(1) << 20;
 constexpr uint64_t kBatchStream = uint64_t(1) << 32;
 constexpr uint64_t kChunkStream = uint64_t(1) << 48;
 constexpr uint64_t kFoldStream = uint64_t(3) << 56;
+constexpr uint64_t kDpSampleStream = uint64_t(4) << 56;  // + step: which users a DP step samples
+constexpr uint64_t kDpNoiseStream = uint64_t(5) << 56;   // + step: the step's Gaussian noise
+constexpr uint64_t kDpUserStream = uint64_t(6) << 56;    // + step * n_users + user: a user's negatives
+constexpr uint64_t kDpBatchBase = uint64_t(1) << 36;     // batch ids of DP users (dropout streams)
 constexpr int kFoldSteps = 60;
 constexpr double kFoldLr = 0.05;
 constexpr float kFoldReg = 1e-3f;
@@ -206,7 +229,19 @@ class TwoTowerModel final : public Recommender {
              "item's text code to the score")
         .add("use_history_text", &use_history_text_, true,
              "feed the pooled text code of a user's history items to the user tower")
-        .add("seed", &seed_, 0, 0, INT_MAX, "random seed (0: the fit context's seed)");
+        .add("seed", &seed_, 0, 0, INT_MAX, "random seed (0: the fit context's seed)")
+        .add(
+            "dp", &dp_, false,
+            "train with user-level DP-SGD (on by itself when dp_noise > 0 or dp_epsilon > 0; with dp_noise=0 "
+            "it samples and clips without noise: no guarantee)")
+        .add("dp_noise", &dp_noise_, 0.0, 0.0, 1e4,
+             "DP-SGD noise multiplier sigma: noise standard deviation / dp_clip (0: none)")
+        .add("dp_clip", &dp_clip_, 1.0, 1e-9, 1e30, "DP-SGD: L2 bound of one user's gradient in a step")
+        .add("dp_delta", &dp_delta_, 1e-5, 1e-300, 0.5, "DP-SGD: the delta of the (epsilon, delta) guarantee")
+        .add("dp_epsilon", &dp_epsilon_, 0.0, 0.0, 1e6,
+             "DP-SGD: target epsilon; > 0 picks the smallest noise that reaches it (overrides dp_noise)")
+        .add("dp_users", &dp_users_, 128, 1, 1 << 24,
+             "DP-SGD: expected users per step (sampling rate q = dp_users / n_users)");
     ae_.declare(params_);
     params_.apply(spec.values);
     ae_.validate("twotower");
@@ -241,6 +276,10 @@ class TwoTowerModel final : public Recommender {
     curve_.clear();
     const bool implicit = loss_ == "bce";
     const Csr x = model_util::prepare_interactions(user_items, implicit, "twotower");
+    check(!dp_active() || loss_ != "rating",
+          "twotower: DP-SGD does not go with loss=rating (its rating range comes from the data); use bce or "
+          "mse");
+    privacy_ = nlohmann::json();
     if (loss_ == "rating") {
       rating_lo_ = x.nnz() ? *std::min_element(x.values.begin(), x.values.end()) : 0.0f;
       rating_hi_ = x.nnz() ? *std::max_element(x.values.begin(), x.values.end()) : 1.0f;
@@ -273,7 +312,8 @@ class TwoTowerModel final : public Recommender {
     user_hist_ = MatF(nu, 0);
     if (ctx.item_text && !all_zero(*ctx.item_text)) {
       const models::TextFeatureOptions to = ae_.options("twotower", ctx.item_text->cols);
-      text_.fit(*ctx.item_text, ctx.user_text, to, seed, threads);
+      // Under DP the text space comes from the item text alone (user profiles are private).
+      text_.fit(*ctx.item_text, dp_active() ? nullptr : ctx.user_text, to, seed, threads);
       text_dim_ = text_.dim();
       item_code_ = nn::from_matrix<float>(text_.transform(*ctx.item_text, threads));
       has_profile_ = ctx.user_text != nullptr && !all_zero(*ctx.user_text);
@@ -321,6 +361,10 @@ class TwoTowerModel final : public Recommender {
     Workspace ws;
     nn::TaskPool pool(threads);
     uint64_t batch_counter = 0;
+    if (dp_active()) {
+      train_dp(x, seed, threads, ctx, dense);
+      order.clear();  // no minibatch epochs below
+    }
     for (int epoch = 0; epoch < epochs_ && !order.empty(); ++epoch) {
       Timer timer;
       Rng shuffle(seed, kShuffleStream + uint64_t(epoch));
@@ -361,10 +405,31 @@ class TwoTowerModel final : public Recommender {
     const Csr xt = x.transpose();
     for (uint32_t u = 0; u < nu; ++u)
       if (x.row_size(u) == 0) std::fill(user_emb_.table.row(u), user_emb_.table.row(u) + factors_, 0.0f);
-    for (uint32_t i = 0; i < ni; ++i)
+    // Under DP the item table is released as trained (zeroing would tell which items had interactions).
+    for (uint32_t i = 0; i < ni && !dp_active(); ++i)
       if (xt.row_size(i) == 0) std::fill(item_emb_.table.row(i), item_emb_.table.row(i) + factors_, 0.0f);
     fitted_ = true;
     refresh_item_cache(threads);
+    if (dp_active()) refit_user_rows(x, threads);
+  }
+
+  // After DP-SGD: each user's id embedding is fitted again to that user's own training history with the
+  // (private) towers and item table fixed, as fold_in does, so a user's row is a function of that user's own
+  // data and the released parameters only, and is as well fitted as a served user's would be.
+  void refit_user_rows(const Csr& x, int threads) {
+    const size_t f = size_t(factors_);
+    parallel_for(x.n_rows, resolve_threads(threads), 16, [&](size_t lo, size_t hi) {
+      std::vector<float> emb;
+      for (size_t u = lo; u < hi; ++u) {
+        if (x.row_size(uint32_t(u)) == 0) continue;
+        const model_util::History hist = model_util::make_history(
+            x.row_indices(uint32_t(u)), x.row_values(uint32_t(u)), x.n_cols, loss_ == "bce", "twotower");
+        const std::vector<float> prof(user_prof_.row(u), user_prof_.row(u) + user_prof_.cols),
+            hcode(user_hist_.row(u), user_hist_.row(u) + user_hist_.cols);
+        fit_user_embedding(hist, prof, hcode, emb);
+        std::copy(emb.begin(), emb.begin() + long(f), user_emb_.table.row(u));
+      }
+    });
   }
 
   void score(std::span<const uint32_t> users, Matrix& out, int threads) const override {
@@ -518,6 +583,7 @@ class TwoTowerModel final : public Recommender {
     extra["seed"] = seed_used_;
     extra["text_encoder"] = encoder_;
     if (loss_ == "rating") extra["rating_range"] = {rating_lo_, rating_hi_};
+    if (!privacy_.is_null()) extra["privacy"] = privacy_;
   }
 
   void load(const TensorMap& tensors, const nlohmann::json& extra) override {
@@ -536,6 +602,7 @@ class TwoTowerModel final : public Recommender {
       m.use_hist_ = need("history_text").get<bool>();
       m.seed_used_ = need("seed").get<uint64_t>();
       m.encoder_ = need("text_encoder").get<std::string>();
+      if (extra.contains("privacy")) m.privacy_ = extra.at("privacy");
       if (loss_ == "rating") {
         const auto r = need("rating_range").get<std::vector<float>>();
         check(r.size() == 2, "twotower load: rating_range needs two numbers");
@@ -602,6 +669,7 @@ class TwoTowerModel final : public Recommender {
     rating_hi_ = m.rating_hi_;
     seed_used_ = m.seed_used_;
     encoder_ = std::move(m.encoder_);
+    privacy_ = std::move(m.privacy_);
     text_dim_ = m.text_dim_;
     has_profile_ = m.has_profile_;
     use_hist_ = m.use_hist_;
@@ -819,8 +887,11 @@ class TwoTowerModel final : public Recommender {
     return nn::squared_error(ws.logits, ws.tgt, &ws.dlogits);
   }
 
-  float train_batch(Workspace& ws, Rng& rng, uint64_t seed, uint64_t batch_id, nn::TaskPool* pool,
-                    nn::Adam<float>& adam_dense, nn::Adam<float>& adam_emb) {
+  // Gradients of the mean loss over the pairs in ws (users, items, targets): the dense parameters' in
+  // ws.grads (the towers, the merge MLP, then the text weight with text_skip), the id embeddings' in ws.dxu /
+  // ws.dxi (rows of uniq_users / uniq_items; only those with user_kept / item_kept set count). Changes only
+  // ws.
+  float batch_grads(Workspace& ws, Rng& rng, uint64_t seed, uint64_t batch_id, nn::TaskPool* pool) const {
     const size_t f = size_t(factors_);
     distinct(ws.users, ws.uniq_users, ws.user_slot);
     distinct(ws.items, ws.uniq_items, ws.item_slot);
@@ -874,6 +945,9 @@ class TwoTowerModel final : public Recommender {
     const float loss = loss_and_grad(ws);
 
     // Backward: merge, towers, embeddings.
+    const size_t n_dense =
+        2 * (user_tower_.n_layers() + item_tower_.n_layers() + (merge_ == "mlp" ? merge_net_.n_layers() : 0));
+    if (ws.grads.size() > n_dense) ws.grads.resize(n_dense);  // the text weight's, added below
     if (ws.grads.empty()) {
       ws.grads = user_tower_.make_grads();
       for (auto& g : item_tower_.make_grads()) ws.grads.push_back(std::move(g));
@@ -904,8 +978,14 @@ class TwoTowerModel final : public Recommender {
       for (size_t p = 0; p < ws.text_dot.size(); ++p) ga += double(ws.dlogits.data[p]) * ws.text_dot[p];
       ws.grads.emplace_back(1, 1, float(ga));
     }
+    return loss;
+  }
+
+  float train_batch(Workspace& ws, Rng& rng, uint64_t seed, uint64_t batch_id, nn::TaskPool* pool,
+                    nn::Adam<float>& adam_dense, nn::Adam<float>& adam_emb) {
+    const size_t f = size_t(factors_);
+    const float loss = batch_grads(ws, rng, seed, batch_id, pool);
     adam_dense.step(ws.grads);
-    if (text_skip_active()) ws.grads.pop_back();
 
     auto emb_grad = [&](const std::vector<uint32_t>& uniq, const std::vector<uint8_t>& kept, const MatF& dx) {
       nn::SparseGrad<float> g;
@@ -922,6 +1002,165 @@ class TwoTowerModel final : public Recommender {
     adam_emb.step_sparse(0, emb_grad(ws.uniq_users, ws.user_kept, ws.dxu));
     adam_emb.step_sparse(1, emb_grad(ws.uniq_items, ws.item_kept, ws.dxi));
     return loss;
+  }
+
+  bool dp_active() const { return dp_ || dp_noise_ > 0 || dp_epsilon_ > 0; }
+
+  // One sampled user's gradient in a DP step: the released parameters' (dense, then item rows) and the
+  // user's own id embedding row.
+  struct UserGrad {
+    std::vector<MatF> dense;
+    std::vector<uint32_t> item_rows;
+    MatF item_values;        // item_rows.size() x factors
+    std::vector<float> own;  // the user's id embedding gradient (empty when id dropout zeroed it)
+    double loss = 0;
+  };
+
+  // DP-SGD (see the top of the file). `dense` lists the dense parameters in ws.grads order.
+  void train_dp(const Csr& x, uint64_t seed, int threads, const FitContext& ctx,
+                const std::vector<MatF*>& dense) {
+    const uint32_t nu = x.n_rows, ni = x.n_cols;
+    const size_t f = size_t(factors_);
+    const bool implicit = loss_ == "bce";
+    check(nu > 0, "twotower: DP-SGD needs at least one user");
+    const double q = std::min(1.0, double(dp_users_) / double(nu));
+    const int64_t steps = epochs_ == 0 ? 0 : int64_t(std::ceil(double(epochs_) / q - 1e-9));
+    double sigma = dp_noise_;
+    if (dp_epsilon_ > 0 && steps > 0) sigma = privacy::noise_for_epsilon(q, steps, dp_delta_, dp_epsilon_);
+    // The released parameters laid out flat: the dense ones, then the item table.
+    std::vector<size_t> offset;
+    size_t dim = 0;
+    for (const MatF* p : dense) {
+      offset.push_back(dim);
+      dim += p->size();
+    }
+    const size_t item_base = dim;
+    dim += item_emb_.table.size();
+    std::vector<MatF*> shared = dense;
+    shared.push_back(&item_emb_.table);
+    nn::AdamOptions ao;
+    ao.lr = lr_;
+    ao.weight_decay = weight_decay_;
+    nn::Adam<float> adam_shared(shared, ao);
+    nn::Adam<float> adam_user({&user_emb_.table}, ao);
+    privacy::DpAggregator agg(dim, dp_clip_);
+    std::vector<MatF> step_grads;
+    for (const MatF* p : shared) step_grads.emplace_back(p->rows, p->cols);
+    const size_t steps_per_epoch = size_t(std::ceil(1.0 / q - 1e-9));
+    if (ctx.progress) ctx.progress(0, size_t(steps), "twotower DP-SGD steps");
+    size_t clipped = 0, contributions = 0;
+    double loss_sum = 0;
+    size_t loss_n = 0;
+    Timer timer;
+    for (int64_t step = 0; step < steps; ++step) {
+      Rng sampler(seed, kDpSampleStream + uint64_t(step));
+      std::vector<uint32_t> sampled;
+      for (uint32_t u = 0; u < nu; ++u)
+        if (sampler.uniform() < q) sampled.push_back(u);
+      std::vector<UserGrad> grads(sampled.size());
+      parallel_for(sampled.size(), threads, 1, [&](size_t lo, size_t hi) {
+        Workspace ws;
+        for (size_t k = lo; k < hi; ++k) {
+          const uint32_t u = sampled[k];
+          const uint64_t id = uint64_t(step) * nu + u;
+          Rng rng(seed, kDpUserStream + id);
+          ws.users.clear();
+          ws.items.clear();
+          ws.targets.clear();
+          for (uint64_t p = x.indptr[u]; p < x.indptr[u + 1]; ++p) {
+            ws.users.push_back(u);
+            ws.items.push_back(x.indices[p]);
+            ws.targets.push_back(implicit ? 1.0f : x.values[p]);
+            if (!implicit) continue;
+            for (int n = 0; n < negatives_; ++n) {
+              uint32_t j = uint32_t(rng.below(ni));
+              for (int tries = 0; tries < 8 && x.contains(u, j); ++tries) j = uint32_t(rng.below(ni));
+              ws.users.push_back(u);
+              ws.items.push_back(j);
+              ws.targets.push_back(0.0f);
+            }
+          }
+          UserGrad& g = grads[k];
+          if (ws.users.empty()) continue;  // a user without interactions contributes nothing
+          g.loss = batch_grads(ws, rng, seed, kDpBatchBase + id, nullptr);
+          g.dense = ws.grads;
+          for (size_t r = 0; r < ws.uniq_items.size(); ++r)
+            if (ws.item_kept[r]) g.item_rows.push_back(ws.uniq_items[r]);
+          g.item_values.resize(g.item_rows.size(), f);
+          for (size_t r = 0, o = 0; r < ws.uniq_items.size(); ++r)
+            if (ws.item_kept[r]) std::copy(ws.dxi.row(r), ws.dxi.row(r) + f, g.item_values.row(o++));
+          if (ws.user_kept[0]) g.own.assign(ws.dxu.row(0), ws.dxu.row(0) + f);
+        }
+      });
+      // Clip and add in user order, then noise: the released parameters' step.
+      agg.reset();
+      nn::SparseGrad<float> own;
+      std::vector<privacy::DpAggregator::Piece> pieces;
+      for (size_t k = 0; k < sampled.size(); ++k) {
+        const UserGrad& g = grads[k];
+        pieces.clear();
+        for (size_t d = 0; d < g.dense.size(); ++d) pieces.push_back({offset[d], g.dense[d].data});
+        for (size_t r = 0; r < g.item_rows.size(); ++r)
+          pieces.push_back({item_base + size_t(g.item_rows[r]) * f, {g.item_values.row(r), f}});
+        agg.add(pieces);  // a user without interactions adds a zero contribution
+        if (!g.own.empty()) {
+          own.rows.push_back(sampled[k]);
+          own.values.data.insert(own.values.data.end(), g.own.begin(), g.own.end());
+        }
+        if (!g.dense.empty()) {
+          loss_sum += g.loss;
+          ++loss_n;
+        }
+      }
+      clipped += agg.clipped();
+      contributions += agg.contributions();
+      Rng noise(seed, kDpNoiseStream + uint64_t(step));
+      agg.finish(sigma, q * double(nu), noise);
+      const std::vector<double>& sum = agg.sum();
+      for (size_t d = 0, at = 0; d < step_grads.size(); ++d)
+        for (float& v : step_grads[d].data) v = float(sum[at++]);
+      adam_shared.step(step_grads);
+      // The users' own rows: their own gradients, not released.
+      own.values.rows = own.rows.size();
+      own.values.cols = f;
+      if (!own.rows.empty()) adam_user.step_sparse(0, own);
+      const bool epoch_end = (size_t(step) + 1) % steps_per_epoch == 0 || step + 1 == steps;
+      if (epoch_end) {
+        curve_.push_back(loss_n ? loss_sum / double(loss_n) : 0.0);
+        if (ctx.verbose)
+          std::fprintf(stderr, "twotower DP-SGD step %lld/%lld: loss %.5f, %.2f s\n", (long long)step + 1,
+                       (long long)steps, curve_.back(), timer.seconds());
+        loss_sum = 0;
+        loss_n = 0;
+      }
+      if (ctx.progress) ctx.progress(size_t(step) + 1, size_t(steps), "twotower DP-SGD steps");
+    }
+    nlohmann::json pj = {
+        {"unit", "user"},
+        {"noise", sigma},
+        {"clip", dp_clip_},
+        {"delta", dp_delta_},
+        {"q", q},
+        {"steps", steps},
+        {"expected_users_per_step", q * double(nu)},
+        {"conversion", "classic"},
+        {"clipped_fraction", contributions ? double(clipped) / double(contributions) : 0.0},
+        {"protected",
+         "the towers, the merge MLP, the text weight and the item id embeddings (user-level); "
+         "not each user's own id embedding and history text code, which are that user's"}};
+    if (sigma > 0 && steps > 0) {
+      const privacy::Epsilon e = privacy::compute_epsilon(q, sigma, steps, dp_delta_);
+      pj["epsilon"] = e.epsilon;
+      pj["order"] = e.order;
+    } else {
+      pj["epsilon"] = steps > 0 ? nlohmann::json("inf") : nlohmann::json(0.0);
+    }
+    if (dp_epsilon_ > 0) pj["target_epsilon"] = dp_epsilon_;
+    privacy_ = pj;
+    if (ctx.verbose)
+      std::fprintf(stderr,
+                   "twotower DP-SGD: epsilon %s at delta %g (noise %.6g, clip %g, q %.6g, %lld steps)\n",
+                   pj["epsilon"].dump().c_str(), dp_delta_, sigma, dp_clip_, q, (long long)steps);
   }
 
   // Fits a user's id embedding to a history with everything else fixed: Adam on the training loss over the
@@ -1005,7 +1244,10 @@ class TwoTowerModel final : public Recommender {
   int seed_ = 0;
   models::AutoencoderParams ae_;  // ae, ae_hidden, ae_noise, ae_epochs
   double lr_ = 5e-3, weight_decay_ = 0, dropout_ = 0.1, id_dropout_ = 0.25, text_dropout_ = 0.25, init_ = 0.1;
-  bool dot_skip_ = true, text_skip_ = false, use_history_text_ = true;
+  bool dot_skip_ = true, text_skip_ = false, use_history_text_ = true, dp_ = false;
+  double dp_noise_ = 0, dp_clip_ = 1.0, dp_delta_ = 1e-5, dp_epsilon_ = 0;
+  int dp_users_ = 128;
+  nlohmann::json privacy_;  // the DP-SGD guarantee of the last fit (null without DP)
   std::string merge_ = "dot", loss_ = "bce";
 
   bool fitted_ = false;

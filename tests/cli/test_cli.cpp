@@ -390,3 +390,30 @@ TEST_F(CliTest, PrivacyEpsilonMatchesTheFixtureAndNoiseInvertsIt) {
   EXPECT_NE(run("privacy noise --q 0.01 --steps 1000 --delta 1e-5 --epsilon 0.01").status, 0);
   EXPECT_NE(run("privacy epsilon --q 0.01 --steps 1000 --delta 1e-5").status, 0);  // --noise is required
 }
+
+TEST_F(CliTest, TrainWithDpSgdPrintsAndRecordsTheAccountantsEpsilon) {
+  const std::string data = "synthetic:users=300,items=60";
+  Result t =
+      run("train " + data +
+          " -m twotower:factors=8,hidden=16,epochs=2,dp_noise=1.1,dp_clip=1.0,dp_delta=1e-5,dp_users=30"
+          " --threads 2 -o " +
+          (dir / "m").string());
+  ASSERT_EQ(t.status, 0) << t.out;
+  EXPECT_NE(t.out.find("privacy: epsilon "), std::string::npos) << t.out;
+  const auto manifest = nlohmann::json::parse(std::ifstream(dir / "m" / "manifest.json"));
+  const auto& p = manifest["extra"]["privacy"];
+  char args[256];
+  std::snprintf(args, sizeof args, "privacy epsilon --q %.17g --noise %.17g --steps %lld --delta %.17g",
+                p["q"].get<double>(), p["noise"].get<double>(),
+                static_cast<long long>(p["steps"].get<int64_t>()), p["delta"].get<double>());
+  Result e = run(args);
+  ASSERT_EQ(e.status, 0) << e.out;
+  const double cli_eps = std::stod(e.out.substr(e.out.find_first_of("0123456789")));
+  EXPECT_NEAR(p["epsilon"].get<double>(), cli_eps, 1e-9 * cli_eps) << e.out;
+  // A target epsilon is met.
+  Result g = run("train " + data + " -m twotower:factors=8,hidden=16,epochs=2,dp_epsilon=4,dp_users=30 -o " +
+                 (dir / "m4").string());
+  ASSERT_EQ(g.status, 0) << g.out;
+  const auto m4 = nlohmann::json::parse(std::ifstream(dir / "m4" / "manifest.json"));
+  EXPECT_LE(m4["extra"]["privacy"]["epsilon"].get<double>(), 4.0 + 1e-6);
+}
