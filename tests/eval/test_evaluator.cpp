@@ -128,6 +128,36 @@ TEST(Evaluate, FullRankingExactValues) {
   EXPECT_NEAR(r.overall_ci95.at("ndcg@2"), mean_ci95(per_user).ci95, kEps);
 }
 
+TEST(Evaluate, SerendipityAndLongTailByHand) {
+  Tiny t;
+  FixedScores model(t.scores);
+  EvalOptions opt;
+  opt.ties = Ties::kLowerIndex;
+  opt.ks = {3};
+  opt.per_domain = false;
+  const EvalResult r = evaluate(model, t.train, t.test, nullptr, opt);
+  // Popularity order (ties by index): [3, 0, 1, 2, 4, 5]. Top 3 against each user's popularity list:
+  //   u0: [1, 3, 4], popularity [3, 1, 2]: relevant 1 is in it, relevant 4 is not -> 1/3
+  //   u1: [4, 3, 2], popularity [3, 0, 1]: relevant 3 is in it -> 0
+  //   u2: [0, 2, 4], popularity [0, 2, 4]: relevant 2 is in it -> 0
+  EXPECT_NEAR(r.overall.at("serendipity@3"), (1.0 / 3) / 3, kEps);
+  // Deciles of the six items by popularity rank r: floor(10 r / 6) -> item 3: 0, 0: 1, 1: 3, 2: 5, 4: 6,
+  // 5: 8. Recommended: d0 2, d1 1, d3 1, d5 2, d6 3 of 9. Training: items 0,5,1,3,2,3,4 -> d0 2, d1, d3, d5,
+  // d6, d8.
+  const std::vector<double> rec{2. / 9, 1. / 9, 0, 1. / 9, 0, 2. / 9, 3. / 9, 0, 0, 0};
+  const std::vector<double> inter{2. / 7, 1. / 7, 0, 1. / 7, 0, 1. / 7, 1. / 7, 0, 1. / 7, 0};
+  ASSERT_EQ(r.long_tail.recommended.size(), 10u);
+  for (size_t d = 0; d < 10; ++d) {
+    EXPECT_NEAR(r.long_tail.recommended[d], rec[d], kEps) << d;
+    EXPECT_NEAR(r.long_tail.interacted[d], inter[d], kEps) << d;
+  }
+  // The sampled protocol has neither.
+  opt.sampled_negatives = 2;
+  const EvalResult s = evaluate(model, t.train, t.test, nullptr, opt);
+  EXPECT_EQ(s.overall.count("serendipity@3"), 0u);
+  EXPECT_TRUE(s.long_tail.recommended.empty());
+}
+
 TEST(Evaluate, TrainItemsAreNeverRanked) {
   // User 0's training item 0 has the best score. If it were ranked it would push item 1 (relevant) to rank 2.
   // Making item 0 also a test item checks that it stays excluded: relevant {0, 1}, top1 = [1] -> P@1 = 1,
