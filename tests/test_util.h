@@ -2,7 +2,10 @@
 #pragma once
 
 #include <gtest/gtest.h>
+#include <sys/wait.h>
 
+#include <array>
+#include <cstdio>
 #include <cstdlib>
 #include <initializer_list>
 #include <string>
@@ -34,8 +37,32 @@ inline bool slow_tests_enabled() {
   return e && *e && std::string(e) != "0";
 }
 
+#ifdef XDREC_BINARY_DIR
+// Runs the xdrec command line (XDREC_CLI, else the build's binary) with `args`; stdout and stderr together.
+struct CliResult {
+  int status;
+  std::string out;
+};
+inline std::string cli_path() {
+  const char* p = std::getenv("XDREC_CLI");
+  return p ? p : std::string(XDREC_BINARY_DIR) + "/xdrec";
+}
+inline CliResult run_cli(const std::string& args) {
+  const std::string cmd = cli_path() + " " + args + " 2>&1";
+  FILE* f = popen(cmd.c_str(), "r");
+  CliResult r{-1, ""};
+  if (!f) return r;
+  std::array<char, 4096> buf;
+  size_t n;
+  while ((n = fread(buf.data(), 1, buf.size(), f)) > 0) r.out.append(buf.data(), n);
+  const int st = pclose(f);
+  r.status = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+  return r;
+}
+#endif
+
 }  // namespace xdrec::testing_util
 
-#define REQUIRE_SLOW_TESTS()                         \
+#define REQUIRE_SLOW_TESTS()                        \
   if (!::xdrec::testing_util::slow_tests_enabled()) \
   GTEST_SKIP() << "slow real-data check: run scripts/test --slow"

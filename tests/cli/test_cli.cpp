@@ -1,39 +1,21 @@
 // End-to-end tests of the xdrec command on synthetic data and on bad input.
 #include <gtest/gtest.h>
 
-#include <array>
-#include <cstdio>
-#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <string>
 
+#include "test_util.h"
+
 namespace fs = std::filesystem;
+using namespace xdrec;
 
 namespace {
 
-struct Result {
-  int status;
-  std::string out;
-};
-
-std::string cli() {
-  const char* p = std::getenv("XDREC_CLI");
-  return p ? p : std::string(XDREC_BINARY_DIR) + "/xdrec";
-}
-
+using Result = testing_util::CliResult;
 Result run(const std::string& args) {
-  std::string cmd = cli() + " " + args + " 2>&1";
-  FILE* f = popen(cmd.c_str(), "r");
-  Result r{-1, ""};
-  if (!f) return r;
-  std::array<char, 4096> buf;
-  size_t n;
-  while ((n = fread(buf.data(), 1, buf.size(), f)) > 0) r.out.append(buf.data(), n);
-  int st = pclose(f);
-  r.status = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-  return r;
+  return testing_util::run_cli(args);
 }
 
 class CliTest : public ::testing::Test {

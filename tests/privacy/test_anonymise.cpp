@@ -28,27 +28,9 @@ using xdrec::testing_util::throws_error;
 
 namespace {
 
-struct Result {
-  int status;
-  std::string out;
-};
-
-std::string cli() {
-  const char* p = std::getenv("XDREC_CLI");
-  return p ? p : std::string(XDREC_BINARY_DIR) + "/xdrec";
-}
-
+using Result = testing_util::CliResult;
 Result run(const std::string& args) {
-  const std::string cmd = cli() + " " + args + " 2>&1";
-  FILE* f = popen(cmd.c_str(), "r");
-  Result r{-1, ""};
-  if (!f) return r;
-  std::array<char, 4096> buf;
-  size_t n;
-  while ((n = fread(buf.data(), 1, buf.size(), f)) > 0) r.out.append(buf.data(), n);
-  const int st = pclose(f);
-  r.status = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-  return r;
+  return testing_util::run_cli(args);
 }
 
 bool is_alnum(char c) {
