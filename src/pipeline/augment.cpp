@@ -2,6 +2,7 @@
 #include "xdrec/augment.h"
 
 #include <algorithm>
+#include <cctype>
 #include <cmath>
 
 #include "xdrec/pipeline.h"
@@ -47,7 +48,8 @@ AugmentOptions parse_augment(const std::string& spec, const Dataset& ds) {
       check(end && *end == '\0' && std::isfinite(o.weight) && o.weight > 0,
             "augment: weight must be a positive number, got '" + v + "'");
     } else if (k == "domain") {
-      const bool numeric = !v.empty() && std::all_of(v.begin(), v.end(), ::isdigit);
+      const bool numeric = !v.empty() && std::all_of(v.begin(), v.end(),
+                                                     [](unsigned char ch) { return std::isdigit(ch) != 0; });
       o.domain = numeric ? int(parse_count(k, v)) : domain_index(ds, v);
       check(o.domain < int(ds.n_domains()),
             "augment: domain " + v + " is out of range (" + std::to_string(ds.n_domains()) + " domains)");
