@@ -47,8 +47,9 @@ inline std::string cli_path() {
   const char* p = std::getenv("XDREC_CLI");
   return p ? p : std::string(XDREC_BINARY_DIR) + "/xdrec";
 }
-inline CliResult run_cli(const std::string& args) {
-  const std::string cmd = cli_path() + " " + args + " 2>&1";
+// `env`: assignments put before the command (e.g. "XDG_CACHE_HOME='/tmp/x' ").
+inline CliResult run_cli(const std::string& args, const std::string& env = "") {
+  const std::string cmd = env + cli_path() + " " + args + " 2>&1";
   FILE* f = popen(cmd.c_str(), "r");
   CliResult r{-1, ""};
   if (!f) return r;

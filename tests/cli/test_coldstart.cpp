@@ -22,19 +22,13 @@
 #include <string>
 #include <vector>
 
+#include "test_util.h"
+
 namespace fs = std::filesystem;
 
 namespace {
 
-struct Result {
-  int status = -1;
-  std::string out;  // standard output and standard error together
-};
-
-std::string cli() {
-  const char* p = std::getenv("XDREC_CLI");
-  return p ? p : std::string(XDREC_BINARY_DIR) + "/xdrec";
-}
+using Result = xdrec::testing_util::CliResult;  // standard output and standard error together
 
 struct Topic {
   const char* name;
@@ -120,17 +114,8 @@ class ColdStartCli : public ::testing::Test {
   }
 
   static Result run(const std::string& args) {
-    const std::string cmd = "XDG_CACHE_HOME='" + (dir / "cache").string() + "' " + cli() + " " + args +
-                            " --threads 2 --quiet 2>&1";
-    Result r;
-    FILE* f = popen(cmd.c_str(), "r");
-    if (!f) return r;
-    std::array<char, 4096> buf;
-    size_t n;
-    while ((n = fread(buf.data(), 1, buf.size(), f)) > 0) r.out.append(buf.data(), n);
-    const int st = pclose(f);
-    r.status = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-    return r;
+    return xdrec::testing_util::run_cli(args + " --threads 2 --quiet",
+                                        "XDG_CACHE_HOME='" + (dir / "cache").string() + "' ");
   }
 
   // Item ids of the first list of `recommend ... --json`.
