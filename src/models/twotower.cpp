@@ -377,18 +377,8 @@ class TwoTowerModel final : public Recommender {
         ws.items.clear();
         ws.targets.clear();
         for (size_t k = p0; k < p1; ++k) {
-          const uint32_t p = order[k], u = pos_user[p];
-          ws.users.push_back(u);
-          ws.items.push_back(pos_item[p]);
-          ws.targets.push_back(implicit ? 1.0f : pos_value[p]);
-          if (!implicit) continue;
-          for (int n = 0; n < negatives_; ++n) {
-            uint32_t j = uint32_t(rng.below(ni));
-            for (int tries = 0; tries < 8 && x.contains(u, j); ++tries) j = uint32_t(rng.below(ni));
-            ws.users.push_back(u);
-            ws.items.push_back(j);
-            ws.targets.push_back(0.0f);
-          }
+          const uint32_t p = order[k];
+          add_example(ws, x, pos_user[p], pos_item[p], pos_value[p], implicit, rng);
         }
         loss_sum += train_batch(ws, rng, seed, batch_counter, &pool, adam_dense, adam_emb);
       }
@@ -1017,9 +1007,27 @@ class TwoTowerModel final : public Recommender {
   };
 
   // DP-SGD (see the top of the file). `dense` lists the dense parameters in ws.grads order.
+  // One training example of user u: the pair (u, i) with its target (1 for implicit feedback, else the value)
+  // and, for implicit feedback, `negatives` items drawn uniformly (up to 8 redraws away from u's items).
+  void add_example(Workspace& ws, const Csr& x, uint32_t u, uint32_t i, float value, bool implicit,
+                   Rng& rng) const {
+    const uint32_t ni = x.n_cols;
+    ws.users.push_back(u);
+    ws.items.push_back(i);
+    ws.targets.push_back(implicit ? 1.0f : value);
+    if (!implicit) return;
+    for (int n = 0; n < negatives_; ++n) {
+      uint32_t j = uint32_t(rng.below(ni));
+      for (int tries = 0; tries < 8 && x.contains(u, j); ++tries) j = uint32_t(rng.below(ni));
+      ws.users.push_back(u);
+      ws.items.push_back(j);
+      ws.targets.push_back(0.0f);
+    }
+  }
+
   void train_dp(const Csr& x, uint64_t seed, int threads, const FitContext& ctx,
                 const std::vector<MatF*>& dense) {
-    const uint32_t nu = x.n_rows, ni = x.n_cols;
+    const uint32_t nu = x.n_rows;
     const size_t f = size_t(factors_);
     const bool implicit = loss_ == "bce";
     check(nu > 0, "twotower: DP-SGD needs at least one user");
@@ -1067,19 +1075,8 @@ class TwoTowerModel final : public Recommender {
           ws.users.clear();
           ws.items.clear();
           ws.targets.clear();
-          for (uint64_t p = x.indptr[u]; p < x.indptr[u + 1]; ++p) {
-            ws.users.push_back(u);
-            ws.items.push_back(x.indices[p]);
-            ws.targets.push_back(implicit ? 1.0f : x.values[p]);
-            if (!implicit) continue;
-            for (int n = 0; n < negatives_; ++n) {
-              uint32_t j = uint32_t(rng.below(ni));
-              for (int tries = 0; tries < 8 && x.contains(u, j); ++tries) j = uint32_t(rng.below(ni));
-              ws.users.push_back(u);
-              ws.items.push_back(j);
-              ws.targets.push_back(0.0f);
-            }
-          }
+          for (uint64_t p = x.indptr[u]; p < x.indptr[u + 1]; ++p)
+            add_example(ws, x, u, x.indices[p], x.values[p], implicit, rng);
           UserGrad& g = grads[k];
           if (ws.users.empty()) continue;  // a user without interactions contributes nothing
           g.loss = batch_grads(ws, rng, seed, kDpBatchBase + id, nullptr);
