@@ -441,8 +441,8 @@ void run_fixed(Env& env, Results& res, Infos& info, const Dataset& ds, const std
     if (want_full) line.push_back("full/" + ds.domains.name(d) + "/ndcg@10");
   }
   std::printf("\n%s (fixed split): %s\n", prefix.c_str(), ds.summary().c_str());
-  const ExperimentResult r =
-      run_experiment(env, ds, x, model_runs(env, configs, lo.cross_domain && !env.opt.no_single), prefix, line);
+  const ExperimentResult r = run_experiment(
+      env, ds, x, model_runs(env, configs, lo.cross_domain && !env.opt.no_single), prefix, line);
   for (const auto& [pname, ev] :
        {std::pair{p_sampled, std::string("sampled/")}, std::pair{p_full, std::string("full/")}}) {
     if (!protocol_selected(env.opt, pname)) continue;
@@ -561,17 +561,18 @@ void run_leave_last_out(Env& env, Results& res, Infos& info, const Dataset& ds, 
   const ExperimentResult r = run_experiment(env, ds, x, model_runs(env, configs, false), protocol,
                                             {"full/ndcg@10", "full/hr@10", "sampled/hr@10"});
   res[protocol] = protocol_json(r, "");
-  print_table(protocol, r, {"full/hr@10", "full/ndcg@10", "full/tied_share", "sampled/hr@10", "sampled/ndcg@10"});
-  info[protocol] = {
-      {"dataset", ds.name},
-      {"users", ds.n_users()},
-      {"items", ds.n_items()},
-      {"split", r.protocol},
-      {"ranking",
-       "full/*: the user's last item (by timestamp) against every item not in their training history, ties in "
-       "seeded random order; sampled/*: against 99 sampled negatives, ties pessimistic"},
-      {"evaluated_on", env.opt.validate ? "validation (the second-to-last item)" : "test"},
-      {"seeds", x.seeds}};
+  print_table(protocol, r,
+              {"full/hr@10", "full/ndcg@10", "full/tied_share", "sampled/hr@10", "sampled/ndcg@10"});
+  info[protocol] = {{"dataset", ds.name},
+                    {"users", ds.n_users()},
+                    {"items", ds.n_items()},
+                    {"split", r.protocol},
+                    {"ranking",
+                     "full/*: the user's last item (by timestamp) against every item not in their training "
+                     "history, ties in "
+                     "seeded random order; sampled/*: against 99 sampled negatives, ties pessimistic"},
+                    {"evaluated_on", env.opt.validate ? "validation (the second-to-last item)" : "test"},
+                    {"seeds", x.seeds}};
 }
 
 Dataset load(const std::string& path, const std::string& format = "auto") {
@@ -761,9 +762,10 @@ int main(int argc, char** argv) {
           check(args.count("target"), "--protocol cold-users needs target=DOMAIN");
           run_cold_users(env, res, info, ds, dsname + "/" + p, args.at("target"), cold);
         } else {
-          throw Error("--protocol must be fixed, leave-last-out, cold-items[:cold=R] or "
-                      "cold-users:target=X[,cold=R], got '" +
-                      p + "'");
+          throw Error(
+              "--protocol must be fixed, leave-last-out, cold-items[:cold=R] or "
+              "cold-users:target=X[,cold=R], got '" +
+              p + "'");
         }
         write();
       }

@@ -21,6 +21,7 @@
 #include <filesystem>
 #include <map>
 
+#include "args.h"
 #include "xdrec/pipeline.h"
 #include "xdrec/readers.h"
 #include "xdrec/synthetic.h"
@@ -108,30 +109,17 @@ int main(int argc, char** argv) {
   const char* usage =
       "usage: bench_gan OUT.json [DATA_ROOT] [--only cfgan-protocol|augmentation[/NAME]] [--seeds N] "
       "[--quick] [--threads N]\n";
-  for (int k = 1; k < argc; ++k) {
-    const std::string a = argv[k];
-    if (a == "--only" && k + 1 < argc)
-      o.only = argv[++k];
-    else if (a == "--seeds" && k + 1 < argc)
-      o.seeds = std::max(1, std::atoi(argv[++k]));
-    else if (a == "--threads" && k + 1 < argc)
-      o.threads = std::max(1, std::atoi(argv[++k]));
-    else if (a == "--quick")
-      o.quick = true;
-    else if (a[0] != '-' && o.out.empty())
-      o.out = a;
-    else if (a[0] != '-' && o.root.empty())
-      o.root = a;
-    else {
-      std::fputs(usage, stderr);
-      return 2;
-    }
-  }
-  if (o.out.empty()) {
-    std::fputs(usage, stderr);
-    return 2;
-  }
-  if (o.root.empty()) o.root = "../shared/data";
+  bench::BenchArgs b;
+  const bool ok = bench::parse_bench_args(argc, argv, usage, b, [&](const std::string& a, const auto& value) {
+    const char* v = a == "--only" || a == "--seeds" || a == "--threads" ? value() : nullptr;
+    if (!v) return false;
+    if (a == "--only") o.only = v;
+    if (a == "--seeds") o.seeds = std::max(1, std::atoi(v));
+    if (a == "--threads") o.threads = std::max(1, std::atoi(v));
+    return true;
+  });
+  if (!ok) return 2;
+  o.out = b.out, o.root = b.root, o.quick = b.quick;
   if (o.quick) o.seeds = 1;
   // The tuned CFGAN (chosen on a validation part of the first seed's training data; BENCHMARKS.md).
   const std::string cfgan = o.quick ? "cfgan:epochs=5" : "cfgan";

@@ -17,6 +17,7 @@
 #include <filesystem>
 #include <map>
 
+#include "args.h"
 #include "xdrec/readers.h"
 
 using namespace xdrec;
@@ -24,29 +25,18 @@ using json = nlohmann::json;
 namespace fs = std::filesystem;
 
 int main(int argc, char** argv) {
-  std::string out, root;
   int seeds = 3;
-  bool quick = false;
-  for (int k = 1; k < argc; ++k) {
-    const std::string a = argv[k];
-    if (a == "--seeds" && k + 1 < argc)
-      seeds = std::max(1, std::atoi(argv[++k]));
-    else if (a == "--quick")
-      quick = true;
-    else if (a[0] != '-' && out.empty())
-      out = a;
-    else if (a[0] != '-' && root.empty())
-      root = a;
-    else {
-      std::fprintf(stderr, "usage: bench_incremental OUT.json [DATA_ROOT] [--seeds N] [--quick]\n");
-      return 2;
-    }
-  }
-  if (out.empty()) {
-    std::fprintf(stderr, "usage: bench_incremental OUT.json [DATA_ROOT] [--seeds N] [--quick]\n");
+  bench::BenchArgs b;
+  if (!bench::parse_bench_args(argc, argv,
+                               "usage: bench_incremental OUT.json [DATA_ROOT] [--seeds N] [--quick]\n", b,
+                               [&](const std::string& a, const auto& value) {
+                                 const char* v = a == "--seeds" ? value() : nullptr;
+                                 if (v) seeds = std::max(1, std::atoi(v));
+                                 return v != nullptr;
+                               }))
     return 2;
-  }
-  if (root.empty()) root = "../shared/data";
+  const std::string &out = b.out, &root = b.root;
+  const bool quick = b.quick;
   if (quick) seeds = 1;
   try {
     json res;

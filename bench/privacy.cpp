@@ -11,6 +11,7 @@
 #include <filesystem>
 #include <sstream>
 
+#include "args.h"
 #include "xdrec/pipeline.h"
 #include "xdrec/readers.h"
 
@@ -29,40 +30,30 @@ std::string eps_key(double e) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  std::string out, root;
   // Chosen at epsilon 8 on seed 1 of this split among a few settings (clip 1 / 0.1 / 0.05 / 0.02, lr 0.01 /
   // 0.003, 30 / 60 / 100 epochs, 100 / 200 users per step, 16 / 32 factors): with clip 1 no user's gradient
   // reached the clip and the noise drowned the signal (NDCG@10 0.036); id dropout off (no text to stand in).
   std::string model = "twotower:factors=32,epochs=60,lr=0.003,dp_users=200,dp_clip=0.05,id_dropout=0";
   std::vector<double> epsilons{0.5, 1, 2, 4, 8};
-  bool quick = false;
   const char* usage =
       "usage: bench_privacy OUT.json [DATA_DIR] [--model SPEC] [--epsilons E,...] [--quick]\n";
-  for (int k = 1; k < argc; ++k) {
-    const std::string a = argv[k];
-    if (a == "--model" && k + 1 < argc) {
-      model = argv[++k];
-    } else if (a == "--epsilons" && k + 1 < argc) {
-      epsilons.clear();
-      std::stringstream ss(argv[++k]);
-      std::string e;
-      while (std::getline(ss, e, ',')) epsilons.push_back(std::stod(e));
-    } else if (a == "--quick") {
-      quick = true;
-    } else if (a[0] != '-' && out.empty()) {
-      out = a;
-    } else if (a[0] != '-' && root.empty()) {
-      root = a;
-    } else {
-      std::fprintf(stderr, "%s", usage);
-      return 2;
-    }
-  }
-  if (out.empty()) {
-    std::fprintf(stderr, "%s", usage);
+  bench::BenchArgs b;
+  if (!bench::parse_bench_args(argc, argv, usage, b, [&](const std::string& a, const auto& value) {
+        const char* v = a == "--model" || a == "--epsilons" ? value() : nullptr;
+        if (!v) return false;
+        if (a == "--model") {
+          model = v;
+        } else {
+          epsilons.clear();
+          std::stringstream ss(v);
+          std::string e;
+          while (std::getline(ss, e, ',')) epsilons.push_back(std::stod(e));
+        }
+        return true;
+      }))
     return 2;
-  }
-  if (root.empty()) root = "../shared/data";
+  const std::string &out = b.out, &root = b.root;
+  const bool quick = b.quick;
   try {
     Timer total;
     std::string ml = root + "/movielens_ml-100k";

@@ -11,6 +11,7 @@
 #include <cstdio>
 #include <filesystem>
 
+#include "args.h"
 #include "xdrec/pipeline.h"
 #include "xdrec/readers.h"
 
@@ -43,34 +44,25 @@ json summarise(const ExperimentResult& res, const std::string& key, const std::v
 }  // namespace
 
 int main(int argc, char** argv) {
-  std::string out, root;
   std::vector<std::string> models;
-  bool quick = false;
-  for (int k = 1; k < argc; ++k) {
-    const std::string a = argv[k];
-    if (a == "--model" && k + 1 < argc)
-      models.push_back(argv[++k]);
-    else if (a == "--quick")
-      quick = true;
-    else if (a[0] != '-' && out.empty())
-      out = a;
-    else if (a[0] != '-' && root.empty())
-      root = a;
-    else {
-      std::fprintf(stderr, "usage: bench_ratings OUT.json [DATA_DIR] [--model SPEC]... [--quick]\n");
-      return 2;
-    }
-  }
-  if (out.empty()) {
-    std::fprintf(stderr, "usage: bench_ratings OUT.json [DATA_DIR] [--model SPEC]... [--quick]\n");
+  bench::BenchArgs b;
+  if (!bench::parse_bench_args(argc, argv,
+                               "usage: bench_ratings OUT.json [DATA_DIR] [--model SPEC]... [--quick]\n", b,
+                               [&](const std::string& a, const auto& value) {
+                                 const char* v = a == "--model" ? value() : nullptr;
+                                 if (v) models.push_back(v);
+                                 return v != nullptr;
+                               }))
     return 2;
-  }
-  if (root.empty()) root = "../shared/data";
+  const std::string& out = b.out;
+  std::string root = b.root;
+  const bool quick = b.quick;
   if (models.empty())
     models = {"svd",    // Surprise's SVD settings
               "svdpp",  // Surprise's SVD++ settings
-              "svd:factors=200,epochs=100,lr=0.005,reg=0.1", "svdpp:factors=200,epochs=100,lr=0.005,reg=0.1",
-              "bpmf",                    // Bayesian PMF with biases, noise precision sampled
+              "svd:factors=200,epochs=100,lr=0.005,reg=0.1",
+              "svdpp:factors=200,epochs=100,lr=0.005,reg=0.1",
+              "bpmf",                     // Bayesian PMF with biases, noise precision sampled
               "bpmf:sample_alpha=false",  // the noise precision fixed at 2, as in the BPMF paper
               "twotower:loss=rating,merge=mlp,epochs=30"};  // the seed's towers -> MLP -> sigmoid, ids only
   try {

@@ -3,7 +3,8 @@
 // in PyTorch (same architecture, batch, negatives and optimiser). A thin timing of the library's fit.
 //
 // Usage: bench_sasrec_speed OUT.json DATA_DIR [--epochs E] [--threads N] [--spec SPEC]
-// JSON: {"spec", "threads", "epochs", "seconds", "seconds_per_epoch", "tokens_per_epoch", "tokens_per_second",
+// JSON: {"spec", "threads", "epochs", "seconds", "seconds_per_epoch", "tokens_per_epoch",
+// "tokens_per_second",
 //        "machine"}
 #include <cstdio>
 #include <cstdlib>
@@ -27,9 +28,12 @@ int main(int argc, char** argv) {
   std::string spec = "sasrec:negatives=1000,windows=false,min_steps=0";
   for (int i = 3; i + 1 < argc; i += 2) {
     const std::string a = argv[i];
-    if (a == "--epochs") epochs = std::atoi(argv[i + 1]);
-    else if (a == "--threads") threads = std::atoi(argv[i + 1]);
-    else if (a == "--spec") spec = argv[i + 1];
+    if (a == "--epochs")
+      epochs = std::atoi(argv[i + 1]);
+    else if (a == "--threads")
+      threads = std::atoi(argv[i + 1]);
+    else if (a == "--spec")
+      spec = argv[i + 1];
     else {
       std::fprintf(stderr, "unknown option %s\n", a.c_str());
       return 2;
@@ -65,8 +69,8 @@ int main(int argc, char** argv) {
                         {"tokens_per_second", double(tokens) / per_epoch},
                         {"machine", machine_description()}};
     write_file_atomic(out, j.dump(1));
-    std::printf("sasrec: %.2f s per epoch, %.0f tokens/s (%d threads)\n", per_epoch, double(tokens) / per_epoch,
-                threads);
+    std::printf("sasrec: %.2f s per epoch, %.0f tokens/s (%d threads)\n", per_epoch,
+                double(tokens) / per_epoch, threads);
   } catch (const std::exception& e) {
     std::fprintf(stderr, "bench_sasrec_speed: %s\n", e.what());
     return 1;

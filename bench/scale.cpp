@@ -30,6 +30,7 @@
 #include <map>
 #include <regex>
 
+#include "args.h"
 #include "incremental.h"
 #include "xdrec/metrics.h"
 #include "xdrec/pipeline.h"
@@ -224,30 +225,16 @@ json compression_part(const std::string& root, const std::vector<std::string>& m
 
 int main(int argc, char** argv) {
   const char* usage = "usage: bench_scale OUT.json [DATA_ROOT] [--xdrec PATH] [--mpirun PATH] [--quick]\n";
-  std::string out, root, xdrec = "build/xdrec", mpirun = "mpirun";
-  bool quick = false;
-  for (int k = 1; k < argc; ++k) {
-    const std::string a = argv[k];
-    if (a == "--xdrec" && k + 1 < argc)
-      xdrec = argv[++k];
-    else if (a == "--mpirun" && k + 1 < argc)
-      mpirun = argv[++k];
-    else if (a == "--quick")
-      quick = true;
-    else if (a[0] != '-' && out.empty())
-      out = a;
-    else if (a[0] != '-' && root.empty())
-      root = a;
-    else {
-      std::fprintf(stderr, "%s", usage);
-      return 2;
-    }
-  }
-  if (out.empty()) {
-    std::fprintf(stderr, "%s", usage);
+  std::string xdrec = "build/xdrec", mpirun = "mpirun";
+  bench::BenchArgs b;
+  if (!bench::parse_bench_args(argc, argv, usage, b, [&](const std::string& a, const auto& value) {
+        const char* v = a == "--xdrec" || a == "--mpirun" ? value() : nullptr;
+        if (v) (a == "--xdrec" ? xdrec : mpirun) = v;
+        return v != nullptr;
+      }))
     return 2;
-  }
-  if (root.empty()) root = "../shared/data";
+  const std::string &out = b.out, &root = b.root;
+  const bool quick = b.quick;
   try {
     Timer total;
     const fs::path tmp = fs::temp_directory_path() / ("xdrec_bench_scale_" + std::to_string(::getpid()));
