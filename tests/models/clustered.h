@@ -3,9 +3,11 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <numeric>
 #include <vector>
 
 #include "xdrec/common.h"
+#include "xdrec/recommender.h"
 
 namespace xdrec::testing_util {
 
@@ -41,6 +43,32 @@ Data make_clustered(uint32_t n_users, uint32_t n_items, uint32_t clusters, uint3
   std::vector<float> vals(rows.size(), 1.0f);
   d.train = Csr::from_triplets(n_users, n_items, rows, cols, vals);
   return d;
+}
+
+// Mean over `users` of P(score(held-out item) > score(an unseen item)) (every user has a held-out item).
+inline double held_out_auc(const Recommender& model, const Data& d, const std::vector<uint32_t>& users) {
+  Matrix s;
+  model.score(users, s, 1);
+  double total = 0;
+  for (size_t r = 0; r < users.size(); ++r) {
+    const uint32_t u = users[r];
+    const float t = s(r, size_t(d.held_out[u]));
+    size_t better = 0, count = 0;
+    for (uint32_t i = 0; i < d.train.n_cols; ++i) {
+      if (d.train.contains(u, i) || int64_t(i) == d.held_out[u]) continue;
+      better += t > s(r, i);
+      ++count;
+    }
+    total += double(better) / double(count);
+  }
+  return total / double(users.size());
+}
+
+// The same over every user.
+inline double held_out_auc(const Recommender& model, const Data& d) {
+  std::vector<uint32_t> users(d.train.n_rows);
+  std::iota(users.begin(), users.end(), 0u);
+  return held_out_auc(model, d, users);
 }
 
 }  // namespace xdrec::testing_util

@@ -18,26 +18,8 @@ using namespace xdrec;
 namespace {
 
 using testing_util::Data;
+using testing_util::held_out_auc;
 using testing_util::make_clustered;
-
-// Mean over users of P(score(held-out item) > score(random unseen item)).
-double held_out_auc(const Recommender& model, const Data& d, const std::vector<uint32_t>& users) {
-  Matrix s;
-  model.score(users, s, 1);
-  double total = 0;
-  for (size_t r = 0; r < users.size(); ++r) {
-    const uint32_t u = users[r];
-    const float t = s(r, size_t(d.held_out[u]));
-    size_t better = 0, count = 0;
-    for (uint32_t i = 0; i < d.train.n_cols; ++i) {
-      if (d.train.contains(u, i) || int64_t(i) == d.held_out[u]) continue;
-      better += t > s(r, i);
-      ++count;
-    }
-    total += double(better) / double(count);
-  }
-  return total / double(users.size());
-}
 
 std::vector<uint32_t> all_users(const Csr& m) {
   std::vector<uint32_t> u(m.n_rows);

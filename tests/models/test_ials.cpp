@@ -18,6 +18,7 @@ using namespace xdrec;
 namespace {
 
 using testing_util::Data;
+using testing_util::held_out_auc;
 using testing_util::make_clustered;
 
 struct Factors2 {
@@ -70,29 +71,6 @@ double ials_objective(const Csr& m, const Factors2& f, double reg, double alpha,
 bool same_bits(const Matrix& a, const Matrix& b) {
   return a.rows == b.rows && a.cols == b.cols &&
          std::memcmp(a.data.data(), b.data.data(), a.data.size() * sizeof(float)) == 0;
-}
-
-// Mean over users of P(score(held-out item) > score(random unseen item)).
-double held_out_auc(const Recommender& model, const Data& d) {
-  std::vector<uint32_t> users(d.train.n_rows);
-  std::iota(users.begin(), users.end(), 0u);
-  Matrix s;
-  model.score(users, s, 1);
-  double total = 0;
-  size_t n = 0;
-  for (uint32_t u = 0; u < d.train.n_rows; ++u) {
-    if (d.held_out[u] < 0) continue;
-    const float t = s(u, size_t(d.held_out[u]));
-    size_t better = 0, count = 0;
-    for (uint32_t i = 0; i < d.train.n_cols; ++i) {
-      if (d.train.contains(u, i) || int64_t(i) == d.held_out[u]) continue;
-      better += t > s(u, i);
-      ++count;
-    }
-    total += double(better) / double(count);
-    ++n;
-  }
-  return total / double(n);
 }
 
 // A small problem written out: m items with factors y (ld-padded), one row with given entries.

@@ -22,25 +22,9 @@ const Data& data() {
   return d;
 }
 
-// Mean over users of P(score(held-out item) > score(random unseen item)).
+// The held-out AUC of the suite's data.
 double held_out_auc(const Recommender& model) {
-  const Data& d = data();
-  std::vector<uint32_t> users(d.train.n_rows);
-  std::iota(users.begin(), users.end(), 0u);
-  Matrix s;
-  model.score(users, s, 1);
-  double total = 0;
-  for (uint32_t u : users) {
-    const float t = s(u, size_t(d.held_out[u]));
-    size_t better = 0, count = 0;
-    for (uint32_t i = 0; i < d.train.n_cols; ++i) {
-      if (d.train.contains(u, i) || int64_t(i) == d.held_out[u]) continue;
-      better += t > s(u, i);
-      ++count;
-    }
-    total += double(better) / double(count);
-  }
-  return total / double(users.size());
+  return testing_util::held_out_auc(model, data());
 }
 
 std::unique_ptr<Recommender> fit(const std::string& spec, int threads = 1) {
