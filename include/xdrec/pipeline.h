@@ -98,6 +98,9 @@ struct Fitted {
   double seconds = 0, rss_delta_mb = 0;
 };
 Fitted fit_model(const Dataset& ds, const Csr& train, const FitRequest& req);
+// The FitContext fit_model gives the model: the request's threads, seed, categories, sequences, text and
+// progress, with the dataset's item domains (also for continuing a fitted model: Recommender::resume).
+FitContext fit_context(const Dataset& ds, const FitRequest& req);
 
 // ---- Experiment ------------------------------------------------------------------------------------------
 

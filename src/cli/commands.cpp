@@ -523,11 +523,7 @@ int train_model(const TrainArgs& a, Common c, Communicator* comm) {
     } else {
       for (uint32_t u = 0; u < ds.n_users(); ++u) touched.push_back(u);
     }
-    FitContext ctx;
-    ctx.threads = c.threads;
-    ctx.seed = c.seed;
-    ctx.item_domain = ds.item_domain;
-    ctx.sequences = &sequences;
+    const FitContext ctx = fit_context(ds, req);
     Timer t;
     check(resumed->resume(train, touched, ctx, a.sweeps),
           "model '" + resumed->name() + "' has no incremental update; train it again with -m");

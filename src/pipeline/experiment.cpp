@@ -135,6 +135,20 @@ std::string distributed_models() {
 }
 }  // namespace
 
+FitContext fit_context(const Dataset& ds, const FitRequest& req) {
+  FitContext ctx;
+  ctx.threads = resolve_threads(req.threads);
+  ctx.seed = req.seed;
+  ctx.item_domain = ds.item_domain;
+  ctx.item_categories = req.item_categories && req.item_categories->rows ? req.item_categories : nullptr;
+  ctx.progress = req.progress;
+  ctx.sequences = req.sequences;
+  ctx.comm = req.comm;
+  ctx.verbose = req.verbose;
+  if (req.text) attach_text(*req.text, ctx);
+  return ctx;
+}
+
 Fitted fit_model(const Dataset& ds, const Csr& train, const FitRequest& req) {
   Fitted f;
   const DataShape shape = data_shape(ds, train, req.text);
@@ -146,16 +160,7 @@ Fitted fit_model(const Dataset& ds, const Csr& train, const FitRequest& req) {
           "model '" + Spec::parse(req.spec).name +
               "' cannot be fitted distributed (models that can: " + distributed_models() + ")");
   f.model = create_model(req.spec);
-  FitContext ctx;
-  ctx.threads = resolve_threads(req.threads);
-  ctx.seed = req.seed;
-  ctx.item_domain = ds.item_domain;
-  ctx.item_categories = req.item_categories && req.item_categories->rows ? req.item_categories : nullptr;
-  ctx.progress = req.progress;
-  ctx.sequences = req.sequences;
-  ctx.comm = req.comm;
-  ctx.verbose = req.verbose;
-  if (req.text) attach_text(*req.text, ctx);
+  const FitContext ctx = fit_context(ds, req);
   RssSampler sampler;
   Timer t;
   f.model->fit(train, ctx);
