@@ -45,13 +45,11 @@ constexpr uint64_t kGolden = 0x9E3779B97F4A7C15ull;
 
 }  // namespace
 
-uint64_t encode(double v, double bound) {
+void encode_error(double v, double bound) {
   if (!std::isfinite(v)) throw Error("fcf: an update has a non-finite value");
-  if (!(std::fabs(v) < bound))
-    throw Error("fcf secure aggregation: an update value " + std::to_string(v) +
-                " is outside the fixed-point range +-" + std::to_string(bound) +
-                " (2^31 / participants); clip the updates (dp_clip) or lower lr");
-  return uint64_t(int64_t(std::llround(v * kFixedScale)));
+  throw Error("fcf secure aggregation: an update value " + std::to_string(v) +
+              " is outside the fixed-point range +-" + std::to_string(bound) +
+              " (2^31 / participants); clip the updates (dp_clip) or lower lr");
 }
 
 double decode(uint64_t s) {
@@ -108,19 +106,27 @@ double client_loss(const mf::Factors& y, const mf::IalsRow& row, float alpha, fl
   return loss + double(reg) * xx;
 }
 
-double client_gradient(const mf::Factors& y, const mf::IalsRow& row, float alpha, const float* x,
-                       std::span<float> grad) {
+ClientStats client_gradient(const mf::Factors& y, const mf::IalsRow& row, float alpha, float reg,
+                            const float* x, std::span<float> grad) {
   const size_t f = y.f;
   check(grad.size() == y.rows * f, "fcf: the gradient buffer has the wrong size");
-  // coef_i = 2 (c_i d_i - c_i p_i): 2 d_i for every item, plus 2 (w_j d_j - b_j) on the user's entries.
-  std::vector<float> coef(y.rows);
-  for (uint32_t i = 0; i < y.rows; ++i) coef[i] = 2.0f * mf::dot(x, y.row(i), y.ld);
+  // d_i = x . y_i; coef_i = 2 (c_i d_i - c_i p_i): 2 d_i for every item, plus 2 (w_j d_j - b_j) on the
+  // user's entries.
+  std::vector<float> d(y.rows), coef(y.rows);
+  ClientStats s;
+  for (uint32_t i = 0; i < y.rows; ++i) {
+    d[i] = mf::dot(x, y.row(i), y.ld);
+    coef[i] = 2.0f * d[i];
+    s.loss += double(d[i]) * double(d[i]);
+  }
   for (size_t e = 0; e < row.n; ++e) {
     if (row.val[e] == 0.0f) continue;
     float w, b;
     mf::ials_entry(row.val[e], alpha, w, b);
     const uint32_t j = row.idx[e];
-    coef[j] += 2.0f * (w * mf::dot(x, y.row(j), y.ld) - b);
+    coef[j] += 2.0f * (w * d[j] - b);
+    const double c = 1.0 + double(w), p = double(b) / c;
+    s.loss += c * (p - d[j]) * (p - d[j]) - double(d[j]) * double(d[j]);
   }
   double cc = 0, xx = 0;
   for (size_t k = 0; k < f; ++k) xx += double(x[k]) * double(x[k]);
@@ -129,14 +135,23 @@ double client_gradient(const mf::Factors& y, const mf::IalsRow& row, float alpha
     float* g = grad.data() + size_t(i) * f;
     for (size_t k = 0; k < f; ++k) g[k] = coef[i] * x[k];
   }
-  return cc * xx;
+  s.loss += double(reg) * xx;
+  s.sq_norm = cc * xx;
+  return s;
 }
 
-void Client::solve(const mf::Factors& y, const mf::AlignedFloats& gram, float alpha, float reg,
+float Client::reg(const ClientOptions& o) const {
+  if (o.reg_exponent == 0.0f) return o.reg;
+  size_t n = 0;
+  for (size_t e = 0; e < row_.n; ++e) n += row_.val[e] != 0.0f;
+  return float(double(o.reg) * std::pow(1.0 + double(n), double(o.reg_exponent)));
+}
+
+void Client::solve(const mf::Factors& y, const mf::AlignedFloats& gram, const ClientOptions& o,
                    mf::CholScratch& chol) {
   check(x_.size() == y.ld, "fcf: the client's factor has the wrong width");
   try {
-    mf::ials_exact_solve(gram.data(), reg, y.data.data(), y.ld, y.f, row_, alpha, x_.data(), chol);
+    mf::ials_exact_solve(gram.data(), reg(o), y.data.data(), y.ld, y.f, row_, o.alpha, x_.data(), chol);
   } catch (const Error& e) {
     throw Error(std::string("fcf client solve: ") + e.what() +
                 "; the item factors may have diverged (lower lr)");
@@ -149,10 +164,11 @@ Client::Report Client::update(const Broadcast& b, size_t position, const ClientO
   check(position < b.participants.size() && b.participants[position] == id_,
         "fcf: the client is not at that position among the participants");
   check(out.size() == y.rows * y.f, "fcf: the update buffer has the wrong size");
-  solve(y, *b.gram, o.alpha, o.reg, chol);
+  solve(y, *b.gram, o, chol);
+  const ClientStats st = client_gradient(y, row_, o.alpha, reg(o), x_.data(), grad);
   Report r;
-  r.loss = client_loss(y, row_, o.alpha, o.reg, x_.data());
-  r.norm = std::sqrt(client_gradient(y, row_, o.alpha, x_.data(), grad));
+  r.loss = st.loss;
+  r.norm = std::sqrt(st.sq_norm);
   double scale = 1.0;
   if (o.clip > 0 && r.norm > o.clip) {
     scale = o.clip / r.norm;
@@ -236,8 +252,11 @@ class FcfModel final : public models::FactorModel {
              "(Poisson sampling)")
         .add("lr", &lr_, 0.05, 1e-9, 1e6, "server learning rate")
         .add("optimiser", &optimiser_, "adam", {"adam", "sgd"}, "server optimiser of the item factors")
-        .add("reg", &reg_, 1.0, 1e-9, 1e6,
+        .add("reg", &reg_, 3.0, 1e-9, 1e6,
              "L2 weight of a user factor (client solve) and of the item factors")
+        .add("reg_exponent", &reg_exponent_, 0.5, 0.0, 2.0,
+             "a client with n entries weighs its factor by reg*(1+n)^reg_exponent (the items keep reg: the "
+             "server does not know their counts)")
         .add("alpha", &alpha_, 2.0, 0.0, 1e6, "confidence of an observed entry: c = 1 + alpha*|value|")
         .add("init", &init_, 0.1, 0.0, 10.0, "standard deviation of the normal initial item factors")
         .add("secure_agg", &secure_, true,
@@ -306,9 +325,7 @@ class FcfModel final : public models::FactorModel {
           mf::IalsRow{user_items.indices.data() + user_items.indptr[u],
                       user_items.values.data() + user_items.indptr[u], user_items.row_size(u)},
           items.ld);
-    fcf::ClientOptions co;
-    co.alpha = float(alpha_);
-    co.reg = float(reg_);
+    fcf::ClientOptions co = client_options();
     co.clip = dp ? dp_clip_ : 0.0;
     co.secure = secure_;
     co.peers = size_t(peers_);
@@ -329,7 +346,10 @@ class FcfModel final : public models::FactorModel {
         ++skipped;
         continue;
       }
-      mf::gram(items, gram, threads);
+      // Threads pay off only for rounds with much work (waking them costs more than a small round's work);
+      // the result is the same for any count.
+      const int round_threads = double(part.size()) * double(dim) >= 4e6 ? threads : 1;
+      mf::gram(items, gram, round_threads);
       const fcf::Broadcast b{uint64_t(round), &items, &gram, part};
       fcf::MaskedSum total(dim);
       std::vector<fcf::Client::Report> reports(part.size());
@@ -376,7 +396,7 @@ class FcfModel final : public models::FactorModel {
     parallel_for(nu, threads, 64, [&](size_t lo, size_t hi) {
       mf::CholScratch chol(f);
       for (size_t u = lo; u < hi; ++u) {
-        clients[u].solve(items_, g, co.alpha, co.reg, chol);
+        clients[u].solve(items_, g, co, chol);
         std::copy(clients[u].factor().begin(), clients[u].factor().end(), users_.row(u));
       }
     });
@@ -453,12 +473,19 @@ class FcfModel final : public models::FactorModel {
   void solve_user(const model_util::History& hist, float* x) override {
     fcf::Client c(0, mf::IalsRow{hist.items.data(), hist.weights.data(), hist.items.size()}, items_.ld);
     mf::CholScratch chol(items_.f);
-    c.solve(items_, item_gram(), float(alpha_), float(reg_), chol);
+    c.solve(items_, item_gram(), client_options(), chol);
     std::copy(c.factor().begin(), c.factor().end(), x);
   }
 
  private:
   bool dp_active() const { return dp_ || dp_noise_ > 0 || dp_epsilon_ > 0; }
+  fcf::ClientOptions client_options() const {
+    fcf::ClientOptions o;
+    o.alpha = float(alpha_);
+    o.reg = float(reg_);
+    o.reg_exponent = float(reg_exponent_);
+    return o;
+  }
   static uint64_t mix_seed(uint64_t seed) {
     Rng r(seed ^ kMaskSeedSalt, 0);
     return r();
@@ -474,7 +501,7 @@ class FcfModel final : public models::FactorModel {
 
   ParamSet params_;
   int factors_ = 32, rounds_ = 100, clients_ = 100, peers_ = 4, seed_ = 0;
-  double lr_ = 0.05, reg_ = 1.0, alpha_ = 2.0, init_ = 0.1;
+  double lr_ = 0.05, reg_ = 3.0, reg_exponent_ = 0.5, alpha_ = 2.0, init_ = 0.1;
   std::string optimiser_ = "adam";
   bool secure_ = true, dp_ = false;
   double dp_noise_ = 0, dp_clip_ = 1.0, dp_delta_ = 1e-5, dp_epsilon_ = 0;

@@ -23,6 +23,7 @@
 // show the arithmetic (exact cancellation, a masked update that looks uniform), not a cryptographic PRG.
 #pragma once
 
+#include <cmath>
 #include <cstdint>
 #include <span>
 #include <string>
@@ -38,8 +39,15 @@ namespace xdrec::fcf {
 constexpr double kFixedScale = 4294967296.0;  // 2^32: one unit of the fixed point is 2^-32
 constexpr double kSumBound = 2147483648.0;    // 2^31: |sum of the updates| must stay below this
 
-// v -> round(v * 2^32) modulo 2^64. Error for a non-finite value or |v| >= bound.
-uint64_t encode(double v, double bound);
+[[noreturn]] void encode_error(double v, double bound);
+
+// v -> round(v * 2^32) (to nearest, ties to even) modulo 2^64. Error for a non-finite value or |v| >= bound
+// (bound <= 2^31).
+inline uint64_t encode(double v, double bound) {
+  if (!(std::fabs(v) < bound)) [[unlikely]]
+    encode_error(v, bound);
+  return uint64_t(_mm_cvtsd_si64(_mm_set_sd(v * kFixedScale)));
+}
 // The two's-complement reading of s, divided by 2^32.
 double decode(uint64_t s);
 
@@ -58,9 +66,13 @@ std::vector<size_t> mask_partners(size_t position, size_t participants, size_t p
 
 // J_u(x, Y) in double precision (x: y.ld floats; entries as an iALS row).
 double client_loss(const mf::Factors& y, const mf::IalsRow& row, float alpha, float reg, const float* x);
-// dJ_u / dY at x into grad (y.rows * y.f floats, row-major, unpadded); returns its squared L2 norm.
-double client_gradient(const mf::Factors& y, const mf::IalsRow& row, float alpha, const float* x,
-                       std::span<float> grad);
+struct ClientStats {
+  double loss = 0;     // J_u(x, Y), from the same float dot products as the gradient
+  double sq_norm = 0;  // ||dJ_u / dY||^2
+};
+// dJ_u / dY at x into grad (y.rows * y.f floats, row-major, unpadded).
+ClientStats client_gradient(const mf::Factors& y, const mf::IalsRow& row, float alpha, float reg,
+                            const float* x, std::span<float> grad);
 
 // ---- Client and server
 // --------------------------------------------------------------------------------------
@@ -75,9 +87,10 @@ struct Broadcast {
 
 struct ClientOptions {
   float alpha = 2.0f, reg = 1.0f;
-  double clip = 0;     // > 0: the update is scaled to L2 norm <= clip
-  bool secure = true;  // add the pairwise masks
-  size_t peers = 4;    // mask partners on each side of the ring
+  float reg_exponent = 0.0f;  // a client with n entries uses reg * (1 + n)^reg_exponent (as iALS's users)
+  double clip = 0;            // > 0: the update is scaled to L2 norm <= clip
+  bool secure = true;         // add the pairwise masks
+  size_t peers = 4;           // mask partners on each side of the ring
   uint64_t mask_seed = 0;
 };
 
@@ -97,8 +110,10 @@ class Client {
   Report update(const Broadcast& b, size_t position, const ClientOptions& o, std::span<uint64_t> out,
                 std::span<float> grad, mf::CholScratch& chol);
   // Solves the factor against Y (the fold-in: the same closed form as in a round).
-  void solve(const mf::Factors& y, const mf::AlignedFloats& gram, float alpha, float reg,
+  void solve(const mf::Factors& y, const mf::AlignedFloats& gram, const ClientOptions& o,
              mf::CholScratch& chol);
+  // The L2 weight of this client's factor.
+  float reg(const ClientOptions& o) const;
   uint32_t id() const { return id_; }
   const std::vector<float>& factor() const { return x_; }
 

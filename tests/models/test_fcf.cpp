@@ -49,7 +49,7 @@ Matrix scores(const Recommender& m) {
   return s;
 }
 
-const std::string kBase = "fcf:factors=8,clients=60,lr=0.05,reg=1";
+const std::string kBase = "fcf:factors=8,clients=60,lr=0.05,reg=1,reg_exponent=0";
 
 // Item factors with random entries, and a user row of the test data.
 mf::Factors random_items(size_t n, size_t f, uint64_t seed) {
@@ -151,15 +151,20 @@ TEST(Fcf, ClientGradientMatchesFiniteDifferences) {
   // The client's solved factor.
   mf::AlignedFloats g;
   mf::gram(y, g, 1);
+  fcf::ClientOptions o;
+  o.alpha = alpha;
+  o.reg = reg;
   fcf::Client c(u, row, y.ld);
   mf::CholScratch chol(f);
-  c.solve(y, g, alpha, reg, chol);
+  c.solve(y, g, o, chol);
   std::vector<float> x = c.factor();
   std::vector<float> grad(n * f);
-  const double sq = fcf::client_gradient(y, row, alpha, x.data(), grad);
+  const fcf::ClientStats st = fcf::client_gradient(y, row, alpha, reg, x.data(), grad);
   double sq_check = 0;
   for (float v : grad) sq_check += double(v) * v;
-  EXPECT_NEAR(sq, sq_check, 1e-4 * sq_check);
+  EXPECT_NEAR(st.sq_norm, sq_check, 1e-4 * sq_check);
+  const double loss = fcf::client_loss(y, row, alpha, reg, x.data());
+  EXPECT_NEAR(st.loss, loss, 1e-5 * loss);
   // Entries of a history item, of an item outside it and of the padding-free layout.
   const std::vector<uint32_t> check_items{row.idx[0], row.idx[2], 1, 77, 119};
   for (uint32_t i : check_items) {
@@ -176,7 +181,7 @@ TEST(Fcf, ClientGradientMatchesFiniteDifferences) {
         mf::AlignedFloats gg;
         mf::gram(y, gg, 1);
         fcf::Client cc(u, row, y.ld);
-        cc.solve(y, gg, alpha, reg, chol);
+        cc.solve(y, gg, o, chol);
         return fcf::client_loss(y, row, alpha, reg, cc.factor().data());
       };
       const double sp = solved_loss(saved + h), sm = solved_loss(saved - h);
