@@ -125,6 +125,40 @@ TEST(Fcf, MasksCancelExactlyAndHideASingleUpdate) {
   EXPECT_TRUE(throws_error([] { fcf::encode(std::nan(""), 10); }, {"non-finite"}));
 }
 
+TEST(Fcf, ClientsMaskedUpdatesSumToTheirPlainOnes) {
+  const size_t n = 120, f = 4, dim = n * f;
+  const mf::Factors y = random_items(n, f, 2);
+  mf::AlignedFloats g;
+  mf::gram(y, g, 1);
+  const std::vector<uint32_t> part{4, 9, 30, 31, 77, 150};
+  const fcf::Broadcast b{3, &y, &g, part};
+  fcf::ClientOptions secure, plain;
+  secure.mask_seed = plain.mask_seed = 123;
+  secure.peers = 1;  // a ring: two partners each
+  plain.secure = false;
+  fcf::MaskedSum s_secure(dim), s_plain(dim);
+  std::vector<uint64_t> out_s(dim), out_p(dim);
+  std::vector<float> grad(dim);
+  mf::CholScratch chol(f);
+  for (size_t k = 0; k < part.size(); ++k) {
+    fcf::Client c(part[k], row_of(part[k]), y.ld);
+    const auto rs = c.update(b, k, secure, out_s, grad, chol);
+    const auto rp = c.update(b, k, plain, out_p, grad, chol);
+    EXPECT_EQ(rs.loss, rp.loss);
+    size_t same = 0;
+    for (size_t e = 0; e < dim; ++e) same += out_s[e] == out_p[e];
+    EXPECT_EQ(same, 0u) << "client " << part[k];
+    // The plain update is the gradient in fixed point.
+    for (size_t e = 0; e < dim; ++e) ASSERT_NEAR(fcf::decode(out_p[e]), grad[e], 1e-9);
+    s_secure.add(out_s);
+    s_plain.add(out_p);
+  }
+  EXPECT_EQ(s_secure.words(), s_plain.words());
+  // A client that is not where the list says is refused.
+  fcf::Client c(5, row_of(5), y.ld);
+  EXPECT_TRUE(throws_error([&] { c.update(b, 0, secure, out_s, grad, chol); }, {"position"}));
+}
+
 TEST(Fcf, SecureAggregationDoesNotChangeTheModel) {
   const Matrix a = scores(*fit(kBase + ",rounds=10")),
                b = scores(*fit(kBase + ",rounds=10,secure_agg=false"));
