@@ -354,8 +354,8 @@ class FcfModel final : public models::FactorModel {
       fcf::MaskedSum total(dim);
       std::vector<fcf::Client::Report> reports(part.size());
       const size_t grain =
-          std::max<size_t>(1, (part.size() + 4 * size_t(threads) - 1) / (4 * size_t(threads)));
-      parallel_for(part.size(), threads, grain, [&](size_t lo, size_t hi) {
+          std::max<size_t>(1, (part.size() + 4 * size_t(round_threads) - 1) / (4 * size_t(round_threads)));
+      parallel_for(part.size(), round_threads, grain, [&](size_t lo, size_t hi) {
         fcf::MaskedSum partial(dim);
         std::vector<uint64_t> out(dim);
         std::vector<float> grad(dim);

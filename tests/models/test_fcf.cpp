@@ -170,6 +170,23 @@ TEST(Fcf, ThreadCountAndSeed) {
   const Matrix one = scores(*fit(spec, 1)), two = scores(*fit(spec, 2)), three = scores(*fit(spec, 3));
   EXPECT_EQ(one.data, two.data);
   EXPECT_EQ(one.data, three.data);
+  // Rounds large enough to be spread over the threads (participants x items x factors >= 4e6).
+  {
+    const Data big = make_clustered(2000, 500, 5, 12, 4);
+    auto fit_big = [&](int threads) {
+      auto m = create_model("fcf:factors=16,rounds=3,clients=700,dp_noise=0.5");
+      FitContext ctx;
+      ctx.seed = 1;
+      ctx.threads = threads;
+      m->fit(big.train, ctx);
+      Matrix s;
+      m->score(std::vector<uint32_t>{0, 1, 999, 1999}, s, 1);
+      return s;
+    };
+    const Matrix b1 = fit_big(1);
+    EXPECT_EQ(b1.data, fit_big(2).data);
+    EXPECT_EQ(b1.data, fit_big(3).data);
+  }
   EXPECT_EQ(scores(*fit(spec, 2, 1)).data, one.data);
   EXPECT_NE(scores(*fit(spec, 1, 2)).data, one.data);
   EXPECT_NE(scores(*fit(spec + ",seed=7", 1)).data, one.data);
