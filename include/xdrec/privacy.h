@@ -72,6 +72,10 @@ double noise_for_epsilon(double q, int64_t steps, double delta, double target_ep
 
 // ---- DP-SGD aggregation ---------------------------------------------------------------------------------
 
+// Adds N(0, sd^2) to every value, drawn from rng coordinate by coordinate in order (sd >= 0 and finite; Error
+// otherwise). The Gaussian noise of DpAggregator::finish and of federated aggregation.
+void add_gaussian_noise(std::span<double> values, double sd, Rng& rng);
+
 // The noisy sum of one DP-SGD step over a flat parameter vector of `dim` coordinates (the caller lays its
 // released parameters out in it). Each contribution (one privacy unit's whole gradient, given as pieces at
 // offsets) is scaled by min(1, clip / ||contribution||), its L2 norm taken over all its pieces together, and

@@ -568,9 +568,22 @@ int train_model(const TrainArgs& a, Common c, Communicator* comm) {
       const nlohmann::json v = pj.value(key, nlohmann::json());
       return v.is_string() ? v.get<std::string>() : v.dump();
     };
-    std::printf("privacy: epsilon %s at delta %s (%s-level DP-SGD: noise %s, clip %s, q %s, %s steps)\n",
-                str("epsilon").c_str(), str("delta").c_str(), str("unit").c_str(), str("noise").c_str(),
-                str("clip").c_str(), str("q").c_str(), str("steps").c_str());
+    const bool fed = pj.value("mechanism", "") == "federated";
+    std::printf("privacy: epsilon %s at delta %s (%s-level %s: noise %s, clip %s, q %s, %s %s)\n",
+                str("epsilon").c_str(), str("delta").c_str(), str("unit").c_str(),
+                fed ? "DP on the federated aggregate" : "DP-SGD", str("noise").c_str(), str("clip").c_str(),
+                str("q").c_str(), str("steps").c_str(), fed ? "rounds" : "steps");
+  }
+  // A federated model records its rounds and traffic.
+  if (manifest.contains("extra") && manifest["extra"].contains("federated")) {
+    const nlohmann::json& fj = manifest["extra"]["federated"];
+    std::printf(
+        "federated: %lld rounds, %.1f clients per round, %.3g MB down and %.3g MB up per round "
+        "(%s; unmasked sparse updates would be %.3g MB)\n",
+        (long long)fj.value("rounds_aggregated", 0), fj.value("clients_per_round", 0.0),
+        fj.value("bytes_down_per_round", 0.0) / 1e6, fj.value("bytes_up_per_round", 0.0) / 1e6,
+        fj.value("secure_agg", false) ? "masked" : "not masked",
+        fj.value("bytes_up_sparse_unmasked_per_round", 0.0) / 1e6);
   }
   return 0;
 }

@@ -39,14 +39,18 @@ double DpAggregator::add(std::span<const Piece> pieces) {
   return scale;
 }
 
+void add_gaussian_noise(std::span<double> values, double sd, Rng& rng) {
+  check(sd >= 0 && std::isfinite(sd), "dp: the noise standard deviation must be finite and at least 0");
+  if (sd > 0)
+    for (double& v : values) v += sd * double(rng.normal());
+}
+
 void DpAggregator::finish(double sigma, double denominator, Rng& rng) {
   check(sigma >= 0 && std::isfinite(sigma), "dp: the noise multiplier must be finite and at least 0");
   check(denominator > 0, "dp: the denominator must be positive");
-  const double sd = sigma * clip_, inv = 1.0 / denominator;
-  for (double& s : sum_) {
-    if (sd > 0) s += sd * double(rng.normal());
-    s *= inv;
-  }
+  add_gaussian_noise(sum_, sigma * clip_, rng);
+  const double inv = 1.0 / denominator;
+  for (double& s : sum_) s *= inv;
 }
 
 }  // namespace xdrec::privacy

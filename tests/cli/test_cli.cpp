@@ -399,3 +399,26 @@ TEST_F(CliTest, TrainWithDpSgdPrintsAndRecordsTheAccountantsEpsilon) {
   const auto m4 = nlohmann::json::parse(std::ifstream(dir / "m4" / "manifest.json"));
   EXPECT_LE(m4["extra"]["privacy"]["epsilon"].get<double>(), 4.0 + 1e-6);
 }
+
+TEST_F(CliTest, FederatedTrainPrintsEpsilonAndTraffic) {
+  Result t = run("train synthetic:users=300,items=60 -m fcf:factors=8,rounds=20,clients=30,dp_noise=1.1 -o " +
+                 (dir / "f").string());
+  ASSERT_EQ(t.status, 0) << t.out;
+  EXPECT_NE(t.out.find("DP on the federated aggregate"), std::string::npos) << t.out;
+  EXPECT_NE(t.out.find("federated: 20 rounds"), std::string::npos) << t.out;
+  EXPECT_NE(t.out.find("(masked;"), std::string::npos) << t.out;
+  const auto manifest = nlohmann::json::parse(std::ifstream(dir / "f" / "manifest.json"));
+  const auto& p = manifest["extra"]["privacy"];
+  EXPECT_EQ(p["steps"].get<int64_t>(), 20);
+  char args[256];
+  std::snprintf(args, sizeof args, "privacy epsilon --q %.17g --noise 1.1 --steps 20 --delta 1e-5",
+                p["q"].get<double>());
+  Result e = run(args);
+  ASSERT_EQ(e.status, 0) << e.out;
+  const double cli_eps = std::stod(e.out.substr(e.out.find_first_of("0123456789")));
+  EXPECT_NEAR(p["epsilon"].get<double>(), cli_eps, 1e-9 * cli_eps) << e.out;
+  // A bad option is one clear line.
+  Result bad = run("train synthetic:users=300,items=60 -m fcf:optimiser=lbfgs -o " + (dir / "g").string());
+  EXPECT_EQ(bad.status, 1);
+  EXPECT_NE(bad.out.find("optimiser"), std::string::npos) << bad.out;
+}

@@ -110,6 +110,7 @@ const std::map<std::string, std::map<std::string, std::string>>& fast_settings()
       {"ials", {{"factors", "16"}, {"iterations", "8"}}},
       {"bpr", {{"factors", "16"}, {"epochs", "60"}}},
       {"ease", {{"lambda", "20"}}},
+      {"fcf", {{"factors", "16"}, {"rounds", "40"}, {"clients", "100"}}},
       {"bpmf", {{"factors", "8"}, {"burnin", "20"}, {"samples", "20"}}},
       {"svd", {{"factors", "16"}, {"epochs", "60"}, {"lr", "0.02"}, {"lr_bias", "0.02"}}},
       {"svdpp", {{"factors", "16"}, {"epochs", "60"}, {"lr", "0.02"}, {"lr_bias", "0.02"}}},
@@ -132,9 +133,9 @@ const std::map<std::string, std::map<std::string, std::string>>& fast_settings()
 
 // The registered models, exactly: a model that disappears from the registry (or a new one without a line
 // here) fails Registry.ListsExactlyTheKnownModels.
-const std::vector<std::string> kExpectedModels = {"bpmf",   "bpr",   "cfgan",      "ease",    "emcdr",
-                                                  "hybrid", "ials",  "itemknn",    "popular", "sasrec",
-                                                  "svd",    "svdpp", "textbridge", "twotower"};
+const std::vector<std::string> kExpectedModels = {"bpmf",   "bpr",    "cfgan", "ease",       "emcdr",
+                                                  "fcf",    "hybrid", "ials",  "itemknn",    "popular",
+                                                  "sasrec", "svd",    "svdpp", "textbridge", "twotower"};
 
 // Non-default variants that run through the whole suite as well (with the fast settings of their model).
 // hybrid's autoencoder code must be shorter than the suite's 32-d text.
@@ -145,7 +146,8 @@ const std::vector<std::string> kVariants = {"twotower:merge=mlp",
                                             "bpr:bias=false",
                                             "sasrec:domain_heads=true,loss=bce",
                                             "sasrec:text=replace,adaptor=moe,heads=2",
-                                            "cfgan:noise=8"};
+                                            "cfgan:noise=8",
+                                            "fcf:secure_agg=false,optimiser=sgd,lr=0.5"};
 
 std::string model_of(const std::string& spec) {
   return Spec::parse(spec).name;
