@@ -212,8 +212,7 @@ class BprModel final : public models::FactorModel {
             SyncTriple t{uint32_t(entry >> 32), uint32_t(entry), kNoNegative, 0.0f};
             if (draw_negative(rng, n_items, m.row_indices(t.u), verify_negatives_, t.j)) {
               const float *x = users_.row(t.u), *yi = items_.row(t.i), *yj = items_.row(t.j);
-              float z = 0.0f;
-              for (size_t k = 0; k < ld; ++k) z += x[k] * (yi[k] - yj[k]);
+              float z = mf::dot(x, yi, ld) - mf::dot(x, yj, ld);
               if (bias_) z += item_bias_[t.i] - item_bias_[t.j];
               t.z = z;
             } else {
@@ -239,10 +238,15 @@ class BprModel final : public models::FactorModel {
           const float *x = users_.row(t.u), *yi = items_.row(t.i), *yj = items_.row(t.j);
           float *dx = gu.data() + size_t(t.u) * ld, *di = gi.data() + size_t(t.i) * ld,
                 *dj = gi.data() + size_t(t.j) * ld;
-          for (size_t k = 0; k < ld; ++k) {
-            dx[k] += g * (yi[k] - yj[k]);
-            di[k] += g * x[k];
-            dj[k] -= g * x[k];
+          const __m256 vg = _mm256_set1_ps(g);
+          for (size_t k = 0; k < ld;
+               k += 8) {  // (dj is di when j == i: each is loaded after the other's store)
+            const __m256 xv = _mm256_load_ps(x + k);
+            _mm256_store_ps(dx + k,
+                            _mm256_fmadd_ps(vg, _mm256_sub_ps(_mm256_load_ps(yi + k), _mm256_load_ps(yj + k)),
+                                            _mm256_load_ps(dx + k)));
+            _mm256_store_ps(di + k, _mm256_fmadd_ps(vg, xv, _mm256_load_ps(di + k)));
+            _mm256_store_ps(dj + k, _mm256_fnmadd_ps(vg, xv, _mm256_load_ps(dj + k)));
           }
           gb[t.i] += g;
           gb[t.j] -= g;
@@ -259,9 +263,12 @@ class BprModel final : public models::FactorModel {
               const uint32_t r = rows[k];
               const float decay = float(count[r]) * reg;
               float *x = f.row(r), *d = g.data() + size_t(r) * ld;
-              for (size_t c = 0; c < ld; ++c) {
-                x[c] += lr * (d[c] - decay * x[c]);
-                d[c] = 0.0f;
+              const __m256 vlr = _mm256_set1_ps(lr), vdecay = _mm256_set1_ps(decay);
+              for (size_t c = 0; c < ld; c += 8) {
+                const __m256 xv = _mm256_load_ps(x + c);
+                _mm256_store_ps(
+                    x + c, _mm256_fmadd_ps(vlr, _mm256_fnmadd_ps(vdecay, xv, _mm256_load_ps(d + c)), xv));
+                _mm256_store_ps(d + c, _mm256_setzero_ps());
               }
               if (item_side) {
                 if (bias_) item_bias_[r] += lr * (gb[r] - decay * item_bias_[r]);
