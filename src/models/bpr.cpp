@@ -199,12 +199,15 @@ class BprModel final : public models::FactorModel {
     std::vector<size_t> bytes(static_cast<size_t>(ranks));
     for (int e = 0; e < epochs_; ++e) {
       Timer timer;
-      double comm_s = 0;
+      model_util::CommTime ct;
+      const double cpu0 = model_util::process_cpu_seconds();
+      double score_s = 0;
       uint64_t correct = 0, done = 0;
       for (size_t start = 0; start < pos.size(); start += B) {
         const size_t n = std::min(B, pos.size() - start);
         // This rank's share of the triples, scored at the current parameters.
         const auto [lo, hi] = block_range(n, rank, ranks);
+        Timer st;
         parallel_for(hi - lo, threads, 64, [&](size_t a, size_t b) {
           for (size_t s = lo + a; s < lo + b; ++s) {
             Rng rng(seed_used_, kSyncStreamBase + (uint64_t(e) << 34) + start + s);
@@ -221,14 +224,13 @@ class BprModel final : public models::FactorModel {
             batch[s] = t;
           }
         });
+        score_s += st.seconds();
         if (comm) {
-          Timer ct;
           for (int r = 0; r < ranks; ++r) {
             const auto [a, b] = block_range(n, r, ranks);
             bytes[size_t(r)] = (b - a) * sizeof(SyncTriple);
           }
-          comm->allgather_bytes(batch.data(), bytes);
-          comm_s += ct.seconds();
+          ct.run([&] { comm->allgather_bytes(batch.data(), bytes); });
         }
         // Every rank: the gradient sums in triple order, then one step per touched row.
         for (size_t s = 0; s < n; ++s) {
@@ -286,9 +288,11 @@ class BprModel final : public models::FactorModel {
       last_epoch_accuracy_ = done ? double(correct) / double(done) : 0.0;
       if (ctx.verbose)
         std::fprintf(stderr,
-                     "bpr epoch %d: %.4f of sampled triples ranked correctly, %.3f s (rank %d of %d: "
-                     "communication %.3f s)\n",
-                     e + 1, last_epoch_accuracy_, timer.seconds(), rank, ranks, comm_s);
+                     "bpr epoch %d: %.4f of sampled triples ranked correctly, %.3f s (scoring %.3f, steps "
+                     "%.3f; rank %d of %d: compute %.3f s cpu, communication %.3f s)\n",
+                     e + 1, last_epoch_accuracy_, timer.seconds(), score_s,
+                     timer.seconds() - score_s - ct.wall, rank, ranks,
+                     model_util::process_cpu_seconds() - cpu0 - ct.cpu, ct.wall);
       if (ctx.progress) ctx.progress(size_t(e) + 1, size_t(epochs_), "bpr epochs");
     }
   }

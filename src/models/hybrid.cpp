@@ -423,8 +423,11 @@ void HybridModel::fit(const Csr& user_items, const FitContext& ctx) {
     }
     double epoch_loss = 0;
     size_t epoch_terms = 0;
-    // Seconds per phase (verbose output); t_comm: in collectives, within sampling and gradient.
-    double t_refresh = 0, t_sample = 0, t_grad = 0, t_step = 0, t_comm = 0;
+    // Seconds per phase (verbose output); ct: in collectives (the exchange of the terms, and the Allreduce
+    // counted within the gradient); t_dense: the dense products within the gradient.
+    double t_refresh = 0, t_sample = 0, t_grad = 0, t_dense = 0, t_step = 0;
+    model_util::CommTime ct;
+    const double cpu0 = model_util::process_cpu_seconds();
     Timer phase;
     for (size_t start = 0; start < n_entries; start += batch) {
       const size_t m = std::min(batch, n_entries - start);
@@ -529,25 +532,25 @@ void HybridModel::fit(const Csr& user_items, const FitContext& ctx) {
           }
         }
       });
+      t_sample += phase.seconds();
       if (comm) {
-        Timer ct;
         std::vector<size_t> rec_bytes(size_t(comm->size())), ok_bytes(size_t(comm->size()));
         for (int r = 0; r < comm->size(); ++r) {
           const auto [a, z] = block_range(m, r, comm->size());
           rec_bytes[size_t(r)] = (z - a) * sizeof(hybrid::Record);
           ok_bytes[size_t(r)] = z - a;
         }
-        comm->allgather_bytes(slots.data(), rec_bytes);
-        comm->allgather_bytes(slot_ok.data(), ok_bytes);
-        t_comm += ct.seconds();
+        ct.run([&] {
+          comm->allgather_bytes(slots.data(), rec_bytes);
+          comm->allgather_bytes(slot_ok.data(), ok_bytes);
+        });
       }
-      t_sample += phase.seconds();
       phase.reset();
       recs.clear();
       for (size_t s = 0; s < m; ++s)
         if (slot_ok[s]) recs.push_back(slots[s]);
       if (recs.empty()) continue;
-      t_comm += hybrid::batch_gradient(loss, b, side, caches, recs, margin, threads, grad, comm);
+      t_dense += hybrid::batch_gradient(loss, b, side, caches, recs, margin, threads, grad, comm, &ct);
       epoch_loss += grad.loss;
       t_grad += phase.seconds();
       phase.reset();
@@ -584,10 +587,11 @@ void HybridModel::fit(const Csr& user_items, const FitContext& ctx) {
     if (ctx.verbose)
       std::fprintf(
           stderr,
-          "hybrid epoch %d: %zu terms, mean loss %.4f, %.3f s (refresh %.2f, sampling %.2f, gradient "
-          "%.2f, steps %.2f; rank %d of %d: communication %.3f s)\n",
+          "hybrid epoch %d: %zu terms, mean loss %.4f, %.3f s (refresh %.3f, sampling %.3f, gradient "
+          "%.3f of which dense %.3f, steps %.3f; rank %d of %d: compute %.3f s cpu, communication %.3f s)\n",
           e + 1, epoch_terms, epoch_terms ? epoch_loss / double(epoch_terms) : 0.0, timer.seconds(),
-          t_refresh, t_sample, t_grad, t_step, comm ? comm->rank() : 0, comm ? comm->size() : 1, t_comm);
+          t_refresh, t_sample, t_grad, t_dense, t_step, comm ? comm->rank() : 0, comm ? comm->size() : 1,
+          model_util::process_cpu_seconds() - cpu0 - ct.cpu, ct.wall);
     if (ctx.progress) ctx.progress(size_t(e) + 1, size_t(epochs_), "hybrid epochs");
   }
 
