@@ -6,6 +6,7 @@
 //       (bitwise). The projection to 10 and 100 machines: the one-rank time divided by P, plus the
 //       communication of one iteration (ring Allgatherv of the factor rows, ring Allreduce of the per-block
 //       Gram partial sums) at a stated bandwidth and latency.
+//  mpi_bpr, mpi_hybrid: bpr:batch=4096 and hybrid (tf-idf text) the same way, seconds per epoch (bench/mpi_sgd.h).
 //  compression: MovieLens 100k, random split (test 0.2, seed 42); each model is fitted once, saved as fp32,
 //       fp16 and int8, loaded back and evaluated (full ranking): NDCG@10 and the tensor file's size.
 //  incremental: iALS resumed on new data against a full retrain and the stale model, on time-ordered splits
@@ -16,7 +17,8 @@
 // JSON: {"mpi": {"data", "model", "ranks": {"1": {"seconds_per_iteration",
 // "compute_cpu_seconds_per_iteration",
 //        "communication_seconds_per_iteration", "bitwise_equal_to_1"}, "2": {...}, "1x2threads": {...}},
-//        "projection": {...}}, "compression": {"<model>": {"fp32": {"ndcg@10", "bytes"}, "fp16": {"ndcg@10",
+//        "projection": {...}}, "mpi_bpr" | "mpi_hybrid": {"ranks": {"1": {"seconds_per_epoch", ...}, "2",
+//        "1x2threads"}, "projection": {...}}, "compression": {"<model>": {"fp32": {"ndcg@10", "bytes"}, "fp16": {"ndcg@10",
 //        "ndcg@10_delta", "bytes", "ratio"}, "int8": {...}}}, "incremental": {"<dataset>": {"full" | "stale"
 //        | "resume:sweeps=K": {"ndcg@10", "hr@10", "seconds"}}}, "_meta"}
 #include <sys/wait.h>
@@ -236,7 +238,7 @@ void mpi_sgd_all(const std::string& xdrec, const std::string& mpirun, bool quick
     return double(make_synthetic(so).user_item_matrix().nnz());
   };
   {
-    const int users = quick ? 30000 : 200000, items = quick ? 2000 : 3000, batch = 4096;
+    const int users = quick ? 30000 : 100000, items = quick ? 2000 : 3000, batch = 4096;
     const std::string data = "synthetic:users=" + std::to_string(users) + ",items=" + std::to_string(items);
     const std::string spec =
         "bpr:factors=64,epochs=" + std::string(quick ? "2" : "3") + ",batch=" + std::to_string(batch);

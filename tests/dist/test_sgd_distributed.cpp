@@ -43,7 +43,7 @@ TEST(SgdDistributed, BprSynchronousRanksEqualOneProcessBitwise) {
 
 TEST(SgdDistributed, BprSynchronousIsThreadIndependentAndLearns) {
   const auto data = testing_util::make_clustered(600, 300, 6, 12, 5);
-  const std::string spec = "bpr:factors=16,epochs=40,batch=512";
+  const std::string spec = "bpr:factors=16,epochs=25,batch=512";
   expect_same(fit_single(spec, data.train, 1), fit_single(spec, data.train, 2), "threads 1 vs 2");
   FitContext ctx;
   ctx.threads = 2;
@@ -52,7 +52,7 @@ TEST(SgdDistributed, BprSynchronousIsThreadIndependentAndLearns) {
   m->fit(data.train, ctx);
   EXPECT_GT(testing_util::held_out_auc(*m, data), 0.85);
   // Hogwild (the default) is another optimiser: its model differs.
-  auto h = create_model("bpr:factors=16,epochs=40");
+  auto h = create_model("bpr:factors=16,epochs=25");
   ctx.threads = 1;
   h->fit(data.train, ctx);
   EXPECT_GT(testing_util::held_out_auc(*h, data), 0.85);
