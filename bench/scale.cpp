@@ -6,7 +6,8 @@
 //       (bitwise). The projection to 10 and 100 machines: the one-rank time divided by P, plus the
 //       communication of one iteration (ring Allgatherv of the factor rows, ring Allreduce of the per-block
 //       Gram partial sums) at a stated bandwidth and latency.
-//  mpi_bpr, mpi_hybrid: bpr:batch=4096 and hybrid (tf-idf text) the same way, seconds per epoch (bench/mpi_sgd.h).
+//  mpi_bpr, mpi_hybrid: bpr:batch=4096 and hybrid (tf-idf text) the same way, per epoch
+//       (bench/mpi_sgd.h).
 //  compression: MovieLens 100k, random split (test 0.2, seed 42); each model is fitted once, saved as fp32,
 //       fp16 and int8, loaded back and evaluated (full ranking): NDCG@10 and the tensor file's size.
 //  incremental: iALS resumed on new data against a full retrain and the stale model, on time-ordered splits
@@ -18,9 +19,9 @@
 // "compute_cpu_seconds_per_iteration",
 //        "communication_seconds_per_iteration", "bitwise_equal_to_1"}, "2": {...}, "1x2threads": {...}},
 //        "projection": {...}}, "mpi_bpr" | "mpi_hybrid": {"ranks": {"1": {"seconds_per_epoch", ...}, "2",
-//        "1x2threads"}, "projection": {...}}, "compression": {"<model>": {"fp32": {"ndcg@10", "bytes"}, "fp16": {"ndcg@10",
-//        "ndcg@10_delta", "bytes", "ratio"}, "int8": {...}}}, "incremental": {"<dataset>": {"full" | "stale"
-//        | "resume:sweeps=K": {"ndcg@10", "hr@10", "seconds"}}}, "_meta"}
+//        "1x2threads"}, "projection": {...}}, "compression": {"<model>": {"fp32": {"ndcg@10", "bytes"},
+//        "fp16": {"ndcg@10", "ndcg@10_delta", "bytes", "ratio"}, "int8": {...}}}, "incremental":
+//        {"<dataset>": {"full" | "stale" | "resume:sweeps=K": {"ndcg@10", "hr@10", "seconds"}}}, "_meta"}
 #include <sys/wait.h>
 #include <unistd.h>
 

@@ -1,5 +1,6 @@
 // BPR-MF: the SGD step (Hogwild's and the synchronous batch step) against finite differences of the
-// objective, ranking quality on a matrix with structure, determinism, fold-in, save/load and parameter errors.
+// objective, ranking quality on a matrix with structure, determinism, fold-in, save/load and parameter
+// errors.
 #include <gtest/gtest.h>
 #include <unistd.h>
 
