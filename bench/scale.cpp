@@ -6,6 +6,8 @@
 //       (bitwise). The projection to 10 and 100 machines: the one-rank time divided by P, plus the
 //       communication of one iteration (ring Allgatherv of the factor rows, ring Allreduce of the per-block
 //       Gram partial sums) at a stated bandwidth and latency.
+//  mpi_bpr, mpi_hybrid: bpr:batch=4096 and hybrid (tf-idf text) the same way, per epoch
+//       (bench/mpi_sgd.h).
 //  compression: MovieLens 100k, random split (test 0.2, seed 42); each model is fitted once, saved as fp32,
 //       fp16 and int8, loaded back and evaluated (full ranking): NDCG@10 and the tensor file's size.
 //  incremental: iALS resumed on new data against a full retrain and the stale model, on time-ordered splits
@@ -16,9 +18,10 @@
 // JSON: {"mpi": {"data", "model", "ranks": {"1": {"seconds_per_iteration",
 // "compute_cpu_seconds_per_iteration",
 //        "communication_seconds_per_iteration", "bitwise_equal_to_1"}, "2": {...}, "1x2threads": {...}},
-//        "projection": {...}}, "compression": {"<model>": {"fp32": {"ndcg@10", "bytes"}, "fp16": {"ndcg@10",
-//        "ndcg@10_delta", "bytes", "ratio"}, "int8": {...}}}, "incremental": {"<dataset>": {"full" | "stale"
-//        | "resume:sweeps=K": {"ndcg@10", "hr@10", "seconds"}}}, "_meta"}
+//        "projection": {...}}, "mpi_bpr" | "mpi_hybrid": {"ranks": {"1": {"seconds_per_epoch", ...}, "2",
+//        "1x2threads"}, "projection": {...}}, "compression": {"<model>": {"fp32": {"ndcg@10", "bytes"},
+//        "fp16": {"ndcg@10", "ndcg@10_delta", "bytes", "ratio"}, "int8": {...}}}, "incremental":
+//        {"<dataset>": {"full" | "stale" | "resume:sweeps=K": {"ndcg@10", "hr@10", "seconds"}}}, "_meta"}
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -32,6 +35,7 @@
 
 #include "args.h"
 #include "incremental.h"
+#include "mpi_sgd.h"
 #include "xdrec/metrics.h"
 #include "xdrec/pipeline.h"
 #include "xdrec/readers.h"
@@ -102,19 +106,21 @@ Comm ials_comm(double users, double items, double ld, double P) {
           2 * (P - 1) + 2 * 2 * (P - 1)};
 }
 
+// mpirun and its options, up to "-np". mpi_yield_when_idle: a rank waiting in a collective yields its core
+// instead of polling (this machine is shared: a polling rank takes the core the other rank needs).
+std::string mpirun_prefix(const std::string& mpirun) {
+  return "OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMPI_MCA_rmaps_base_oversubscribe=1 " +
+         mpirun +
+         " --oversubscribe --bind-to none --mca btl self,vader --mca btl_vader_single_copy_mechanism none "
+         "--mca mpi_yield_when_idle 1 ";
+}
+
 json mpi_part(const std::string& xdrec, const std::string& mpirun, const std::string& data,
               const std::string& spec, int iterations, double users, double items, double nnz, double factors,
               const fs::path& tmp) {
   json res;
   res["data"] = data;
   res["model"] = spec;
-  const std::string env =
-      "OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMPI_MCA_rmaps_base_oversubscribe=1 ";
-  // mpi_yield_when_idle: a rank waiting in a collective yields its core instead of polling (this machine is
-  // shared: a polling rank takes the core the other rank needs).
-  const std::string opts =
-      " --oversubscribe --bind-to none --mca btl self,vader --mca btl_vader_single_copy_mechanism none "
-      "--mca mpi_yield_when_idle 1 ";
   std::string reference;
   double t1 = 0;
   struct Run {
@@ -123,8 +129,8 @@ json mpi_part(const std::string& xdrec, const std::string& mpirun, const std::st
   };
   for (const Run& r : {Run{"1", 1, 1}, Run{"2", 2, 1}, Run{"1x2threads", 1, 2}}) {
     const fs::path o = tmp / ("mpi_" + r.key);
-    const std::string cmd = env + mpirun + opts + "-np " + std::to_string(r.ranks) + " " + xdrec + " train " +
-                            data + " -m " + spec + " -o " + o.string() +
+    const std::string cmd = mpirun_prefix(mpirun) + "-np " + std::to_string(r.ranks) + " " + xdrec +
+                            " train " + data + " -m " + spec + " -o " + o.string() +
                             " --distributed --verbose --quiet --threads " + std::to_string(r.threads);
     int st = 0;
     const std::string out = run_command(cmd, st);
@@ -221,6 +227,68 @@ json compression_part(const std::string& root, const std::vector<std::string>& m
   return res;
 }
 
+// "mpi_bpr" and "mpi_hybrid" (bench/mpi_sgd.h) on synthetic data.
+void mpi_sgd_all(const std::string& xdrec, const std::string& mpirun, bool quick, const fs::path& tmp,
+                 json& res) {
+  auto run = [](const std::string& cmd, int& st) { return run_command(cmd, st); };
+  auto nnz_of = [](int users, int items) {
+    SyntheticOptions so;
+    so.n_users = uint32_t(users);
+    so.items_per_domain = uint32_t(items);
+    so.threads = 2;
+    return double(make_synthetic(so).user_item_matrix().nnz());
+  };
+  {
+    const int users = quick ? 30000 : 100000, items = quick ? 2000 : 3000, batch = 4096;
+    const std::string data = "synthetic:users=" + std::to_string(users) + ",items=" + std::to_string(items);
+    const std::string spec =
+        "bpr:factors=64,epochs=" + std::string(quick ? "2" : "3") + ",batch=" + std::to_string(batch);
+    const double nnz = nnz_of(users, items);
+    std::fprintf(stderr, "mpi_bpr: %s (%.0f positive entries), %s\n", data.c_str(), nnz, spec.c_str());
+    res["mpi_bpr"] = bench::mpi_sgd_part(
+        run, mpirun_prefix(mpirun), xdrec, data, spec, "", "bpr",
+        [&](double P) { return bench::bpr_comm(nnz, batch, P); }, tmp);
+    res["mpi_bpr"]["nnz"] = nnz;
+  }
+  {
+    const int users = quick ? 10000 : 30000, items = 2000, batch = 4096, factors = 32, dt = 64;
+    const std::string data = "synthetic:users=" + std::to_string(users) + ",items=" + std::to_string(items);
+    const std::string spec = "hybrid:factors=" + std::to_string(factors) +
+                             ",epochs=" + std::string(quick ? "2" : "3") + ",batch=" + std::to_string(batch);
+    const std::string text =
+        " --encoder tfidf:dim=" + std::to_string(dt) + " --cache-dir " + (tmp / "text_cache").string();
+    const double nnz = nnz_of(users, items);
+    std::fprintf(stderr, "mpi_hybrid: %s (%.0f positive entries), %s, tfidf:dim=%d text\n", data.c_str(), nnz,
+                 spec.c_str(), dt);
+    // Fill the text cache once, so that the ranks read the vectors instead of fitting tf-idf together.
+    int st = 0;
+    const std::string out = run_command(
+        xdrec + " embed " + data + text + " -o " + (tmp / "emb.safetensors").string() + " --quiet", st);
+    check(st == 0, "xdrec embed failed:\n" + out);
+    // Dense gradients per batch: W (ld x dt), H (lf x dt, history) and P (lf x dt, profiles) when present;
+    // taken from the one-rank model's manifest.
+    double dense = 0, buffers = 0;
+    json part = bench::mpi_sgd_part(
+        run, mpirun_prefix(mpirun), xdrec, data, spec, text, "hybrid",
+        [&](double P) {
+          if (buffers == 0) {
+            const json m = json::parse(read_file((tmp / "mpi_hybrid_1" / "manifest.json").string()));
+            const json& x = m.at("extra");
+            const double d = x.at("text_dim").get<double>(), ld = std::ceil((factors + 1) / 8.0) * 8,
+                         lf = std::ceil(factors / 8.0) * 8;
+            dense = ld * d, buffers = d > 0;
+            if (x.at("history").get<bool>()) dense += lf * d, ++buffers;
+            if (x.at("profile").get<bool>()) dense += lf * d, ++buffers;
+          }
+          return bench::hybrid_comm(nnz, batch, dense, buffers, P);
+        },
+        tmp);
+    part["nnz"] = nnz;
+    part["dense_floats_per_batch"] = dense;
+    res["mpi_hybrid"] = part;
+  }
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -259,6 +327,7 @@ int main(int argc, char** argv) {
       res["mpi"] = mpi_part(xdrec, mpirun, data, spec, iterations, double(d.n_users()), double(d.n_items()),
                             double(d.interactions.size()), factors, tmp);
     }
+    mpi_sgd_all(xdrec, mpirun, quick, tmp, res);
     std::fprintf(stderr, "compression: MovieLens 100k, random split 0.2, seed 42\n");
     std::vector<std::string> models = {"ials", "bpr", "ease:lambda=300", "hybrid:loss=bpr"};
     if (!quick) models.push_back("twotower");

@@ -5,9 +5,13 @@
 #pragma once
 
 #include <cstddef>
+#include <cstdint>
+#include <cstring>
 #include <memory>
 #include <span>
+#include <string>
 #include <utility>
+#include <vector>
 
 namespace xdrec {
 
@@ -23,8 +27,33 @@ class Communicator {
   // `data` holds the rows of every rank one after the other (rank r's `rows_per_rank[r]` rows of
   // `row_floats` floats each); on return every rank has every rank's rows, in place.
   virtual void allgather_rows(float* data, size_t row_floats, std::span<const size_t> rows_per_rank) = 0;
+  // As allgather_rows for raw bytes (records of any trivially copyable type): `data` holds rank r's
+  // `bytes_per_rank[r]` bytes after those of the ranks before it; on return every rank has them all.
+  virtual void allgather_bytes(void* data, std::span<const size_t> bytes_per_rank) = 0;
   virtual void barrier() = 0;
 };
+
+// Every rank's string, in rank order, on every rank (two allgather_bytes: the lengths, then the bytes).
+inline std::vector<std::string> allgather_strings(Communicator& comm, const std::string& mine) {
+  const size_t p = size_t(comm.size()), r = size_t(comm.rank());
+  std::vector<uint64_t> lengths(p, 0);
+  lengths[r] = mine.size();
+  const std::vector<size_t> eight(p, sizeof(uint64_t));
+  comm.allgather_bytes(lengths.data(), eight);
+  std::vector<size_t> sizes(p);
+  size_t total = 0, offset = 0;
+  for (size_t k = 0; k < p; ++k) {
+    sizes[k] = size_t(lengths[k]);
+    if (k < r) offset += sizes[k];
+    total += sizes[k];
+  }
+  std::string all(total, '\0');
+  if (!mine.empty()) std::memcpy(all.data() + offset, mine.data(), mine.size());
+  comm.allgather_bytes(all.data(), sizes);
+  std::vector<std::string> out(p);
+  for (size_t k = 0, at = 0; k < p; at += sizes[k], ++k) out[k] = all.substr(at, sizes[k]);
+  return out;
+}
 
 // The contiguous block [lo, hi) of `n` rows that rank `rank` of `size` owns: sizes differ by at most one,
 // lower ranks first.

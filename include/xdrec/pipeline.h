@@ -169,6 +169,10 @@ struct ExperimentOptions {
   ProgressFn progress;               // fit and evaluation progress
   TextVectorSource* text = nullptr;  // required when a model names an encoder
   bool keep_models = false;          // keep the fitted model of each key's last seed (not with isolate)
+  // Distributed runner (dist.h; several ranks): the (model, seed) runs are dealt over the ranks in turn, each
+  // rank runs its own, and every rank gets every record: the same result as one process (not with
+  // keep_models or isolate). Every rank must call run() with the same data and options.
+  Communicator* comm = nullptr;
   // Told each fit's cost estimate before it starts (key, estimate).
   std::function<void(const std::string&, const ModelCost&)> on_cost;
 };

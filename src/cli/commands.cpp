@@ -588,13 +588,12 @@ int train_model(const TrainArgs& a, Common c, Communicator* comm) {
   return 0;
 }
 
-}  // namespace
-
-int cmd_train(const TrainArgs& a, const Common& c) {
-  if (!a.distributed) return train_model(a, c, nullptr);
+// Runs `work` in one process (comm null), or with `distributed` as one rank of the MPI job.
+int maybe_distributed(bool distributed, const std::function<int(Communicator*)>& work) {
+  if (!distributed) return work(nullptr);
   MpiSession mpi;
   try {
-    return train_model(a, c, &mpi.world());
+    return work(&mpi.world());
   } catch (const std::exception& e) {
     // The other ranks may be waiting in a collective: end the whole job, not just this process.
     std::fprintf(stderr, "xdrec: error (rank %d of %d): %s\n", mpi.world().rank(), mpi.world().size(),
@@ -604,7 +603,11 @@ int cmd_train(const TrainArgs& a, const Common& c) {
   return 1;
 }
 
-int cmd_eval(const EvalArgs& a, const Common& c) {
+// `xdrec eval` in one process (comm null) or as one rank of a distributed runner: every rank loads the data
+// and runs its share of the (model, seed) runs; rank 0 alone reports and writes the results.
+int eval_models(const EvalArgs& a, Common c, Communicator* comm) {
+  const bool lead = !comm || comm->rank() == 0;
+  if (!lead) c.quiet = true;
   Dataset ds = load_data(a.data, c.quiet, c.threads);
   ExperimentOptions x;
   x.protocol = a.protocol;
@@ -627,6 +630,7 @@ int cmd_eval(const EvalArgs& a, const Common& c) {
   x.evaluate_on_validation = a.on_validation;
   x.progress = progress_bar(!c.quiet);
   x.on_cost = [&](const std::string& key, const ModelCost& cost) { print_cost(key, cost, c.quiet); };
+  x.comm = comm;
   Evaluation ev;
   if (!a.ks.empty()) ev.options.ks = a.ks;
   ev.options.sampled_negatives = a.sampled;
@@ -682,6 +686,7 @@ int cmd_eval(const EvalArgs& a, const Common& c) {
     if (!r.error.empty()) throw Error("model '" + r.key + "': " + r.error);
   };
   const ExperimentResult res = exp.run();
+  if (!lead) return 0;
 
   nlohmann::json out = {
       {"dataset", ds.name},
@@ -776,6 +781,16 @@ int cmd_eval(const EvalArgs& a, const Common& c) {
     std::printf("wrote %s\n", a.output.c_str());
   }
   return 0;
+}
+
+}  // namespace
+
+int cmd_train(const TrainArgs& a, const Common& c) {
+  return maybe_distributed(a.distributed, [&](Communicator* comm) { return train_model(a, c, comm); });
+}
+
+int cmd_eval(const EvalArgs& a, const Common& c) {
+  return maybe_distributed(a.distributed, [&](Communicator* comm) { return eval_models(a, c, comm); });
 }
 
 int cmd_recommend(const RecommendArgs& a, const Common& c) {

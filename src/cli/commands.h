@@ -72,6 +72,7 @@ struct EvalArgs {
   std::string task = "ranking";   // or "rating": fit on the ratings, report RMSE / MAE
   std::string augment;            // augment.h spec applied to every model's training matrix
   TextArgs text;
+  bool distributed = false;  // spread the (model, seed) runs over the processes of an MPI job
 };
 struct RecommendArgs {
   DataArg data;

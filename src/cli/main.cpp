@@ -149,6 +149,10 @@ int main(int argc, char** argv) {
                    "fitted on training + validation and scored on test)");
   c_eval->add_option("--seeds", ev.n_seeds, "number of split seeds (seed, seed+1, ...) for mean ± 95% CI")
       ->capture_default_str();
+  c_eval->add_flag("--distributed", ev.distributed,
+                   "spread the (model, seed) runs over the processes of an MPI job (mpirun -np N xdrec eval "
+                   "... --distributed); rank 0 gathers the metrics and prints / writes the same results as "
+                   "one process");
   c_eval->add_option("--item-vectors", ev.item_vectors,
                      "item vectors from `xdrec embed` for intra-list diversity (default: category vectors)");
   c_eval

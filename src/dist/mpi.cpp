@@ -71,6 +71,25 @@ class MpiCommunicator final : public Communicator {
     mpi_check(rc, "Allgatherv");
   }
 
+  void allgather_bytes(void* data, std::span<const size_t> bytes_per_rank) override {
+    check(bytes_per_rank.size() == size_t(size_),
+          "allgather_bytes: " + std::to_string(bytes_per_rank.size()) + " counts for " +
+              std::to_string(size_) + " ranks");
+    std::vector<int> counts(static_cast<size_t>(size_)), displs(static_cast<size_t>(size_));
+    size_t total = 0;
+    for (int r = 0; r < size_; ++r) {
+      check(bytes_per_rank[size_t(r)] <= size_t(INT_MAX) && total <= size_t(INT_MAX),
+            "allgather_bytes: more than 2^31 bytes");
+      counts[size_t(r)] = int(bytes_per_rank[size_t(r)]);
+      displs[size_t(r)] = int(total);
+      total += bytes_per_rank[size_t(r)];
+    }
+    if (total == 0) return;
+    mpi_check(MPI_Allgatherv(MPI_IN_PLACE, 0, MPI_DATATYPE_NULL, data, counts.data(), displs.data(), MPI_BYTE,
+                             MPI_COMM_WORLD),
+              "Allgatherv");
+  }
+
   void barrier() override { mpi_check(MPI_Barrier(MPI_COMM_WORLD), "Barrier"); }
 
  private:

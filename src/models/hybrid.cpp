@@ -29,6 +29,12 @@
 // each batch (stale ones made training diverge). Results are bitwise independent of the thread count. The
 // cost is dominated by those dense products, O(terms x text dimension x factors) per epoch: about 4 s per
 // epoch on one core for Food-Kitchen with 512-d text (ae=64 makes the text 64-d).
+//
+// Distributed (FitContext::comm): every rank holds every parameter and runs the same batches. Each rank
+// samples its contiguous share of a batch's terms (each term from its own stream, so whoever samples it draws
+// the same) and the terms are exchanged; the dense projection gradients are split by fixed column blocks over
+// the ranks and joined by an Allreduce in which every element has one non-zero contribution (exact); the
+// rest is repeated on every rank. Every rank ends with the one-process model, bitwise.
 #include <algorithm>
 #include <climits>
 #include <cmath>
@@ -39,6 +45,7 @@
 #include "models/hybrid_core.h"
 #include "models/mf_kernels.h"
 #include "models/text_features.h"
+#include "xdrec/dist.h"
 #include "xdrec/recommender.h"
 
 namespace xdrec {
@@ -221,6 +228,7 @@ void HybridModel::fit(const Csr& user_items, const FitContext& ctx) {
   seed_used_ = seed_ != 0 ? uint64_t(seed_) : ctx.seed;
   const Loss loss = hybrid::parse_loss(loss_);
   mse_ = loss == Loss::Mse;
+  Communicator* comm = ctx.comm && ctx.comm->size() > 1 ? ctx.comm : nullptr;
   const uint32_t nu = user_items.n_rows, ni = user_items.n_cols;
 
   // History rows: the positive entries (ranking losses) or every entry (squared error).
@@ -415,7 +423,11 @@ void HybridModel::fit(const Csr& user_items, const FitContext& ctx) {
     }
     double epoch_loss = 0;
     size_t epoch_terms = 0;
-    double t_refresh = 0, t_sample = 0, t_grad = 0, t_step = 0;  // seconds per phase (verbose output)
+    // Seconds per phase (verbose output); ct: in collectives (the exchange of the terms, and the Allreduce
+    // counted within the gradient); t_dense: the dense products within the gradient.
+    double t_refresh = 0, t_sample = 0, t_grad = 0, t_dense = 0, t_step = 0;
+    model_util::CommTime ct;
+    const double cpu0 = model_util::process_cpu_seconds();
     Timer phase;
     for (size_t start = 0; start < n_entries; start += batch) {
       const size_t m = std::min(batch, n_entries - start);
@@ -446,9 +458,11 @@ void HybridModel::fit(const Csr& user_items, const FitContext& ctx) {
         lines(caches.item_text);
         lines(caches.item_cat);
       };
-      parallel_for(m, threads, 32, [&](size_t lo, size_t hi) {
+      // Distributed: this rank samples its contiguous share of the slots, and the slots are exchanged.
+      const auto [s_lo, s_hi] = block_range(m, comm ? comm->rank() : 0, comm ? comm->size() : 1);
+      parallel_for(s_hi - s_lo, threads, 32, [&](size_t lo, size_t hi) {
         Floats p(ld_), q(ld_);
-        for (size_t s = lo; s < hi; ++s) {
+        for (size_t s = s_lo + lo; s < s_lo + hi; ++s) {
           const uint64_t entry = entries[start + s];
           const uint32_t u = uint32_t(entry >> 32);
           const uint64_t pos = uint32_t(entry);
@@ -519,12 +533,24 @@ void HybridModel::fit(const Csr& user_items, const FitContext& ctx) {
         }
       });
       t_sample += phase.seconds();
+      if (comm) {
+        std::vector<size_t> rec_bytes(size_t(comm->size())), ok_bytes(size_t(comm->size()));
+        for (int r = 0; r < comm->size(); ++r) {
+          const auto [a, z] = block_range(m, r, comm->size());
+          rec_bytes[size_t(r)] = (z - a) * sizeof(hybrid::Record);
+          ok_bytes[size_t(r)] = z - a;
+        }
+        ct.run([&] {
+          comm->allgather_bytes(slots.data(), rec_bytes);
+          comm->allgather_bytes(slot_ok.data(), ok_bytes);
+        });
+      }
       phase.reset();
       recs.clear();
       for (size_t s = 0; s < m; ++s)
         if (slot_ok[s]) recs.push_back(slots[s]);
       if (recs.empty()) continue;
-      hybrid::batch_gradient(loss, b, side, caches, recs, margin, threads, grad);
+      t_dense += hybrid::batch_gradient(loss, b, side, caches, recs, margin, threads, grad, comm, &ct);
       epoch_loss += grad.loss;
       t_grad += phase.seconds();
       phase.reset();
@@ -561,10 +587,11 @@ void HybridModel::fit(const Csr& user_items, const FitContext& ctx) {
     if (ctx.verbose)
       std::fprintf(
           stderr,
-          "hybrid epoch %d: %zu terms, mean loss %.4f, %.2f s (refresh %.2f, sampling %.2f, gradient "
-          "%.2f, steps %.2f)\n",
+          "hybrid epoch %d: %zu terms, mean loss %.4f, %.3f s (refresh %.3f, sampling %.3f, gradient "
+          "%.3f of which dense %.3f, steps %.3f; rank %d of %d: compute %.3f s cpu, communication %.3f s)\n",
           e + 1, epoch_terms, epoch_terms ? epoch_loss / double(epoch_terms) : 0.0, timer.seconds(),
-          t_refresh, t_sample, t_grad, t_step);
+          t_refresh, t_sample, t_grad, t_dense, t_step, comm ? comm->rank() : 0, comm ? comm->size() : 1,
+          model_util::process_cpu_seconds() - cpu0 - ct.cpu, ct.wall);
     if (ctx.progress) ctx.progress(size_t(e) + 1, size_t(epochs_), "hybrid epochs");
   }
 
@@ -820,6 +847,7 @@ XDREC_REGISTER_MODEL(hybrid,
                       .personalised = true,
                       .fold_in = true,
                       .add_item = true,
-                      .profile = true});
+                      .profile = true,
+                      .distributed = true});
 
 }  // namespace xdrec

@@ -31,7 +31,9 @@
 #include <vector>
 
 #include "models/mf_kernels.h"
+#include "models/model_util.h"
 #include "xdrec/common.h"
+#include "xdrec/dist.h"
 
 extern "C" void openblas_set_num_threads(int num_threads);
 
@@ -413,9 +415,13 @@ struct Grad {
 // Gradient of the sum of the terms' losses with respect to every parameter block, from the caches (which must
 // hold the current projections of the users and positive items of the terms; a stale cache of a negative
 // item changes only its score, not the form of the gradient). Deterministic: every sum runs in term order
-// within fixed groups, whatever the thread count.
-inline void batch_gradient(Loss loss, const Blocks& b, const Side& side, const Caches& c,
-                           std::span<const Record> recs, double margin, int threads, Grad& out) {
+// within fixed groups, whatever the thread count. With `comm` (several ranks, each with the same terms and
+// parameters) each rank computes its share of the fixed column blocks of the dense gradients and an Allreduce
+// joins them: each element has one non-zero contribution, so the sum is exact and equals the one-process
+// gradient bitwise (its time goes to `ct`). Returns the seconds spent in the dense products.
+inline double batch_gradient(Loss loss, const Blocks& b, const Side& side, const Caches& c,
+                             std::span<const Record> recs, double margin, int threads, Grad& out,
+                             Communicator* comm = nullptr, model_util::CommTime* ct = nullptr) {
   const Dims& d = b.d;
   const size_t R = recs.size(), ld = d.ld, lf = d.lf;
   Floats P_(R * ld), QI(R * ld), QJ(R * ld), DP(R * lf);
@@ -578,8 +584,10 @@ inline void batch_gradient(Loss loss, const Blocks& b, const Side& side, const C
   if (d.hist) add(ghi, lf, lf, mi, it.data(), &ghu, mu, uh.data(), out.H, d.dt);
   if (d.dp) add(gpr, lf, lf, mu, up.data(), nullptr, 0, nullptr, out.P, d.dp);
   openblas_set_num_threads(1);
-  parallel_for(tasks.size(), threads, 1, [&](size_t lo, size_t hi) {
-    for (size_t k = lo; k < hi; ++k) {
+  Timer dense;
+  const auto [t_lo, t_hi] = block_range(tasks.size(), comm ? comm->rank() : 0, comm ? comm->size() : 1);
+  parallel_for(t_hi - t_lo, threads, 1, [&](size_t lo, size_t hi) {
+    for (size_t k = t_lo + lo; k < t_lo + hi; ++k) {
       const Task& t = tasks[k];
       const int w = int(t.width);
       if (t.m)
@@ -590,6 +598,14 @@ inline void batch_gradient(Loss loss, const Blocks& b, const Side& side, const C
                     t.g2->data(), int(t.ldg), t.x2 + t.c0, w, 1.0f, t.dst + t.c0, w);
     }
   });
+  const double dense_seconds = dense.seconds();
+  if (comm && !tasks.empty()) {
+    model_util::CommTime none;
+    (ct ? *ct : none).run([&] {
+      for (Floats* x : {&out.W, &out.H, &out.P})
+        if (!x->empty()) comm->allreduce_sum(x->data(), x->size());
+    });
+  }
   out.C.assign(d.nc * ld, 0.0f);
   if (d.nc) {
     for (size_t g = 0; g < mi; ++g) {
@@ -599,6 +615,7 @@ inline void batch_gradient(Loss loss, const Blocks& b, const Side& side, const C
         axpy(val[e], gca.data() + g * ld, out.C.data() + size_t(idx[e]) * ld, ld);
     }
   }
+  return dense_seconds;
 }
 
 }  // namespace xdrec::hybrid

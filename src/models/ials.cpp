@@ -79,8 +79,8 @@ class IalsModel final : public models::FactorModel {
     if (ctx.progress) ctx.progress(0, size_t(iterations_), "ials iterations");
     for (int it = 0; it < iterations_; ++it) {
       Timer timer;
-      CommTime ct;
-      const double cpu0 = process_cpu_seconds();
+      model_util::CommTime ct;
+      const double cpu0 = model_util::process_cpu_seconds();
       side_gram(items_, g, threads, comm, ct);
       solve_side(user_items, user_regs, items_, g, users_, threads, comm, ct);
       side_gram(users_, g, threads, comm, ct);
@@ -89,10 +89,10 @@ class IalsModel final : public models::FactorModel {
         std::fprintf(stderr,
                      "ials iteration %d: %.3f s (rank %d of %d: compute %.3f s cpu, communication %.3f s)\n",
                      it + 1, timer.seconds(), comm->rank(), comm->size(),
-                     process_cpu_seconds() - cpu0 - ct.cpu, ct.wall);
+                     model_util::process_cpu_seconds() - cpu0 - ct.cpu, ct.wall);
       else if (ctx.verbose)
         std::fprintf(stderr, "ials iteration %d: %.3f s (compute %.3f s cpu)\n", it + 1, timer.seconds(),
-                     process_cpu_seconds() - cpu0);
+                     model_util::process_cpu_seconds() - cpu0);
       if (ctx.progress) ctx.progress(size_t(it) + 1, size_t(iterations_), "ials iterations");
     }
   }
@@ -130,7 +130,7 @@ class IalsModel final : public models::FactorModel {
     for (uint32_t i = 0; i < user_items.n_cols; ++i)
       if (mark[i]) irows.push_back(i);
     mf::AlignedFloats g;
-    CommTime ct;
+    model_util::CommTime ct;
     if (!urows.empty()) {  // (an empty list would mean every row)
       mf::gram(items_, g, threads);
       solve_side(user_items, user_regs, items_, g, users_, threads, nullptr, ct, urows);
@@ -254,26 +254,8 @@ class IalsModel final : public models::FactorModel {
   // Y^T Y of one side into g: in one process mf::gram; over several ranks each rank computes the partial
   // sums of its contiguous share of the fixed row blocks (the others stay zero), the Allreduce adds one
   // non-zero contribution per entry (exact), and every rank adds the blocks in block order as mf::gram does.
-  // Time spent in collectives (wall, and the process CPU time it took: MPI waits by polling).
-  struct CommTime {
-    double wall = 0, cpu = 0;
-    template <class F>
-    void run(F&& f) {
-      const Timer t;
-      const double c = process_cpu_seconds();
-      f();
-      wall += t.seconds();
-      cpu += process_cpu_seconds() - c;
-    }
-  };
-  static double process_cpu_seconds() {
-    timespec ts{};
-    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
-    return double(ts.tv_sec) + double(ts.tv_nsec) * 1e-9;
-  }
-
   static void side_gram(const mf::Factors& y, mf::AlignedFloats& g, int threads, Communicator* comm,
-                        CommTime& ct) {
+                        model_util::CommTime& ct) {
     if (!comm) return mf::gram(y, g, threads);
     const size_t nb = mf::gram_blocks(y.rows), ld2 = y.ld * y.ld;
     const auto [b_lo, b_hi] = block_range(nb, comm->rank(), comm->size());
@@ -289,7 +271,7 @@ class IalsModel final : public models::FactorModel {
   // rank.
   void solve_side(const Csr& m, const std::vector<float>& regs, const mf::Factors& other,
                   const mf::AlignedFloats& g, mf::Factors& target, int threads, Communicator* comm,
-                  CommTime& ct, std::span<const uint32_t> only = {}) const {
+                  model_util::CommTime& ct, std::span<const uint32_t> only = {}) const {
     const bool exact = solver_ == "cholesky";
     const bool all = only.empty();
     check(all || !comm, "ials: a partial solve runs in one process");

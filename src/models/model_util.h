@@ -4,6 +4,7 @@
 #pragma once
 
 #include <cblas.h>
+#include <time.h>
 
 #include <algorithm>
 #include <cmath>
@@ -19,6 +20,27 @@
 extern "C" void openblas_set_num_threads(int num_threads);
 
 namespace xdrec::model_util {
+
+// Process CPU time (every thread), seconds.
+inline double process_cpu_seconds() {
+  timespec ts{};
+  clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+  return double(ts.tv_sec) + double(ts.tv_nsec) * 1e-9;
+}
+
+// Time a distributed fit spends in collectives (wall, and the process CPU time it took: MPI waits by
+// polling), for the per-iteration lines of --verbose.
+struct CommTime {
+  double wall = 0, cpu = 0;
+  template <class F>
+  void run(F&& f) {
+    const Timer t;
+    const double c = process_cpu_seconds();
+    f();
+    wall += t.seconds();
+    cpu += process_cpu_seconds() - c;
+  }
+};
 
 // ---- Interaction matrices and fold-in histories: the one set of input checks every model uses ------------
 

@@ -1,6 +1,7 @@
 // The experiment runner: per seed a split, per model run a fit (or one per domain), every evaluation of the
 // fitted model, flattened metrics; then mean and 95% CI over seeds.
 #include <algorithm>
+#include <bit>
 #include <cmath>
 #include <cstdio>
 #include <set>
@@ -69,6 +70,34 @@ void overall_from_domains(const Dataset& ds, const std::string& prefix, std::map
   if (total <= 0) return;
   for (const auto& [k, v] : sum) m[k] = v / total;
   m[prefix + "n_users"] = total;
+}
+
+// A run's record as JSON for the distributed runner: every metric as the bits of its double (exact, NaN
+// included).
+nlohmann::json record_to_json(const RunRecord& r) {
+  nlohmann::json metrics = nlohmann::json::object();
+  for (const auto& [k, v] : r.metrics) metrics[k] = std::bit_cast<uint64_t>(v);
+  return {{"key", r.key},
+          {"spec", r.spec},
+          {"seed", r.seed},
+          {"metrics", metrics},
+          {"text_encoder", r.text_encoder},
+          {"error", r.error},
+          {"rating_pairs", r.rating_pairs},
+          {"extras", r.extras}};
+}
+
+RunRecord record_from_json(const nlohmann::json& j) {
+  RunRecord r;
+  r.key = j.at("key").get<std::string>();
+  r.spec = j.at("spec").get<std::string>();
+  r.seed = j.at("seed").get<uint64_t>();
+  for (const auto& [k, v] : j.at("metrics").items()) r.metrics[k] = std::bit_cast<double>(v.get<uint64_t>());
+  r.text_encoder = j.at("text_encoder").get<std::string>();
+  r.error = j.at("error").get<std::string>();
+  r.rating_pairs = j.at("rating_pairs").get<std::vector<std::pair<float, float>>>();
+  r.extras = j.at("extras");
+  return r;
 }
 
 }  // namespace
@@ -399,30 +428,69 @@ ExperimentResult Experiment::run() {
       }
     }
   }
-  for (const ModelRun& m : opt_.models) {
-    const std::string key = m.result_key();
-    if (refused.count(key)) continue;
-    if (!res.runs.count(key)) res.keys.push_back(key);
+  // The (model, seed) runs in order.
+  struct Task {
+    size_t model, seed;
+  };
+  std::vector<Task> tasks;
+  for (size_t mi = 0; mi < opt_.models.size(); ++mi) {
+    const ModelRun& m = opt_.models[mi];
+    if (refused.count(m.result_key())) continue;
     for (size_t si = 0; si < opt_.seeds.size(); ++si) {
       if (m.max_seeds > 0 && si >= size_t(m.max_seeds)) break;
-      RunRecord rec;
-      try {
-        std::unique_ptr<Recommender> kept;
-        const bool keep = opt_.keep_models && !opt_.isolate && !m.single_domain;
-        rec = run_one(m, opt_.seeds[si], keep ? &kept : nullptr);
-        if (kept) res.models[key] = std::move(kept);
-      } catch (const std::exception& e) {
-        rec.key = key;
-        rec.seed = opt_.seeds[si];
-        rec.error = e.what();
-      }
-      const bool failed = !rec.error.empty();
-      if (failed)
-        res.notes.push_back("'" + key + "' failed (seed " + std::to_string(rec.seed) + "): " + rec.error);
-      if (on_run) on_run(rec);
-      res.runs[key].push_back(std::move(rec));
-      if (failed) break;  // the remaining seeds would fail the same way
+      tasks.push_back({mi, si});
     }
+  }
+  auto run_task = [&](const Task& t) {
+    const ModelRun& m = opt_.models[t.model];
+    RunRecord rec;
+    try {
+      std::unique_ptr<Recommender> kept;
+      const bool keep = opt_.keep_models && !opt_.isolate && !m.single_domain;
+      rec = run_one(m, opt_.seeds[t.seed], keep ? &kept : nullptr);
+      if (kept) res.models[m.result_key()] = std::move(kept);
+    } catch (const std::exception& e) {
+      rec.key = m.result_key();
+      rec.seed = opt_.seeds[t.seed];
+      rec.error = e.what();
+    }
+    return rec;
+  };
+  // Records in task order, each key's runs ending at its first failure (the remaining seeds would fail the
+  // same way): one process runs the tasks one by one and stops a key there; distributed, every rank runs its
+  // share and the records are gathered, then cut the same way.
+  std::vector<RunRecord> records;
+  Communicator* comm = opt_.comm && opt_.comm->size() > 1 ? opt_.comm : nullptr;
+  std::set<size_t> failed;  // models
+  if (!comm) {
+    for (const Task& t : tasks) {
+      if (failed.count(t.model)) continue;
+      records.push_back(run_task(t));
+      if (!records.back().error.empty()) failed.insert(t.model);
+    }
+  } else {
+    check(!opt_.keep_models && !opt_.isolate,
+          "experiment: a distributed run keeps no models and runs no isolated workers");
+    const size_t rank = size_t(comm->rank()), ranks = size_t(comm->size());
+    nlohmann::json mine = nlohmann::json::array();
+    for (size_t k = rank; k < tasks.size(); k += ranks) mine.push_back(record_to_json(run_task(tasks[k])));
+    const std::vector<std::string> parts = allgather_strings(*comm, mine.dump());
+    std::vector<nlohmann::json> got;
+    for (const std::string& p : parts) got.push_back(nlohmann::json::parse(p));
+    for (size_t k = 0; k < tasks.size(); ++k) {
+      if (failed.count(tasks[k].model)) continue;
+      RunRecord rec = record_from_json(got[k % ranks].at(k / ranks));
+      if (!rec.error.empty()) failed.insert(tasks[k].model);
+      records.push_back(std::move(rec));
+    }
+  }
+  for (RunRecord& rec : records) {
+    const std::string key = rec.key;
+    if (!res.runs.count(key)) res.keys.push_back(key);
+    if (!rec.error.empty())
+      res.notes.push_back("'" + key + "' failed (seed " + std::to_string(rec.seed) + "): " + rec.error);
+    if (on_run) on_run(rec);
+    res.runs[key].push_back(std::move(rec));
   }
   return res;
 }

@@ -2,105 +2,15 @@
 // over a communicator of threads (any build, several Gram blocks, both solvers); and end to end, `mpirun -np
 // 2/3 xdrec train --distributed` against `xdrec train` (skipped where the build has no MPI).
 #include <gtest/gtest.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
-#include <array>
-#include <barrier>
-#include <cstdio>
-#include <cstdlib>
-#include <cstring>
-#include <filesystem>
-#include <thread>
-
+#include "dist/dist_util.h"
 #include "models/clustered.h"
-#include "xdrec/dist.h"
-#include "xdrec/recommender.h"
 
 using namespace xdrec;
-namespace fs = std::filesystem;
+using namespace xdrec::testing_util;
 
 namespace {
-
-// The collectives of dist.h between threads of one process: rank k is thread k. Sums are taken in rank order.
-class ThreadGroup {
- public:
-  explicit ThreadGroup(int n) : n_(n), sync_(n), ptrs_(size_t(n)) {}
-
-  class Comm final : public Communicator {
-   public:
-    Comm(ThreadGroup& g, int rank) : g_(g), rank_(rank) {}
-    int rank() const override { return rank_; }
-    int size() const override { return g_.n_; }
-    void allreduce_sum(float* data, size_t n) override {
-      g_.ptrs_[size_t(rank_)] = data;
-      g_.sync_.arrive_and_wait();
-      std::vector<float> sum(n, 0.0f);
-      for (int r = 0; r < g_.n_; ++r)
-        for (size_t i = 0; i < n; ++i) sum[i] += g_.ptrs_[size_t(r)][i];
-      g_.sync_.arrive_and_wait();
-      std::copy(sum.begin(), sum.end(), data);
-      g_.sync_.arrive_and_wait();
-    }
-    void allgather_rows(float* data, size_t row_floats, std::span<const size_t> rows) override {
-      g_.ptrs_[size_t(rank_)] = data;
-      g_.sync_.arrive_and_wait();
-      size_t off = 0;
-      for (int r = 0; r < g_.n_; ++r) {
-        const size_t n = rows[size_t(r)] * row_floats;
-        if (r != rank_) std::memcpy(data + off, g_.ptrs_[size_t(r)] + off, n * sizeof(float));
-        off += n;
-      }
-      g_.sync_.arrive_and_wait();
-    }
-    void barrier() override { g_.sync_.arrive_and_wait(); }
-
-   private:
-    ThreadGroup& g_;
-    int rank_;
-  };
-
- private:
-  int n_;
-  std::barrier<> sync_;
-  std::vector<float*> ptrs_;
-};
-
-TensorMap tensors_of(const Recommender& m) {
-  TensorMap t;
-  nlohmann::json extra;
-  m.save(t, extra);
-  return t;
-}
-
-// Fits `spec` on `ranks` ranks (threads) and returns every rank's model tensors.
-std::vector<TensorMap> fit_distributed(const std::string& spec, const Csr& train, int ranks) {
-  ThreadGroup group(ranks);
-  std::vector<TensorMap> out(static_cast<size_t>(ranks));
-  std::vector<std::thread> threads;
-  for (int r = 0; r < ranks; ++r)
-    threads.emplace_back([&, r] {
-      ThreadGroup::Comm comm(group, r);
-      FitContext ctx;
-      ctx.threads = 1;
-      ctx.seed = 7;
-      ctx.comm = &comm;
-      auto m = create_model(spec);
-      m->fit(train, ctx);
-      out[size_t(r)] = tensors_of(*m);
-    });
-  for (auto& t : threads) t.join();
-  return out;
-}
-
-void expect_same(const TensorMap& a, const TensorMap& b, const std::string& what) {
-  ASSERT_EQ(a.size(), b.size()) << what;
-  for (const auto& [name, t] : a) {
-    const Tensor& u = get_tensor(b, name);
-    EXPECT_EQ(t.shape, u.shape) << what << ": " << name;
-    EXPECT_TRUE(t.bytes == u.bytes) << what << ": tensor " << name << " differs";
-  }
-}
 
 TEST(IalsDistributed, ThreadRanksEqualOneProcessBitwise) {
   // 9000 users: three Gram blocks of 4096 rows on the user side, owned by different ranks.
@@ -126,42 +36,13 @@ TEST(IalsDistributed, OnlyDistributedModelsAcceptSeveralRanks) {
   std::vector<std::string> names;
   for (const ModelInfo& m : registered_models())
     if (m.traits.distributed) names.push_back(m.name);
-  EXPECT_EQ(names, std::vector<std::string>{"ials"});
+  EXPECT_EQ(names, (std::vector<std::string>{"bpr", "hybrid", "ials"}));
 }
 
-// ---- End to end over MPI --------------------------------------------------------------------------------
-
-std::string cli() {
-  const char* p = std::getenv("XDREC_CLI");
-  return p ? p : std::string(XDREC_BINARY_DIR) + "/xdrec";
-}
-
-int run(const std::string& cmd, std::string& out) {
-  FILE* f = popen((cmd + " 2>&1").c_str(), "r");
-  if (!f) return -1;
-  std::array<char, 4096> buf;
-  size_t n;
-  out.clear();
-  while ((n = fread(buf.data(), 1, buf.size(), f)) > 0) out.append(buf.data(), n);
-  const int st = pclose(f);
-  return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-}
-
-std::string read_bytes(const fs::path& p) {
-  std::string s;
-  FILE* f = std::fopen(p.c_str(), "rb");
-  if (!f) return s;
-  std::array<char, 65536> buf;
-  size_t n;
-  while ((n = fread(buf.data(), 1, buf.size(), f)) > 0) s.append(buf.data(), n);
-  std::fclose(f);
-  return s;
-}
+// ---- End to end over MPI ----------------------------------------------------------------------------------
 
 TEST(IalsDistributed, MpirunTrainEqualsSingleProcessBitwise) {
-  const std::string mpirun = XDREC_MPIEXEC;
-  if (!mpi_available() || mpirun.empty())
-    GTEST_SKIP() << "built without MPI (install libopenmpi-dev openmpi-bin)";
+  if (!mpirun_available()) GTEST_SKIP() << "built without MPI (install libopenmpi-dev openmpi-bin)";
   const fs::path dir = fs::temp_directory_path() / ("xdrec_mpi_" + std::to_string(::getpid()));
   fs::remove_all(dir);
   fs::create_directories(dir);
@@ -180,7 +61,7 @@ TEST(IalsDistributed, MpirunTrainEqualsSingleProcessBitwise) {
       " --oversubscribe --mca btl self,vader --mca btl_vader_single_copy_mechanism none ";
   for (int ranks : {2, 3}) {
     const fs::path o = dir / ("ranks" + std::to_string(ranks));
-    const int rc = run(env + mpirun + opts + "-np " + std::to_string(ranks) + " " + cli() + " train " + data +
+    const int rc = run(mpirun_prefix() + "-np " + std::to_string(ranks) + " " + cli() + " train " + data +
                            " -m " + model + " -o " + o.string() + " --distributed --threads 1 --quiet",
                        out);
     ASSERT_EQ(rc, 0) << out;
@@ -196,8 +77,8 @@ TEST(IalsDistributed, MpirunTrainEqualsSingleProcessBitwise) {
     EXPECT_TRUE(sa.data == sb.data) << ranks << " ranks";
   }
   // A model that cannot be fitted distributed is refused with one clear line (and the job ends).
-  const int rc = run(env + mpirun + opts + "-np 2 " + cli() + " train " + data + " -m bpr -o " +
-                         (dir / "bpr").string() + " --distributed --quiet",
+  const int rc = run(mpirun_prefix() + "-np 2 " + cli() + " train " + data + " -m ease -o " +
+                         (dir / "ease").string() + " --distributed --quiet",
                      out);
   EXPECT_NE(rc, 0);
   EXPECT_NE(out.find("cannot be fitted distributed"), std::string::npos) << out;

@@ -1,5 +1,6 @@
-// BPR-MF: the SGD step against finite differences of the objective, ranking quality on a matrix with
-// structure, determinism, fold-in, save/load and parameter errors.
+// BPR-MF: the SGD step (Hogwild's and the synchronous batch step) against finite differences of the
+// objective, ranking quality on a matrix with structure, determinism, fold-in, save/load and parameter
+// errors.
 #include <gtest/gtest.h>
 #include <unistd.h>
 
@@ -104,6 +105,65 @@ TEST(BprKernels, StepIsLearningRateTimesFiniteDifferenceGradient) {
     EXPECT_NEAR(bi - v[3 * f], lr * grad[3 * f], 1e-6);
     EXPECT_NEAR(bj - v[3 * f + 1], lr * grad[3 * f + 1], 1e-6);
     for (size_t k = f; k < ld; ++k) EXPECT_EQ(x[k], 0.0f) << "padding must stay zero";
+  }
+}
+
+// The synchronous mode's step on one batch is lr times the gradient of the batch's objective (finite
+// differences): two users who both hold item 0 of two items, so every triple is (u, 0, 1); the two triples of
+// the batch draw their users with replacement, and a user drawn c times counts c times (its log sigmoid and
+// its L2 term, as do the items, which appear in both triples).
+TEST(Bpr, SynchronousBatchStepIsLearningRateTimesFiniteDifferenceGradient) {
+  const size_t f = 5;
+  const double reg = 0.05, lr = 0.01;
+  const std::vector<uint32_t> rows{0, 1}, cols{0, 0};
+  const std::vector<float> vals{1.0f, 1.0f};
+  const Csr m = Csr::from_triplets(2, 2, rows, cols, vals);
+  const std::string base = "bpr:factors=5,init=0.5,reg=0.05,lr=0.01,batch=2,seed=3,epochs=";
+  FitContext ctx;
+  ctx.threads = 1;
+  auto m0 = create_model(base + "0"), m1 = create_model(base + "1");
+  m0->fit(m, ctx);
+  m1->fit(m, ctx);
+  const Tensors a = tensors_of(*m0), b = tensors_of(*m1);
+  // Users drawn: a user whose row moved was drawn; one user alone was drawn twice.
+  std::vector<double> count(2, 0.0);
+  for (size_t u = 0; u < 2; ++u)
+    for (size_t k = 0; k < f; ++k) count[u] = std::max(count[u], double(a.users(u, k) != b.users(u, k)));
+  ASSERT_GT(count[0] + count[1], 0.0);
+  if (count[0] + count[1] == 1) count[0] *= 2, count[1] *= 2;
+  // Variables: x_0, x_1, y_0, y_1 (f each), b_0, b_1.
+  std::vector<double> v(4 * f + 2);
+  for (size_t k = 0; k < f; ++k)
+    v[k] = a.users(0, k), v[f + k] = a.users(1, k), v[2 * f + k] = a.items(0, k),
+    v[3 * f + k] = a.items(1, k);
+  v[4 * f] = a.bias[0];
+  v[4 * f + 1] = a.bias[1];
+  auto objective = [&](const std::vector<double>& w) {
+    double total = 0;
+    for (size_t u = 0; u < 2; ++u) {
+      double z = w[4 * f] - w[4 * f + 1], norm = 0;
+      for (size_t k = 0; k < f; ++k) {
+        z += w[u * f + k] * (w[2 * f + k] - w[3 * f + k]);
+        norm += w[u * f + k] * w[u * f + k];
+      }
+      total += count[u] * (-std::log1p(std::exp(-z)) - 0.5 * reg * norm);
+    }
+    double items = w[4 * f] * w[4 * f] + w[4 * f + 1] * w[4 * f + 1];
+    for (size_t k = 0; k < f; ++k) items += w[2 * f + k] * w[2 * f + k] + w[3 * f + k] * w[3 * f + k];
+    return total - 0.5 * reg * 2 * items;  // each item row is in both triples
+  };
+  std::vector<double> moved(v.size());
+  for (size_t k = 0; k < f; ++k)
+    moved[k] = b.users(0, k), moved[f + k] = b.users(1, k), moved[2 * f + k] = b.items(0, k),
+    moved[3 * f + k] = b.items(1, k);
+  moved[4 * f] = b.bias[0];
+  moved[4 * f + 1] = b.bias[1];
+  for (size_t k = 0; k < v.size(); ++k) {
+    std::vector<double> p = v, q = v;
+    p[k] += 1e-5;
+    q[k] -= 1e-5;
+    const double grad = (objective(p) - objective(q)) / 2e-5;
+    EXPECT_NEAR(moved[k] - v[k], lr * grad, 1e-6) << "variable " << k;
   }
 }
 
