@@ -9,7 +9,8 @@
 // Models: ials, bpr and hybrid (with tfidf item text, so that items new to the model enter through text).
 // Mean +- 95% CI over model seeds 1-3. MovieLens latest-small and Amazon Food-Kitchen.
 //
-// Usage: bench_incremental OUT.json [DATA_ROOT] [--seeds N] [--model SPEC]... [--encoder SPEC] [--quick]
+// Usage: bench_incremental OUT.json [DATA_ROOT] [--seeds N] [--model SPEC]... [--encoder SPEC]
+//        [--sgd-sweeps LIST (epochs of the SGD models' resumes, default 0,2,5)] [--quick]
 // JSON: {"<dataset>": {"<spec>": {"<variant>": {"ndcg@10": {"mean", "ci95"}, "hr@10": {...},
 //        "seconds": {...}, "time_vs_full" (resume variants)}, "_info": {...}}}, "_meta"}
 #include "incremental.h"
@@ -18,6 +19,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <map>
+#include <sstream>
 
 #include "args.h"
 #include "xdrec/readers.h"
@@ -30,17 +32,25 @@ int main(int argc, char** argv) {
   int seeds = 3;
   std::vector<std::string> models;
   std::string encoder = "tfidf";
+  std::vector<int> sgd_sweeps;
   bench::BenchArgs b;
   if (!bench::parse_bench_args(argc, argv,
                                "usage: bench_incremental OUT.json [DATA_ROOT] [--seeds N] [--model SPEC]... "
-                               "[--encoder SPEC] [--quick]\n",
+                               "[--encoder SPEC] [--sgd-sweeps 0,2,5] [--quick]\n",
                                b, [&](const std::string& a, const auto& value) {
-                                 if (a != "--seeds" && a != "--model" && a != "--encoder") return false;
+                                 if (a != "--seeds" && a != "--model" && a != "--encoder" &&
+                                     a != "--sgd-sweeps")
+                                   return false;
                                  const char* v = value();
                                  if (!v) return false;
                                  if (a == "--seeds") seeds = std::max(1, std::atoi(v));
                                  if (a == "--model") models.push_back(v);
                                  if (a == "--encoder") encoder = v;
+                                 if (a == "--sgd-sweeps") {
+                                   std::stringstream ss(v);
+                                   for (std::string x; std::getline(ss, x, ',');)
+                                     sgd_sweeps.push_back(std::max(0, std::atoi(x.c_str())));
+                                 }
                                  return true;
                                }))
     return 2;
@@ -54,7 +64,7 @@ int main(int argc, char** argv) {
       models = quick ? std::vector<std::string>{"ials:iterations=3", "bpr:epochs=20", "hybrid:epochs=2"}
                      : std::vector<std::string>{"ials", "bpr", "hybrid"};
     res["_meta"]["encoder"] = encoder;
-    const std::vector<int> sgd_sweeps = quick ? std::vector<int>{0, 2} : std::vector<int>{0, 2, 5};
+    if (sgd_sweeps.empty()) sgd_sweeps = quick ? std::vector<int>{0, 2} : std::vector<int>{0, 2, 5};
     const json parts =
         bench::incremental_models(root, models, encoder, seeds, 2, sgd_sweeps, [&](const json& p) {
           for (auto& [k, v] : p.items()) res[k] = v;
