@@ -1,4 +1,4 @@
-// The incremental-update measurement shared by bench/incremental and bench/scale: iALS resumed on new data
+// The incremental-update measurement shared by bench/incremental and bench/scale: a model resumed on new data
 // (xdrec train --resume) against a full retrain and the stale model on a time-ordered split (see
 // bench/incremental.cpp for the protocol).
 #pragma once
@@ -8,10 +8,12 @@
 #include <filesystem>
 #include <functional>
 #include <map>
+#include <optional>
 #include <string>
 #include <tuple>
 #include <vector>
 
+#include "xdrec/embed.h"
 #include "xdrec/metrics.h"
 #include "xdrec/pipeline.h"
 #include "xdrec/readers.h"
@@ -25,7 +27,11 @@ inline json incremental_mean_ci(const std::vector<double>& v) {
   return {{"mean", m.mean}, {"ci95", m.ci95}};
 }
 
-inline json incremental_part(const Dataset& ds, const std::string& spec, int seeds, int threads) {
+// One model on one dataset. `text` (may be null): the item text vectors given to the fits and the resume (a
+// text model's new items enter through them). `sweeps`: the resume's passes (iALS) or epochs (SGD models).
+inline json incremental_part(const Dataset& ds, const std::string& spec, int seeds, int threads,
+                             const TextVectors* text = nullptr,
+                             const std::vector<int>& sweeps_list = {0, 1, 2}) {
   SplitOptions so;
   const Split sp = split_leave_last_out(ds, so);
   std::vector<int64_t> times;
@@ -45,8 +51,8 @@ inline json incremental_part(const Dataset& ds, const std::string& spec, int see
     if (touched_mark[u]) touched.push_back(u);
   const Csr full_train = ds.user_item_matrix(sp.train), old_train = ds.user_item_matrix(old),
             test = ds.user_item_matrix(sp.test);
-  std::printf("%s: %zu old and %zu new interactions (after t=%lld), %zu touched users\n", ds.name.c_str(),
-              old.size(), sp.train.size() - old.size(), (long long)cut, touched.size());
+  std::printf("%s, %s: %zu old and %zu new interactions (after t=%lld), %zu touched users\n", ds.name.c_str(),
+              spec.c_str(), old.size(), sp.train.size() - old.size(), (long long)cut, touched.size());
   EvalOptions eo;
   eo.ks = {10};
   eo.threads = threads;
@@ -64,6 +70,10 @@ inline json incremental_part(const Dataset& ds, const std::string& spec, int see
     ctx.threads = threads;
     ctx.seed = uint64_t(seed);
     ctx.item_domain = ds.item_domain;
+    if (text) {
+      ctx.item_text = &text->items;
+      ctx.text_encoder = text->encoder_spec;
+    }
     {
       auto m = create_model(spec);
       Timer t;
@@ -76,7 +86,7 @@ inline json incremental_part(const Dataset& ds, const std::string& spec, int see
     const double old_fit = t0.seconds();
     score("stale", *base, 0.0);
     (void)old_fit;
-    for (int sweeps : {0, 1, 2}) {
+    for (int sweeps : sweeps_list) {
       auto m = create_model(spec);
       TensorMap tensors;
       json extra;
@@ -92,7 +102,12 @@ inline json incremental_part(const Dataset& ds, const std::string& spec, int see
     out[k] = {{"ndcg@10", incremental_mean_ci(v)},
               {"hr@10", incremental_mean_ci(hr[k])},
               {"seconds", incremental_mean_ci(secs[k])}};
+  // The resume's time as a share of the full retrain's (means over the seeds, same run).
+  for (const auto& [k, v] : secs)
+    if (k.rfind("resume", 0) == 0)
+      out[k]["time_vs_full"] = mean_ci95(v).mean / std::max(mean_ci95(secs["full"]).mean, 1e-9);
   out["_info"] = {{"spec", spec},
+                  {"text", text ? text->encoder_spec : ""},
                   {"old_interactions", old.size()},
                   {"new_interactions", sp.train.size() - old.size()},
                   {"touched_users", touched.size()},
@@ -100,17 +115,51 @@ inline json incremental_part(const Dataset& ds, const std::string& spec, int see
   return out;
 }
 
+// The datasets of the measurement: name, directory under DATA_ROOT, format.
+inline std::vector<std::tuple<std::string, std::string, std::string>> incremental_datasets() {
+  return {{"ml-latest-small", "movielens_ml-latest-small", "auto"},
+          {"food-kitchen", "amazon_food-kitchen_llmcdsr", "food-kitchen"}};
+}
+
 // The datasets of the measurement under DATA_ROOT (those present): {"<dataset>": incremental_part(...)}.
 inline json incremental_all(const std::string& root, const std::string& spec, int seeds, int threads,
                             const std::function<void(const json&)>& partial = {}) {
   json res = json::object();
-  for (const auto& [name, dir, format] : std::vector<std::tuple<std::string, std::string, std::string>>{
-           {"ml-latest-small", "movielens_ml-latest-small", "auto"},
-           {"food-kitchen", "amazon_food-kitchen_llmcdsr", "food-kitchen"}}) {
+  for (const auto& [name, dir, format] : incremental_datasets()) {
     if (!std::filesystem::exists(root + "/" + dir)) continue;
     const Dataset ds = read_dataset(root + "/" + dir, format);
     res[name] = incremental_part(ds, spec, seeds, threads);
     if (partial) partial(res);
+  }
+  return res;
+}
+
+// Several models on the datasets under DATA_ROOT (those present): {"<dataset>": {"<spec>":
+// incremental_part}}. Models that use text get the items' text vectors of `encoder` (tags left out: they leak
+// on MovieLens); models with epochs (every model but ials) resume with `sgd_sweeps` epochs.
+inline json incremental_models(const std::string& root, const std::vector<std::string>& specs,
+                               const std::string& encoder, int seeds, int threads,
+                               const std::vector<int>& sgd_sweeps,
+                               const std::function<void(const json&)>& partial = {}) {
+  json res = json::object();
+  for (const auto& [name, dir, format] : incremental_datasets()) {
+    if (!std::filesystem::exists(root + "/" + dir)) continue;
+    const Dataset ds = read_dataset(root + "/" + dir, format);
+    std::optional<TextVectors> text;
+    for (const std::string& spec : specs) {
+      const bool uses_text = model_info(Spec::parse(spec).name).traits.uses_text;
+      if (uses_text && !text) {
+        auto enc = make_text_encoder(encoder);
+        EmbedOptions eo;
+        eo.include_tags = false;
+        eo.threads = threads;
+        text = embed_dataset(ds, *enc, eo);
+      }
+      const bool sgd = Spec::parse(spec).name != "ials";
+      res[name][spec] = incremental_part(ds, spec, seeds, threads, uses_text ? &*text : nullptr,
+                                         sgd ? sgd_sweeps : std::vector<int>{0, 1, 2});
+      if (partial) partial(res);
+    }
   }
   return res;
 }

@@ -11,8 +11,10 @@
 // Errors of a request are ServeError (status + reason); the HTTP layer answers {"error": reason}.
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 #include <memory>
+#include <mutex>
 #include <nlohmann/json.hpp>
 #include <span>
 #include <string>
@@ -109,9 +111,25 @@ class Service {
   std::string retrieval() const;
   double measure_recall(size_t n_users, size_t k) const;
 
+  // Hot reload (POST /admin/reload, SIGHUP): loads the model saved in the model directory now (e.g. written
+  // there by `xdrec train --resume`) into a new state beside the served one — text vectors, retrieval, and
+  // the event log replayed over it as on start — and swaps it in at once. Requests in flight finish on the
+  // old state; writes wait while the new one is built, so no stored event is missed; the recommendation
+  // cache starts empty. When the load fails the old state keeps serving and ServeError 500 carries the
+  // reason. Returns the model now served (spec, version, reload count, seconds).
+  nlohmann::json reload();
+
  private:
   struct Impl;
-  std::unique_ptr<Impl> p_;
+  std::shared_ptr<Impl> current() const;  // the state served now (kept alive by the caller's copy)
+
+  const Dataset ds_;  // the data as given: each load folds the event log into its own copy
+  const ServiceOptions opt_;
+  std::mutex gate_;             // one writer or reload at a time (a reload replays every event stored)
+  mutable std::mutex swap_mu_;  // guards p_
+  std::shared_ptr<Impl> p_;
+  std::atomic<uint64_t> reloads_{0}, reload_failures_{0};
+  std::atomic<int64_t> loaded_at_{0};  // seconds since 1970 of the last (re)load
 };
 
 // Folds the event log at `db` into a dataset: positive feedback (click, purchase, like) becomes interactions

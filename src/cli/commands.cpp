@@ -481,15 +481,33 @@ int train_model(const TrainArgs& a, Common c, Communicator* comm) {
   // Text vectors go to every model; those that do not use text ignore them (uses_text() is known for sure
   // only after the fit).
   std::optional<TextVectors> text;
-  if (!a.text.encoder.empty()) {
-    auto enc = cli_encoder(a.text.encoder, c.quiet);
+  // A resumed text model reads its new items through the encoder it was trained with (unless --encoder
+  // names one), with the item template recorded beside it.
+  TextArgs text_args = a.text;
+  std::optional<TextConfig> resumed_text;
+  if (resumed && resumed->uses_text() && !resumed->text_encoder().empty()) {
+    resumed_text = read_text_config(a.resume);
+    if (text_args.encoder.empty()) {
+      text_args.encoder = resumed->text_encoder();
+      if (resumed_text) text_args.item_template = resumed_text->item_template;
+    }
+  }
+  if (!text_args.encoder.empty()) {
+    auto enc = cli_encoder(text_args.encoder, c.quiet);
     EmbedOptions eo;
-    eo.item_template = a.text.item_template;
-    eo.cache_dir = a.text.cache_dir;
+    eo.item_template = text_args.item_template;
+    eo.cache_dir = text_args.cache_dir;
     eo.threads = c.threads;
     eo.batch = 1024;
     eo.progress = progress_bar(!c.quiet);
     text = embed_dataset(ds, *enc, eo, split ? &*split : nullptr);
+    // A corpus encoder (tfidf) refitted on data with new texts is another vector space than the model's.
+    check(
+        !resumed_text || resumed_text->fingerprint.empty() || resumed_text->fingerprint == text->fingerprint,
+        "--resume: the text vectors of " + text->encoder_spec +
+            " on this data are not those the model was trained with (a corpus encoder such as tfidf, "
+            "refitted on new texts, gives another vector space): resume a model of a fixed encoder "
+            "(use-lite, bert) or train again with -m");
   }
   const Matrix categories = ds.category_vectors();
   FitRequest req;
@@ -547,7 +565,7 @@ int train_model(const TrainArgs& a, Common c, Communicator* comm) {
     text.reset();
   }
   if (text)
-    write_text_config(a.output, *text, a.text.item_template, split.has_value() && !ds.tags.empty(),
+    write_text_config(a.output, *text, text_args.item_template, split.has_value() && !ds.tags.empty(),
                       a.split_dir);
   else
     remove_text_config(a.output);  // a text config left by an earlier model in this directory

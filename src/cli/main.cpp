@@ -101,7 +101,11 @@ int main(int argc, char** argv) {
       "--since", tr.since,
       "with --resume: interactions with a timestamp after this (seconds) are the new ones (default: "
       "every user counts as touched)");
-  c_train->add_option("--sweeps", tr.sweeps, "with --resume: full warm-started passes after the touched rows")
+  c_train
+      ->add_option(
+          "--sweeps", tr.sweeps,
+          "with --resume: full warm-started passes after the touched rows (ials), or epochs over the "
+          "touched and new users' interactions plus as many replayed old ones (bpr, hybrid)")
       ->capture_default_str();
   c_train->add_option("-o,--output", tr.output, "model directory")->required();
   c_train->add_option("--augment", tr.augment,

@@ -1,4 +1,5 @@
-// `xdrec serve`: loads the model and its data, replays the event log, and answers HTTP until SIGTERM/SIGINT.
+// `xdrec serve`: loads the model and its data, replays the event log, and answers HTTP until SIGTERM/SIGINT;
+// SIGHUP reloads the model directory (Service::reload).
 #include <signal.h>
 #include <unistd.h>
 
@@ -14,9 +15,9 @@
 namespace xdrec::cli {
 
 namespace {
-// SIGTERM / SIGINT write their number to a pipe (all a handler may safely do); a thread reads it and stops
-// the server. Handlers rather than sigwait: threads made before main (OpenBLAS's pool) would not block a
-// signal.
+// SIGTERM / SIGINT / SIGHUP write their number to a pipe (all a handler may safely do); a thread reads it
+// and stops the server (or, for SIGHUP, reloads the model). Handlers rather than sigwait: threads made before
+// main (OpenBLAS's pool) would not block a signal.
 int stop_pipe[2] = {-1, -1};
 extern "C" void on_stop_signal(int sig) {
   const char c = char(sig);
@@ -32,6 +33,7 @@ int cmd_serve(const ServeArgs& a, const Common& c) {
   sa.sa_flags = SA_RESTART;
   sigaction(SIGTERM, &sa, nullptr);
   sigaction(SIGINT, &sa, nullptr);
+  sigaction(SIGHUP, &sa, nullptr);
 
   serve::HttpOptions ho;
   ho.host = a.host;
@@ -63,7 +65,17 @@ int cmd_serve(const ServeArgs& a, const Common& c) {
   server.bind();
   std::thread waiter([&] {
     char sig = 0;
-    while (::read(stop_pipe[0], &sig, 1) < 0 && errno == EINTR) {
+    for (;;) {
+      while (::read(stop_pipe[0], &sig, 1) < 0 && errno == EINTR) {
+      }
+      if (sig != SIGHUP) break;
+      try {
+        const nlohmann::json r = service.reload();
+        std::fprintf(stderr, "xdrec serve: SIGHUP, reloaded %s (version %s)\n",
+                     r["model"].get<std::string>().c_str(), r["model_version"].get<std::string>().c_str());
+      } catch (const std::exception& e) {
+        std::fprintf(stderr, "xdrec serve: SIGHUP: %s\n", e.what());
+      }
     }
     if (sig != 0) std::fprintf(stderr, "xdrec serve: signal %d, stopping\n", int(sig));
     server.stop();

@@ -34,6 +34,7 @@ constexpr uint64_t kFoldInStreamBase = uint64_t(1) << 50;
 // Synchronous mode: triple s of epoch e uses stream kSyncStreamBase + (e << 34) + s.
 constexpr uint64_t kSyncStreamBase = uint64_t(1) << 56;
 constexpr uint32_t kNoNegative = UINT32_MAX;
+constexpr uint64_t kResumeStreamBase = uint64_t(1) << 60;
 constexpr int kNegativeTries = 32;
 
 // Draws a negative for a user whose row (sorted item indices) is `seen`; returns false when every try hit a
@@ -114,25 +115,44 @@ class BprModel final : public models::FactorModel {
           "bpr: a distributed fit needs the synchronous mode (batch=B > 0, e.g. bpr:batch=1024); Hogwild "
           "(batch=0) runs in one process");
     if (batch_ > 0) return fit_sync(user_items, pos, ctx, threads, comm);
-    const int nv = int(users_.ld / 8);
-    for (int e = 0; e < epochs_; ++e) {
-      std::vector<uint64_t> correct(size_t(threads), 0), done(size_t(threads), 0);
-      parallel_for(size_t(threads), threads, 1, [&](size_t lo, size_t hi) {
-        for (size_t t = lo; t < hi; ++t) {
-          const uint64_t n = pos.size() / threads + (t < pos.size() % threads ? 1 : 0);
-          Rng rng(seed_used_, uint64_t(e + 1) * kStreamsPerEpoch + t);
-          mf::dispatch_width(
-              nv, [&]<int NV>() { run_samples<NV>(user_items, pos, n, rng, nv, correct[t], done[t]); });
-        }
-      });
-      uint64_t c = 0, d = 0;
-      for (int t = 0; t < threads; ++t) c += correct[size_t(t)], d += done[size_t(t)];
-      last_epoch_accuracy_ = d ? double(c) / double(d) : 0.0;
-      if (ctx.verbose)
-        std::fprintf(stderr, "bpr epoch %d: %.4f of sampled triples ranked correctly\n", e + 1,
-                     last_epoch_accuracy_);
-      if (ctx.progress) ctx.progress(size_t(e) + 1, size_t(epochs_), "bpr epochs");
+    run_epochs(user_items, pos, epochs_, 0, threads, ctx);
+  }
+
+  // Incremental update: new users and items get rows drawn as a fit draws them (item bias 0); the touched and
+  // new users are folded in from their rows of `user_items` against the current items; then `sweeps` epochs
+  // of the fit's SGD (same lr, reg, negatives) over the touched and new users' entries plus as many replayed
+  // entries of the other users (FactorModel::resume_entries), updating users and items. The epochs are
+  // Hogwild's, also for a model fitted in the synchronous mode (batch=B).
+  bool resume(const Csr& user_items, std::span<const uint32_t> touched_users, const FitContext& ctx,
+              int sweeps) override {
+    check_resume(user_items, touched_users);
+    check(sweeps >= 0, "bpr resume: sweeps must be >= 0");
+    const int threads = resolve_threads(ctx.threads);
+    const uint32_t old_users = n_users();
+    grow_rows(users_, user_items.n_rows, seed_used_, 0, float(init_));
+    grow_rows(items_, user_items.n_cols, seed_used_, kItemStreamBase, float(init_));
+    if (bias_) item_bias_.resize(user_items.n_cols, 0.0f);
+    const std::vector<uint32_t> users = resume_users(touched_users, old_users, user_items.n_rows);
+    // The fold-in of each user reads only the items: the users are independent (any thread count).
+    parallel_for(users.size(), threads, 16, [&](size_t lo, size_t hi) {
+      for (size_t k = lo; k < hi; ++k) {
+        const uint32_t u = users[k];
+        const model_util::History h = model_util::make_history(
+            user_items.row_indices(u),
+            {user_items.values.data() + user_items.indptr[u], user_items.row_size(u)}, items_.rows, false,
+            name());
+        std::fill(users_.row(u), users_.row(u) + users_.ld, 0.0f);
+        solve_user(h, users_.row(u));
+      }
+    });
+    std::vector<uint64_t> pos;
+    for (uint64_t p : resume_entries(user_items, users, seed_used_, kResumeStreamBase)) {
+      const uint32_t u = uint32_t(std::upper_bound(user_items.indptr.begin(), user_items.indptr.end(), p) -
+                                  user_items.indptr.begin() - 1);
+      pos.push_back((uint64_t(u) << 32) | user_items.indices[p]);
     }
+    run_epochs(user_items, pos, sweeps, kResumeStreamBase, threads, ctx);
+    return true;
   }
 
   std::vector<std::string> compressible_tensors() const override { return {"user_factors", "item_factors"}; }
@@ -297,6 +317,32 @@ class BprModel final : public models::FactorModel {
                      timer.seconds() - score_s - ct.wall, rank, ranks,
                      model_util::process_cpu_seconds() - cpu0 - ct.cpu, ct.wall);
       if (ctx.progress) ctx.progress(size_t(e) + 1, size_t(epochs_), "bpr epochs");
+    }
+  }
+
+  // `epochs` epochs of SGD on triples whose positives are drawn from `pos` (user << 32 | item) as many times
+  // as it has entries; epoch e, thread t draws from the stream (stream_base + (e + 1) * kStreamsPerEpoch +
+  // t).
+  void run_epochs(const Csr& user_items, const std::vector<uint64_t>& pos, int epochs, uint64_t stream_base,
+                  int threads, const FitContext& ctx) {
+    const int nv = int(users_.ld / 8);
+    for (int e = 0; e < epochs && !pos.empty(); ++e) {
+      std::vector<uint64_t> correct(size_t(threads), 0), done(size_t(threads), 0);
+      parallel_for(size_t(threads), threads, 1, [&](size_t lo, size_t hi) {
+        for (size_t t = lo; t < hi; ++t) {
+          const uint64_t n = pos.size() / threads + (t < pos.size() % threads ? 1 : 0);
+          Rng rng(seed_used_, stream_base + uint64_t(e + 1) * kStreamsPerEpoch + t);
+          mf::dispatch_width(
+              nv, [&]<int NV>() { run_samples<NV>(user_items, pos, n, rng, nv, correct[t], done[t]); });
+        }
+      });
+      uint64_t c = 0, d = 0;
+      for (int t = 0; t < threads; ++t) c += correct[size_t(t)], d += done[size_t(t)];
+      last_epoch_accuracy_ = d ? double(c) / double(d) : 0.0;
+      if (ctx.verbose)
+        std::fprintf(stderr, "bpr epoch %d: %.4f of sampled triples ranked correctly\n", e + 1,
+                     last_epoch_accuracy_);
+      if (ctx.progress) ctx.progress(size_t(e) + 1, size_t(epochs), "bpr epochs");
     }
   }
 

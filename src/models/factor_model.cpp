@@ -94,6 +94,55 @@ void FactorModel::set_factors(FactorTensors&& t) {
   item_bias_ = std::move(t.bias);
 }
 
+void FactorModel::check_resume(const Csr& m, std::span<const uint32_t> touched) const {
+  check(factors_fitted(), name() + " resume: the model is not fitted (call fit or load first)");
+  model_util::check_interactions(m, name() + " resume");
+  check(m.n_rows >= users_.rows && m.n_cols >= items_.rows,
+        name() + " resume: the data has " + std::to_string(m.n_rows) + " users and " +
+            std::to_string(m.n_cols) + " items, fewer than the model's " + std::to_string(users_.rows) +
+            " and " + std::to_string(items_.rows));
+  for (size_t k = 0; k < touched.size(); ++k) {
+    check(touched[k] < m.n_rows,
+          name() + " resume: touched user " + std::to_string(touched[k]) + " is out of range");
+    check(k == 0 || touched[k - 1] < touched[k], name() + " resume: the touched users are not sorted");
+  }
+}
+
+void FactorModel::grow_rows(mf::Factors& x, size_t rows, uint64_t seed, uint64_t stream_base, float scale) {
+  const size_t old = x.rows;
+  while (x.rows < rows) x.append_row();
+  for (size_t i = old; i < rows; ++i) {
+    Rng rng(seed, stream_base + i);
+    float* r = x.row(i);
+    for (size_t k = 0; k < x.f; ++k) r[k] = scale * rng.normal();
+  }
+}
+
+std::vector<uint32_t> FactorModel::resume_users(std::span<const uint32_t> touched, uint32_t old_users,
+                                                uint32_t n_users) {
+  std::vector<uint32_t> users(touched.begin(), touched.end());
+  for (uint32_t u = old_users; u < n_users; ++u) users.push_back(u);
+  std::sort(users.begin(), users.end());
+  users.erase(std::unique(users.begin(), users.end()), users.end());
+  return users;
+}
+
+std::vector<uint64_t> FactorModel::resume_entries(const Csr& m, std::span<const uint32_t> users,
+                                                  uint64_t seed, uint64_t stream) {
+  std::vector<uint8_t> mark(m.n_rows, 0);
+  for (uint32_t u : users) mark[u] = 1;
+  std::vector<uint64_t> fresh, old;
+  for (uint32_t u = 0; u < m.n_rows; ++u)
+    for (uint64_t p = m.indptr[u]; p < m.indptr[u + 1]; ++p)
+      if (m.values[p] > 0.0f) (mark[u] ? fresh : old).push_back(p);
+  const size_t n_replay = std::min(old.size(), size_t(std::ceil(kResumeReplay * double(fresh.size()))));
+  Rng rng(seed, stream);
+  for (size_t k = 0; k < n_replay; ++k) std::swap(old[k], old[k + rng.below(old.size() - k)]);
+  fresh.insert(fresh.end(), old.begin(), old.begin() + ptrdiff_t(n_replay));
+  std::sort(fresh.begin(), fresh.end());
+  return fresh;
+}
+
 Matrix load_factor_tensor(const TensorMap& tensors, const std::string& key, size_t rows, size_t cols,
                           const std::string& who) {
   Matrix m = get_tensor(tensors, key).to_matrix(key);

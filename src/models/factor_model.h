@@ -41,6 +41,24 @@ class FactorModel : public Recommender {
 
   bool factors_fitted() const { return users_.ld > 0; }
 
+  // ---- Incremental update (resume) of the SGD factor models
+  // ------------------------------------------------ The checks of resume before any change: fitted, `m`
+  // consistent and at least as large as the model, the touched users sorted and in range.
+  void check_resume(const Csr& m, std::span<const uint32_t> touched) const;
+  // Grows a factor matrix to `rows` rows; row i is drawn from N(0, scale^2) by the stream (seed, stream_base
+  // + i), as a fit draws it.
+  static void grow_rows(mf::Factors& x, size_t rows, uint64_t seed, uint64_t stream_base, float scale);
+  // The users a resume re-solves: the touched users and every user at or beyond `old_users` (new), sorted.
+  static std::vector<uint32_t> resume_users(std::span<const uint32_t> touched, uint32_t old_users,
+                                            uint32_t n_users);
+  // The entries (positions into m.indices) the resume's epochs train on: every positive entry of `users`
+  // (the new data), then a replay of the other users' positive entries, drawn without replacement by the
+  // stream (seed, stream), as many as kResumeReplay times the new ones (all of them when fewer), so that the
+  // epochs do not forget the old data. In position order.
+  static constexpr double kResumeReplay = 1.0;
+  static std::vector<uint64_t> resume_entries(const Csr& m, std::span<const uint32_t> users, uint64_t seed,
+                                              uint64_t stream);
+
   // The checks of fold_in before any work: fitted, `user` at most the next new user, and the history (items
   // in range, weights finite, one weight per item). Returns the merged history.
   model_util::History fold_in_history(uint32_t user, std::span<const uint32_t> items,

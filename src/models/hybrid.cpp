@@ -59,6 +59,7 @@ constexpr uint64_t kItemInitStream = uint64_t(1) << 40;
 constexpr uint64_t kShuffleStream = uint64_t(1) << 44;
 constexpr uint64_t kSampleStream = uint64_t(1) << 52;
 constexpr uint64_t kFoldInStream = uint64_t(1) << 60;
+constexpr uint64_t kResumeStream = uint64_t(1) << 62;
 // Initial squared-gradient sum of Adagrad: small enough that the first steps from the small initial
 // embeddings are not tiny (with 1, BPR stalled near its initial point), large enough to damp the first noisy
 // steps.
@@ -160,6 +161,9 @@ class HybridModel final : public models::FactorModel {
 
   uint32_t add_item(std::span<const float> text_vector, uint16_t domain) override;
 
+  bool resume(const Csr& user_items, std::span<const uint32_t> touched_users, const FitContext& ctx,
+              int sweeps) override;
+
   void save(TensorMap& tensors, nlohmann::json& extra) const override;
   std::vector<std::string> compressible_tensors() const override { return {"user_vectors", "item_vectors"}; }
   void load(const TensorMap& tensors, const nlohmann::json& extra) override;
@@ -177,6 +181,15 @@ class HybridModel final : public models::FactorModel {
   // The fold-in solve: writes the user's vector (ld_ floats) for profile features `profile_feat` (empty: no
   // profile) and history `h`, and leaves the user's score offset in fold_offset_. Changes nothing else.
   void solve_profile(const std::vector<float>& profile_feat, const model_util::History& h, float* out);
+  // The negative of a ranking term (warp, bpr) for the positive `i` scored `si` by the user vector `p` (ld
+  // floats, slot f = 1) of a user whose positives are `seen` (sorted): candidates of i's domain not in
+  // `seen`, the first one (bpr) or the first within the margin of si among max_sampled (warp). Sets the
+  // derivatives of the term's loss by si and sj; kNone when no negative was found.
+  uint32_t draw_negative(Rng& rng, Loss loss, const float* p, uint32_t i, float si,
+                         std::span<const uint32_t> seen, double& gi, double& gj) const;
+  // Appends item rows for raw text vector `raw` (null: no text): the projected text (W t, with the bias in
+  // slot f) plus, when `id` is true, an id embedding drawn as a fit draws it; records its text features.
+  void append_item(const float* raw, uint16_t domain, bool id);
   // The text part of a user vector (lf floats) from profile features and the mean history features.
   void user_text_part(const float* profile_feat, const std::vector<uint32_t>& hist, float* out) const;
   // Candidate negatives (items with training interactions) of each domain, or of all domains in list 0.
@@ -652,6 +665,27 @@ uint32_t HybridModel::fold_in_profile(uint32_t user, std::span<const float> prof
   return user;
 }
 
+uint32_t HybridModel::draw_negative(Rng& rng, Loss loss, const float* p, uint32_t i, float si,
+                                    std::span<const uint32_t> seen, double& gi, double& gj) const {
+  const std::vector<uint32_t>& cand = candidates_for(i);
+  if (cand.empty()) return hybrid::kNone;
+  const float margin = float(margin_);
+  const int tries = loss == Loss::Warp ? max_sampled_ : kNegativeTries;
+  for (int t = 1; t <= tries; ++t) {
+    const uint32_t c = cand[rng.below(cand.size())];
+    if (std::binary_search(seen.begin(), seen.end(), c)) continue;
+    const float sj = hybrid::dot(p, items_.row(c), ld_);
+    if (loss == Loss::Bpr || sj > si - margin) {
+      const double w = loss == Loss::Warp ? hybrid::warp_weight(cand.size(), size_t(t)) : 1.0;
+      const hybrid::PairTerm pt = hybrid::pair_term(loss, si, sj, 0, w, margin);
+      gi = pt.gi;
+      gj = pt.gj;
+      return c;
+    }
+  }
+  return hybrid::kNone;
+}
+
 void HybridModel::solve_profile(const std::vector<float>& profile_feat, const model_util::History& h,
                                 float* out) {
   // History: positive entries (ranking losses) or every entry (squared error).
@@ -685,22 +719,7 @@ void HybridModel::solve_profile(const std::vector<float>& profile_feat, const mo
           const hybrid::PairTerm t = hybrid::pair_term(loss, si + bias + mu_, 0, hw[k], 1.0, margin);
           gi = t.gi;
         } else {
-          const std::vector<uint32_t>& cand = candidates_for(i);
-          if (cand.empty()) continue;
-          const int tries = loss == Loss::Warp ? max_sampled_ : kNegativeTries;
-          for (int t = 1; t <= tries; ++t) {
-            const uint32_t c = cand[rng.below(cand.size())];
-            if (std::binary_search(hist.begin(), hist.end(), c)) continue;
-            const float sj = hybrid::dot(p.data(), items_.row(c), ld_);
-            if (loss == Loss::Bpr || sj > si - margin) {
-              const double w = loss == Loss::Warp ? hybrid::warp_weight(cand.size(), size_t(t)) : 1.0;
-              const hybrid::PairTerm pt = hybrid::pair_term(loss, si, sj, 0, w, margin);
-              gi = pt.gi;
-              gj = pt.gj;
-              j = c;
-              break;
-            }
-          }
+          j = draw_negative(rng, loss, p.data(), i, si, hist, gi, gj);
           if (j == hybrid::kNone) continue;
         }
         for (size_t c = 0; c < f_; ++c)
@@ -732,16 +751,128 @@ uint32_t HybridModel::add_item(std::span<const float> text_vector, uint16_t doma
   bool any = false;
   for (float v : text_vector) any = any || v != 0.0f;
   check(any, "hybrid add_item: the text vector is all zeros (an item known only by text needs its text)");
-  std::vector<float> t(dt_);
-  tf_.transform_row(text_vector.data(), t.data());
+  append_item(text_vector.data(), domain, false);
+  return uint32_t(items_.rows - 1);
+}
+
+void HybridModel::append_item(const float* raw, uint16_t domain, bool id) {
   const uint32_t i = uint32_t(items_.rows);
   items_.append_row();
   float* q = items_.row(i);
-  for (size_t k = 0; k <= f_; ++k) q[k] = hybrid::dot(W_.data() + k * dt_, t.data(), dt_);
-  item_feat_.insert(item_feat_.end(), t.begin(), t.end());
+  if (id) {
+    Rng rng(seed_used_, kItemInitStream + i);
+    for (size_t k = 0; k < f_; ++k) q[k] = float(init_) * rng.normal();
+  }
+  if (dt_) {
+    std::vector<float> t(dt_, 0.0f);
+    if (raw) tf_.transform_row(raw, t.data());
+    for (size_t k = 0; k <= f_; ++k) q[k] += hybrid::dot(W_.data() + k * dt_, t.data(), dt_);
+    item_feat_.insert(item_feat_.end(), t.begin(), t.end());
+  }
   item_domain_.push_back(domain);
   item_warm_.push_back(0);
-  return i;
+}
+
+// Incremental update. The saved model keeps the composed vectors (id + projected text), not the id tables
+// and the optimiser's state, so the update trains the composed vectors with the projections fixed:
+//  - new items enter through their text (W t, as add_item does) plus, when they have interactions, an id
+//    embedding drawn as a fit draws it; items with interactions become negatives' candidates;
+//  - the touched and new users are folded in (their profile when the fit used profiles and the context gives
+//    user text, their history's text, and the id part fitted against the items);
+//  - `sweeps` epochs of the model's loss (warp or bpr: same lr, reg, margin, negatives) over the touched and
+//    new users' entries plus as many replayed entries of the others (FactorModel::resume_entries), updating
+//    users and items by Adagrad from fresh sums, on one thread in a seeded order (any thread count gives the
+//    same model). loss=mse has no incremental path (false).
+bool HybridModel::resume(const Csr& user_items, std::span<const uint32_t> touched_users,
+                         const FitContext& ctx, int sweeps) {
+  check_resume(user_items, touched_users);
+  check(sweeps >= 0, "hybrid resume: sweeps must be >= 0");
+  if (mse_) return false;
+  const uint32_t nu = user_items.n_rows, ni = user_items.n_cols, old_users = n_users(), old_items = n_items();
+  const Matrix* it = ctx.item_text;
+  if (dt_ && ni > old_items) {
+    check(it && it->rows == ni && it->cols == tf_.input_dim(),
+          "hybrid resume: the model reads new items through their text: give the text vectors of all " +
+              std::to_string(ni) + " items (" + std::to_string(tf_.input_dim()) + "-d, from " + encoder_ +
+              ")");
+    check(all_finite(it->row(old_items), size_t(ni - old_items) * it->cols),
+          "hybrid resume: item_text has a non-finite value");
+  }
+  check(ctx.item_domain.empty() || ctx.item_domain.size() == ni,
+        "hybrid resume: item_domain has " + std::to_string(ctx.item_domain.size()) + " entries for " +
+            std::to_string(ni) + " items");
+  const Matrix* ut =
+      profile_on_ && ctx.user_text && ctx.user_text->rows == nu && ctx.user_text->cols == tf_.input_dim()
+          ? ctx.user_text
+          : nullptr;
+  std::vector<uint8_t> has_pos(ni, 0);
+  for (size_t p = 0; p < user_items.nnz(); ++p)
+    if (user_items.values[p] > 0.0f) has_pos[user_items.indices[p]] = 1;
+  for (uint32_t i = old_items; i < ni; ++i)
+    append_item(dt_ ? it->row(i) : nullptr, ctx.item_domain.empty() ? 0 : ctx.item_domain[i], has_pos[i]);
+  for (uint32_t i = 0; i < ni; ++i) item_warm_[i] = item_warm_[i] || has_pos[i];
+  build_candidates();
+  while (users_.rows < nu) users_.append_row();
+  user_offset_.resize(nu, 0.0f);
+
+  const std::vector<uint32_t> users = resume_users(touched_users, old_users, nu);
+  std::vector<float> profile_feat;
+  Floats row(ld_);
+  for (uint32_t u : users) {
+    const model_util::History h = model_util::make_history(
+        user_items.row_indices(u), {user_items.values.data() + user_items.indptr[u], user_items.row_size(u)},
+        ni, false, name());
+    profile_feat.clear();
+    if (ut) {
+      profile_feat.resize(dt_);
+      tf_.transform_row(ut->row(u), profile_feat.data());
+    }
+    std::fill(row.begin(), row.end(), 0.0f);
+    solve_profile(profile_feat, h, row.data());
+    commit_user(u, row.data());
+  }
+
+  // Epochs over the new and replayed entries (user << 32 | position).
+  std::vector<uint64_t> entries;
+  for (uint64_t p : resume_entries(user_items, users, seed_used_, kResumeStream)) {
+    const uint32_t u = uint32_t(std::upper_bound(user_items.indptr.begin(), user_items.indptr.end(), p) -
+                                user_items.indptr.begin() - 1);
+    entries.push_back((uint64_t(u) << 32) | p);
+  }
+  const Loss loss = hybrid::parse_loss(loss_);
+  const float lr = float(lr_), reg = float(reg_);
+  Floats acc_u(users_.data.size(), kAdagradInit), acc_i(items_.data.size(), kAdagradInit);
+  Floats gx(ld_, 0.0f), gi_row(ld_, 0.0f), gj_row(ld_, 0.0f);
+  curve_.clear();
+  for (int e = 0; e < sweeps && !entries.empty(); ++e) {
+    Rng rng(seed_used_, kResumeStream + 1 + uint64_t(e));
+    for (size_t k = entries.size(); k > 1; --k) std::swap(entries[k - 1], entries[rng.below(k)]);
+    double epoch_loss = 0;
+    for (uint64_t en : entries) {
+      const uint32_t u = uint32_t(en >> 32), i = user_items.indices[uint32_t(en)];
+      float* x = users_.row(u);
+      float* yi = items_.row(i);
+      const float si = hybrid::dot(x, yi, ld_);
+      double gi = 0, gj = 0;
+      const uint32_t j = draw_negative(rng, loss, x, i, si, user_items.row_indices(u), gi, gj);
+      if (j == hybrid::kNone) continue;
+      float* yj = items_.row(j);
+      epoch_loss += hybrid::pair_term(loss, si, hybrid::dot(x, yj, ld_), 0, 1.0, margin_).loss;
+      for (size_t c = 0; c < f_; ++c) {
+        gx[c] = float(gi) * yi[c] + float(gj) * yj[c];
+        gi_row[c] = float(gi) * x[c];
+        gj_row[c] = float(gj) * x[c];
+      }
+      gi_row[f_] = float(gi);  // the item bias (the user's slot f is the constant 1)
+      gj_row[f_] = float(gj);
+      adagrad(x, acc_u.data() + size_t(u) * ld_, gx.data(), reg, lr, f_);
+      adagrad(yi, acc_i.data() + size_t(i) * ld_, gi_row.data(), reg, lr, f_ + 1);
+      adagrad(yj, acc_i.data() + size_t(j) * ld_, gj_row.data(), reg, lr, f_ + 1);
+    }
+    curve_.push_back(epoch_loss / double(entries.size()));
+    if (ctx.progress) ctx.progress(size_t(e) + 1, size_t(sweeps), "hybrid resume epochs");
+  }
+  return true;
 }
 
 void HybridModel::save(TensorMap& tensors, nlohmann::json& extra) const {

@@ -102,29 +102,19 @@ class IalsModel final : public models::FactorModel {
   // against the users, then `sweeps` full alternating iterations, all warm-started.
   bool resume(const Csr& user_items, std::span<const uint32_t> touched_users, const FitContext& ctx,
               int sweeps) override {
-    check(factors_fitted(), "ials resume: the model is not fitted");
-    model_util::check_interactions(user_items, "ials");
-    check(user_items.n_rows >= users_.rows && user_items.n_cols >= items_.rows,
-          "ials resume: the data has " + std::to_string(user_items.n_rows) + " users and " +
-              std::to_string(user_items.n_cols) + " items, fewer than the model's " +
-              std::to_string(users_.rows) + " and " + std::to_string(items_.rows));
+    check_resume(user_items, touched_users);
     const int threads = resolve_threads(ctx.threads);
     const uint64_t seed = seed_ != 0 ? uint64_t(seed_) : ctx.seed;
     const size_t old_users = users_.rows, old_items = items_.rows;
-    grow(users_, user_items.n_rows, seed, 0);
-    grow(items_, user_items.n_cols, seed, uint64_t(1) << 40);
+    grow_rows(users_, user_items.n_rows, seed, 0, float(init_));
+    grow_rows(items_, user_items.n_cols, seed, uint64_t(1) << 40, float(init_));
     item_gram_valid_ = false;
     const Csr item_users = user_items.transpose();
     const std::vector<float> user_regs = row_regs(user_items), item_regs = row_regs(item_users);
-    std::vector<uint32_t> urows(touched_users.begin(), touched_users.end());
-    for (uint32_t u = uint32_t(old_users); u < user_items.n_rows; ++u) urows.push_back(u);
-    std::sort(urows.begin(), urows.end());
-    urows.erase(std::unique(urows.begin(), urows.end()), urows.end());
+    const std::vector<uint32_t> urows = resume_users(touched_users, uint32_t(old_users), user_items.n_rows);
     std::vector<uint8_t> mark(user_items.n_cols, 0);
-    for (uint32_t u : urows) {
-      check(u < user_items.n_rows, "ials resume: touched user " + std::to_string(u) + " is out of range");
+    for (uint32_t u : urows)
       for (uint32_t i : user_items.row_indices(u)) mark[i] = 1;
-    }
     for (size_t i = old_items; i < user_items.n_cols; ++i) mark[i] = 1;
     std::vector<uint32_t> irows;
     for (uint32_t i = 0; i < user_items.n_cols; ++i)
@@ -238,17 +228,6 @@ class IalsModel final : public models::FactorModel {
     for (uint32_t r = 0; r < m.n_rows; ++r)
       regs[r] = row_reg({m.indices.data() + m.indptr[r], m.values.data() + m.indptr[r], m.row_size(r)});
     return regs;
-  }
-
-  // Rows n..rows of a factor matrix grown to `rows`, drawn as a fit would draw them.
-  void grow(mf::Factors& x, size_t rows, uint64_t seed, uint64_t stream_base) const {
-    const size_t old = x.rows;
-    while (x.rows < rows) x.append_row();
-    for (size_t i = old; i < rows; ++i) {
-      Rng rng(seed, stream_base + i);
-      float* r = x.row(i);
-      for (size_t k = 0; k < x.f; ++k) r[k] = float(init_) * rng.normal();
-    }
   }
 
   // Y^T Y of one side into g: in one process mf::gram; over several ranks each rank computes the partial

@@ -344,6 +344,9 @@ struct HttpServer::Impl {
                                           reply(res, {{"deleted", id}});
                                         },
                                         true));
+    srv.Post(
+        "/admin/reload",
+        guarded([this](const httplib::Request&, httplib::Response& res) { reply(res, svc.reload()); }, true));
     srv.Post("/v1/embeddings", guarded([this](const httplib::Request& req, httplib::Response& res) {
                const json b = parse_body(req);
                if (!b.is_object() || !b.contains("input")) throw ServeError(400, "missing field \"input\"");

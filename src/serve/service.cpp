@@ -754,42 +754,82 @@ size_t fold_events(Dataset& ds, const std::string& db) {
   return n;
 }
 
-Service::Service(Dataset ds, const ServiceOptions& opt) : p_(std::make_unique<Impl>()) {
-  p_->ds = std::move(ds);
-  p_->load(opt);
+Service::Service(Dataset ds, const ServiceOptions& opt)
+    : ds_(std::move(ds)), opt_(opt), p_(std::make_shared<Impl>()) {
+  p_->ds = ds_;
+  p_->load(opt_);
+  loaded_at_ = now_seconds();
 }
 Service::~Service() = default;
 
+std::shared_ptr<Service::Impl> Service::current() const {
+  std::lock_guard l(swap_mu_);
+  return p_;
+}
+
+json Service::reload() {
+  std::lock_guard g(gate_);
+  Timer t;
+  auto next = std::make_shared<Impl>();
+  try {
+    next->ds = ds_;
+    next->load(opt_);
+  } catch (const std::exception& e) {
+    ++reload_failures_;
+    current()->log_msg(std::string("reload failed, still serving the previous model: ") + e.what());
+    throw ServeError(500, std::string("reload failed, still serving the previous model: ") + e.what());
+  }
+  {
+    std::lock_guard l(swap_mu_);
+    p_.swap(next);
+  }
+  ++reloads_;
+  loaded_at_ = now_seconds();
+  const auto sp = current();
+  sp->log_msg("reloaded " + opt_.model_dir + ": " + sp->model->spec() + " (version " + sp->model_version +
+              ") in " + std::to_string(t.seconds()) + " s");
+  return {{"model", sp->model->spec()},
+          {"model_version", sp->model_version},
+          {"reloads", reloads_.load()},
+          {"events_replayed", sp->events_replayed.load()},
+          {"seconds", t.seconds()}};
+  // `next` (the old state) is freed here or by the last request still using it.
+}
+
 json Service::health() const {
-  std::shared_lock lock(p_->mu);
-  const size_t live = p_->n_items() - p_->deleted_list.size();
+  const std::shared_ptr<Impl> sp = current();
+  std::shared_lock lock(sp->mu);
+  const size_t live = sp->n_items() - sp->deleted_list.size();
   return {{"status", "ok"},
-          {"model", p_->model->spec()},
+          {"model", sp->model->spec()},
           {"items", live},
-          {"model_version", p_->model_version},
-          {"users", p_->user_ids.size()},
-          {"retrieval", p_->retrieval},
-          {"events", p_->events_stored.load()},
-          {"encoder", p_->encoder ? p_->encoder->spec() : ""},
-          {"domains", p_->ds.domains.names()}};
+          {"model_version", sp->model_version},
+          {"reloads", reloads_.load()},
+          {"users", sp->user_ids.size()},
+          {"retrieval", sp->retrieval},
+          {"events", sp->events_stored.load()},
+          {"encoder", sp->encoder ? sp->encoder->spec() : ""},
+          {"domains", sp->ds.domains.names()}};
 }
 
 json Service::recommend(const RecommendQuery& q) const {
-  std::shared_lock lock(p_->mu);
-  const uint32_t u = p_->known_user(q.user);
+  const std::shared_ptr<Impl> sp = current();
+  std::shared_lock lock(sp->mu);
+  const uint32_t u = sp->known_user(q.user);
   std::string key;
-  if (p_->opt.cache_entries > 0) {
-    key = p_->cache_key(u, q);
-    if (auto hit = p_->cache_get(key)) return std::move(*hit);
+  if (sp->opt.cache_entries > 0) {
+    key = sp->cache_key(u, q);
+    if (auto hit = sp->cache_get(key)) return std::move(*hit);
   }
-  json items = p_->build_list(p_->model_user[u], p_->hist[u], p_->hist_w[u], p_->seen[u], p_->negative[u], q);
+  json items = sp->build_list(sp->model_user[u], sp->hist[u], sp->hist_w[u], sp->seen[u], sp->negative[u], q);
   json out = {{"user", q.user}, {"items", std::move(items)}};
-  if (p_->opt.cache_entries > 0) p_->cache_put(key, out);
+  if (sp->opt.cache_entries > 0) sp->cache_put(key, out);
   return out;
 }
 
 json Service::recommend_new_user(const RecommendQuery& q) {
-  auto& p = *p_;
+  const std::shared_ptr<Impl> sp = current();
+  auto& p = *sp;
   std::vector<uint32_t> items;
   {
     std::shared_lock lock(p.mu);
@@ -829,7 +869,8 @@ json Service::recommend_new_user(const RecommendQuery& q) {
 
 json Service::similar(const std::string& item, size_t k, const std::string& domain,
                       const std::string& by_what) const {
-  auto& p = *p_;
+  const std::shared_ptr<Impl> sp = current();
+  auto& p = *sp;
   std::shared_lock lock(p.mu);
   if (k == 0 || k > 1000) throw ServeError(400, "k must be between 1 and 1000");
   auto i = p.item_ids.find(item);
@@ -865,7 +906,9 @@ json Service::similar(const std::string& item, size_t k, const std::string& doma
 }
 
 size_t Service::add_feedback(std::span<const Feedback> events) {
-  auto& p = *p_;
+  std::lock_guard gate(gate_);  // not during a reload (its replay must see every stored event)
+  const std::shared_ptr<Impl> sp = current();
+  auto& p = *sp;
   if (events.empty()) throw ServeError(400, "no feedback events");
   std::vector<Event> log_events;
   {
@@ -907,14 +950,17 @@ size_t Service::add_feedback(std::span<const Feedback> events) {
 
 json Service::feedback_of(const std::string& user) const {
   if (user.empty()) throw ServeError(400, "give user=ID");
+  const std::shared_ptr<Impl> sp = current();
   json out = json::array();
-  for (auto& e : p_->log->feedback_of(user))
+  for (auto& e : sp->log->feedback_of(user))
     out.push_back({{"seq", e.seq}, {"item", e.item}, {"type", e.type}, {"timestamp", e.timestamp}});
   return {{"user", user}, {"events", std::move(out)}};
 }
 
 json Service::add_item(const NewItem& it) {
-  auto& p = *p_;
+  std::lock_guard gate(gate_);  // not during a reload (its replay must see every stored event)
+  const std::shared_ptr<Impl> sp = current();
+  auto& p = *sp;
   if (it.item.empty()) throw ServeError(400, "the item needs an id (\"item\")");
   if (it.title.empty() && it.description.empty() && it.categories.empty())
     throw ServeError(400, "the item needs a text: title, description or categories");
@@ -952,7 +998,9 @@ json Service::add_item(const NewItem& it) {
 }
 
 void Service::delete_item(const std::string& item) {
-  auto& p = *p_;
+  std::lock_guard gate(gate_);  // not during a reload (its replay must see every stored event)
+  const std::shared_ptr<Impl> sp = current();
+  auto& p = *sp;
   std::lock_guard wl(p.write_mu);
   {
     std::shared_lock lock(p.mu);
@@ -971,7 +1019,8 @@ void Service::delete_item(const std::string& item) {
 }
 
 json Service::embeddings(std::span<const std::string> texts, const std::string& model) const {
-  auto& p = *p_;
+  const std::shared_ptr<Impl> sp = current();
+  auto& p = *sp;
   if (!p.encoder) throw ServeError(400, "the server has no text encoder (start it with --text SPEC)");
   if (!model.empty() && model != p.encoder->spec() && model != p.encoder->name())
     throw ServeError(400, "model '" + model + "' is not this server's encoder (" + p.encoder->spec() + ")");
@@ -997,7 +1046,8 @@ json Service::embeddings(std::span<const std::string> texts, const std::string& 
 }
 
 std::string Service::metrics_text() const {
-  auto& p = *p_;
+  const std::shared_ptr<Impl> sp = current();
+  auto& p = *sp;
   std::shared_lock lock(p.mu);
   std::string s;
   s += "# HELP xdrec_events_stored Events in the durable log.\n# TYPE xdrec_events_stored gauge\n";
@@ -1009,6 +1059,15 @@ std::string Service::metrics_text() const {
   s += "# HELP xdrec_model_info The model served.\n# TYPE xdrec_model_info gauge\n";
   s += "xdrec_model_info{spec=\"" + p.model->spec() + "\",version=\"" + p.model_version + "\",retrieval=\"" +
        p.retrieval + "\"} 1\n";
+  s += "# HELP xdrec_model_reloads_total Models reloaded without restart (POST /admin/reload, SIGHUP).\n"
+       "# TYPE xdrec_model_reloads_total counter\n";
+  s += "xdrec_model_reloads_total " + std::to_string(reloads_.load()) + "\n";
+  s += "# HELP xdrec_model_reload_failures_total Reloads that failed (the previous model kept serving).\n"
+       "# TYPE xdrec_model_reload_failures_total counter\n";
+  s += "xdrec_model_reload_failures_total " + std::to_string(reload_failures_.load()) + "\n";
+  s += "# HELP xdrec_model_loaded_timestamp_seconds When the model served was loaded.\n"
+       "# TYPE xdrec_model_loaded_timestamp_seconds gauge\n";
+  s += "xdrec_model_loaded_timestamp_seconds " + std::to_string(loaded_at_.load()) + "\n";
   const uint64_t hits = p.cache.hits.load(), misses = p.cache.misses.load();
   size_t entries = 0;
   {
@@ -1021,7 +1080,8 @@ std::string Service::metrics_text() const {
   s += "# HELP xdrec_rec_cache_misses_total Lists computed (not in the cache).\n"
        "# TYPE xdrec_rec_cache_misses_total counter\n";
   s += "xdrec_rec_cache_misses_total " + std::to_string(misses) + "\n";
-  s += "# HELP xdrec_rec_cache_hit_ratio Hits over lookups since start.\n# TYPE xdrec_rec_cache_hit_ratio "
+  s += "# HELP xdrec_rec_cache_hit_ratio Hits over lookups since the model was loaded.\n# TYPE "
+       "xdrec_rec_cache_hit_ratio "
        "gauge\n";
   s += "xdrec_rec_cache_hit_ratio " +
        std::to_string(hits + misses ? double(hits) / double(hits + misses) : 0.0) + "\n";
@@ -1031,7 +1091,8 @@ std::string Service::metrics_text() const {
 }
 
 json Service::catalogue(const std::string& query, size_t limit) const {
-  auto& p = *p_;
+  const std::shared_ptr<Impl> sp = current();
+  auto& p = *sp;
   std::shared_lock lock(p.mu);
   auto lower = [](std::string s) {
     for (auto& c : s) c = char(std::tolower(static_cast<unsigned char>(c)));
@@ -1050,7 +1111,8 @@ json Service::catalogue(const std::string& query, size_t limit) const {
 }
 
 json Service::users(const std::string& query, size_t limit) const {
-  auto& p = *p_;
+  const std::shared_ptr<Impl> sp = current();
+  auto& p = *sp;
   std::shared_lock lock(p.mu);
   json out = json::array();
   for (uint32_t u = 0; u < p.user_ids.size() && out.size() < limit; ++u)
@@ -1060,11 +1122,13 @@ json Service::users(const std::string& query, size_t limit) const {
 }
 
 std::string Service::retrieval() const {
-  return p_->retrieval;
+  const std::shared_ptr<Impl> sp = current();
+  return sp->retrieval;
 }
 
 double Service::measure_recall(size_t n_users, size_t k) const {
-  auto& p = *p_;
+  const std::shared_ptr<Impl> sp = current();
+  auto& p = *sp;
   std::shared_lock lock(p.mu);
   if (p.retrieval != "hnsw") return 1.0;
   const uint32_t nu = uint32_t(p.ds.n_users());

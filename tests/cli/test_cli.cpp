@@ -321,6 +321,22 @@ TEST_F(CliTest, TrainResumeContinuesASavedModel) {
       run("train " + data + " -m ials --resume " + (dir / "a").string() + " -o " + (dir / "c").string());
   EXPECT_NE(both.status, 0);
   EXPECT_NE(both.out.find("leave out -m"), std::string::npos) << both.out;
+  // The SGD models resume too; a text model re-creates its encoder (tfidf here: the same texts give the same
+  // vector space) for the items it reads through text.
+  ASSERT_EQ(run("train " + data + " -m bpr:factors=8,epochs=3 --quiet -o " + (dir / "bpr").string()).status,
+            0);
+  Result bpr = run("train " + data + " --resume " + (dir / "bpr").string() + " --sweeps 2 -o " +
+                   (dir / "bpr2").string());
+  ASSERT_EQ(bpr.status, 0) << bpr.out;
+  EXPECT_NE(bpr.out.find("resumed from"), std::string::npos) << bpr.out;
+  ASSERT_EQ(run("train " + data + " -m hybrid:factors=8,epochs=2 --encoder tfidf --quiet -o " +
+                (dir / "h").string())
+                .status,
+            0);
+  Result hyb =
+      run("train " + data + " --resume " + (dir / "h").string() + " --sweeps 1 -o " + (dir / "h2").string());
+  ASSERT_EQ(hyb.status, 0) << hyb.out;
+  EXPECT_NE(hyb.out.find("with text vectors from tfidf"), std::string::npos) << hyb.out;
   ASSERT_EQ(run("train " + data + " -m popular --quiet -o " + (dir / "p").string()).status, 0);
   Result pop = run("train " + data + " --resume " + (dir / "p").string() + " -o " + (dir / "q").string());
   EXPECT_NE(pop.status, 0);

@@ -550,6 +550,92 @@ TEST_F(ServeTest, RestartReplaysTheLogAndServesTheSameLists) {
   EXPECT_EQ(c.Get("/v1/similar?item=n1")->status, 200);
 }
 
+TEST_F(ServeTest, ReloadSwapsTheModelReplaysTheLogAndKeepsTheOldModelWhenTheLoadFails) {
+  const std::string dir = *dir_ + "/reload", log = db("reload");
+  const std::string md = train_model(*ds_, dir, "ials:factors=16");
+  ServiceOptions so = options(md, log);
+  so.cache_entries = 100;
+  Running s(*ds_, so);
+  auto c = s.client();
+  auto metric = [&](const std::string& name) {
+    const std::string m = c.Get("/metrics")->body;
+    const size_t at = m.find("\n" + name + " ");
+    EXPECT_NE(at, std::string::npos) << name;
+    return at == std::string::npos ? -1.0 : std::stod(m.substr(at + name.size() + 2));
+  };
+  const std::string a = ds_->users.name(3), b = ds_->users.name(8);
+  const std::string qa = "/v1/recommend?user=" + a + "&k=10", qb = "/v1/recommend?user=" + b + "&k=10";
+  const auto la = items_of(body(c.Get(qa.c_str())));
+  c.Get(qa.c_str());
+  EXPECT_EQ(metric("xdrec_rec_cache_entries"), 1);
+  const std::string v1 = body(c.Get("/health"))["model_version"];
+  // Feedback before the reload must be in the new model's state.
+  const json ev = {{"user", b}, {"item", la[0]}, {"type", "purchase"}};
+  ASSERT_EQ(c.Post("/v1/feedback", auth(), ev.dump(), "application/json")->status, 202);
+
+  // A new model in the directory; the reload needs the token.
+  train_model(*ds_, dir, "ials:factors=8");
+  EXPECT_EQ(c.Post("/admin/reload", "", "application/json")->status, 401);
+  // Requests keep being answered while the reload runs.
+  std::atomic<bool> done{false};
+  std::atomic<int> answered{0}, failed{0};
+  std::thread reader([&] {
+    auto rc = s.client();
+    while (!done) {
+      auto r = rc.Get(qa.c_str());
+      (r && r->status == 200 ? answered : failed)++;
+    }
+  });
+  auto r = c.Post("/admin/reload", auth(), "", "application/json");
+  done = true;
+  reader.join();
+  ASSERT_EQ(r->status, 200) << r->body;
+  EXPECT_EQ(failed.load(), 0);
+  EXPECT_GT(answered.load(), 0);
+  const json rj = json::parse(r->body);
+  EXPECT_NE(rj["model"].get<std::string>().find("factors=8"), std::string::npos) << rj;
+  EXPECT_EQ(rj["reloads"], 1);
+  EXPECT_EQ(rj["events_replayed"], 1);
+  const json h = body(c.Get("/health"));
+  EXPECT_NE(h["model_version"], v1);
+  EXPECT_EQ(h["reloads"], 1);
+  EXPECT_EQ(metric("xdrec_model_reloads_total"), 1);
+  // The cache started empty with the new model (the reader's requests after the swap put back user a's).
+  EXPECT_LE(metric("xdrec_rec_cache_entries"), 1);
+  EXPECT_NE(c.Get("/metrics")->body.find("version=\"" + h["model_version"].get<std::string>() + "\""),
+            std::string::npos);
+  // The lists are the new model's with the logged event applied: those of a fresh start on the same log
+  // (none from the old model's cache).
+  const auto lb = items_of(body(c.Get(qb.c_str())));
+  {
+    Service fresh(*ds_, options(md, log));
+    RecommendQuery q;
+    q.user = b;
+    q.k = 10;
+    EXPECT_EQ(lb, items_of(fresh.recommend(q)));
+    q.user = a;
+    EXPECT_EQ(items_of(body(c.Get(qa.c_str()))), items_of(fresh.recommend(q)));
+    EXPECT_NE(items_of(fresh.recommend(q)), la);
+    EXPECT_EQ(std::count(lb.begin(), lb.end(), la[0]), 0);  // the purchase is seen
+  }
+
+  // A broken model file: the reload fails with the reason, the previous model keeps serving.
+  const auto before = items_of(body(c.Get(qa.c_str())));
+  {
+    std::ofstream f(md + "/model.safetensors", std::ios::binary | std::ios::trunc);
+    f << "not a tensor file";
+  }
+  r = c.Post("/admin/reload", auth(), "", "application/json");
+  ASSERT_EQ(r->status, 500);
+  EXPECT_NE(json::parse(r->body)["error"].get<std::string>().find("still serving the previous model"),
+            std::string::npos)
+      << r->body;
+  EXPECT_EQ(items_of(body(c.Get(qa.c_str()))), before);
+  EXPECT_EQ(metric("xdrec_model_reload_failures_total"), 1);
+  EXPECT_EQ(metric("xdrec_model_reloads_total"), 1);
+  EXPECT_EQ(body(c.Get("/health"))["reloads"], 1);
+}
+
 TEST_F(ServeTest, HnswRetrievalAgreesWithExact) {
   ServiceOptions so = options(*model_, db("hnsw"), "none");
   so.retrieval = "hnsw";
