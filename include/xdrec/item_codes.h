@@ -2,7 +2,8 @@
 // as short codes and searched by asymmetric distance computation: the query stays float, each item is read
 // as its code, and the score is a table look-up per byte. Two quantisers:
 //   sq8   one byte per dimension: a per-dimension range [lo, hi] cut into 255 steps
-//   pq    product quantisation: the dimensions cut into m sub-vectors, each replaced by the index of its
+//   pq    product quantisation: the dimensions cut into m sub-vectors (the last zero-padded when m does
+//         not divide the length), each replaced by the index of its
 //         nearest centroid among 2^bits (k-means per sub-space, seeded); m bytes per item
 // Optionally the best `rerank` candidates of the codes are scored again with the float vectors. Item biases
 // stay float. Used by `xdrec recommend --index` and `xdrec serve --retrieval`.
@@ -24,7 +25,7 @@ class Recommender;
 // range are errors.
 struct CodesSpec {
   std::string kind;       // "sq8" or "pq"
-  int m = 8;              // pq: sub-vectors (must divide the vector length)
+  int m = 8;              // pq: sub-vectors (at most the vector length; the last zero-padded)
   int bits = 8;           // pq: log2 of the centroids per sub-space, 1..8
   int iters = 20;         // pq: k-means iterations (fewer when no assignment changes)
   int rerank = 0;         // candidates re-scored with the float vectors (0: none; at least k when set)
@@ -40,8 +41,7 @@ bool is_codes_spec(const std::string& text);
 class ItemCodes {
  public:
   // Trains the quantiser on `items` (n x f; bias: n entries or empty) and encodes them. Deterministic for a
-  // spec (seed) and independent of `threads`. Error for an empty matrix, non-finite values, or m not
-  // dividing f.
+  // spec (seed) and independent of `threads`. Error for an empty matrix, non-finite values, or m > f.
   static ItemCodes build(const Matrix& items, std::span<const float> bias, const CodesSpec& spec,
                          int threads = 1);
 
@@ -64,6 +64,7 @@ class ItemCodes {
 
  private:
   void encode(const float* v, uint8_t* code) const;
+  void subvector(const float* v, size_t s, float* out) const;  // pq: sub-vector s, zero-padded to sub_
   CodesSpec spec_;
   size_t f_ = 0, k_ = 0, sub_ = 0;
   std::vector<float> lo_, step_;  // sq8: per dimension
@@ -71,6 +72,10 @@ class ItemCodes {
   std::vector<uint8_t> codes_;    // n x code_size()
   std::vector<float> bias_;
 };
+
+// The exact scores <q, items row> + bias of every item (a brute-force float scan, the reference the codes
+// are measured against); `out` has items.rows entries.
+void exact_scores(const Matrix& items, std::span<const float> bias, const float* q, float* out);
 
 // The top-k of one query through the codes: every item scored by ADC, the best max(k, rerank) (when rerank
 // > 0) scored again as <q, items row> + bias with the float vectors, then the best k. Exclusion and the

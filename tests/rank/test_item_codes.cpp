@@ -42,7 +42,8 @@ TEST(ItemCodes, SpecsParseAndBadOnesAreErrors) {
   EXPECT_TRUE(throws_error([] { CodesSpec::parse("pq:x=1"); }, {"x"}));
   EXPECT_TRUE(throws_error([] { CodesSpec::parse("sq8:m=4"); }, {"m"}));
   const Matrix items = random_items(50, 12, 1);
-  EXPECT_TRUE(throws_error([&] { ItemCodes::build(items, {}, CodesSpec::parse("pq:m=5")); }, {"m=5", "12"}));
+  EXPECT_TRUE(
+      throws_error([&] { ItemCodes::build(items, {}, CodesSpec::parse("pq:m=13")); }, {"m=13", "12"}));
   EXPECT_TRUE(throws_error([&] { ItemCodes::build(Matrix(), {}, CodesSpec::parse("sq8")); }, {"no item"}));
   Matrix bad = items;
   bad(3, 4) = NAN;
@@ -72,7 +73,7 @@ TEST(ItemCodes, AdcScoresEqualDecodedDotProducts) {
   const Matrix items = random_items(500, 16, 3);
   const std::vector<float> bias = random_bias(500, 4);
   const Matrix queries = random_items(5, 16, 9);
-  for (const std::string s : {"sq8", "pq:m=4", "pq:m=16,bits=4"}) {
+  for (const std::string s : {"sq8", "pq:m=4", "pq:m=16,bits=4", "pq:m=5"}) {
     SCOPED_TRACE(s);
     const ItemCodes codes = ItemCodes::build(items, bias, CodesSpec::parse(s));
     std::vector<float> row(500), v(16);

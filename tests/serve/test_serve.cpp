@@ -597,7 +597,7 @@ TEST_F(ServeTest, CodedRetrievalAgreesWithExact) {
     q.domain = ds_->domains.name(1);
     for (auto& x : svc.recommend(q)["items"]) EXPECT_EQ(x["domain"], q.domain);
   }
-  for (const std::string bad : {"pq:m=5", "pq:bits=9", "sq8:m=2", "pq8"}) {
+  for (const std::string bad : {"pq:m=17", "pq:bits=9", "sq8:m=2", "pq8"}) {
     ServiceOptions so = options(*model_, db("codes_bad"), "none");
     so.retrieval = bad;
     EXPECT_TRUE(testing_util::throws_error([&] { Service x(*ds_, so); }, {})) << bad;
