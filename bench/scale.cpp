@@ -7,7 +7,8 @@
 //       communication of one iteration (ring Allgatherv of the factor rows, ring Allreduce of the per-block
 //       Gram partial sums) at a stated bandwidth and latency.
 //  compression: MovieLens 100k, random split (test 0.2, seed 42); each model is fitted once, saved as fp32,
-//       fp16 and int8, loaded back and evaluated (full ranking): NDCG@10 and the tensor file's size.
+//       fp16 and int8, loaded back and evaluated (full ranking): NDCG@10 and the tensor file's size; pruned
+//       files and retrieval codes beside them (bench/compression.h).
 //  incremental: iALS resumed on new data against a full retrain and the stale model, on time-ordered splits
 //  of
 //       MovieLens latest-small and Food-Kitchen (bench/incremental.h).
@@ -17,7 +18,8 @@
 // "compute_cpu_seconds_per_iteration",
 //        "communication_seconds_per_iteration", "bitwise_equal_to_1"}, "2": {...}, "1x2threads": {...}},
 //        "projection": {...}}, "compression": {"<model>": {"fp32": {"ndcg@10", "bytes"}, "fp16": {"ndcg@10",
-//        "ndcg@10_delta", "bytes", "ratio"}, "int8": {...}}}, "incremental": {"<dataset>": {"full" | "stale"
+//        "ndcg@10_delta", "bytes", "ratio"}, "int8": {...}, "prune:F[+int8]": {..., "sparsity"}, "exact_scan",
+//        "sq8" | "pq:...": {"recall@10_vs_exact", "queries_per_s", ...}}}, "incremental": {"<dataset>": {"full" | "stale"
 //        | "resume:sweeps=K": {"ndcg@10", "hr@10", "seconds"}}}, "_meta"}
 #include <sys/wait.h>
 #include <unistd.h>
@@ -31,6 +33,7 @@
 #include <regex>
 
 #include "args.h"
+#include "compression.h"
 #include "incremental.h"
 #include "xdrec/metrics.h"
 #include "xdrec/pipeline.h"
@@ -183,6 +186,7 @@ json compression_part(const std::string& root, const std::vector<std::string>& m
   so.seed = 42;
   const Split split = split_random(ds, so);
   const Csr train = ds.user_item_matrix(split.train), test = ds.user_item_matrix(split.test);
+  const Sequences seq = user_sequences(ds.n_users(), split.train);  // for the sequence model
   EvalOptions eo;
   eo.ks = {10};
   eo.threads = 2;
@@ -192,6 +196,7 @@ json compression_part(const std::string& root, const std::vector<std::string>& m
     req.spec = spec;
     req.seed = 42;
     req.threads = 2;
+    req.sequences = &seq;
     const Fitted f = fit_model(ds, train, req);
     json m;
     double base = 0;
@@ -215,6 +220,8 @@ json compression_part(const std::string& root, const std::vector<std::string>& m
                    ndcg, bytes);
     }
     m.erase("fp32_bytes");
+    bench::add_prune_rows(m, *f.model, ds, train, test, eo, tmp);  // neural models (compression.h)
+    bench::add_codes_rows(m, *f.model, train, test);               // dot-product models
     m["compressed_tensors"] = f.model->compressible_tensors();
     res[spec] = m;
   }
@@ -262,6 +269,11 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "compression: MovieLens 100k, random split 0.2, seed 42\n");
     std::vector<std::string> models = {"ials", "bpr", "ease:lambda=300", "hybrid:loss=bpr"};
     if (!quick) models.push_back("twotower");
+    // Neural models, for the pruning rows (bench/compression.h).
+    if (quick)
+      models.insert(models.end(), {"twotower:epochs=10", "sasrec:epochs=10", "cfgan"});
+    else
+      models.insert(models.end(), {"sasrec", "cfgan"});
     res["compression"] = compression_part(root, models, tmp);
     std::fprintf(stderr, "incremental: iALS resumed against a full retrain (time-ordered splits)\n");
     res["incremental"] = bench::incremental_all(root, quick ? "ials:iterations=3" : "ials", quick ? 1 : 3, 2);
