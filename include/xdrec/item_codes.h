@@ -2,8 +2,8 @@
 // as short codes and searched by asymmetric distance computation: the query stays float, each item is read
 // as its code, and the score is a table look-up per byte. Two quantisers:
 //   sq8   one byte per dimension: a per-dimension range [lo, hi] cut into 255 steps
-//   pq    product quantisation: the dimensions cut into m sub-vectors (the last zero-padded when m does
-//         not divide the length), each replaced by the index of its
+//   pq    product quantisation: the dimensions cut into m sub-vectors (lengths differing by at most one when
+//         m does not divide the length), each replaced by the index of its
 //         nearest centroid among 2^bits (k-means per sub-space, seeded); m bytes per item
 // Optionally the best `rerank` candidates of the codes are scored again with the float vectors. Item biases
 // stay float. Used by `xdrec recommend --index` and `xdrec serve --retrieval`.
@@ -25,7 +25,7 @@ class Recommender;
 // range are errors.
 struct CodesSpec {
   std::string kind;       // "sq8" or "pq"
-  int m = 8;              // pq: sub-vectors (at most the vector length; the last zero-padded)
+  int m = 8;              // pq: sub-vectors (at most the vector length)
   int bits = 8;           // pq: log2 of the centroids per sub-space, 1..8
   int iters = 20;         // pq: k-means iterations (fewer when no assignment changes)
   int rerank = 0;         // candidates re-scored with the float vectors (0: none; at least k when set)
@@ -64,6 +64,7 @@ class ItemCodes {
 
  private:
   void encode(const float* v, uint8_t* code) const;
+  size_t sub_begin(size_t s) const;                            // pq: first dimension of sub-vector s
   void subvector(const float* v, size_t s, float* out) const;  // pq: sub-vector s, zero-padded to sub_
   CodesSpec spec_;
   size_t f_ = 0, k_ = 0, sub_ = 0;

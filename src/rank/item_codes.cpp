@@ -136,7 +136,7 @@ ItemCodes ItemCodes::build(const Matrix& items, std::span<const float> bias, con
     check(spec.kind == "pq", "index: unknown kind '" + spec.kind + "'");
     check(size_t(spec.m) <= f,
           "index pq: m=" + std::to_string(spec.m) + " is more than the vector length " + std::to_string(f));
-    c.sub_ = (f + size_t(spec.m) - 1) / size_t(spec.m);  // the last sub-vector padded with zeros
+    c.sub_ = (f + size_t(spec.m) - 1) / size_t(spec.m);  // the longest sub-vector; shorter ones zero-padded
     c.k_ = std::min<size_t>(size_t(1) << spec.bits, n);
     c.books_.resize(size_t(spec.m) * c.k_ * c.sub_);
     std::vector<float> x(n * c.sub_);
@@ -156,8 +156,14 @@ ItemCodes ItemCodes::build(const Matrix& items, std::span<const float> bias, con
   return c;
 }
 
+// Sub-vector s covers dimensions [s f / m, (s + 1) f / m): every one non-empty for m <= f, lengths differing
+// by at most one.
+size_t ItemCodes::sub_begin(size_t s) const {
+  return s * f_ / size_t(spec_.m);
+}
+
 void ItemCodes::subvector(const float* v, size_t s, float* out) const {
-  const size_t lo = s * sub_, len = lo < f_ ? std::min(sub_, f_ - lo) : 0;
+  const size_t lo = sub_begin(s), len = sub_begin(s + 1) - lo;
   std::copy_n(v + lo, len, out);
   std::fill(out + len, out + sub_, 0.0f);
 }
@@ -197,7 +203,8 @@ void ItemCodes::decode(uint32_t i, float* out) const {
     return;
   }
   for (size_t s = 0; s < size_t(spec_.m); ++s)
-    std::copy_n(books_.data() + (s * k_ + code[s]) * sub_, std::min(sub_, f_ - s * sub_), out + s * sub_);
+    std::copy_n(books_.data() + (s * k_ + code[s]) * sub_, sub_begin(s + 1) - sub_begin(s),
+                out + sub_begin(s));
 }
 
 void ItemCodes::scores(const float* q, float* out) const {

@@ -73,7 +73,7 @@ TEST(ItemCodes, AdcScoresEqualDecodedDotProducts) {
   const Matrix items = random_items(500, 16, 3);
   const std::vector<float> bias = random_bias(500, 4);
   const Matrix queries = random_items(5, 16, 9);
-  for (const std::string s : {"sq8", "pq:m=4", "pq:m=16,bits=4", "pq:m=5"}) {
+  for (const std::string s : {"sq8", "pq:m=4", "pq:m=16,bits=4", "pq:m=5", "pq:m=12"}) {
     SCOPED_TRACE(s);
     const ItemCodes codes = ItemCodes::build(items, bias, CodesSpec::parse(s));
     std::vector<float> row(500), v(16);
