@@ -9,7 +9,8 @@
 //  mpi_bpr, mpi_hybrid: bpr:batch=4096 and hybrid (tf-idf text) the same way, per epoch
 //       (bench/mpi_sgd.h).
 //  compression: MovieLens 100k, random split (test 0.2, seed 42); each model is fitted once, saved as fp32,
-//       fp16 and int8, loaded back and evaluated (full ranking): NDCG@10 and the tensor file's size.
+//       fp16 and int8, loaded back and evaluated (full ranking): NDCG@10 and the tensor file's size; pruned
+//       files and retrieval codes beside them (bench/compression.h).
 //  incremental: iALS resumed on new data against a full retrain and the stale model, on time-ordered splits
 //  of
 //       MovieLens latest-small and Food-Kitchen (bench/incremental.h).
@@ -20,8 +21,10 @@
 //        "communication_seconds_per_iteration", "bitwise_equal_to_1"}, "2": {...}, "1x2threads": {...}},
 //        "projection": {...}}, "mpi_bpr" | "mpi_hybrid": {"ranks": {"1": {"seconds_per_epoch", ...}, "2",
 //        "1x2threads"}, "projection": {...}}, "compression": {"<model>": {"fp32": {"ndcg@10", "bytes"},
-//        "fp16": {"ndcg@10", "ndcg@10_delta", "bytes", "ratio"}, "int8": {...}}}, "incremental":
-//        {"<dataset>": {"full" | "stale" | "resume:sweeps=K": {"ndcg@10", "hr@10", "seconds"}}}, "_meta"}
+//        "fp16": {"ndcg@10", "ndcg@10_delta", "bytes", "ratio"}, "int8": {...}, "prune:F[+int8]": {...,
+//        "sparsity"}, "exact_scan", "sq8" | "pq:...": {"recall@10_vs_exact", "queries_per_s", ...}}},
+//        "incremental": {"<dataset>": {"full" | "stale" | "resume:sweeps=K": {"ndcg@10", "hr@10", "seconds"}}},
+//        "_meta"}
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -34,6 +37,7 @@
 #include <regex>
 
 #include "args.h"
+#include "compression.h"
 #include "incremental.h"
 #include "mpi_sgd.h"
 #include "xdrec/metrics.h"
@@ -189,6 +193,7 @@ json compression_part(const std::string& root, const std::vector<std::string>& m
   so.seed = 42;
   const Split split = split_random(ds, so);
   const Csr train = ds.user_item_matrix(split.train), test = ds.user_item_matrix(split.test);
+  const Sequences seq = user_sequences(ds.n_users(), split.train);  // for the sequence model
   EvalOptions eo;
   eo.ks = {10};
   eo.threads = 2;
@@ -198,6 +203,7 @@ json compression_part(const std::string& root, const std::vector<std::string>& m
     req.spec = spec;
     req.seed = 42;
     req.threads = 2;
+    req.sequences = &seq;
     const Fitted f = fit_model(ds, train, req);
     json m;
     double base = 0;
@@ -221,6 +227,8 @@ json compression_part(const std::string& root, const std::vector<std::string>& m
                    ndcg, bytes);
     }
     m.erase("fp32_bytes");
+    bench::add_prune_rows(m, *f.model, ds, train, test, eo, tmp);  // neural models (compression.h)
+    bench::add_codes_rows(m, *f.model, train, test);               // dot-product models
     m["compressed_tensors"] = f.model->compressible_tensors();
     res[spec] = m;
   }
@@ -331,6 +339,11 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "compression: MovieLens 100k, random split 0.2, seed 42\n");
     std::vector<std::string> models = {"ials", "bpr", "ease:lambda=300", "hybrid:loss=bpr"};
     if (!quick) models.push_back("twotower");
+    // Neural models, for the pruning rows (bench/compression.h).
+    if (quick)
+      models.insert(models.end(), {"twotower:epochs=10", "sasrec:epochs=10", "cfgan"});
+    else
+      models.insert(models.end(), {"sasrec", "cfgan"});
     res["compression"] = compression_part(root, models, tmp);
     std::fprintf(stderr, "incremental: iALS resumed against a full retrain (time-ordered splits)\n");
     res["incremental"] = bench::incremental_all(root, quick ? "ials:iterations=3" : "ials", quick ? 1 : 3, 2);

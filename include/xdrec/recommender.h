@@ -85,6 +85,13 @@ class Recommender {
   // The 2-D float tensors of save() that may be stored compressed (factor and embedding matrices): save_model
   // with Store::kInt8 / kFp16 writes them so, and load_model gives load() float tensors again. Default: none.
   virtual std::vector<std::string> compressible_tensors() const { return {}; }
+  // Whether save_model(..., prune) may prune the tensor `name` of save() by magnitude: the weight matrices
+  // and embedding tables of the neural models (not biases, norms, stored data or text codes). Only 2-D
+  // float tensors with at least two rows and two columns are pruned. Default: none.
+  virtual bool prunable_tensor(const std::string& name) const {
+    (void)name;
+    return false;
+  }
 
   // ---- Cold start through text (models that use text override these; the defaults refuse) ----------------
   virtual bool uses_text() const { return false; }
@@ -219,8 +226,11 @@ ModelCost estimate_model_cost(const std::string& spec, const DataShape& shape);
 // Saves into directory `dir` (created if needed): model.safetensors + manifest.json (format version, spec,
 // dataset fingerprint, sha of the tensor file, storage of the compressible tensors). Both written atomically.
 // `store` compresses the model's compressible_tensors() (int8 with a scale per row, or fp16).
+// `prune` in [0, 1): the fraction of each prunable_tensor() zeroed by magnitude (prune_tensor) before the
+// storage is applied; pruned tensors are written sparsely (sparsify_tensor) and the manifest records the
+// fraction and each tensor's sparsity.
 void save_model(const Recommender& model, const std::string& dir, uint64_t data_fingerprint = 0,
-                Store store = Store::kFp32);
+                Store store = Store::kFp32, double prune = 0.0);
 // Loads what save_model wrote; clear Error for a missing directory, a missing or corrupt file, a checksum
 // mismatch, or an unknown model name.
 std::unique_ptr<Recommender> load_model(const std::string& dir, uint64_t* data_fingerprint = nullptr);

@@ -36,8 +36,9 @@ struct ServiceOptions {
   std::string model_dir;
   std::string db;             // event log file; empty: MODEL_DIR/events.sqlite
   std::string text = "auto";  // item-text encoder for a model that has none: auto, none or an encoder spec
-  std::string retrieval =
-      "auto";  // exact, hnsw, or auto (hnsw for dot-product models from hnsw_threshold items)
+  // exact, hnsw, auto (hnsw for dot-product models from hnsw_threshold items), or the item vectors as codes:
+  // sq8[:rerank=N] or pq[:m=8,bits=8,iters=20,rerank=N,seed=42] (item_codes.h)
+  std::string retrieval = "auto";
   size_t hnsw_threshold = 100000;
   int hnsw_m = 16, hnsw_ef_construction = 200, hnsw_ef = 128;
   int threads = 1;  // threads of start-up work (encoding, index build)
@@ -106,8 +107,8 @@ class Service {
   nlohmann::json catalogue(const std::string& query, size_t limit) const;
   nlohmann::json users(const std::string& query, size_t limit) const;
 
-  // For tests and benchmarks: the retrieval in use ("exact" or "hnsw") and recall@k of the approximate
-  // path against exact retrieval over `n_users` users (1 when exact).
+  // For tests and benchmarks: the retrieval in use ("exact", "hnsw", "sq8", "pq") and recall@k of the
+  // approximate path against exact retrieval over `n_users` users (1 when exact).
   std::string retrieval() const;
   double measure_recall(size_t n_users, size_t k) const;
 

@@ -14,6 +14,8 @@ namespace xdrec {
 
 enum class DType { F32, I32, U32, I64, U64, U8, I8, F16 };
 
+size_t dtype_size(DType d);  // bytes per element
+
 struct Tensor {
   DType dtype = DType::F32;
   std::vector<int64_t> shape;
@@ -61,5 +63,20 @@ void decompress_tensors(TensorMap& t);
 // IEEE half <-> float (round to nearest even; overflow gives infinity).
 uint16_t float_to_half(float x);
 float half_to_float(uint16_t h);
+
+// ---- Magnitude pruning and sparse storage ---------------------------------------------------------------
+//
+// prune_tensor zeroes the round(fraction * numel) entries of smallest magnitude of one 2-D F32 tensor (per
+// tensor, not global: an embedding table and a layer's weights have their own scales); ties go to the lower
+// index, so the result is a function of the values alone. Returns the fraction of zeros afterwards.
+double prune_tensor(TensorMap& t, const std::string& name, double fraction);
+// Stores a 2-D tensor of any dtype sparsely when that is smaller: `name` becomes the 1-D list of its non-zero
+// elements (row-major, same dtype), `name.mask` one bit per element (U8, row-major, least significant bit
+// first) and `name.shape` its shape (I64). Returns whether it was stored so. Combines with compress_tensor
+// (compress first: the zeros stay zeros in int8 and fp16).
+bool sparsify_tensor(TensorMap& t, const std::string& name);
+// Turns every tensor with `<name>.mask` / `<name>.shape` companions back into its dense form (zeros in the
+// unset positions); run before decompress_tensors.
+void densify_tensors(TensorMap& t);
 
 }  // namespace xdrec

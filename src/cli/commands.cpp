@@ -16,6 +16,7 @@
 #include "xdrec/augment.h"
 #include "xdrec/dist.h"
 #include "xdrec/encoder.h"
+#include "xdrec/item_codes.h"
 #include "xdrec/metrics.h"
 #include "xdrec/params.h"
 #include "xdrec/pipeline.h"
@@ -557,7 +558,7 @@ int train_model(const TrainArgs& a, Common c, Communicator* comm) {
   }
   if (!lead) return 0;
   const Recommender& model = *f.model;
-  save_model(model, a.output, ds.fingerprint(), parse_store(a.store));
+  save_model(model, a.output, ds.fingerprint(), parse_store(a.store), a.prune);
   if (text && !(model.uses_text() && model.text_encoder() == text->encoder_spec)) {
     if (!c.quiet)
       std::fprintf(stderr, "note: --encoder: model '%s' did not use the text vectors\n",
@@ -577,6 +578,7 @@ int train_model(const TrainArgs& a, Common c, Communicator* comm) {
                    : "",
               comm ? (" over " + std::to_string(comm->size()) + " processes").c_str() : "", f.seconds,
               peak_rss_mb(), a.output.c_str(), a.store == "fp32" ? "" : (" (" + a.store + ")").c_str());
+  if (a.prune > 0) std::printf("pruned %.0f%% of each weight matrix by magnitude\n", 100 * a.prune);
   // A model trained with differential privacy records its guarantee in the manifest: print it.
   const nlohmann::json manifest =
       nlohmann::json::parse(read_file((std::filesystem::path(a.output) / "manifest.json").string()));
@@ -896,7 +898,19 @@ int cmd_recommend(const RecommendArgs& a, const Common& c) {
   ro.item_domain = item_domain;
   ro.domain = domain;
   ro.threads = resolve_threads(c.threads);
-  auto lists = recommend(*model, users, ro);
+  check(a.index == "exact" || is_codes_spec(a.index),
+        "--index: exact, sq8 or pq[:m=..], not '" + a.index + "'");
+  std::vector<std::vector<ScoredItem>> lists;
+  if (a.index == "exact") {
+    lists = recommend(*model, users, ro);
+  } else {
+    Matrix items;
+    std::vector<float> bias;
+    check(model->item_vectors(items, bias), "--index " + a.index + ": model '" + model->name() +
+                                                "' is not a dot-product model (ials, bpr, hybrid are)");
+    const ItemCodes codes = ItemCodes::build(items, bias, CodesSpec::parse(a.index), ro.threads);
+    lists = recommend_codes(*model, codes, users, ro);
+  }
   // The new item's score and its rank among the user's candidates in its domain (the items of that domain the
   // user has not seen, as in the lists; pessimistic: every candidate with an equal score ranks above it).
   struct NewItemRank {

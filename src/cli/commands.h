@@ -54,6 +54,7 @@ struct TrainArgs {
   int sweeps = 2;             // with resume: full passes after the touched rows
   TextArgs text;
   std::string store = "fp32";  // storage of the factor / embedding matrices: fp32, fp16 or int8
+  double prune = 0.0;          // fraction of each prunable weight matrix zeroed by magnitude (0: none)
   bool distributed = false;    // fit over the processes of an MPI job (mpirun -np N xdrec train ...)
   bool verbose = false;        // the model's per-iteration lines (iALS: time, and per rank when distributed)
 };
@@ -83,6 +84,7 @@ struct RecommendArgs {
   std::vector<std::string> users;
   size_t k = 10;
   bool json = false;
+  std::string index = "exact";  // exact, or item codes: sq8[:...] | pq[:...] (item_codes.h)
 };
 struct ServeArgs {
   DataArg data;

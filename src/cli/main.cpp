@@ -117,6 +117,12 @@ int main(int argc, char** argv) {
                    "loading gives floats back")
       ->check(CLI::IsMember({"fp32", "fp16", "int8"}))
       ->capture_default_str();
+  c_train
+      ->add_option("--prune", tr.prune,
+                   "zero this fraction of each weight matrix of a neural model (twotower, sasrec, cfgan; "
+                   "hybrid's text projections) by magnitude, per matrix, and store it sparsely")
+      ->check(CLI::Range(0.0, 0.99))
+      ->capture_default_str();
   c_train->add_flag("--distributed", tr.distributed,
                     "fit over the processes of an MPI job (mpirun -np N xdrec train ... --distributed); the "
                     "model equals the one-process fit bitwise and rank 0 writes it");
@@ -197,6 +203,11 @@ int main(int argc, char** argv) {
   c_rec->add_option("-k,--k", rec.k, "list length")->capture_default_str();
   c_rec->add_option("--domain", rec.domain, "restrict to one domain");
   c_rec->add_flag("--json", rec.json, "JSON output");
+  c_rec
+      ->add_option("--index", rec.index,
+                   "exact, or the item vectors as codes searched by asymmetric distance (dot-product "
+                   "models): sq8[:rerank=N] or pq[:m=8,bits=8,iters=20,rerank=N,seed=42]")
+      ->capture_default_str();
   add_common(c_rec);
 
   // quickstart
@@ -263,7 +274,8 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   c_serve
       ->add_option("--retrieval", sv.retrieval,
-                   "exact, hnsw or auto (HNSW for large catalogues of dot-product models)")
+                   "exact, hnsw, auto (HNSW for large catalogues of dot-product models), or the item "
+                   "vectors as codes: sq8[:rerank=N] or pq[:m=8,bits=8,rerank=N,seed=42]")
       ->capture_default_str();
   c_serve->add_option("--split", sv.split_dir,
                       "the split a text model was trained on (when its texts used the split's tags)");

@@ -67,7 +67,9 @@ ModelCost estimate_model_cost(const std::string& spec_text, const DataShape& sha
   return info.estimate(spec, shape);
 }
 
-void save_model(const Recommender& model, const std::string& dir, uint64_t data_fingerprint, Store store) {
+void save_model(const Recommender& model, const std::string& dir, uint64_t data_fingerprint, Store store,
+                double prune) {
+  check(prune >= 0.0 && prune < 1.0, "prune: the fraction must be in [0, 1), not " + std::to_string(prune));
   namespace fs = std::filesystem;
   std::error_code ec;
   fs::create_directories(dir, ec);
@@ -77,7 +79,18 @@ void save_model(const Recommender& model, const std::string& dir, uint64_t data_
   model.save(tensors, extra);
   const std::vector<std::string> compressed =
       store == Store::kFp32 ? std::vector<std::string>{} : model.compressible_tensors();
+  // Pruning first (on the floats), then the storage, then the sparse form of what was pruned.
+  nlohmann::json sparsity = nlohmann::json::object();
+  if (prune > 0.0)
+    for (const auto& [name, tensor] : tensors)
+      if (tensor.dtype == DType::F32 && tensor.shape.size() == 2 && tensor.shape[0] >= 2 &&
+          tensor.shape[1] >= 2 && model.prunable_tensor(name))
+        sparsity[name] = 0.0;
+  for (auto& [name, s] : sparsity.items()) s = prune_tensor(tensors, name, prune);
+  check(prune == 0.0 || !sparsity.empty(),
+        "prune: model '" + model.name() + "' has no prunable weight matrices");
   for (const std::string& name : compressed) compress_tensor(tensors, name, store);
+  for (auto& [name, s] : sparsity.items()) sparsify_tensor(tensors, name);
   const std::string tensor_path = (fs::path(dir) / "model.safetensors").string();
   save_safetensors(tensor_path, tensors, {{"format", "xdrec"}, {"spec", model.spec()}});
   std::string bytes = read_file(tensor_path);
@@ -92,6 +105,8 @@ void save_model(const Recommender& model, const std::string& dir, uint64_t data_
                              {"tensors_fnv1a64", hex64(fnv1a64(bytes.data(), bytes.size()))},
                              {"store", store_name(store)},
                              {"compressed_tensors", compressed},
+                             {"prune", prune},
+                             {"sparsity", sparsity},
                              {"extra", extra}};
   write_file_atomic((fs::path(dir) / "manifest.json").string(), manifest.dump(2) + "\n");
 }
@@ -134,6 +149,7 @@ std::unique_ptr<Recommender> load_model(const std::string& dir, uint64_t* data_f
         tensor_path + ": checksum mismatch (the file is corrupt or was modified)");
   auto model = create_model(spec);
   TensorMap tensors = load_safetensors(tensor_path);
+  densify_tensors(tensors);     // pruned matrices stored sparsely (manifest "sparsity")
   decompress_tensors(tensors);  // int8 / fp16 matrices (manifest "store") back to floats
   model->load(tensors, extra);
   check(model->n_users() == want_users && model->n_items() == want_items,

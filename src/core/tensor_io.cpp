@@ -5,7 +5,6 @@
 
 namespace xdrec {
 
-namespace {
 size_t dtype_size(DType d) {
   switch (d) {
     case DType::F32:
@@ -23,6 +22,8 @@ size_t dtype_size(DType d) {
   }
   return 1;
 }
+
+namespace {
 const char* dtype_name(DType d) {
   switch (d) {
     case DType::F32:

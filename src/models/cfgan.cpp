@@ -119,6 +119,11 @@ class CfganModel final : public Recommender {
     return model_util::set_row(hist_, user, h, "cfgan");
   }
 
+  // The condition tables and the weight matrices of both networks.
+  bool prunable_tensor(const std::string& name) const override {
+    return name == "g_cond" || name == "g_noise" || name == "g_out_w" || name == "d_cond" ||
+           name == "d_in_w" || name == "d_out_w";
+  }
   void save(TensorMap& t, nlohmann::json& extra) const override {
     check(fitted_, "cfgan: save before fit");
     auto put = [&](const std::string& name, const MatF& m) {

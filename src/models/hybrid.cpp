@@ -166,6 +166,11 @@ class HybridModel final : public models::FactorModel {
 
   void save(TensorMap& tensors, nlohmann::json& extra) const override;
   std::vector<std::string> compressible_tensors() const override { return {"user_vectors", "item_vectors"}; }
+  // The text projections and the text autoencoder's weights; the factors are left to --store.
+  bool prunable_tensor(const std::string& name) const override {
+    return name == "text_projection" || name == "history_projection" || name == "profile_projection" ||
+           name.starts_with("text_features.ae.");
+  }
   void load(const TensorMap& tensors, const nlohmann::json& extra) override;
 
  protected:

@@ -348,6 +348,9 @@ class SasrecModel final : public Recommender {
     return i;
   }
 
+  // Every weight matrix and embedding table (save_model skips the 1-row biases and norms); not the stored
+  // text codes.
+  bool prunable_tensor(const std::string& name) const override { return name != "text.code"; }
   void save(TensorMap& t, nlohmann::json& extra) const override {
     check(fitted_, "sasrec: save before fit");
     auto put = [&](const std::string& name, const MatF& m) {

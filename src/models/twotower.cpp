@@ -551,6 +551,11 @@ class TwoTowerModel final : public Recommender {
   std::vector<std::string> compressible_tensors() const override {
     return {"user_embedding", "item_embedding"};
   }
+  // Embedding tables, tower / merge weights and the text autoencoder's weights (not the stored text codes).
+  bool prunable_tensor(const std::string& name) const override {
+    return name == "user_embedding" || name == "item_embedding" || name.starts_with("user_tower.w") ||
+           name.starts_with("item_tower.w") || name.starts_with("merge.w") || name.starts_with("text.ae.");
+  }
   void save(TensorMap& tensors, nlohmann::json& extra) const override {
     check(fitted_, "twotower: cannot save an unfitted model");
     tensors["user_embedding"] = Tensor::from_matrix(nn::to_matrix(user_emb_.table));

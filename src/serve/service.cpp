@@ -22,6 +22,7 @@
 #include "serve/event_log.h"
 #include "xdrec/embed.h"
 #include "xdrec/encoder.h"
+#include "xdrec/item_codes.h"
 #include "xdrec/pipeline.h"
 #include "xdrec/rank.h"
 #include "xdrec/recommender.h"
@@ -115,6 +116,7 @@ struct Service::Impl {
   std::string model_version;  // checksum of the model's tensor file (manifest.json)
   std::unique_ptr<hnswlib::InnerProductSpace> space;
   std::vector<std::unique_ptr<hnswlib::HierarchicalNSW<float>>> index;
+  std::optional<ItemCodes> codes;  // --retrieval sq8 | pq:...: the item vectors as codes (item_codes.h)
 
   std::atomic<int64_t> events_stored{0}, events_replayed{0}, replay_skipped{0};
 
@@ -253,10 +255,20 @@ struct Service::Impl {
 
   void setup_retrieval() {
     dot = model->item_vectors(item_vec, item_bias);
-    check(opt.retrieval == "auto" || opt.retrieval == "exact" || opt.retrieval == "hnsw",
-          "--retrieval: exact, hnsw or auto, not '" + opt.retrieval + "'");
-    check(opt.retrieval != "hnsw" || dot, "--retrieval hnsw: model '" + model->name() +
-                                              "' is not a dot-product model (ials, bpr, hybrid are)");
+    const bool coded = is_codes_spec(opt.retrieval);
+    check(opt.retrieval == "auto" || opt.retrieval == "exact" || opt.retrieval == "hnsw" || coded,
+          "--retrieval: exact, hnsw, sq8, pq[:m=..] or auto, not '" + opt.retrieval + "'");
+    check((opt.retrieval != "hnsw" && !coded) || dot,
+          "--retrieval " + opt.retrieval + ": model '" + model->name() +
+              "' is not a dot-product model (ials, bpr, hybrid are)");
+    if (coded) {
+      Timer t;
+      codes = ItemCodes::build(item_vec, item_bias, CodesSpec::parse(opt.retrieval), opt.threads);
+      retrieval = codes->spec().kind;
+      log_msg(retrieval + " codes of " + std::to_string(n_items()) + " items (" +
+              std::to_string(codes->code_bytes()) + " bytes) built in " + std::to_string(t.seconds()) + " s");
+      return;
+    }
     const bool use_hnsw =
         dot && (opt.retrieval == "hnsw" || (opt.retrieval == "auto" && n_items() >= opt.hnsw_threshold));
     if (!use_hnsw) return;
@@ -471,6 +483,7 @@ struct Service::Impl {
       }
       append_row(item_vec, v);
       if (!item_bias.empty()) item_bias.push_back(b);
+      if (codes) codes->add(v.data(), b);
       if (!index.empty()) {
         auto& ix = *index[dom];
         if (ix.cur_element_count >= ix.max_elements_) ix.resizeIndex(ix.max_elements_ * 2);
@@ -520,10 +533,20 @@ struct Service::Impl {
     std::vector<uint32_t> ex;
     std::set_union(exclude.begin(), exclude.end(), deleted_list.begin(), deleted_list.end(),
                    std::back_inserter(ex));
-    if (retrieval == "hnsw") return hnsw_candidates(mu, ex, domain, n);
+    if (retrieval != "exact") return approx_candidates(mu, ex, domain, n);
     std::vector<float> row;
     score_all(mu, row);
     return top_k(row.data(), n_items(), n, ex, item_domain, domain);
+  }
+
+  // The candidates of the approximate retrieval in use: the codes or the HNSW indexes.
+  std::vector<ScoredItem> approx_candidates(uint32_t mu, std::span<const uint32_t> ex, int domain,
+                                            size_t n) const {
+    if (!codes) return hnsw_candidates(mu, ex, domain, n);
+    Matrix uv;
+    const uint32_t us[1] = {mu};
+    model->user_vectors(us, uv);
+    return codes_top_k(*codes, uv.row(0), n, ex, item_domain, domain, item_vec, item_bias);
   }
 
   std::vector<ScoredItem> hnsw_candidates(uint32_t mu, std::span<const uint32_t> ex, int domain,
@@ -1130,7 +1153,7 @@ double Service::measure_recall(size_t n_users, size_t k) const {
   const std::shared_ptr<Impl> sp = current();
   auto& p = *sp;
   std::shared_lock lock(p.mu);
-  if (p.retrieval != "hnsw") return 1.0;
+  if (p.retrieval == "exact") return 1.0;
   const uint32_t nu = uint32_t(p.ds.n_users());
   n_users = std::min<size_t>(n_users, nu);
   double hit = 0, total = 0;
@@ -1142,7 +1165,7 @@ double Service::measure_recall(size_t n_users, size_t k) const {
     std::vector<float> row;
     p.score_all(p.model_user[u], row);
     auto exact = top_k(row.data(), p.n_items(), k, ex, p.item_domain, -1);
-    auto approx = p.hnsw_candidates(p.model_user[u], ex, -1, k);
+    auto approx = p.approx_candidates(p.model_user[u], ex, -1, k);
     for (auto& e : exact)
       hit += std::any_of(approx.begin(), approx.end(), [&](const ScoredItem& a) { return a.item == e.item; });
     total += double(exact.size());

@@ -660,6 +660,36 @@ TEST_F(ServeTest, HnswRetrievalAgreesWithExact) {
   EXPECT_TRUE(testing_util::throws_error([&] { Service x(*ds_, bad); }, {"--retrieval"}));
 }
 
+// Retrieval through item codes (sq8, product quantisation with exact re-ranking): lists agree with exact
+// retrieval, a deleted item is never returned, the domain filter holds, and bad specs are errors.
+TEST_F(ServeTest, CodedRetrievalAgreesWithExact) {
+  for (const std::string spec : {"sq8", "pq:m=4,bits=6,rerank=40"}) {
+    SCOPED_TRACE(spec);
+    ServiceOptions so = options(*model_, db("codes" + std::to_string(spec.size())), "none");
+    so.retrieval = spec;
+    Service svc(*ds_, so);
+    EXPECT_EQ(svc.retrieval(), spec.substr(0, spec.find(':')));
+    EXPECT_GE(svc.measure_recall(200, 10), 0.95);
+    RecommendQuery q;
+    q.user = ds_->users.name(8);
+    q.k = 10;
+    const json before = svc.recommend(q);
+    ASSERT_EQ(before["items"].size(), 10u);
+    const std::string gone = before["items"][0]["item"];
+    svc.delete_item(gone);
+    const json after = svc.recommend(q);
+    ASSERT_EQ(after["items"].size(), 10u);
+    for (auto& x : after["items"]) EXPECT_NE(x["item"], gone);
+    q.domain = ds_->domains.name(1);
+    for (auto& x : svc.recommend(q)["items"]) EXPECT_EQ(x["domain"], q.domain);
+  }
+  for (const std::string bad : {"pq:m=17", "pq:bits=9", "sq8:m=2", "pq8"}) {
+    ServiceOptions so = options(*model_, db("codes_bad"), "none");
+    so.retrieval = bad;
+    EXPECT_TRUE(testing_util::throws_error([&] { Service x(*ds_, so); }, {})) << bad;
+  }
+}
+
 TEST_F(ServeTest, RefusesAPublicAddressWithoutAToken) {
   Service svc(*ds_, options(*model_, db("public"), "none"));
   HttpOptions ho;
