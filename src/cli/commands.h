@@ -44,6 +44,10 @@ struct SplitArgs {
   std::string protocol = "random", target_domain, output;
   SplitOptions opt;
 };
+// --dp-delta / --dp-epsilon: set a DP-SGD model's dp_delta / dp_epsilon and turn DP-SGD on (0: not given).
+struct DpArgs {
+  double delta = 0, epsilon = 0;
+};
 struct TrainArgs {
   DataArg data;
   std::string split_dir, model, output;
@@ -56,6 +60,7 @@ struct TrainArgs {
   std::string store = "fp32";  // storage of the factor / embedding matrices: fp32, fp16 or int8
   bool distributed = false;    // fit over the processes of an MPI job (mpirun -np N xdrec train ...)
   bool verbose = false;        // the model's per-iteration lines (iALS: time, and per rank when distributed)
+  DpArgs dp;
 };
 struct EvalArgs {
   DataArg data;
@@ -72,6 +77,7 @@ struct EvalArgs {
   std::string task = "ranking";   // or "rating": fit on the ratings, report RMSE / MAE
   std::string augment;            // augment.h spec applied to every model's training matrix
   TextArgs text;
+  DpArgs dp;
 };
 struct RecommendArgs {
   DataArg data;
