@@ -527,6 +527,12 @@ void HybridModel::fit(const Csr& user_items, const FitContext& ctx) {
     const size_t off_w = b.item_id.size(), off_h = off_w + b.W.size(), off_p = off_h + b.H.size(),
                  off_c = off_p + b.P.size(), dim = off_c + b.C.size();
     privacy::DpAggregator agg(dim, dp_.clip);
+    // Adagrad's initial sum suits gradients of the order of one term's; a DP step's gradient is of the order
+    // of dp_clip / (q n_users), so the released parameters' sums start at kAdagradInit times its square
+    // (else the first steps are tiny when many users share a step or the clip is small).
+    const double scale = dp_.clip / plan.expected_users();
+    for (Floats* a : {&acc.item_id, &acc.W, &acc.H, &acc.P, &acc.C})
+      std::fill(a->begin(), a->end(), float(double(kAdagradInit) * scale * scale));
     std::vector<hybrid::Grad> ug;
     std::vector<size_t> n_terms;
     std::vector<float> g(dim);
