@@ -451,6 +451,43 @@ std::unique_ptr<TextEncoder> cli_encoder(const std::string& spec, bool quiet) {
 
 namespace {
 
+// The spec with --dp-delta / --dp-epsilon applied: dp=true and the given keys (over the spec's own). Error
+// naming the models that have DP-SGD when this one has none.
+std::string with_dp(const std::string& spec, const DpArgs& dp) {
+  if (dp.delta <= 0 && dp.epsilon <= 0) return spec;
+  Spec s = Spec::parse(spec);
+  auto has_dp = [](const ModelInfo& m) { return m.param_help().find("  dp_epsilon (") != std::string::npos; };
+  if (!has_dp(model_info(s.name))) {
+    std::string names;
+    for (const ModelInfo& m : registered_models())
+      if (has_dp(m)) names += (names.empty() ? "" : ", ") + m.name;
+    throw Error("--dp-delta / --dp-epsilon: model '" + s.name +
+                "' has no DP-SGD training (models with it: " + names + ")");
+  }
+  auto num = [](double v) {
+    char b[32];
+    std::snprintf(b, sizeof b, "%.12g", v);
+    return std::string(b);
+  };
+  s.values["dp"] = "true";
+  if (dp.delta > 0) s.values["dp_delta"] = num(dp.delta);
+  if (dp.epsilon > 0) s.values["dp_epsilon"] = num(dp.epsilon);
+  return s.str();
+}
+
+// One line: the (epsilon, delta) guarantee a DP-SGD model reached (its manifest's "privacy").
+void print_privacy(const nlohmann::json& pj, const std::string& who) {
+  auto str = [&](const char* key) {
+    const nlohmann::json v = pj.value(key, nlohmann::json());
+    return v.is_string() ? v.get<std::string>() : v.dump();
+  };
+  const bool fed = pj.value("mechanism", "") == "federated";
+  std::printf("privacy%s: epsilon %s at delta %s (%s-level %s: noise %s, clip %s, q %s, %s %s)\n",
+              who.empty() ? "" : (" (" + who + ")").c_str(), str("epsilon").c_str(), str("delta").c_str(),
+              str("unit").c_str(), fed ? "DP on the federated aggregate" : "DP-SGD", str("noise").c_str(),
+              str("clip").c_str(), str("q").c_str(), str("steps").c_str(), fed ? "rounds" : "steps");
+}
+
 // `xdrec train` in one process (comm null) or as one rank of a distributed fit: every rank reads the data and
 // fits its part; rank 0 alone reports and writes the model.
 int train_model(const TrainArgs& a, Common c, Communicator* comm) {
@@ -474,7 +511,9 @@ int train_model(const TrainArgs& a, Common c, Communicator* comm) {
   } else {
     check(!a.model.empty(), "give a model (-m SPEC), or --resume MODEL_DIR");
   }
-  const std::string model_spec = resumed ? resumed->spec() : a.model;
+  check(!resumed || (a.dp.delta <= 0 && a.dp.epsilon <= 0),
+        "--dp-delta / --dp-epsilon do not go with --resume (an incremental update is not DP-SGD training)");
+  const std::string model_spec = resumed ? resumed->spec() : with_dp(a.model, a.dp);
   // Rating models (svd, svdpp, bpmf) fit on the ratings; the others on the interactions.
   const bool ratings = model_info(Spec::parse(model_spec).name).traits.rating;
   Csr train = split ? ds.user_item_matrix(split->train, ratings) : ds.user_item_matrix(ratings);
@@ -582,18 +621,8 @@ int train_model(const TrainArgs& a, Common c, Communicator* comm) {
   // A model trained with differential privacy records its guarantee in the manifest: print it.
   const nlohmann::json manifest =
       nlohmann::json::parse(read_file((std::filesystem::path(a.output) / "manifest.json").string()));
-  if (manifest.contains("extra") && manifest["extra"].contains("privacy")) {
-    const nlohmann::json& pj = manifest["extra"]["privacy"];
-    auto str = [&](const char* key) {
-      const nlohmann::json v = pj.value(key, nlohmann::json());
-      return v.is_string() ? v.get<std::string>() : v.dump();
-    };
-    const bool fed = pj.value("mechanism", "") == "federated";
-    std::printf("privacy: epsilon %s at delta %s (%s-level %s: noise %s, clip %s, q %s, %s %s)\n",
-                str("epsilon").c_str(), str("delta").c_str(), str("unit").c_str(),
-                fed ? "DP on the federated aggregate" : "DP-SGD", str("noise").c_str(), str("clip").c_str(),
-                str("q").c_str(), str("steps").c_str(), fed ? "rounds" : "steps");
-  }
+  if (manifest.contains("extra") && manifest["extra"].contains("privacy"))
+    print_privacy(manifest["extra"]["privacy"], "");
   // A federated model records its rounds and traffic.
   if (manifest.contains("extra") && manifest["extra"].contains("federated")) {
     const nlohmann::json& fj = manifest["extra"]["federated"];
@@ -691,7 +720,8 @@ int eval_models(const EvalArgs& a, Common c, Communicator* comm) {
     if (encoder_spec == "auto") encoder_spec = cli_encoder("auto", c.quiet)->spec();
     x.text = &*text;
   }
-  for (const auto& spec : a.models) {
+  for (const auto& given : a.models) {
+    const std::string spec = with_dp(given, a.dp);
     ModelRun m;
     m.spec = spec;
     m.augment = a.augment;
@@ -756,8 +786,8 @@ int eval_models(const EvalArgs& a, Common c, Communicator* comm) {
       if (!nested["by_domain"].empty()) jm["ci95_by_domain"] = nested["by_domain"];
     }
     if (!first.rating_pairs.empty())
-      jm["rating_pairs"] = first.rating_pairs;                         // [predicted, true], first seed
-    for (const char* x : {"training_curves", "long_tail", "augment"})  // first seed
+      jm["rating_pairs"] = first.rating_pairs;  // [predicted, true], first seed
+    for (const char* x : {"training_curves", "long_tail", "augment", "privacy"})  // first seed
       if (first.extras.contains(x)) jm[x] = first.extras[x];
     jm["n_users"] = summary.count("n_users") ? summary.at("n_users").mean : 0.0;
     jm["fit_seconds"] = summary.count("fit_seconds") ? summary.at("fit_seconds").mean : 0.0;
@@ -780,6 +810,9 @@ int eval_models(const EvalArgs& a, Common c, Communicator* comm) {
                 encoder_spec.c_str());
   }
   std::printf("%s", res.table(cols).c_str());
+  for (const auto& key : res.keys)  // the guarantee of each DP-SGD model (the first seed's run)
+    if (const RunRecord& first = res.runs.at(key).front(); first.extras.contains("privacy"))
+      print_privacy(first.extras["privacy"], key);
   if (ds.n_domains() > 1 && a.target_domain.empty()) {
     std::printf("\nper domain (ndcg@%zu):\n", k);
     std::vector<std::string> dcols;

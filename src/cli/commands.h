@@ -44,6 +44,10 @@ struct SplitArgs {
   std::string protocol = "random", target_domain, output;
   SplitOptions opt;
 };
+// --dp-delta / --dp-epsilon: set a DP-SGD model's dp_delta / dp_epsilon and turn DP-SGD on (0: not given).
+struct DpArgs {
+  double delta = 0, epsilon = 0;
+};
 struct TrainArgs {
   DataArg data;
   std::string split_dir, model, output;
@@ -57,6 +61,7 @@ struct TrainArgs {
   double prune = 0.0;          // fraction of each prunable weight matrix zeroed by magnitude (0: none)
   bool distributed = false;    // fit over the processes of an MPI job (mpirun -np N xdrec train ...)
   bool verbose = false;        // the model's per-iteration lines (iALS: time, and per rank when distributed)
+  DpArgs dp;
 };
 struct EvalArgs {
   DataArg data;
@@ -74,6 +79,7 @@ struct EvalArgs {
   std::string augment;            // augment.h spec applied to every model's training matrix
   TextArgs text;
   bool distributed = false;  // spread the (model, seed) runs over the processes of an MPI job
+  DpArgs dp;
 };
 struct RecommendArgs {
   DataArg data;

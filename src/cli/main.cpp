@@ -27,6 +27,16 @@ int main(int argc, char** argv) {
         ->capture_default_str();
     sub->add_option("--cache-dir", t.cache_dir, "embedding cache directory");
   };
+  auto add_dp = [](CLI::App* sub, xdrec::cli::DpArgs& d) {
+    sub->add_option("--dp-delta", d.delta,
+                    "train with user-level DP-SGD at this delta (sets the model's dp_delta and dp=true; "
+                    "models with dp_* parameters only)")
+        ->check(CLI::Range(1e-300, 0.5));
+    sub->add_option("--dp-epsilon", d.epsilon,
+                    "train with user-level DP-SGD at this target epsilon: the smallest noise that reaches it "
+                    "(sets dp_epsilon)")
+        ->check(CLI::Range(1e-9, 1e6));
+  };
   auto add_common = [&](CLI::App* sub) {
     sub->add_option("--threads", common.threads, "worker threads (0 = all cores)")->capture_default_str();
     sub->add_option("--seed", common.seed, "random seed")->capture_default_str();
@@ -129,6 +139,7 @@ int main(int argc, char** argv) {
   c_train->add_flag("--verbose", tr.verbose,
                     "per-iteration lines on stderr (iALS: wall and CPU time; per rank, with the time spent "
                     "communicating, when distributed)");
+  add_dp(c_train, tr.dp);
   add_text(c_train, tr.text);
   add_common(c_train);
 
@@ -181,6 +192,7 @@ int main(int argc, char** argv) {
                      "fit every model on the training part plus generated interactions (as train --augment); "
                      "the rankings exclude only the real training interactions");
   c_eval->add_option("-o,--output", ev.output, "write metrics as JSON");
+  add_dp(c_eval, ev.dp);
   add_text(c_eval, ev.text);
   add_common(c_eval);
 

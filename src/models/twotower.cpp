@@ -50,6 +50,7 @@
 #include <numeric>
 #include <utility>
 
+#include "models/dp_training.h"
 #include "models/model_util.h"
 #include "models/text_features.h"
 #include "xdrec/nn.h"
@@ -229,19 +230,8 @@ class TwoTowerModel final : public Recommender {
              "item's text code to the score")
         .add("use_history_text", &use_history_text_, true,
              "feed the pooled text code of a user's history items to the user tower")
-        .add("seed", &seed_, 0, 0, INT_MAX, "random seed (0: the fit context's seed)")
-        .add(
-            "dp", &dp_, false,
-            "train with user-level DP-SGD (on by itself when dp_noise > 0 or dp_epsilon > 0; with dp_noise=0 "
-            "it samples and clips without noise: no guarantee)")
-        .add("dp_noise", &dp_noise_, 0.0, 0.0, 1e4,
-             "DP-SGD noise multiplier sigma: noise standard deviation / dp_clip (0: none)")
-        .add("dp_clip", &dp_clip_, 1.0, 1e-9, 1e30, "DP-SGD: L2 bound of one user's gradient in a step")
-        .add("dp_delta", &dp_delta_, 1e-5, 1e-300, 0.5, "DP-SGD: the delta of the (epsilon, delta) guarantee")
-        .add("dp_epsilon", &dp_epsilon_, 0.0, 0.0, 1e6,
-             "DP-SGD: target epsilon; > 0 picks the smallest noise that reaches it (overrides dp_noise)")
-        .add("dp_users", &dp_users_, 128, 1, 1 << 24,
-             "DP-SGD: expected users per step (sampling rate q = dp_users / n_users)");
+        .add("seed", &seed_, 0, 0, INT_MAX, "random seed (0: the fit context's seed)");
+    dp_.declare(params_);
     ae_.declare(params_);
     params_.apply(spec.values);
     ae_.validate("twotower");
@@ -999,7 +989,7 @@ class TwoTowerModel final : public Recommender {
     return loss;
   }
 
-  bool dp_active() const { return dp_ || dp_noise_ > 0 || dp_epsilon_ > 0; }
+  bool dp_active() const { return dp_.active(); }
 
   // One sampled user's gradient in a DP step: the released parameters' (dense, then item rows) and the
   // user's own id embedding row.
@@ -1035,11 +1025,9 @@ class TwoTowerModel final : public Recommender {
     const uint32_t nu = x.n_rows;
     const size_t f = size_t(factors_);
     const bool implicit = loss_ == "bce";
-    check(nu > 0, "twotower: DP-SGD needs at least one user");
-    const double q = std::min(1.0, double(dp_users_) / double(nu));
-    const int64_t steps = epochs_ == 0 ? 0 : int64_t(std::ceil(double(epochs_) / q - 1e-9));
-    double sigma = dp_noise_;
-    if (dp_epsilon_ > 0 && steps > 0) sigma = privacy::noise_for_epsilon(q, steps, dp_delta_, dp_epsilon_);
+    const models::DpSgdPlan plan = models::plan_dp_sgd(dp_, nu, epochs_, "twotower");
+    const double sigma = plan.sigma;
+    const int64_t steps = plan.steps;
     // The released parameters laid out flat: the dense ones, then the item table.
     std::vector<size_t> offset;
     size_t dim = 0;
@@ -1056,20 +1044,16 @@ class TwoTowerModel final : public Recommender {
     ao.weight_decay = weight_decay_;
     nn::Adam<float> adam_shared(shared, ao);
     nn::Adam<float> adam_user({&user_emb_.table}, ao);
-    privacy::DpAggregator agg(dim, dp_clip_);
+    privacy::DpAggregator agg(dim, dp_.clip);
     std::vector<MatF> step_grads;
     for (const MatF* p : shared) step_grads.emplace_back(p->rows, p->cols);
-    const size_t steps_per_epoch = size_t(std::ceil(1.0 / q - 1e-9));
     if (ctx.progress) ctx.progress(0, size_t(steps), "twotower DP-SGD steps");
     size_t clipped = 0, contributions = 0;
     double loss_sum = 0;
     size_t loss_n = 0;
     Timer timer;
     for (int64_t step = 0; step < steps; ++step) {
-      Rng sampler(seed, kDpSampleStream + uint64_t(step));
-      std::vector<uint32_t> sampled;
-      for (uint32_t u = 0; u < nu; ++u)
-        if (sampler.uniform() < q) sampled.push_back(u);
+      const std::vector<uint32_t> sampled = plan.sample(seed, kDpSampleStream, step);
       std::vector<UserGrad> grads(sampled.size());
       parallel_for(sampled.size(), threads, 1, [&](size_t lo, size_t hi) {
         Workspace ws;
@@ -1117,7 +1101,7 @@ class TwoTowerModel final : public Recommender {
       clipped += agg.clipped();
       contributions += agg.contributions();
       Rng noise(seed, kDpNoiseStream + uint64_t(step));
-      agg.finish(sigma, q * double(nu), noise);
+      agg.finish(sigma, plan.expected_users(), noise);
       const std::vector<double>& sum = agg.sum();
       for (size_t d = 0, at = 0; d < step_grads.size(); ++d)
         for (float& v : step_grads[d].data) v = float(sum[at++]);
@@ -1126,8 +1110,7 @@ class TwoTowerModel final : public Recommender {
       own.values.rows = own.rows.size();
       own.values.cols = f;
       if (!own.rows.empty()) adam_user.step_sparse(0, own);
-      const bool epoch_end = (size_t(step) + 1) % steps_per_epoch == 0 || step + 1 == steps;
-      if (epoch_end) {
+      if (plan.epoch_end(step)) {
         curve_.push_back(loss_n ? loss_sum / double(loss_n) : 0.0);
         if (ctx.verbose)
           std::fprintf(stderr, "twotower DP-SGD step %lld/%lld: loss %.5f, %.2f s\n", (long long)step + 1,
@@ -1137,32 +1120,11 @@ class TwoTowerModel final : public Recommender {
       }
       if (ctx.progress) ctx.progress(size_t(step) + 1, size_t(steps), "twotower DP-SGD steps");
     }
-    nlohmann::json pj = {
-        {"unit", "user"},
-        {"noise", sigma},
-        {"clip", dp_clip_},
-        {"delta", dp_delta_},
-        {"q", q},
-        {"steps", steps},
-        {"expected_users_per_step", q * double(nu)},
-        {"conversion", "classic"},
-        {"clipped_fraction", contributions ? double(clipped) / double(contributions) : 0.0},
-        {"protected",
-         "the towers, the merge MLP, the text weight and the item id embeddings (user-level); "
-         "not each user's own id embedding and history text code, which are that user's"}};
-    if (sigma > 0 && steps > 0) {
-      const privacy::Epsilon e = privacy::compute_epsilon(q, sigma, steps, dp_delta_);
-      pj["epsilon"] = e.epsilon;
-      pj["order"] = e.order;
-    } else {
-      pj["epsilon"] = steps > 0 ? nlohmann::json("inf") : nlohmann::json(0.0);
-    }
-    if (dp_epsilon_ > 0) pj["target_epsilon"] = dp_epsilon_;
-    privacy_ = pj;
-    if (ctx.verbose)
-      std::fprintf(stderr,
-                   "twotower DP-SGD: epsilon %s at delta %g (noise %.6g, clip %g, q %.6g, %lld steps)\n",
-                   pj["epsilon"].dump().c_str(), dp_delta_, sigma, dp_clip_, q, (long long)steps);
+    privacy_ = models::dp_sgd_report(
+        dp_, plan, clipped, contributions, "twotower",
+        "the towers, the merge MLP, the text weight and the item id embeddings (user-level); not each user's "
+        "own id embedding and history text code, which are that user's",
+        ctx.verbose);
   }
 
   // Fits a user's id embedding to a history with everything else fixed: Adam on the training loss over the
@@ -1246,9 +1208,8 @@ class TwoTowerModel final : public Recommender {
   int seed_ = 0;
   models::AutoencoderParams ae_;  // ae, ae_hidden, ae_noise, ae_epochs
   double lr_ = 5e-3, weight_decay_ = 0, dropout_ = 0.1, id_dropout_ = 0.25, text_dropout_ = 0.25, init_ = 0.1;
-  bool dot_skip_ = true, text_skip_ = false, use_history_text_ = true, dp_ = false;
-  double dp_noise_ = 0, dp_clip_ = 1.0, dp_delta_ = 1e-5, dp_epsilon_ = 0;
-  int dp_users_ = 128;
+  bool dot_skip_ = true, text_skip_ = false, use_history_text_ = true;
+  models::DpSgdParams dp_;  // dp, dp_noise, dp_clip, dp_delta, dp_epsilon, dp_users
   nlohmann::json privacy_;  // the DP-SGD guarantee of the last fit (null without DP)
   std::string merge_ = "dot", loss_ = "bce";
 

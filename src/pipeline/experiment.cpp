@@ -334,6 +334,15 @@ RunRecord Experiment::run_one(const ModelRun& m, uint64_t seed, std::unique_ptr<
       auto model = fit(train, sequences, out, fit_s, rss);
       if (const auto curves = model->training_curves(); !curves.empty())
         out["extras"]["training_curves"] = curves;
+      // The guarantee of a model trained with differential privacy (its manifest's "privacy").
+      const auto& values = Spec::parse(m.spec).values;
+      if (std::any_of(values.begin(), values.end(),
+                      [](const auto& kv) { return kv.first.rfind("dp", 0) == 0; })) {
+        TensorMap tensors;
+        nlohmann::json extra;
+        model->save(tensors, extra);
+        if (extra.contains("privacy")) out["extras"]["privacy"] = extra["privacy"];
+      }
       for (const Evaluation& ev : opt_.evaluations) {
         const std::string prefix = ev.name.empty() ? "" : ev.name + "/";
         const EvalResult r = evaluate(*model, train, test, &ds_, eval_options(ev));

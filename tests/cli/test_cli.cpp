@@ -438,3 +438,44 @@ TEST_F(CliTest, FederatedTrainPrintsEpsilonAndTraffic) {
   EXPECT_EQ(bad.status, 1);
   EXPECT_NE(bad.out.find("optimiser"), std::string::npos) << bad.out;
 }
+
+TEST_F(CliTest, DpFlagsSetTheModelsDeltaAndTargetEpsilon) {
+  const std::string data = "synthetic:users=300,items=60";
+  // train: --dp-epsilon / --dp-delta turn DP-SGD on; epsilon is printed and stored in the manifest.
+  Result t = run("train " + data +
+                 " -m hybrid:factors=8,epochs=2,lr=0.2,dp_users=30 --dp-epsilon 4 --dp-delta 1e-6" +
+                 " --quiet -o " + (dir / "h").string());
+  ASSERT_EQ(t.status, 0) << t.out;
+  const auto manifest = nlohmann::json::parse(std::ifstream(dir / "h" / "manifest.json"));
+  const auto& p = manifest["extra"]["privacy"];
+  ASSERT_TRUE(p.is_object()) << manifest.dump();
+  const double eps = p["epsilon"].get<double>();
+  EXPECT_LE(eps, 4.0 + 1e-6);
+  EXPECT_GT(eps, 4.0 - 1e-3);
+  EXPECT_EQ(p["delta"].get<double>(), 1e-6);
+  EXPECT_NE(t.out.find("privacy: epsilon " + p["epsilon"].dump()), std::string::npos) << t.out;
+  EXPECT_NE(manifest["spec"].get<std::string>().find("dp_epsilon=4"), std::string::npos) << manifest["spec"];
+  // --dp-delta alone: DP-SGD at the spec's noise, the flag's delta.
+  Result d = run("train " + data +
+                 " -m twotower:factors=8,hidden=16,epochs=1,dp_noise=1,dp_users=30 --dp-delta 1e-4" +
+                 " --quiet -o " + (dir / "t").string());
+  ASSERT_EQ(d.status, 0) << d.out;
+  const auto mt = nlohmann::json::parse(std::ifstream(dir / "t" / "manifest.json"));
+  EXPECT_EQ(mt["extra"]["privacy"]["delta"].get<double>(), 1e-4);
+  EXPECT_NE(d.out.find("privacy: epsilon "), std::string::npos) << d.out;
+  // eval prints each DP model's epsilon and puts it in the JSON.
+  Result e = run("eval " + data + " -m hybrid:factors=8,epochs=2,dp_users=30 --dp-epsilon 2 --quiet -o " +
+                 (dir / "e.json").string());
+  ASSERT_EQ(e.status, 0) << e.out;
+  EXPECT_NE(e.out.find("privacy (hybrid:"), std::string::npos) << e.out;
+  const auto ej = nlohmann::json::parse(std::ifstream(dir / "e.json"));
+  ASSERT_EQ(ej["models"].size(), 1u);
+  EXPECT_LE(ej["models"].begin().value()["privacy"]["epsilon"].get<double>(), 2.0 + 1e-6);
+  // A model without DP-SGD: a clear error naming the models that have it.
+  Result bad = run("train " + data + " -m ials --dp-epsilon 4 -o " + (dir / "i").string());
+  EXPECT_EQ(bad.status, 1);
+  EXPECT_NE(bad.out.find("model 'ials' has no DP-SGD training (models with it: "), std::string::npos)
+      << bad.out;
+  EXPECT_NE(bad.out.find("hybrid"), std::string::npos) << bad.out;
+  EXPECT_NE(run("train " + data + " -m hybrid --dp-delta 0.9 -o " + (dir / "x").string()).status, 0);
+}

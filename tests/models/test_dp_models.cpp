@@ -1,0 +1,131 @@
+// User-level DP-SGD for every model that has it besides twotower (test_twotower_dp.cpp), through one suite:
+// the guarantee in the manifest is the accountant's for the run's q, noise, steps and delta; a target epsilon
+// is met closely from below; the private model still learns with moderate noise and clearly less with huge
+// noise; results are fixed by the seed and independent of the thread count; the guarantee survives save/load.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <string>
+
+#include "models/clustered.h"
+#include "xdrec/privacy.h"
+#include "xdrec/recommender.h"
+
+using namespace xdrec;
+
+namespace {
+
+using testing_util::Data;
+using testing_util::make_clustered;
+
+const Data& data() {
+  static const Data d = make_clustered(300, 120, 4, 14, 3);
+  return d;
+}
+
+struct DpCase {
+  std::string base;      // the model with its training settings, no dp_* key
+  std::string moderate;  // dp_* keys of a run that should still learn
+  std::string huge;      // dp_* keys of a run drowned in noise
+  int epochs = 0;        // the base's epochs (steps = ceil(epochs / q))
+};
+
+std::ostream& operator<<(std::ostream& os, const DpCase& c) {
+  return os << c.base;
+}
+
+std::unique_ptr<Recommender> fit(const std::string& spec, int threads = 1, uint64_t seed = 1) {
+  auto m = create_model(spec);
+  FitContext ctx;
+  ctx.seed = seed;
+  ctx.threads = threads;
+  m->fit(data().train, ctx);
+  return m;
+}
+
+nlohmann::json privacy_of(const Recommender& m) {
+  TensorMap t;
+  nlohmann::json extra;
+  m.save(t, extra);
+  return extra.contains("privacy") ? extra["privacy"] : nlohmann::json();
+}
+
+Matrix scores(const Recommender& m) {
+  Matrix s;
+  const std::vector<uint32_t> users{0, 1, 2, 150, 299};
+  m.score(users, s, 1);
+  return s;
+}
+
+class DpModel : public ::testing::TestWithParam<DpCase> {};
+
+TEST_P(DpModel, ManifestEpsilonIsTheAccountants) {
+  const DpCase& c = GetParam();
+  auto m = fit(c.base + ",dp_noise=1.1,dp_clip=1,dp_delta=1e-5,dp_users=30");
+  const nlohmann::json p = privacy_of(*m);
+  ASSERT_TRUE(p.is_object());
+  EXPECT_EQ(p["unit"], "user");
+  EXPECT_DOUBLE_EQ(p["q"].get<double>(), 0.1);  // 30 of 300 users
+  EXPECT_EQ(p["steps"].get<int64_t>(), int64_t(c.epochs) * 10);
+  EXPECT_EQ(p["noise"].get<double>(), 1.1);
+  const privacy::Epsilon e = privacy::compute_epsilon(0.1, 1.1, int64_t(c.epochs) * 10, 1e-5);
+  EXPECT_EQ(p["epsilon"].get<double>(), e.epsilon);
+  EXPECT_EQ(p["order"].get<double>(), e.order);
+  EXPECT_GT(e.epsilon, 0.0);
+  // Saved and loaded, the guarantee stays with the model, and so do the scores.
+  TensorMap t;
+  nlohmann::json extra;
+  m->save(t, extra);
+  auto loaded = create_model(m->spec());
+  loaded->load(t, extra);
+  EXPECT_EQ(privacy_of(*loaded), p);
+  EXPECT_EQ(scores(*loaded).data, scores(*m).data);
+  // Without DP there is no guarantee to report.
+  EXPECT_TRUE(privacy_of(*fit(c.base)).is_null());
+}
+
+TEST_P(DpModel, TargetEpsilonIsMet) {
+  auto m = fit(GetParam().base + ",dp_epsilon=4,dp_users=30");
+  const nlohmann::json p = privacy_of(*m);
+  ASSERT_TRUE(p.is_object());
+  const double eps = p["epsilon"].get<double>();
+  EXPECT_LE(eps, 4.0 + 1e-6);
+  EXPECT_GT(eps, 4.0 - 1e-3);  // the smallest noise that reaches it, so no slack
+  EXPECT_EQ(p["target_epsilon"].get<double>(), 4.0);
+  const privacy::Epsilon e = privacy::compute_epsilon(p["q"].get<double>(), p["noise"].get<double>(),
+                                                      p["steps"].get<int64_t>(), 1e-5);
+  EXPECT_EQ(eps, e.epsilon);
+}
+
+TEST_P(DpModel, LearnsWithModerateNoiseNotWithHugeNoise) {
+  const DpCase& c = GetParam();
+  const double plain = testing_util::held_out_auc(*fit(c.base), data());
+  const double moderate = testing_util::held_out_auc(*fit(c.base + "," + c.moderate), data());
+  const double huge = testing_util::held_out_auc(*fit(c.base + "," + c.huge), data());
+  EXPECT_GT(plain, 0.75);
+  EXPECT_GT(moderate, 0.7) << "plain " << plain << " moderate " << moderate;
+  EXPECT_LT(huge, moderate - 0.08) << "moderate " << moderate << " huge " << huge;
+}
+
+TEST_P(DpModel, SeedFixesTheResultAndThreadsDoNotChangeIt) {
+  const std::string spec = GetParam().base + ",dp_noise=1,dp_users=50";
+  const Matrix a = scores(*fit(spec, 1)), b = scores(*fit(spec, 2)), c = scores(*fit(spec, 1, 2));
+  EXPECT_EQ(a.data, b.data);
+  EXPECT_NE(a.data, c.data);
+}
+
+INSTANTIATE_TEST_SUITE_P(Models, DpModel,
+                         ::testing::Values(DpCase{"hybrid:factors=16,epochs=10,id_dropout=0,lr=0.2",
+                                                  "dp_noise=0.8,dp_users=100", "dp_noise=100,dp_users=100",
+                                                  10}),
+                         [](const ::testing::TestParamInfo<DpCase>& info) {
+                           return info.param.base.substr(0, info.param.base.find(':'));
+                         });
+
+TEST(HybridDp, SquaredErrorIsRefused) {
+  auto m = create_model("hybrid:loss=mse,dp_noise=1,epochs=1");
+  FitContext ctx;
+  EXPECT_THROW(m->fit(data().train, ctx), Error);
+}
+
+}  // namespace
