@@ -163,8 +163,8 @@ void section_federated(Context& c) {
   bench::FederatedOptions fo;
   fo.seeds = c.seeds();
   fo.quick = c.quick;
-  for (const auto& [key, row] : bench::federated_vs_centralised(ds, fo).items())
-    c.result["movielens-100k"][key] = row;
+  const json federated = bench::federated_vs_centralised(ds, fo);
+  for (const auto& [key, row] : federated.items()) c.result["movielens-100k"][key] = row;
   c.result["_meta"]["federated"] =
       "fcf: Poisson-sampled clients, masked fixed-point updates (secure aggregation simulated in process), 1 "
       "thread; bytes per round in each row's federated field";
