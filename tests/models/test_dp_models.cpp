@@ -121,7 +121,10 @@ INSTANTIATE_TEST_SUITE_P(
                "dp_noise=100,dp_users=100", 10},
         DpCase{"sasrec:dim=16,blocks=1,max_len=20,epochs=40,batch=32,negatives=30,lr=0.01,warmup=0,"
                "dropout=0.1,min_steps=0,user_state=mean",
-               "dp_noise=0.6,dp_users=100", "dp_noise=100,dp_users=100", 40}),
+               "dp_noise=0.6,dp_users=100", "dp_noise=100,dp_users=100", 40},
+        // cfgan: every update of either network is an accounted step, so twice the epochs.
+        DpCase{"cfgan:hidden=32,epochs=60,batch=8,lr_g=0.01,lr_d=0.01,alpha=1", "dp_noise=0.6,dp_users=60",
+               "dp_noise=100,dp_users=100", 120}),
     [](const ::testing::TestParamInfo<DpCase>& info) {
       return info.param.base.substr(0, info.param.base.find(':'));
     });
@@ -184,6 +187,23 @@ TEST(SasrecDp, OneUserGradientIsThePlainBatchGradient) {
   auto unclipped = create_model(base + ",dp=true,dp_noise=0,dp_clip=1e9,dp_users=1");
   unclipped->fit(x, ctx);
   EXPECT_EQ(privacy_of(*unclipped)["clipped_fraction"].get<double>(), 0.0);
+}
+
+// cfgan without random masks or noise: with q = 1 and one user, the DP-SGD updates (discriminator, then
+// generator, each on the user's batch of one) are the plain updates with batch=1.
+TEST(CfganDp, OneUserUpdatesAreThePlainUpdates) {
+  const Csr x = one_user();
+  const std::string base = "cfgan:hidden=8,epochs=6,batch=1,lr_g=0.01,lr_d=0.01,pm=0,zr=0";
+  const Matrix plain = fit_scores(base, x);
+  const Matrix dp = fit_scores(base + ",dp=true,dp_noise=0,dp_clip=1e9,dp_users=1", x);
+  ASSERT_EQ(plain.data.size(), dp.data.size());
+  for (size_t k = 0; k < plain.data.size(); ++k) EXPECT_NEAR(plain.data[k], dp.data[k], 1e-5) << k;
+  // Training moved the scores (the comparison is not between two untrained models).
+  const Matrix untrained = fit_scores("cfgan:hidden=8,epochs=0", x);
+  double moved = 0;
+  for (size_t k = 0; k < plain.data.size(); ++k)
+    moved = std::max(moved, double(std::abs(plain.data[k] - untrained.data[k])));
+  EXPECT_GT(moved, 1e-2);
 }
 
 TEST(SasrecDp, BalanceIsRefused) {
