@@ -2,6 +2,7 @@
 // the guarantee in the manifest is the accountant's for the run's q, noise, steps and delta; a target epsilon
 // is met closely from below; the private model still learns with moderate noise and clearly less with huge
 // noise; results are fixed by the seed and independent of the thread count; the guarantee survives save/load.
+// For sasrec and cfgan also: with q = 1, one user and no noise or clipping, the DP step is the plain step.
 #include <gtest/gtest.h>
 
 #include <cmath>
