@@ -849,7 +849,8 @@ class SasrecModel final : public Recommender {
     const bool idd = id_dropout_ > 0 && text_on() && id_on();
     cand.ids.assign(n_domains_, {});
     cand.keep.assign(n_domains_, {});
-    cand.rep.resize(n_domains_), cand.codes.resize(n_domains_), cand.gates.resize(n_domains_);
+    cand.rep.assign(n_domains_, MatF()), cand.codes.assign(n_domains_, MatF()),
+        cand.gates.assign(n_domains_, MatF());
     if (loss_ == "softmax") {
       for (uint16_t dd = 0; dd < n_domains_; ++dd) {
         if (pool_[dd].empty()) continue;
