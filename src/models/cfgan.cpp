@@ -18,14 +18,30 @@
 // As a recommender, a user's scores are G's logits for the condition of their history (noise 0); fold-in is
 // that forward pass over the new history, exact and cheap. One thread trains (results are the same for any
 // thread count); scoring runs users in parallel.
+//
+// DP-SGD (dp=true, or dp_noise > 0, or dp_epsilon > 0; models/dp_training.h): user-level differential
+// privacy for both networks — the generator's and the discriminator's condition tables, hidden and output
+// layers (everything the model trains). The user is already CFGAN's example: one purchase vector, which is
+// also the condition. Training is a sequence of updates, d_steps of the discriminator then g_steps of the
+// generator, repeated; every update is its own DP-SGD step: a fresh Poisson sample of users (rate q =
+// dp_users / n_users), each sampled user's loss as a batch of one (masks and noise from a stream seeded by
+// (seed, update, user)) differentiated over the updated network's parameters alone, clipped to L2 norm
+// dp_clip, summed in user order, Gaussian noise of standard deviation dp_noise * dp_clip on every coordinate
+// (every condition row), divided by q * n_users, and an Adam step. The generator's loss reads the user's
+// data directly (condition, purchases, masks) besides the private discriminator, so it is clipped and
+// noised too. The accountant composes all the updates of both networks: ceil(epochs * (d_steps + g_steps)
+// / q) steps, each user seen `epochs` times per network update kind on average. Not covered: the histories
+// the saved model keeps for scoring (each user's own data). ε is stored under "privacy" in the manifest.
 #include <algorithm>
 #include <climits>
 #include <cmath>
 #include <numeric>
 
 #include "models/cfgan_core.h"
+#include "models/dp_training.h"
 #include "models/model_util.h"
 #include "xdrec/nn.h"
+#include "xdrec/privacy.h"
 #include "xdrec/recommender.h"
 
 namespace xdrec {
@@ -33,6 +49,10 @@ namespace xdrec {
 namespace {
 
 using MatF = nn::Mat<float>;
+
+constexpr uint64_t kDpSampleStream = uint64_t(3) << 56;  // + step: which users a DP step samples
+constexpr uint64_t kDpNoiseStream = uint64_t(5) << 56;   // + step: the step's Gaussian noise
+constexpr uint64_t kDpUserStream = uint64_t(6) << 56;    // + step * n_users + user: a user's masks and noise
 
 nn::Act act_of(const std::string& a) {
   if (a == "relu") return nn::Act::relu;
@@ -59,6 +79,7 @@ class CfganModel final : public Recommender {
         .add("domain", &domain_, -1, -1, 65535,
              "generate and recommend the items of this domain index only (-1: every item)")
         .add("seed", &seed_, 0, 0, INT_MAX, "random seed (0: the fit context's seed)");
+    dp_.declare(params_);
     params_.apply(spec.values);
   }
 
@@ -94,7 +115,12 @@ class CfganModel final : public Recommender {
     check(!out_items_.empty(), "cfgan: domain " + std::to_string(domain_) + " has no items");
     const uint64_t seed = seed_ > 0 ? uint64_t(seed_) : ctx.seed;
     init(seed);
-    train(seed, ctx);
+    privacy_ = nlohmann::json();
+    if (dp_.active()) {
+      train_dp(seed, ctx);
+    } else {
+      train(seed, ctx);
+    }
     fitted_ = true;
   }
 
@@ -143,12 +169,14 @@ class CfganModel final : public Recommender {
     std::vector<float> dom(item_domain_.begin(), item_domain_.end());
     t["item_domain"] = Tensor::from_f32({int64_t(dom.size())}, dom.data());
     extra["n_items"] = n_items_;
+    if (!privacy_.is_null()) extra["privacy"] = privacy_;
   }
 
   void load(const TensorMap& t, const nlohmann::json& extra) override {
     check(extra.contains("n_items") && extra["n_items"].is_number_unsigned(),
           "cfgan load: the manifest's extra section lacks n_items");
     n_items_ = extra["n_items"].get<uint32_t>();
+    privacy_ = extra.contains("privacy") ? extra.at("privacy") : nlohmann::json();
     const std::vector<float> dom = get_tensor(t, "item_domain").to_f32("item_domain");
     check(dom.empty() || dom.size() == n_items_, "cfgan load: item_domain has the wrong length");
     item_domain_.clear();
@@ -228,9 +256,119 @@ class CfganModel final : public Recommender {
     uniform(nets_.d_out.w, h, 1, std::sqrt(6.0 / double(h + 1)));
   }
 
+  // b.real: the purchase vectors of b.users over the generated items.
+  void set_real(models::CfganNets<float>::Batch& b) const {
+    b.real.resize(b.users.size(), out_items_.size());
+    for (size_t k = 0; k < b.users.size(); ++k)
+      for (uint32_t i : hist_.row_indices(b.users[k]))
+        if (out_col_[i] >= 0) b.real.row(k)[out_col_[i]] = 1.0f;
+  }
+
+  // The masks over the non-purchased items (zero reconstruction for a generator step only) and the noise of
+  // one step, drawn from rng.
+  void draw(models::CfganNets<float>::Batch& b, bool generator, Rng& rng) const {
+    const size_t bsz = b.users.size(), no = out_items_.size();
+    auto sample = [&](nn::Mat<float>& m, double frac) {
+      m.resize(bsz, no);
+      for (size_t k = 0; k < m.data.size(); ++k)
+        m.data[k] = b.real.data[k] > 0 ? 0.0f : (rng.uniform() < frac ? 1.0f : 0.0f);
+    };
+    sample(b.pm, pm_);
+    if (generator) {
+      sample(b.zr, zr_);
+    } else {
+      b.zr.resize(bsz, no);
+    }
+    b.z.resize(noise_ > 0 ? bsz : 0, size_t(noise_));
+    for (float& v : b.z.data) v = rng.normal();
+  }
+
+  // User-level DP-SGD (see the top of the file).
+  void train_dp(uint64_t seed, const FitContext& ctx) {
+    losses_.clear();
+    const uint32_t nu = hist_.n_rows;
+    const int per_round = d_steps_ + g_steps_;
+    if (epochs_ == 0 || per_round == 0) return;
+    // Every update of either network is one accounted step.
+    const models::DpSgdPlan plan = models::plan_dp_sgd(dp_, nu, epochs_ * per_round, "cfgan");
+    nn::AdamOptions og{.lr = lr_g_, .weight_decay = reg_}, od{.lr = lr_d_, .weight_decay = reg_};
+    std::vector<MatF*> gp = nets_.g_dense_params(), dpar = nets_.d_dense_params();
+    gp.push_back(&nets_.g_cond);
+    dpar.push_back(&nets_.d_cond);
+    nn::Adam<float> g_adam(gp, og), d_adam(dpar, od);
+    // Each network's parameters laid out flat: the dense ones in their order, then the condition table.
+    auto offsets = [](const std::vector<MatF*>& ps) {
+      std::vector<size_t> off(ps.size() + 1, 0);
+      for (size_t k = 0; k < ps.size(); ++k) off[k + 1] = off[k] + ps[k]->size();
+      return off;
+    };
+    const std::vector<size_t> g_off = offsets(gp), d_off = offsets(dpar);
+    privacy::DpAggregator g_agg(g_off.back(), dp_.clip), d_agg(d_off.back(), dp_.clip);
+    std::vector<MatF> grads;
+    std::vector<privacy::DpAggregator::Piece> pieces;
+    models::CfganNets<float>::Batch b;
+    b.hist = &hist_;
+    size_t clipped = 0, contributions = 0;
+    double loss[2] = {0, 0};
+    size_t count[2] = {0, 0};
+    const int64_t round_steps = int64_t(plan.steps_per_epoch) * per_round;
+    for (int64_t step = 0; step < plan.steps; ++step) {
+      const bool generator = step % per_round >= d_steps_;
+      const std::vector<MatF*>& ps = generator ? gp : dpar;
+      const std::vector<size_t>& off = generator ? g_off : d_off;
+      privacy::DpAggregator& agg = generator ? g_agg : d_agg;
+      agg.reset();
+      for (uint32_t u : plan.sample(seed, kDpSampleStream, step)) {
+        pieces.clear();
+        b.users = std::span<const uint32_t>(&u, 1);
+        set_real(b);
+        auto gr = nets_.make_grads();
+        if (std::any_of(b.real.data.begin(), b.real.data.end(), [](float v) { return v > 0; })) {
+          Rng rng(seed, kDpUserStream + uint64_t(step) * nu + u);
+          draw(b, generator, rng);
+          loss[generator] += generator ? nets_.g_loss(b, float(alpha_), &gr) : nets_.d_loss(b, &gr);
+          ++count[generator];
+          const std::vector<MatF>& dense = generator ? gr.g : gr.d;
+          const nn::SparseGrad<float>& cond = generator ? gr.g_cond : gr.d_cond;
+          for (size_t k = 0; k < dense.size(); ++k)
+            if (dense[k].size()) pieces.push_back({off[k], {dense[k].data.data(), dense[k].size()}});
+          const size_t h = cond.values.cols;
+          for (size_t r = 0; r < cond.rows.size(); ++r)
+            pieces.push_back({off[dense.size()] + size_t(cond.rows[r]) * h, {cond.values.row(r), h}});
+        }
+        agg.add(pieces);  // a user without purchases among the generated items adds a zero contribution
+      }
+      clipped += agg.clipped();
+      contributions += agg.contributions();
+      Rng noise(seed, kDpNoiseStream + uint64_t(step));
+      agg.finish(plan.sigma, plan.expected_users(), noise);
+      grads.resize(ps.size());
+      for (size_t k = 0; k < ps.size(); ++k) {
+        grads[k].resize(ps[k]->rows, ps[k]->cols);
+        std::transform(agg.sum().begin() + ptrdiff_t(off[k]), agg.sum().begin() + ptrdiff_t(off[k + 1]),
+                       grads[k].data.begin(), [](double v) { return float(v); });
+      }
+      (generator ? g_adam : d_adam).step(grads);
+      if ((step + 1) % round_steps == 0 || step + 1 == plan.steps) {
+        losses_.emplace_back(count[0] ? loss[0] / double(count[0]) : 0.0,
+                             count[1] ? loss[1] / double(count[1]) : 0.0);
+        if (ctx.verbose)
+          std::fprintf(stderr, "cfgan DP-SGD step %lld/%lld: D loss %.4f, G loss %.4f\n", (long long)step + 1,
+                       (long long)plan.steps, losses_.back().first, losses_.back().second);
+        loss[0] = loss[1] = 0;
+        count[0] = count[1] = 0;
+      }
+      if (ctx.progress && step % 50 == 0) ctx.progress(size_t(step), size_t(plan.steps), "cfgan DP-SGD");
+    }
+    privacy_ = models::dp_sgd_report(
+        dp_, plan, clipped, contributions, "cfgan",
+        "both networks: the generator's and the discriminator's condition tables, hidden and output layers "
+        "(user-level; the steps count the updates of both networks); not the histories kept for scoring",
+        ctx.verbose);
+  }
+
   void train(uint64_t seed, const FitContext& ctx) {
     losses_.clear();
-    const size_t no = out_items_.size();
     // Users with at least one purchase among the generated items are the training examples.
     std::vector<uint32_t> users;
     for (uint32_t u = 0; u < hist_.n_rows; ++u)
@@ -255,34 +393,16 @@ class CfganModel final : public Recommender {
       size_t nb = 0;
       for (size_t b0 = 0; b0 < order.size(); b0 += size_t(batch_), ++nb, ++step) {
         b.users = std::span<const uint32_t>(order.data() + b0, std::min(order.size() - b0, size_t(batch_)));
-        const size_t bsz = b.users.size();
-        b.real.resize(bsz, no);
-        for (size_t k = 0; k < bsz; ++k)
-          for (uint32_t i : hist_.row_indices(b.users[k]))
-            if (out_col_[i] >= 0) b.real.row(k)[out_col_[i]] = 1.0f;
-        // Masks over the non-purchased items, and the noise, drawn afresh for every step.
-        auto sample = [&](nn::Mat<float>& m, double frac) {
-          m.resize(bsz, no);
-          for (size_t k = 0; k < m.data.size(); ++k)
-            m.data[k] = b.real.data[k] > 0 ? 0.0f : (rng.uniform() < frac ? 1.0f : 0.0f);
-        };
-        auto noise = [&] {
-          b.z.resize(noise_ > 0 ? bsz : 0, size_t(noise_));
-          for (float& v : b.z.data) v = rng.normal();
-        };
+        set_real(b);
         for (int s = 0; s < d_steps_; ++s) {
-          sample(b.pm, pm_);
-          b.zr.resize(bsz, no);
-          noise();
+          draw(b, false, rng);
           auto gr = nets_.make_grads();
           dl_sum += nets_.d_loss(b, &gr);
           d_dense.step(gr.d);
           d_sparse.step_sparse(0, gr.d_cond);
         }
         for (int s = 0; s < g_steps_; ++s) {
-          sample(b.pm, pm_);
-          sample(b.zr, zr_);
-          noise();
+          draw(b, true, rng);
           auto gr = nets_.make_grads();
           gl_sum += nets_.g_loss(b, float(alpha_), &gr);
           g_dense.step(gr.g);
@@ -311,6 +431,8 @@ class CfganModel final : public Recommender {
   std::vector<uint32_t> out_items_;
   std::vector<int32_t> out_col_;
   models::CfganNets<float> nets_;
+  models::DpSgdParams dp_;  // dp, dp_noise, dp_clip, dp_delta, dp_epsilon, dp_users
+  nlohmann::json privacy_;  // the DP-SGD guarantee of the last fit (null without DP)
   std::vector<std::pair<double, double>> losses_;
 };
 

@@ -31,17 +31,35 @@
 // as for a training user). Training is computed in fixed chunks of sequences whose gradients are added in
 // chunk order, and every random draw comes from a stream named by the epoch, batch or chunk, so the result
 // does not depend on the thread count.
+//
+// DP-SGD (dp=true, or dp_noise > 0, or dp_epsilon > 0; models/dp_training.h): user-level differential
+// privacy for every trained parameter — the item table, the positional and domain tables, every transformer
+// and layer-norm weight, the domain heads and the text adaptor (sasrec has no user parameters, so the whole
+// network is released and private). Each step samples every user independently with rate q = dp_users /
+// n_users (Poisson sampling). A sampled user is a batch of one: all of that user's training windows, against
+// negatives drawn for that user alone (random stream seeded by (seed, step, user)), give the gradient of the
+// user's mean loss over their positions; it is clipped as one vector to L2 norm dp_clip, the clipped
+// gradients are added in user order, Gaussian noise of standard deviation dp_noise * dp_clip is added to
+// every coordinate (every item row, touched or not), the sum is divided by the expected batch q * n_users,
+// and AdamW steps on that noisy gradient (its moments are post-processing; the global-norm `clip` applies to
+// the noisy gradient). ceil(epochs / q) steps; min_steps is not used. Under DP every item of a domain is a
+// candidate negative and keeps its trained row (which items had interactions is not released), and
+// balance is refused (its weights are counts over the data). Not covered: the histories the saved model
+// keeps for scoring (each user's own data). ε is stored under "privacy" in the manifest.
 #include <algorithm>
 #include <climits>
 #include <cmath>
 #include <cstdio>
+#include <functional>
 #include <numeric>
 #include <utility>
 
+#include "models/dp_training.h"
 #include "models/model_util.h"
 #include "models/text_features.h"
 #include "xdrec/nn.h"
 #include "xdrec/nn_seq.h"
+#include "xdrec/privacy.h"
 #include "xdrec/recommender.h"
 
 namespace xdrec {
@@ -56,6 +74,9 @@ constexpr uint64_t kInitStream = 0;
 constexpr uint64_t kShuffleStream = uint64_t(1) << 20;
 constexpr uint64_t kBatchStream = uint64_t(1) << 32;
 constexpr uint64_t kChunkStream = uint64_t(1) << 48;
+// DP-SGD: a sampled user's batch of one takes the batch and chunk streams of "batch" step * n_users + user.
+constexpr uint64_t kDpSampleStream = uint64_t(3) << 56;  // + step: which users a DP step samples
+constexpr uint64_t kDpNoiseStream = uint64_t(5) << 56;   // + step: the step's Gaussian noise
 
 // A training window: the items of `user`'s history before position `end` (at most max_len + 1 of them).
 struct Window {
@@ -79,6 +100,14 @@ struct Chunk {
   MatF e_rows;                  // their gradients (one row per id)
   std::vector<MatF> dcand;      // per domain: gradient of the shared candidates' representations
   double loss = 0;
+};
+
+// The sampled-softmax candidates of one batch: per domain their ids, id-dropout multipliers and
+// representations with the caches of their backward pass.
+struct Candidates {
+  std::vector<std::vector<uint32_t>> ids;
+  std::vector<std::vector<float>> keep;
+  std::vector<MatF> rep, codes, gates;
 };
 
 // <a, b> with eight partial sums (k mod 8) added in a fixed order: the same value wherever it is computed.
@@ -138,6 +167,7 @@ class SasrecModel final : public Recommender {
              "max_len windows (the history's long-run taste)")
         .add("seed", &seed_, 0, 0, INT_MAX, "random seed (0: the fit context's seed)");
     ae_.declare(params_);
+    dp_.declare(params_);
     params_.apply(spec.values);
     ae_.validate("sasrec");
     check(dim_ % heads_ == 0,
@@ -183,6 +213,9 @@ class SasrecModel final : public Recommender {
     check(ni > 0, "sasrec: no items");
     seed_used_ = seed_ > 0 ? uint64_t(seed_) : ctx.seed;
     d_ = size_t(dim_);
+    privacy_ = nlohmann::json();
+    check(!dp_.active() || !balance_,
+          "sasrec: balance does not go with DP-SGD (its domain weights are counts over the training data)");
     set_domains(ctx.item_domain, ni);
 
     // Ordered histories: the context's sequences (restricted to the matrix's positive entries' users), or
@@ -224,7 +257,8 @@ class SasrecModel final : public Recommender {
     if (!id_on()) emb_.zero();  // text=replace: the id table is never read
 
     // Items that occur in training: the only ones sampled as negatives; the others keep a zero id embedding.
-    std::vector<uint8_t> seen(ni, 0);
+    // Under DP every item counts as seen (which items occur is not released).
+    std::vector<uint8_t> seen(ni, dp_.active() ? 1 : 0);
     for (const auto& s : seqs)
       for (uint32_t i : s) seen[i] = 1;
     for (uint32_t i = 0; i < ni; ++i)
@@ -376,6 +410,7 @@ class SasrecModel final : public Recommender {
     extra["n_domains"] = n_domains_;
     extra["text_dim"] = text_dim_;
     extra["encoder"] = encoder_;
+    if (!privacy_.is_null()) extra["privacy"] = privacy_;
   }
 
   void load(const TensorMap& t, const nlohmann::json& extra) override {
@@ -386,6 +421,7 @@ class SasrecModel final : public Recommender {
     n_domains_ = extra.value("n_domains", uint16_t(1));
     text_dim_ = extra.value("text_dim", size_t(0));
     encoder_ = extra.value("encoder", std::string());
+    privacy_ = extra.contains("privacy") ? extra.at("privacy") : nlohmann::json();
     emb_ = get("item_emb");
     check(emb_.cols == d_, "sasrec load: item embeddings have width " + std::to_string(emb_.cols) +
                                ", the spec says dim " + std::to_string(d_));
@@ -741,6 +777,7 @@ class SasrecModel final : public Recommender {
         if (dom_positions[dd] > 0) domain_weight_[dd] = float(double(least) / double(dom_positions[dd]));
     }
     if (users.empty() || epochs_ == 0) return;
+    if (dp_.active()) return train_dp(seqs, users, ctx);
     std::vector<MatF*> params = dense_params();
     const size_t np = params.size();
     params.push_back(&emb_);
@@ -756,6 +793,9 @@ class SasrecModel final : public Recommender {
     const int64_t total = steps_per_epoch * epochs;
     nn::TaskPool pool(std::max(1, ctx.threads));
     std::vector<Chunk> chunks;
+    Candidates cand;
+    std::vector<uint32_t> e_ids;
+    MatF e_rows;
     int64_t step = 0;
     Timer timer;
     for (int ep = 0; ep < epochs; ++ep) {
@@ -765,79 +805,17 @@ class SasrecModel final : public Recommender {
       uint64_t positions = 0;
       for (size_t b0 = 0; b0 < users.size(); b0 += bsz, ++step) {
         const size_t b1 = std::min(users.size(), b0 + bsz);
-        Rng brng(seed_used_, kBatchStream + uint64_t(step));
-        // Shared candidates per domain.
-        std::vector<std::vector<uint32_t>> cand(n_domains_);
-        std::vector<MatF> cand_rep(n_domains_), cand_codes(n_domains_), cand_gates(n_domains_);
-        // Id dropout applies to the candidates as to the positives, so that an item known by its text only is
-        // not a sign of a positive.
-        const bool idd = id_dropout_ > 0 && text_on() && id_on();
-        std::vector<std::vector<float>> cand_keep(n_domains_);
-        if (loss_ == "softmax") {
-          for (uint16_t dd = 0; dd < n_domains_; ++dd) {
-            if (pool_[dd].empty()) continue;
-            cand[dd].resize(size_t(negatives_));
-            for (auto& c : cand[dd]) c = pool_[dd][brng.below(pool_[dd].size())];
-            if (idd) {
-              cand_keep[dd].resize(cand[dd].size());
-              for (auto& k : cand_keep[dd]) k = brng.uniform() < id_dropout_ ? 0.0f : 1.0f;
-            }
-            item_rep(cand[dd], idd ? cand_keep[dd].data() : nullptr, cand_rep[dd], &cand_codes[dd],
-                     &cand_gates[dd]);
-          }
-        }
-        // Positions (targets) of the batch, for the mean.
-        uint64_t batch_positions = 0;
-        double weight_sum = 0;
-        for (size_t k = b0; k < b1; ++k) {
-          const auto& s = seqs[users[k].user];
-          const size_t end = users[k].end, n = std::min(size_t(end), size_t(max_len_) + 1);
-          for (size_t t = end - n + 1; t < end; ++t) weight_sum += domain_weight_[dom(s[t])];
-          batch_positions += n - 1;
-        }
-        const size_t nc = (b1 - b0 + kChunkSeqs - 1) / kChunkSeqs;
-        if (chunks.size() < nc) chunks.resize(nc);
-        const float scale = float(1.0 / std::max(1e-12, weight_sum));
-        pool.run(nc, [&](size_t c) {
-          const size_t s0 = b0 + c * kChunkSeqs, s1 = std::min(b1, s0 + kChunkSeqs);
-          run_chunk(chunks[c], seqs, std::span<const Window>(users.data() + s0, s1 - s0), cand, cand_rep,
-                    scale, Rng(seed_used_, kChunkStream + uint64_t(step) * 4096 + c));
-        });
-        // Gradients of the chunks, added in chunk order.
+        const std::span<const Window> batch(users.data() + b0, b1 - b0);
         for (auto& g : grads) g.zero();
-        std::vector<MatF> dcand(n_domains_);
-        for (size_t c = 0; c < nc; ++c) {
-          Chunk& ch = chunks[c];
-          for (size_t k = 0; k < np; ++k) nn::add_into(grads[k], ch.grads[k]);
-          MatF& ge = grads[np];
-          for (size_t r = 0; r < ch.e_ids.size(); ++r) {
-            float* o = ge.row(ch.e_ids[r]);
-            const float* s = ch.e_rows.row(r);
-            for (size_t j = 0; j < d_; ++j) o[j] += s[j];
-          }
-          for (uint16_t dd = 0; dd < n_domains_; ++dd) {
-            if (ch.dcand[dd].rows == 0) continue;
-            if (dcand[dd].rows == 0) {
-              dcand[dd] = ch.dcand[dd];
-            } else {
-              nn::add_into(dcand[dd], ch.dcand[dd]);
-            }
-          }
-          loss += ch.loss;
+        loss += batch_gradient(seqs, batch, uint64_t(step), chunks, cand, grads, e_ids, e_rows,
+                               [&](size_t n, const std::function<void(size_t)>& f) { pool.run(n, f); });
+        MatF& ge = grads[np];
+        for (size_t r = 0; r < e_ids.size(); ++r) {
+          float* o = ge.row(e_ids[r]);
+          const float* s = e_rows.row(r);
+          for (size_t j = 0; j < d_; ++j) o[j] += s[j];
         }
-        for (uint16_t dd = 0; dd < n_domains_; ++dd) {
-          if (dcand[dd].rows == 0) continue;
-          std::vector<uint32_t> e_ids;
-          MatF e_rows(0, d_);
-          item_rep_backward(cand[dd], idd ? cand_keep[dd].data() : nullptr, cand_codes[dd], cand_gates[dd],
-                            dcand[dd], grads, e_ids, e_rows);
-          for (size_t r = 0; r < e_ids.size(); ++r) {
-            float* o = grads[np].row(e_ids[r]);
-            const float* s = e_rows.row(r);
-            for (size_t j = 0; j < d_; ++j) o[j] += s[j];
-          }
-        }
-        positions += batch_positions;
+        positions += batch_positions(batch);
         nn::clip_grad_norm<float>(grads, clip_);
         adam.set_lr(nn::scheduled_lr(lr_, step, warmup_, total, decay_));
         adam.step(grads);
@@ -848,6 +826,213 @@ class SasrecModel final : public Recommender {
                      loss / double(std::max<uint64_t>(1, positions)), timer.seconds());
       if (ctx.progress) ctx.progress(size_t(ep + 1), size_t(epochs), "sasrec epochs");
     }
+  }
+
+  // Target positions of a set of windows.
+  uint64_t batch_positions(std::span<const Window> batch) const {
+    uint64_t n = 0;
+    for (const Window& w : batch) n += std::min(size_t(w.end), size_t(max_len_) + 1) - 1;
+    return n;
+  }
+
+  // The gradient of the (domain-weighted) mean loss over the target positions of `batch`, which is the
+  // minibatch of step `step` of the optimiser (a DP-SGD user's batch of one: step * n_users + user): its
+  // candidates drawn from the batch stream, its chunks of kChunkSeqs windows computed through `run` (each
+  // chunk from its own stream) and their gradients added in chunk order. The dense parameters' gradients are
+  // added into grads[0 .. dense_params().size()); the item table's rows are returned as (e_ids, e_rows), in
+  // order, one row per use. Returns the summed loss of the positions.
+  double batch_gradient(const std::vector<std::vector<uint32_t>>& seqs, std::span<const Window> batch,
+                        uint64_t step, std::vector<Chunk>& chunks, Candidates& cand, std::vector<MatF>& grads,
+                        std::vector<uint32_t>& e_ids, MatF& e_rows,
+                        const std::function<void(size_t, const std::function<void(size_t)>&)>& run) const {
+    const size_t np = named_params().size();
+    Rng brng(seed_used_, kBatchStream + step);
+    // Shared candidates per domain. Id dropout applies to the candidates as to the positives, so that an
+    // item known by its text only is not a sign of a positive.
+    const bool idd = id_dropout_ > 0 && text_on() && id_on();
+    cand.ids.assign(n_domains_, {});
+    cand.keep.assign(n_domains_, {});
+    cand.rep.assign(n_domains_, MatF()), cand.codes.assign(n_domains_, MatF()),
+        cand.gates.assign(n_domains_, MatF());
+    if (loss_ == "softmax") {
+      for (uint16_t dd = 0; dd < n_domains_; ++dd) {
+        if (pool_[dd].empty()) continue;
+        cand.ids[dd].resize(size_t(negatives_));
+        for (auto& c : cand.ids[dd]) c = pool_[dd][brng.below(pool_[dd].size())];
+        if (idd) {
+          cand.keep[dd].resize(cand.ids[dd].size());
+          for (auto& k : cand.keep[dd]) k = brng.uniform() < id_dropout_ ? 0.0f : 1.0f;
+        }
+        item_rep(cand.ids[dd], idd ? cand.keep[dd].data() : nullptr, cand.rep[dd], &cand.codes[dd],
+                 &cand.gates[dd]);
+      }
+    }
+    // The batch's (weighted) positions, for the mean.
+    double weight_sum = 0;
+    for (const Window& w : batch) {
+      const auto& s = seqs[w.user];
+      const size_t n = std::min(size_t(w.end), size_t(max_len_) + 1);
+      for (size_t t = w.end - n + 1; t < w.end; ++t) weight_sum += domain_weight_[dom(s[t])];
+    }
+    const size_t nc = (batch.size() + kChunkSeqs - 1) / kChunkSeqs;
+    if (chunks.size() < nc) chunks.resize(nc);
+    const float scale = float(1.0 / std::max(1e-12, weight_sum));
+    run(nc, [&](size_t c) {
+      const size_t s0 = c * kChunkSeqs, s1 = std::min(batch.size(), s0 + kChunkSeqs);
+      run_chunk(chunks[c], seqs, batch.subspan(s0, s1 - s0), cand.ids, cand.rep, scale,
+                Rng(seed_used_, kChunkStream + step * 4096 + c));
+    });
+    // Gradients of the chunks, added in chunk order, then the candidates'.
+    e_ids.clear();
+    e_rows.resize(0, d_);
+    double loss = 0;
+    std::vector<MatF> dcand(n_domains_);
+    auto append_rows = [&](const std::vector<uint32_t>& ids, const MatF& rows) {
+      const size_t r0 = e_rows.rows;
+      e_rows.reshape(r0 + ids.size(), d_);
+      std::copy(rows.data.begin(), rows.data.begin() + ids.size() * d_, e_rows.row(r0));
+      e_ids.insert(e_ids.end(), ids.begin(), ids.end());
+    };
+    for (size_t c = 0; c < nc; ++c) {
+      Chunk& ch = chunks[c];
+      for (size_t k = 0; k < np; ++k) nn::add_into(grads[k], ch.grads[k]);
+      append_rows(ch.e_ids, ch.e_rows);
+      for (uint16_t dd = 0; dd < n_domains_; ++dd) {
+        if (ch.dcand[dd].rows == 0) continue;
+        if (dcand[dd].rows == 0) {
+          dcand[dd] = ch.dcand[dd];
+        } else {
+          nn::add_into(dcand[dd], ch.dcand[dd]);
+        }
+      }
+      loss += ch.loss;
+    }
+    for (uint16_t dd = 0; dd < n_domains_; ++dd) {
+      if (dcand[dd].rows == 0) continue;
+      std::vector<uint32_t> ids;
+      MatF rows(0, d_);
+      item_rep_backward(cand.ids[dd], idd ? cand.keep[dd].data() : nullptr, cand.codes[dd], cand.gates[dd],
+                        dcand[dd], grads, ids, rows);
+      append_rows(ids, rows);
+    }
+    return loss;
+  }
+
+  // User-level DP-SGD (see the top of the file). `windows` lists each user's windows together, users in
+  // order. The released parameters laid out flat: the dense parameters in their order, then the item table.
+  void train_dp(const std::vector<std::vector<uint32_t>>& seqs, const std::vector<Window>& windows,
+                const FitContext& ctx) {
+    const uint32_t nu = uint32_t(seqs.size());
+    const models::DpSgdPlan plan = models::plan_dp_sgd(dp_, nu, epochs_, "sasrec");
+    std::vector<size_t> wbeg(size_t(nu) + 1, 0);  // user u's windows: [wbeg[u], wbeg[u + 1])
+    for (const Window& w : windows) ++wbeg[w.user + 1];
+    for (uint32_t u = 0; u < nu; ++u) wbeg[u + 1] += wbeg[u];
+    std::vector<MatF*> params = dense_params();
+    const size_t np = params.size();
+    params.push_back(&emb_);
+    std::vector<size_t> off(params.size() + 1, 0);
+    for (size_t k = 0; k < params.size(); ++k) off[k + 1] = off[k] + params[k]->size();
+    privacy::DpAggregator agg(off.back(), dp_.clip);
+    nn::AdamOptions ao;
+    ao.lr = lr_;
+    ao.weight_decay = weight_decay_;
+    nn::Adam<float> adam(params, ao);
+    std::vector<MatF> grads(params.size());
+    for (size_t k = 0; k < params.size(); ++k) grads[k].resize(params[k]->rows, params[k]->cols);
+    // Users run in groups, in parallel within a group; their gradients are clipped and added in user order.
+    struct UserGrad {
+      std::vector<Chunk> chunks;
+      Candidates cand;
+      std::vector<MatF> dense;
+      std::vector<uint32_t> e_ids, rows;  // item rows as used, then merged (ascending, unique)
+      MatF e_rows, row_g;
+      double loss = 0;
+      uint64_t positions = 0;
+    };
+    const size_t group = size_t(std::max(1, ctx.threads)) * 4;
+    std::vector<UserGrad> ug(group);
+    for (UserGrad& g : ug)
+      for (const MatF* p : std::as_const(*this).dense_params()) g.dense.emplace_back(p->rows, p->cols);
+    nn::TaskPool pool(std::max(1, ctx.threads));
+    const auto serial = [](size_t n, const std::function<void(size_t)>& f) {
+      for (size_t c = 0; c < n; ++c) f(c);
+    };
+    std::vector<privacy::DpAggregator::Piece> pieces;
+    size_t clipped = 0, contributions = 0;
+    double loss = 0;
+    uint64_t positions = 0;
+    Timer timer;
+    if (ctx.progress) ctx.progress(0, size_t(plan.steps), "sasrec DP-SGD steps");
+    for (int64_t step = 0; step < plan.steps; ++step) {
+      const std::vector<uint32_t> sampled = plan.sample(seed_used_, kDpSampleStream, step);
+      agg.reset();
+      for (size_t g0 = 0; g0 < sampled.size(); g0 += group) {
+        const size_t n = std::min(group, sampled.size() - g0);
+        pool.run(n, [&](size_t k) {
+          const uint32_t u = sampled[g0 + k];
+          UserGrad& g = ug[k];
+          for (MatF& m : g.dense) m.zero();
+          g.rows.clear();
+          g.row_g.resize(0, d_);
+          g.loss = 0;
+          const std::span<const Window> mine(windows.data() + wbeg[u], wbeg[u + 1] - wbeg[u]);
+          g.positions = batch_positions(mine);
+          if (mine.empty()) return;
+          g.loss = batch_gradient(seqs, mine, uint64_t(step) * nu + u, g.chunks, g.cand, g.dense, g.e_ids,
+                                  g.e_rows, serial);
+          // Merge the item rows: ascending ids, each once, summed in order of use.
+          std::vector<uint32_t> order(g.e_ids.size());
+          std::iota(order.begin(), order.end(), 0u);
+          std::stable_sort(order.begin(), order.end(),
+                           [&](uint32_t a, uint32_t b) { return g.e_ids[a] < g.e_ids[b]; });
+          for (uint32_t r : order) {
+            if (g.rows.empty() || g.rows.back() != g.e_ids[r]) {
+              g.rows.push_back(g.e_ids[r]);
+              g.row_g.reshape(g.rows.size(), d_);
+              std::fill(g.row_g.row(g.rows.size() - 1), g.row_g.row(g.rows.size() - 1) + d_, 0.0f);
+            }
+            float* o = g.row_g.row(g.rows.size() - 1);
+            const float* s = g.e_rows.row(r);
+            for (size_t j = 0; j < d_; ++j) o[j] += s[j];
+          }
+        });
+        for (size_t k = 0; k < n; ++k) {
+          const UserGrad& g = ug[k];
+          pieces.clear();
+          for (size_t p = 0; p < np; ++p)
+            pieces.push_back({off[p], {g.dense[p].data.data(), g.dense[p].size()}});
+          for (size_t r = 0; r < g.rows.size(); ++r)
+            pieces.push_back({off[np] + size_t(g.rows[r]) * d_, {g.row_g.row(r), d_}});
+          agg.add(pieces);  // a user without windows adds a zero contribution
+          loss += g.loss;
+          positions += g.positions;
+        }
+      }
+      clipped += agg.clipped();
+      contributions += agg.contributions();
+      Rng noise(seed_used_, kDpNoiseStream + uint64_t(step));
+      agg.finish(plan.sigma, plan.expected_users(), noise);
+      for (size_t k = 0; k < params.size(); ++k)
+        std::transform(agg.sum().begin() + ptrdiff_t(off[k]), agg.sum().begin() + ptrdiff_t(off[k + 1]),
+                       grads[k].data.begin(), [](double v) { return float(v); });
+      nn::clip_grad_norm<float>(grads, clip_);
+      adam.set_lr(nn::scheduled_lr(lr_, step, warmup_, plan.steps, decay_));
+      adam.step(grads);
+      if (plan.epoch_end(step)) {
+        curve_.push_back(loss / double(std::max<uint64_t>(1, positions)));
+        if (ctx.verbose)
+          std::fprintf(stderr, "sasrec DP-SGD step %lld/%lld: loss %.4f (%.1f s)\n", (long long)step + 1,
+                       (long long)plan.steps, curve_.back(), timer.seconds());
+        loss = 0;
+        positions = 0;
+      }
+      if (ctx.progress) ctx.progress(size_t(step) + 1, size_t(plan.steps), "sasrec DP-SGD steps");
+    }
+    privacy_ = models::dp_sgd_report(dp_, plan, clipped, contributions, "sasrec",
+                                     "every parameter: the item, position and domain tables, the "
+                                     "transformer, layer-norm, head and adaptor "
+                                     "weights (user-level); not the histories kept for scoring",
+                                     ctx.verbose);
   }
 
   void run_chunk(Chunk& ch, const std::vector<std::vector<uint32_t>>& seqs, std::span<const Window> windows,
@@ -998,6 +1183,8 @@ class SasrecModel final : public Recommender {
   std::vector<double> curve_;  // mean loss per epoch of the last fit
   std::string act_ = "gelu", loss_ = "softmax", text_ = "add", adaptor_ = "linear", user_state_ = "last";
   models::AutoencoderParams ae_;
+  models::DpSgdParams dp_;  // dp, dp_noise, dp_clip, dp_delta, dp_epsilon, dp_users
+  nlohmann::json privacy_;  // the DP-SGD guarantee of the last fit (null without DP)
 
   bool fitted_ = false;
   uint64_t seed_used_ = 42;

@@ -2,6 +2,7 @@
 // the guarantee in the manifest is the accountant's for the run's q, noise, steps and delta; a target epsilon
 // is met closely from below; the private model still learns with moderate noise and clearly less with huge
 // noise; results are fixed by the seed and independent of the thread count; the guarantee survives save/load.
+// For sasrec and cfgan also: with q = 1, one user and no noise or clipping, the DP step is the plain step.
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -114,16 +115,100 @@ TEST_P(DpModel, SeedFixesTheResultAndThreadsDoNotChangeIt) {
   EXPECT_NE(a.data, c.data);
 }
 
-INSTANTIATE_TEST_SUITE_P(Models, DpModel,
-                         ::testing::Values(DpCase{"hybrid:factors=16,epochs=10,id_dropout=0,lr=0.2",
-                                                  "dp_noise=0.8,dp_users=100", "dp_noise=100,dp_users=100",
-                                                  10}),
-                         [](const ::testing::TestParamInfo<DpCase>& info) {
-                           return info.param.base.substr(0, info.param.base.find(':'));
-                         });
+INSTANTIATE_TEST_SUITE_P(
+    Models, DpModel,
+    ::testing::Values(
+        DpCase{"hybrid:factors=16,epochs=10,id_dropout=0,lr=0.2", "dp_noise=0.8,dp_users=100",
+               "dp_noise=100,dp_users=100", 10},
+        DpCase{"sasrec:dim=16,blocks=1,max_len=20,epochs=40,batch=32,negatives=30,lr=0.01,warmup=0,"
+               "dropout=0.1,min_steps=0,user_state=mean",
+               "dp_noise=0.6,dp_users=100", "dp_noise=100,dp_users=100", 40},
+        // cfgan: every update of either network is an accounted step, so twice the epochs.
+        DpCase{"cfgan:hidden=32,epochs=60,batch=8,lr_g=0.01,lr_d=0.01,alpha=1", "dp_noise=0.6,dp_users=60",
+               "dp_noise=100,dp_users=100", 120}),
+    [](const ::testing::TestParamInfo<DpCase>& info) {
+      return info.param.base.substr(0, info.param.base.find(':'));
+    });
 
 TEST(HybridDp, SquaredErrorIsRefused) {
   auto m = create_model("hybrid:loss=mse,dp_noise=1,epochs=1");
+  FitContext ctx;
+  EXPECT_THROW(m->fit(data().train, ctx), Error);
+}
+
+}  // namespace
+
+namespace {
+
+// One user whose history holds every item (so the plain fit samples negatives from the whole catalogue, as
+// DP-SGD does), long enough for four max_len windows.
+Csr one_user() {
+  Csr x;
+  x.n_rows = 1;
+  x.n_cols = 24;
+  for (uint32_t i = 0; i < x.n_cols; ++i) x.indices.push_back(i), x.values.push_back(1.0f);
+  x.indptr = {0, x.n_cols};
+  return x;
+}
+
+Matrix fit_scores(const std::string& spec, const Csr& x) {
+  auto m = create_model(spec);
+  FitContext ctx;
+  ctx.seed = 3;
+  m->fit(x, ctx);
+  Matrix s;
+  const std::vector<uint32_t> users{0};
+  m->score(users, s, 1);
+  return s;
+}
+
+// A DP-SGD step with q = 1 and one user is a plain step on the batch of that user's windows: the per-user
+// gradient (every window, the user's own negatives) is the plain path's, and without noise or clipping the
+// training is the same up to the order of the windows' float sums.
+TEST(SasrecDp, OneUserGradientIsThePlainBatchGradient) {
+  const Csr x = one_user();
+  const std::string base =
+      "sasrec:dim=16,blocks=1,max_len=6,epochs=5,batch=64,negatives=10,lr=0.01,warmup=2,dropout=0,clip=0,"
+      "min_steps=0";
+  const Matrix plain = fit_scores(base, x);
+  const Matrix dp = fit_scores(base + ",dp=true,dp_noise=0,dp_clip=1e9,dp_users=1", x);
+  ASSERT_EQ(plain.data.size(), dp.data.size());
+  double diff = 0, scale = 0;
+  for (size_t k = 0; k < plain.data.size(); ++k) {
+    diff = std::max(diff, double(std::abs(plain.data[k] - dp.data[k])));
+    scale = std::max(scale, double(std::abs(plain.data[k])));
+  }
+  EXPECT_LT(diff, 1e-4 * scale) << "max |plain - dp| " << diff << " of " << scale;
+  // Clipped to a bound below the gradient's norm, every contribution is scaled down and training changes.
+  auto m = create_model(base + ",dp=true,dp_noise=0,dp_clip=1e-3,dp_users=1");
+  FitContext ctx;
+  ctx.seed = 3;
+  m->fit(x, ctx);
+  EXPECT_EQ(privacy_of(*m)["clipped_fraction"].get<double>(), 1.0);
+  auto unclipped = create_model(base + ",dp=true,dp_noise=0,dp_clip=1e9,dp_users=1");
+  unclipped->fit(x, ctx);
+  EXPECT_EQ(privacy_of(*unclipped)["clipped_fraction"].get<double>(), 0.0);
+}
+
+// cfgan without random masks or noise: with q = 1 and one user, the DP-SGD updates (discriminator, then
+// generator, each on the user's batch of one) are the plain updates with batch=1.
+TEST(CfganDp, OneUserUpdatesAreThePlainUpdates) {
+  const Csr x = one_user();
+  const std::string base = "cfgan:hidden=8,epochs=6,batch=1,lr_g=0.01,lr_d=0.01,pm=0,zr=0";
+  const Matrix plain = fit_scores(base, x);
+  const Matrix dp = fit_scores(base + ",dp=true,dp_noise=0,dp_clip=1e9,dp_users=1", x);
+  ASSERT_EQ(plain.data.size(), dp.data.size());
+  for (size_t k = 0; k < plain.data.size(); ++k) EXPECT_NEAR(plain.data[k], dp.data[k], 1e-5) << k;
+  // Training moved the scores (the comparison is not between two untrained models).
+  const Matrix untrained = fit_scores("cfgan:hidden=8,epochs=0", x);
+  double moved = 0;
+  for (size_t k = 0; k < plain.data.size(); ++k)
+    moved = std::max(moved, double(std::abs(plain.data[k] - untrained.data[k])));
+  EXPECT_GT(moved, 1e-2);
+}
+
+TEST(SasrecDp, BalanceIsRefused) {
+  auto m = create_model("sasrec:balance=true,dp_noise=1,epochs=1");
   FitContext ctx;
   EXPECT_THROW(m->fit(data().train, ctx), Error);
 }
