@@ -3,10 +3,12 @@
 
 #include <gtest/gtest.h>
 #include <sys/wait.h>
+#include <unistd.h>
 
 #include <array>
 #include <cstdio>
 #include <cstdlib>
+#include <filesystem>
 #include <initializer_list>
 #include <string>
 
@@ -30,6 +32,22 @@ template <class F>
   }
   return ::testing::AssertionFailure() << "did not throw";
 }
+
+// A fixture with a fresh directory per test, `dir` (under the system's temporary directory, named by the
+// prefix, the process id and the test's name), removed after the test.
+template <const char* Prefix>
+class TempDirTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    dir = std::filesystem::temp_directory_path() /
+          (std::string(Prefix) + std::to_string(::getpid()) + "_" +
+           ::testing::UnitTest::GetInstance()->current_test_info()->name());
+    std::filesystem::remove_all(dir);
+    std::filesystem::create_directories(dir);
+  }
+  void TearDown() override { std::filesystem::remove_all(dir); }
+  std::filesystem::path dir;
+};
 
 // The slow real-data checks run only with XDREC_SLOW_TESTS set (and not "0"), as `scripts/test --slow` does.
 inline bool slow_tests_enabled() {

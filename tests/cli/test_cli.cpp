@@ -18,19 +18,13 @@ Result run(const std::string& args) {
   return testing_util::run_cli(args);
 }
 
-class CliTest : public ::testing::Test {
+constexpr char kCliTestPrefix[] = "xdrec_cli_";
+
+class CliTest : public testing_util::TempDirTest<kCliTestPrefix> {
  protected:
-  void SetUp() override {
-    dir = fs::temp_directory_path() / ("xdrec_cli_" + std::to_string(::getpid()) + "_" +
-                                       ::testing::UnitTest::GetInstance()->current_test_info()->name());
-    fs::remove_all(dir);
-    fs::create_directories(dir);
-  }
-  void TearDown() override { fs::remove_all(dir); }
   void write(const std::string& name, const std::string& content) {
     std::ofstream(dir / name, std::ios::binary) << content;
   }
-  fs::path dir;
 };
 
 }  // namespace

@@ -9,6 +9,7 @@
 #include <nlohmann/json.hpp>
 
 #include "models/clustered.h"
+#include "test_util.h"
 #include "xdrec/metrics.h"
 #include "xdrec/readers.h"
 #include "xdrec/recommender.h"
@@ -19,17 +20,9 @@ namespace fs = std::filesystem;
 
 namespace {
 
-class Compression : public ::testing::Test {
- protected:
-  void SetUp() override {
-    dir = fs::temp_directory_path() / ("xdrec_compress_" + std::to_string(::getpid()) + "_" +
-                                       ::testing::UnitTest::GetInstance()->current_test_info()->name());
-    fs::remove_all(dir);
-    fs::create_directories(dir);
-  }
-  void TearDown() override { fs::remove_all(dir); }
-  fs::path dir;
-};
+constexpr char kCompressionPrefix[] = "xdrec_compress_";
+
+class Compression : public testing_util::TempDirTest<kCompressionPrefix> {};
 
 std::unique_ptr<Recommender> fit(const std::string& spec, const Csr& x) {
   auto m = create_model(spec);

@@ -26,17 +26,9 @@ using testing_util::throws_error;
 
 namespace {
 
-class Pruning : public ::testing::Test {
- protected:
-  void SetUp() override {
-    dir = fs::temp_directory_path() / ("xdrec_prune_" + std::to_string(::getpid()) + "_" +
-                                       ::testing::UnitTest::GetInstance()->current_test_info()->name());
-    fs::remove_all(dir);
-    fs::create_directories(dir);
-  }
-  void TearDown() override { fs::remove_all(dir); }
-  fs::path dir;
-};
+constexpr char kPruningPrefix[] = "xdrec_prune_";
+
+class Pruning : public testing_util::TempDirTest<kPruningPrefix> {};
 
 // Item text vectors that follow the clusters of make_clustered (cluster = item % clusters) plus noise.
 Matrix cluster_text(uint32_t n_items, uint32_t clusters, size_t dim, uint64_t seed) {

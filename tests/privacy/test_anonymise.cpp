@@ -65,20 +65,14 @@ Dataset planted() {
   return ds;
 }
 
-class AnonymiseTest : public ::testing::Test {
+constexpr char kAnonymiseTestPrefix[] = "xdrec_anon_";
+
+class AnonymiseTest : public testing_util::TempDirTest<kAnonymiseTestPrefix> {
  protected:
-  void SetUp() override {
-    dir = fs::temp_directory_path() / ("xdrec_anon_" + std::to_string(::getpid()) + "_" +
-                                       ::testing::UnitTest::GetInstance()->current_test_info()->name());
-    fs::remove_all(dir);
-    fs::create_directories(dir);
-  }
-  void TearDown() override { fs::remove_all(dir); }
   std::string write(const std::string& name, const std::string& content) {
     std::ofstream(dir / name, std::ios::binary) << content;
     return (dir / name).string();
   }
-  fs::path dir;
 };
 
 std::vector<float> scores(const Recommender& m, uint32_t u) {
