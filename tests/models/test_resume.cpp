@@ -1,5 +1,5 @@
-// Incremental updates (Recommender::resume) of the SGD factor models bpr and hybrid: on clustered data that
-// grows by new users, new items and new interactions of old users, the resumed model beats the stale one
+// Incremental updates (Recommender::resume) of the SGD models bpr, hybrid and twotower: on clustered data
+// that grows by new users, new items and new interactions of old users, the resumed model beats the stale one
 // and comes close to a full refit; new users and items get scores (items known only by text through their
 // text); save/load after a resume; determinism; bad input.
 #include <gtest/gtest.h>
@@ -167,9 +167,13 @@ TEST(Resume, HybridWarpApproachesAFullRefit) {
   check_resume_quality("hybrid:factors=16,epochs=20,loss=warp", 3, 0.06);
 }
 
-TEST(Resume, HybridIsThreadIndependentAndRanksTextOnlyItemsByText) {
+TEST(Resume, TwoTowerApproachesAFullRefit) {
+  check_resume_quality("twotower:factors=16,hidden=32,epochs=10", 3, 0.06);
+}
+
+static void check_thread_independent_and_text_only_items(const std::string& spec) {
   const Scenario s;
-  auto stale = create_model("hybrid:factors=16,epochs=10");
+  auto stale = create_model(spec);
   stale->fit(s.old, s.ctx(false));
   auto a = copy_of(*stale), b = copy_of(*stale);
   ASSERT_TRUE(a->resume(s.d.train, s.touched, s.ctx(true, 1), 2));
@@ -186,12 +190,21 @@ TEST(Resume, HybridIsThreadIndependentAndRanksTextOnlyItemsByText) {
           right += sa(u, i) > sa(u, j);
           ++pairs;
         }
-  EXPECT_GT(double(right) / double(pairs), 0.8);
+  EXPECT_GT(double(right) / double(pairs), 0.8) << spec;
+}
+
+TEST(Resume, HybridIsThreadIndependentAndRanksTextOnlyItemsByText) {
+  check_thread_independent_and_text_only_items("hybrid:factors=16,epochs=10");
+}
+
+TEST(Resume, TwoTowerIsThreadIndependentAndRanksTextOnlyItemsByText) {
+  check_thread_independent_and_text_only_items("twotower:factors=16,hidden=32,epochs=5");
 }
 
 TEST(Resume, BadInputIsAnError) {
   const Scenario s;
-  for (const char* spec : {"bpr:factors=8,epochs=5", "hybrid:factors=8,epochs=2"}) {
+  for (const char* spec :
+       {"bpr:factors=8,epochs=5", "hybrid:factors=8,epochs=2", "twotower:factors=8,hidden=8,epochs=1"}) {
     auto m = create_model(spec);
     EXPECT_THROW(m->resume(s.d.train, {}, s.ctx(true), 1), Error) << spec;  // not fitted
     m->fit(s.old, s.ctx(false));
@@ -205,15 +218,20 @@ TEST(Resume, BadInputIsAnError) {
     // A failed check leaves the model as it was.
     EXPECT_TRUE(bitwise_equal(score_all(*m), score_all(*fitted))) << spec;
   }
-  // hybrid reads new items through their text: without it, an error.
-  auto h = create_model("hybrid:factors=8,epochs=2");
-  h->fit(s.old, s.ctx(false));
+  // hybrid and twotower read new items through their text: without it, an error.
   FitContext no_text = s.ctx(true);
   no_text.item_text = nullptr;
-  EXPECT_THROW(h->resume(s.d.train, s.touched, no_text, 1), Error);
+  for (const char* spec : {"hybrid:factors=8,epochs=2", "twotower:factors=8,hidden=8,epochs=1"}) {
+    auto h = create_model(spec);
+    h->fit(s.old, s.ctx(false));
+    EXPECT_THROW(h->resume(s.d.train, s.touched, no_text, 1), Error) << spec;
+  }
+  // A DP-SGD model is refused: an incremental update is not DP-SGD training.
+  auto dp = create_model("twotower:factors=8,hidden=8,epochs=1,dp_noise=1,dp_users=60");
+  dp->fit(s.old, s.ctx(false));
+  EXPECT_THROW(dp->resume(s.d.train, s.touched, s.ctx(true), 1), Error);
   // Models without an incremental path say so.
-  for (const char* spec : {"hybrid:factors=8,epochs=2,loss=mse", "twotower:epochs=1,factors=8,hidden=8",
-                           "sasrec:epochs=1,min_steps=0,dim=8"}) {
+  for (const char* spec : {"hybrid:factors=8,epochs=2,loss=mse", "sasrec:epochs=1,min_steps=0,dim=8"}) {
     auto m = create_model(spec);
     m->fit(s.old, s.ctx(false));
     EXPECT_FALSE(m->resume(s.d.train, s.touched, s.ctx(true), 1)) << spec;
