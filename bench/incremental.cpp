@@ -5,9 +5,11 @@
 //   full             the model trained from scratch on old + new
 //   stale            the old model, not updated (new users and items get nothing from their interactions)
 //   resume:sweeps=K  the old model resumed on old + new (xdrec train --resume): touched rows, then K sweeps
-//                    (iALS) or K epochs over the new and as many replayed old entries (bpr, hybrid)
-// Models: ials, bpr and hybrid (with tfidf item text, so that items new to the model enter through text).
-// Mean +- 95% CI over model seeds 1-3. MovieLens latest-small and Amazon Food-Kitchen.
+//                    (iALS) or K epochs over the new and as many replayed old entries (bpr, hybrid,
+//                    twotower)
+// Models: ials, bpr, hybrid and twotower (the text models with tfidf item text, so that items new to the
+// model enter through text). Mean +- 95% CI over model seeds 1-3. MovieLens latest-small and Amazon
+// Food-Kitchen.
 //
 // Usage: bench_incremental OUT.json [DATA_ROOT] [--seeds N] [--model SPEC]... [--encoder SPEC]
 //        [--sgd-sweeps LIST (epochs of the SGD models' resumes, default 0,2,5)] [--quick]
@@ -61,8 +63,9 @@ int main(int argc, char** argv) {
     json res;
     res["_meta"] = {{"machine", machine_description()}};
     if (models.empty())
-      models = quick ? std::vector<std::string>{"ials:iterations=3", "bpr:epochs=20", "hybrid:epochs=2"}
-                     : std::vector<std::string>{"ials", "bpr", "hybrid"};
+      models = quick ? std::vector<std::string>{"ials:iterations=3", "bpr:epochs=20", "hybrid:epochs=2",
+                                                "twotower:epochs=2"}
+                     : std::vector<std::string>{"ials", "bpr", "hybrid", "twotower"};
     res["_meta"]["encoder"] = encoder;
     if (sgd_sweeps.empty()) sgd_sweeps = quick ? std::vector<int>{0, 2} : std::vector<int>{0, 2, 5};
     const json parts =

@@ -101,10 +101,13 @@ void FactorModel::check_resume(const Csr& m, std::span<const uint32_t> touched) 
         name() + " resume: the data has " + std::to_string(m.n_rows) + " users and " +
             std::to_string(m.n_cols) + " items, fewer than the model's " + std::to_string(users_.rows) +
             " and " + std::to_string(items_.rows));
+  check_touched(touched, m.n_rows, name() + " resume");
+}
+
+void FactorModel::check_touched(std::span<const uint32_t> touched, uint32_t n_users, const std::string& who) {
   for (size_t k = 0; k < touched.size(); ++k) {
-    check(touched[k] < m.n_rows,
-          name() + " resume: touched user " + std::to_string(touched[k]) + " is out of range");
-    check(k == 0 || touched[k - 1] < touched[k], name() + " resume: the touched users are not sorted");
+    check(touched[k] < n_users, who + ": touched user " + std::to_string(touched[k]) + " is out of range");
+    check(k == 0 || touched[k - 1] < touched[k], who + ": the touched users are not sorted");
   }
 }
 

@@ -33,6 +33,20 @@ class FactorModel : public Recommender {
   bool item_vectors(Matrix& items, std::vector<float>& bias) const override;
   bool user_vectors(std::span<const uint32_t> users, Matrix& out) const override;
 
+  // ---- Incremental update (resume): helpers shared with the other SGD models (twotower) ----
+  // Error unless `touched` is sorted, without repeats, and below n_users; messages start with `who`.
+  static void check_touched(std::span<const uint32_t> touched, uint32_t n_users, const std::string& who);
+  // The users a resume re-solves: the touched users and every user at or beyond `old_users` (new), sorted.
+  static std::vector<uint32_t> resume_users(std::span<const uint32_t> touched, uint32_t old_users,
+                                            uint32_t n_users);
+  // The entries (positions into m.indices) the resume's epochs train on: every positive entry of `users`
+  // (the new data), then a replay of the other users' positive entries, drawn without replacement by the
+  // stream (seed, stream), as many as kResumeReplay times the new ones (all of them when fewer), so that the
+  // epochs do not forget the old data. In position order.
+  static constexpr double kResumeReplay = 1.0;
+  static std::vector<uint64_t> resume_entries(const Csr& m, std::span<const uint32_t> users, uint64_t seed,
+                                              uint64_t stream);
+
  protected:
   // Fold-in hook: writes the factor row of a user whose history is `hist` (sorted, repeats summed, checked)
   // into `row` (users_.ld floats, zero on entry; the padding must stay zero). Called before anything in the
@@ -48,17 +62,6 @@ class FactorModel : public Recommender {
   // Grows a factor matrix to `rows` rows; row i is drawn from N(0, scale^2) by the stream (seed, stream_base
   // + i), as a fit draws it.
   static void grow_rows(mf::Factors& x, size_t rows, uint64_t seed, uint64_t stream_base, float scale);
-  // The users a resume re-solves: the touched users and every user at or beyond `old_users` (new), sorted.
-  static std::vector<uint32_t> resume_users(std::span<const uint32_t> touched, uint32_t old_users,
-                                            uint32_t n_users);
-  // The entries (positions into m.indices) the resume's epochs train on: every positive entry of `users`
-  // (the new data), then a replay of the other users' positive entries, drawn without replacement by the
-  // stream (seed, stream), as many as kResumeReplay times the new ones (all of them when fewer), so that the
-  // epochs do not forget the old data. In position order.
-  static constexpr double kResumeReplay = 1.0;
-  static std::vector<uint64_t> resume_entries(const Csr& m, std::span<const uint32_t> users, uint64_t seed,
-                                              uint64_t stream);
-
   // The checks of fold_in before any work: fitted, `user` at most the next new user, and the history (items
   // in range, weights finite, one weight per item). Returns the merged history.
   model_util::History fold_in_history(uint32_t user, std::span<const uint32_t> items,

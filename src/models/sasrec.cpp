@@ -55,6 +55,7 @@
 #include <utility>
 
 #include "models/dp_training.h"
+#include "models/factor_model.h"
 #include "models/model_util.h"
 #include "models/text_features.h"
 #include "xdrec/nn.h"
@@ -77,6 +78,9 @@ constexpr uint64_t kChunkStream = uint64_t(1) << 48;
 // DP-SGD: a sampled user's batch of one takes the batch and chunk streams of "batch" step * n_users + user.
 constexpr uint64_t kDpSampleStream = uint64_t(3) << 56;  // + step: which users a DP step samples
 constexpr uint64_t kDpNoiseStream = uint64_t(5) << 56;   // + step: the step's Gaussian noise
+// Incremental update (resume): the replayed users; + 1 + epoch: the shuffles; + 2^40 + item: new id rows.
+constexpr uint64_t kResumeStream = uint64_t(7) << 56;
+constexpr uint64_t kResumeStepBase = uint64_t(1) << 30;  // optimiser steps of a resume (batch streams)
 
 // A training window: the items of `user`'s history before position `end` (at most max_len + 1 of them).
 struct Window {
@@ -209,7 +213,7 @@ class SasrecModel final : public Recommender {
 
   void fit(const Csr& user_items, const FitContext& ctx) override {
     const Csr x = model_util::prepare_interactions(user_items, true, "sasrec");
-    const uint32_t nu = x.n_rows, ni = x.n_cols;
+    const uint32_t ni = x.n_cols;
     check(ni > 0, "sasrec: no items");
     seed_used_ = seed_ > 0 ? uint64_t(seed_) : ctx.seed;
     d_ = size_t(dim_);
@@ -218,24 +222,7 @@ class SasrecModel final : public Recommender {
           "sasrec: balance does not go with DP-SGD (its domain weights are counts over the training data)");
     set_domains(ctx.item_domain, ni);
 
-    // Ordered histories: the context's sequences (restricted to the matrix's positive entries' users), or
-    // each row in item order.
-    std::vector<std::vector<uint32_t>> seqs(nu);
-    if (ctx.sequences && ctx.sequences->n_users() == nu) {
-      for (uint32_t u = 0; u < nu; ++u) {
-        for (uint32_t i : ctx.sequences->of(u)) {
-          check(i < ni, "sasrec: sequence item " + std::to_string(i) + " is out of range (" +
-                            std::to_string(ni) + " items)");
-          seqs[u].push_back(i);
-        }
-      }
-    } else {
-      check(!ctx.sequences || ctx.sequences->n_users() == 0,
-            "sasrec: the sequences have " + std::to_string(ctx.sequences ? ctx.sequences->n_users() : 0) +
-                " users but the matrix has " + std::to_string(nu));
-      for (uint32_t u = 0; u < nu; ++u)
-        for (uint64_t p = x.indptr[u]; p < x.indptr[u + 1]; ++p) seqs[u].push_back(x.indices[p]);
-    }
+    const std::vector<std::vector<uint32_t>> seqs = sequences(x, ctx, "sasrec");
 
     // Text codes.
     text_dim_ = 0;
@@ -258,26 +245,107 @@ class SasrecModel final : public Recommender {
 
     // Items that occur in training: the only ones sampled as negatives; the others keep a zero id embedding.
     // Under DP every item counts as seen (which items occur is not released).
-    std::vector<uint8_t> seen(ni, dp_.active() ? 1 : 0);
-    for (const auto& s : seqs)
-      for (uint32_t i : s) seen[i] = 1;
+    build_pools(seqs);
+    std::vector<uint8_t> seen(ni, 0);
+    for (uint16_t dd = 0; dd < n_domains_; ++dd)
+      for (uint32_t i : pool_[dd]) seen[i] = 1;
     for (uint32_t i = 0; i < ni; ++i)
       if (!seen[i]) std::fill(emb_.row(i), emb_.row(i) + d_, 0.0f);
-    pool_.assign(n_domains_, {});
-    for (uint32_t i = 0; i < ni; ++i)
-      if (seen[i]) pool_[dom(i)].push_back(i);
 
     train(seqs, ctx);
 
-    // Histories for scoring: the most recent max_len items of each sequence (all of it for user_state=mean).
-    hist_.assign(nu, {});
-    for (uint32_t u = 0; u < nu; ++u) {
-      const auto& s = seqs[u];
-      const size_t n = user_state_ == "mean" ? s.size() : std::min(s.size(), size_t(max_len_));
-      hist_[u].assign(s.end() - n, s.end());
-    }
+    store_histories(seqs);
     fitted_ = true;
     refresh_items();
+  }
+
+  // Incremental update. The item table grows by the new items: an id row drawn as a fit draws it (N(0,
+  // 1/dim), by the stream of the item) for a new item with interactions, zero for one without (known by its
+  // text, as add_item) or under text=replace; with text=init, a new item with interactions starts from the id
+  // row of the old item nearest by text code. The histories are the full sequences (the context's, or the
+  // rows of user_items in item order, as fit reads them); `sweeps` epochs of the fit's training (same loss,
+  // negatives, dropouts, lr schedule with warm-up from fresh AdamW moments: the saved model keeps no
+  // optimiser state) run over the windows of the touched and new users plus as many other users drawn at
+  // random (seeded), then the stored histories are replaced by the new ones. A DP-SGD model is refused: an
+  // incremental update is not DP-SGD training.
+  bool resume(const Csr& user_items, std::span<const uint32_t> touched_users, const FitContext& ctx,
+              int sweeps) override {
+    check(fitted_, "sasrec resume: the model is not fitted (call fit or load first)");
+    check(
+        !dp_.active(),
+        "sasrec resume: the model was trained with DP-SGD and an incremental update is not DP-SGD training; "
+        "train it again");
+    check(sweeps >= 0, "sasrec resume: sweeps must be >= 0");
+    const Csr x = model_util::prepare_interactions(user_items, true, "sasrec resume");
+    const uint32_t nu = x.n_rows, ni = x.n_cols, old_users = n_users(), old_items = n_items();
+    check(nu >= old_users && ni >= old_items,
+          "sasrec resume: the data has " + std::to_string(nu) + " users and " + std::to_string(ni) +
+              " items, fewer than the model's " + std::to_string(old_users) + " and " +
+              std::to_string(old_items));
+    models::FactorModel::check_touched(touched_users, nu, "sasrec resume");
+    const Matrix* it = ctx.item_text;
+    if (text_dim_ > 0 && ni > old_items) {
+      check(it && it->rows == ni && it->cols == features_.input_dim(),
+            "sasrec resume: the model reads new items through their text: give the text vectors of all " +
+                std::to_string(ni) + " items (" + std::to_string(features_.input_dim()) + "-d, from " +
+                encoder_ + ")");
+      for (size_t k = size_t(old_items) * it->cols; k < it->data.size(); ++k)
+        check(std::isfinite(it->data[k]), "sasrec resume: item_text has a non-finite value");
+    }
+    check(ctx.item_domain.empty() || ctx.item_domain.size() == ni,
+          "sasrec resume: item_domain has " + std::to_string(ctx.item_domain.size()) + " entries for " +
+              std::to_string(ni) + " items");
+    for (uint32_t i = 0; i < ctx.item_domain.size(); ++i)
+      check(ctx.item_domain[i] < n_domains_ && (i >= old_items || ctx.item_domain[i] == item_domain_[i]),
+            "sasrec resume: item " + std::to_string(i) + "'s domain is new or changed (the model has " +
+                std::to_string(n_domains_) + " domains)");
+    const std::vector<std::vector<uint32_t>> seqs = sequences(x, ctx, "sasrec resume");
+
+    // ---- Grow the item table ----
+    std::vector<uint8_t> occurs(ni, 0);
+    for (const auto& q : seqs)
+      for (uint32_t i : q) occurs[i] = 1;
+    emb_.data.resize(size_t(ni) * d_, 0.0f);
+    emb_.rows = ni;
+    code_.data.resize(size_t(ni) * text_dim_, 0.0f);
+    if (text_dim_ > 0) code_.rows = ni;
+    for (uint32_t i = old_items; i < ni; ++i) {
+      item_domain_.push_back(ctx.item_domain.empty() ? 0 : ctx.item_domain[i]);
+      if (text_dim_ > 0) features_.transform_row(it->row(i), code_.row(i));
+      if (!occurs[i] || !id_on()) continue;
+      if (text_dim_ > 0 && text_ == "init") {
+        uint32_t best = 0;
+        float best_dot = -INFINITY;
+        for (uint32_t j = 0; j < old_items; ++j) {
+          float dot = 0;
+          for (size_t k = 0; k < text_dim_; ++k) dot += code_(i, k) * code_(j, k);
+          if (dot > best_dot) best_dot = dot, best = j;
+        }
+        if (old_items > 0) std::copy(emb_.row(best), emb_.row(best) + d_, emb_.row(i));
+      } else {
+        Rng rng(seed_used_, kResumeStream + (uint64_t(1) << 40) + i);
+        const double sd = 1.0 / std::sqrt(double(d_));
+        for (size_t k = 0; k < d_; ++k) emb_(i, k) = float(rng.normal() * sd);
+      }
+    }
+    build_pools(seqs);
+
+    // ---- Epochs over the touched and new users' windows and as many replayed ones ----
+    std::vector<uint8_t> only(nu, 0);
+    const std::vector<uint32_t> users = models::FactorModel::resume_users(touched_users, old_users, nu);
+    for (uint32_t u : users) only[u] = 1;
+    std::vector<uint32_t> others;
+    for (uint32_t u = 0; u < nu; ++u)
+      if (!only[u] && seqs[u].size() >= 2) others.push_back(u);
+    const size_t n_replay = std::min(others.size(), users.size());
+    Rng rng(seed_used_, kResumeStream);
+    for (size_t k = 0; k < n_replay; ++k) std::swap(others[k], others[k + rng.below(others.size() - k)]);
+    for (size_t k = 0; k < n_replay; ++k) only[others[k]] = 1;
+    train(seqs, ctx, &only, sweeps);
+
+    store_histories(seqs);
+    refresh_items();
+    return true;
   }
 
   void score(std::span<const uint32_t> users, Matrix& out, int threads) const override {
@@ -465,6 +533,51 @@ class SasrecModel final : public Recommender {
   uint16_t dom(uint32_t i) const { return item_domain_[i]; }
   bool text_on() const { return text_dim_ > 0 && text_ != "init"; }
   bool id_on() const { return text_dim_ == 0 || text_ != "replace"; }
+
+  // Ordered histories: the context's sequences (restricted to the matrix's positive entries' users), or
+  // each row of x in item order.
+  static std::vector<std::vector<uint32_t>> sequences(const Csr& x, const FitContext& ctx,
+                                                      const std::string& who) {
+    const uint32_t nu = x.n_rows, ni = x.n_cols;
+    std::vector<std::vector<uint32_t>> seqs(nu);
+    if (ctx.sequences && ctx.sequences->n_users() == nu) {
+      for (uint32_t u = 0; u < nu; ++u) {
+        for (uint32_t i : ctx.sequences->of(u)) {
+          check(i < ni, who + ": sequence item " + std::to_string(i) + " is out of range (" +
+                            std::to_string(ni) + " items)");
+          seqs[u].push_back(i);
+        }
+      }
+    } else {
+      check(!ctx.sequences || ctx.sequences->n_users() == 0,
+            who + ": the sequences have " + std::to_string(ctx.sequences ? ctx.sequences->n_users() : 0) +
+                " users but the matrix has " + std::to_string(nu));
+      for (uint32_t u = 0; u < nu; ++u)
+        for (uint64_t p = x.indptr[u]; p < x.indptr[u + 1]; ++p) seqs[u].push_back(x.indices[p]);
+    }
+    return seqs;
+  }
+
+  // The candidate negatives of each domain: the items that occur in `seqs` (every item under DP).
+  void build_pools(const std::vector<std::vector<uint32_t>>& seqs) {
+    const size_t ni = emb_.rows;
+    std::vector<uint8_t> seen(ni, dp_.active() ? 1 : 0);
+    for (const auto& q : seqs)
+      for (uint32_t i : q) seen[i] = 1;
+    pool_.assign(n_domains_, {});
+    for (uint32_t i = 0; i < ni; ++i)
+      if (seen[i]) pool_[dom(i)].push_back(i);
+  }
+
+  // Histories for scoring: the most recent max_len items of each sequence (all of it for user_state=mean).
+  void store_histories(const std::vector<std::vector<uint32_t>>& seqs) {
+    hist_.assign(seqs.size(), {});
+    for (size_t u = 0; u < seqs.size(); ++u) {
+      const auto& q = seqs[u];
+      const size_t n = user_state_ == "mean" ? q.size() : std::min(q.size(), size_t(max_len_));
+      hist_[u].assign(q.end() - n, q.end());
+    }
+  }
 
   void set_domains(std::span<const uint16_t> item_domain, uint32_t ni) {
     check(item_domain.empty() || item_domain.size() == ni,
@@ -753,7 +866,12 @@ class SasrecModel final : public Recommender {
 
   // ---- Training -----------------------------------------------------------------------------------------
 
-  void train(const std::vector<std::vector<uint32_t>>& seqs, const FitContext& ctx) {
+  // Trains on the windows of `seqs`. A resume (resume_epochs >= 0) trains only the windows of the users
+  // marked in `only`, for exactly resume_epochs epochs, from its own streams (the fit's min_steps does not
+  // apply).
+  void train(const std::vector<std::vector<uint32_t>>& seqs, const FitContext& ctx,
+             const std::vector<uint8_t>* only = nullptr, int resume_epochs = -1) {
+    const bool resuming = resume_epochs >= 0;
     curve_.clear();
     // Training windows (user, end): the items seq[end - max_len - 1 .. end) of a history, at least two of
     // them; each item is a target in exactly one window (with `windows`; else only the most recent window).
@@ -776,7 +894,8 @@ class SasrecModel final : public Recommender {
       for (uint16_t dd = 0; dd < n_domains_; ++dd)
         if (dom_positions[dd] > 0) domain_weight_[dd] = float(double(least) / double(dom_positions[dd]));
     }
-    if (users.empty() || epochs_ == 0) return;
+    if (only) std::erase_if(users, [&](const Window& w) { return !(*only)[w.user]; });
+    if (users.empty() || (resuming ? resume_epochs : epochs_) == 0) return;
     if (dp_.active()) return train_dp(seqs, users, ctx);
     std::vector<MatF*> params = dense_params();
     const size_t np = params.size();
@@ -789,8 +908,12 @@ class SasrecModel final : public Recommender {
     for (size_t k = 0; k < params.size(); ++k) grads[k].resize(params[k]->rows, params[k]->cols);
     const size_t bsz = size_t(batch_);
     const int64_t steps_per_epoch = int64_t((users.size() + bsz - 1) / bsz);
-    const int epochs = int(std::max<int64_t>(epochs_, (min_steps_ + steps_per_epoch - 1) / steps_per_epoch));
+    const int epochs =
+        resuming ? resume_epochs
+                 : int(std::max<int64_t>(epochs_, (min_steps_ + steps_per_epoch - 1) / steps_per_epoch));
     const int64_t total = steps_per_epoch * epochs;
+    const uint64_t step_base = resuming ? kResumeStepBase : 0;
+    const char* what = resuming ? "sasrec resume epochs" : "sasrec epochs";
     nn::TaskPool pool(std::max(1, ctx.threads));
     std::vector<Chunk> chunks;
     Candidates cand;
@@ -799,7 +922,7 @@ class SasrecModel final : public Recommender {
     int64_t step = 0;
     Timer timer;
     for (int ep = 0; ep < epochs; ++ep) {
-      Rng shuffle(seed_used_, kShuffleStream + uint64_t(ep));
+      Rng shuffle(seed_used_, (resuming ? kResumeStream + 1 : kShuffleStream) + uint64_t(ep));
       std::shuffle(users.begin(), users.end(), shuffle);
       double loss = 0;
       uint64_t positions = 0;
@@ -807,7 +930,7 @@ class SasrecModel final : public Recommender {
         const size_t b1 = std::min(users.size(), b0 + bsz);
         const std::span<const Window> batch(users.data() + b0, b1 - b0);
         for (auto& g : grads) g.zero();
-        loss += batch_gradient(seqs, batch, uint64_t(step), chunks, cand, grads, e_ids, e_rows,
+        loss += batch_gradient(seqs, batch, step_base + uint64_t(step), chunks, cand, grads, e_ids, e_rows,
                                [&](size_t n, const std::function<void(size_t)>& f) { pool.run(n, f); });
         MatF& ge = grads[np];
         for (size_t r = 0; r < e_ids.size(); ++r) {
@@ -822,9 +945,9 @@ class SasrecModel final : public Recommender {
       }
       curve_.push_back(loss / double(std::max<uint64_t>(1, positions)));
       if (ctx.verbose)
-        std::fprintf(stderr, "sasrec epoch %d: loss %.4f (%.1f s)\n", ep + 1,
+        std::fprintf(stderr, "%s %d: loss %.4f (%.1f s)\n", what, ep + 1,
                      loss / double(std::max<uint64_t>(1, positions)), timer.seconds());
-      if (ctx.progress) ctx.progress(size_t(ep + 1), size_t(epochs), "sasrec epochs");
+      if (ctx.progress) ctx.progress(size_t(ep + 1), size_t(epochs), what);
     }
   }
 

@@ -51,6 +51,7 @@
 #include <utility>
 
 #include "models/dp_training.h"
+#include "models/factor_model.h"
 #include "models/model_util.h"
 #include "models/text_features.h"
 #include "xdrec/nn.h"
@@ -70,10 +71,13 @@ constexpr uint64_t kShuffleStream = uint64_t(1) << 20;
 constexpr uint64_t kBatchStream = uint64_t(1) << 32;
 constexpr uint64_t kChunkStream = uint64_t(1) << 48;
 constexpr uint64_t kFoldStream = uint64_t(3) << 56;
-constexpr uint64_t kDpSampleStream = uint64_t(4) << 56;  // + step: which users a DP step samples
-constexpr uint64_t kDpNoiseStream = uint64_t(5) << 56;   // + step: the step's Gaussian noise
-constexpr uint64_t kDpUserStream = uint64_t(6) << 56;    // + step * n_users + user: a user's negatives
-constexpr uint64_t kDpBatchBase = uint64_t(1) << 36;     // batch ids of DP users (dropout streams)
+constexpr uint64_t kDpSampleStream = uint64_t(4) << 56;    // + step: which users a DP step samples
+constexpr uint64_t kDpNoiseStream = uint64_t(5) << 56;     // + step: the step's Gaussian noise
+constexpr uint64_t kDpUserStream = uint64_t(6) << 56;      // + step * n_users + user: a user's negatives
+constexpr uint64_t kDpBatchBase = uint64_t(1) << 36;       // batch ids of DP users (dropout streams)
+constexpr uint64_t kResumeStream = uint64_t(7) << 56;      // the replayed entries; + 1 + epoch: the shuffles
+constexpr uint64_t kResumeInitStream = uint64_t(8) << 56;  // + row (users), + 2^40 + row (items): new rows
+constexpr uint64_t kResumeBatchBase = uint64_t(1) << 34;   // batch ids of a resume's epochs
 constexpr int kFoldSteps = 60;
 constexpr double kFoldLr = 0.05;
 constexpr float kFoldReg = 1e-3f;
@@ -327,67 +331,17 @@ class TwoTowerModel final : public Recommender {
     item_tower_.init(init);
     if (merge_ == "mlp") merge_net_.init(init);
 
-    nn::AdamOptions ao;
-    ao.lr = lr_;
-    ao.weight_decay = weight_decay_;
-    std::vector<MatF*> dense = user_tower_.params();
-    for (auto* p : item_tower_.params()) dense.push_back(p);
-    if (merge_ == "mlp")
-      for (auto* p : merge_net_.params()) dense.push_back(p);
     text_w_ = MatF(1, 1, 1.0f);
-    if (text_skip_active()) dense.push_back(&text_w_);
-    nn::Adam<float> adam_dense(dense, ao);
-    nn::Adam<float> adam_emb({&user_emb_.table, &item_emb_.table}, ao);
+    const std::vector<MatF*> dense = dense_params();
 
     // ---- Training ----
-    std::vector<uint32_t> pos_user(x.nnz()), pos_item(x.indices);
-    std::vector<float> pos_value(x.values);
-    for (uint32_t u = 0; u < nu; ++u)
-      for (uint64_t p = x.indptr[u]; p < x.indptr[u + 1]; ++p) pos_user[p] = u;
     std::vector<uint32_t> order(x.nnz());
     std::iota(order.begin(), order.end(), 0u);
-    const size_t n_batches = (order.size() + size_t(batch_) - 1) / size_t(batch_);
-    if (ctx.progress) ctx.progress(0, size_t(epochs_), "twotower epochs");
-    Workspace ws;
-    nn::TaskPool pool(threads);
-    uint64_t batch_counter = 0;
-    if (dp_active()) {
+    if (dp_active())
       train_dp(x, seed, threads, ctx, dense);
-      order.clear();  // no minibatch epochs below
-    }
-    for (int epoch = 0; epoch < epochs_ && !order.empty(); ++epoch) {
-      Timer timer;
-      Rng shuffle(seed, kShuffleStream + uint64_t(epoch));
-      for (size_t i = order.size(); i > 1; --i) std::swap(order[i - 1], order[shuffle.below(i)]);
-      double loss_sum = 0;
-      for (size_t b = 0; b < n_batches; ++b, ++batch_counter) {
-        const size_t p0 = b * size_t(batch_), p1 = std::min(order.size(), p0 + size_t(batch_));
-        Rng rng(seed, kBatchStream + batch_counter);
-        ws.users.clear();
-        ws.items.clear();
-        ws.targets.clear();
-        for (size_t k = p0; k < p1; ++k) {
-          const uint32_t p = order[k];
-          add_example(ws, x, pos_user[p], pos_item[p], pos_value[p], implicit, rng);
-        }
-        loss_sum += train_batch(ws, rng, seed, batch_counter, &pool, adam_dense, adam_emb);
-      }
-      curve_.push_back(loss_sum / double(std::max<size_t>(1, size_t(n_batches))));
-      if (ctx.verbose)
-        std::fprintf(stderr, "twotower epoch %d: loss %.5f%s, %.2f s\n", epoch + 1,
-                     loss_sum / double(n_batches),
-                     text_skip_active() ? (", text weight " + std::to_string(text_w_.data[0])).c_str() : "",
-                     timer.seconds());
-      if (ctx.progress) ctx.progress(size_t(epoch) + 1, size_t(epochs_), "twotower epochs");
-    }
-    // Users and items that never appeared in training have no learned id embedding: zero it, so they are
-    // represented by their text alone (like cold ones added later).
-    const Csr xt = x.transpose();
-    for (uint32_t u = 0; u < nu; ++u)
-      if (x.row_size(u) == 0) std::fill(user_emb_.table.row(u), user_emb_.table.row(u) + factors_, 0.0f);
-    // Under DP the item table is released as trained (zeroing would tell which items had interactions).
-    for (uint32_t i = 0; i < ni && !dp_active(); ++i)
-      if (xt.row_size(i) == 0) std::fill(item_emb_.table.row(i), item_emb_.table.row(i) + factors_, 0.0f);
+    else
+      train_epochs(x, order, epochs_, kShuffleStream, 0, threads, ctx, "twotower epochs");
+    zero_untrained(x);
     fitted_ = true;
     refresh_item_cache(threads);
     if (dp_active()) refit_user_rows(x, threads);
@@ -410,6 +364,100 @@ class TwoTowerModel final : public Recommender {
         std::copy(emb.begin(), emb.begin() + long(f), user_emb_.table.row(u));
       }
     });
+  }
+
+  // Incremental update. New items get their text code (as add_item) and, when they have interactions, an id
+  // embedding drawn as a fit draws it (N(0, init^2), by the stream of the row); new users likewise, with
+  // their profile code when the fit used profiles and the context gives user text. The touched and new users'
+  // history codes are pooled again and their id embeddings fitted to their histories with the towers fixed
+  // (as fold_in does). Then `sweeps` epochs of the fit's minibatch training (same loss, negatives, dropouts,
+  // batch, lr, weight_decay) over the touched and new users' entries plus as many replayed entries of the
+  // other users (FactorModel::resume_entries), updating the towers and the id embeddings. The saved model
+  // keeps no optimiser state: Adam starts from fresh moments. Thread-count independent, as the fit is. A
+  // DP-SGD model is refused: an incremental update is not DP-SGD training.
+  bool resume(const Csr& user_items, std::span<const uint32_t> touched_users, const FitContext& ctx,
+              int sweeps) override {
+    check(fitted_, "twotower resume: the model is not fitted (call fit or load first)");
+    check(!dp_active(),
+          "twotower resume: the model was trained with DP-SGD and an incremental update is not DP-SGD "
+          "training; train it again");
+    check(sweeps >= 0, "twotower resume: sweeps must be >= 0");
+    const bool implicit = loss_ == "bce";
+    const Csr x = model_util::prepare_interactions(user_items, implicit, "twotower resume");
+    const uint32_t nu = x.n_rows, ni = x.n_cols, old_users = n_users(), old_items = n_items();
+    check(nu >= old_users && ni >= old_items,
+          "twotower resume: the data has " + std::to_string(nu) + " users and " + std::to_string(ni) +
+              " items, fewer than the model's " + std::to_string(old_users) + " and " +
+              std::to_string(old_items));
+    models::FactorModel::check_touched(touched_users, nu, "twotower resume");
+    const Matrix* it = ctx.item_text;
+    if (text_dim_ > 0 && ni > old_items) {
+      check(it && it->rows == ni && it->cols == text_.input_dim(),
+            "twotower resume: the model reads new items through their text: give the text vectors of all " +
+                std::to_string(ni) + " items (" + std::to_string(text_.input_dim()) + "-d, from " + encoder_ +
+                ")");
+      for (size_t k = size_t(old_items) * it->cols; k < it->data.size(); ++k)
+        check(std::isfinite(it->data[k]), "twotower resume: item_text has a non-finite value");
+    }
+    const Matrix* ut =
+        has_profile_ && ctx.user_text && ctx.user_text->rows == nu && ctx.user_text->cols == text_.input_dim()
+            ? ctx.user_text
+            : nullptr;
+    const int threads = resolve_threads(ctx.threads);
+    const size_t f = size_t(factors_);
+
+    // ---- Grow the tables ----
+    auto grow = [&](MatF& m, size_t rows) {
+      m.data.resize(rows * m.cols, 0.0f);
+      m.rows = rows;
+    };
+    auto draw = [&](float* row, uint64_t stream) {
+      Rng rng(seed_used_, stream);
+      for (size_t k = 0; k < f; ++k) row[k] = float(init_) * rng.normal();
+    };
+    const Csr xt = x.transpose();
+    grow(item_emb_.table, ni);
+    grow(item_code_, ni);
+    for (uint32_t i = old_items; i < ni; ++i) {
+      if (xt.row_size(i) > 0) draw(item_emb_.table.row(i), kResumeInitStream + (uint64_t(1) << 40) + i);
+      if (text_dim_ > 0) text_.transform_row(it->row(i), item_code_.row(i));
+    }
+    grow(user_emb_.table, nu);
+    grow(user_prof_, nu);
+    grow(user_hist_, nu);
+    for (uint32_t u = old_users; u < nu; ++u) {
+      if (x.row_size(u) > 0) draw(user_emb_.table.row(u), kResumeInitStream + u);
+      if (ut) text_.transform_row(ut->row(u), user_prof_.row(u));
+    }
+    refresh_item_cache(threads);
+
+    // ---- The touched and new users: history codes, then id embeddings fitted to their histories ----
+    const std::vector<uint32_t> users = models::FactorModel::resume_users(touched_users, old_users, nu);
+    parallel_for(users.size(), threads, 16, [&](size_t lo, size_t hi) {
+      std::vector<float> emb;
+      for (size_t k = lo; k < hi; ++k) {
+        const uint32_t u = users[k];
+        if (use_hist_) pool_history(x.row_indices(u), nullptr, user_hist_.row(u));
+        if (x.row_size(u) == 0) continue;
+        const model_util::History hist =
+            model_util::make_history(x.row_indices(u), x.row_values(u), ni, implicit, "twotower");
+        const std::vector<float> prof(user_prof_.row(u), user_prof_.row(u) + user_prof_.cols),
+            hcode(user_hist_.row(u), user_hist_.row(u) + user_hist_.cols);
+        fit_user_embedding(hist, prof, hcode, emb);
+        std::copy(emb.begin(), emb.begin() + long(f), user_emb_.table.row(u));
+      }
+    });
+
+    // ---- Epochs over the new and replayed entries ----
+    std::vector<uint32_t> order;
+    for (uint64_t p : models::FactorModel::resume_entries(x, users, seed_used_, kResumeStream))
+      order.push_back(uint32_t(p));
+    curve_.clear();
+    train_epochs(x, std::move(order), sweeps, kResumeStream + 1, kResumeBatchBase, threads, ctx,
+                 "twotower resume epochs");
+    zero_untrained(x);
+    refresh_item_cache(threads);
+    return true;
   }
 
   void score(std::span<const uint32_t> users, Matrix& out, int threads) const override {
@@ -987,6 +1035,73 @@ class TwoTowerModel final : public Recommender {
     adam_emb.step_sparse(0, emb_grad(ws.uniq_users, ws.user_kept, ws.dxu));
     adam_emb.step_sparse(1, emb_grad(ws.uniq_items, ws.item_kept, ws.dxi));
     return loss;
+  }
+
+  // The dense parameters Adam steps: both towers, the merge MLP and the text weight (text_skip).
+  std::vector<MatF*> dense_params() {
+    std::vector<MatF*> dense = user_tower_.params();
+    for (auto* p : item_tower_.params()) dense.push_back(p);
+    if (merge_ == "mlp")
+      for (auto* p : merge_net_.params()) dense.push_back(p);
+    if (text_skip_active()) dense.push_back(&text_w_);
+    return dense;
+  }
+
+  // `epochs` minibatch epochs of the training loss over the entries `order` (positions into x.indices),
+  // shuffled each epoch by the stream (seed, shuffle_stream + epoch), batch ids from batch_base on; Adam (lr,
+  // weight_decay) from fresh moments on the dense parameters and the id embeddings.
+  void train_epochs(const Csr& x, std::vector<uint32_t> order, int epochs, uint64_t shuffle_stream,
+                    uint64_t batch_base, int threads, const FitContext& ctx, const char* what) {
+    const bool implicit = loss_ == "bce";
+    const uint64_t seed = seed_used_;
+    nn::AdamOptions ao;
+    ao.lr = lr_;
+    ao.weight_decay = weight_decay_;
+    nn::Adam<float> adam_dense(dense_params(), ao);
+    nn::Adam<float> adam_emb({&user_emb_.table, &item_emb_.table}, ao);
+    std::vector<uint32_t> pos_user(x.nnz());
+    for (uint32_t u = 0; u < x.n_rows; ++u)
+      for (uint64_t p = x.indptr[u]; p < x.indptr[u + 1]; ++p) pos_user[p] = u;
+    const size_t n_batches = (order.size() + size_t(batch_) - 1) / size_t(batch_);
+    if (ctx.progress) ctx.progress(0, size_t(epochs), what);
+    Workspace ws;
+    nn::TaskPool pool(threads);
+    uint64_t batch_counter = batch_base;
+    for (int epoch = 0; epoch < epochs && !order.empty(); ++epoch) {
+      Timer timer;
+      Rng shuffle(seed, shuffle_stream + uint64_t(epoch));
+      for (size_t i = order.size(); i > 1; --i) std::swap(order[i - 1], order[shuffle.below(i)]);
+      double loss_sum = 0;
+      for (size_t b = 0; b < n_batches; ++b, ++batch_counter) {
+        const size_t p0 = b * size_t(batch_), p1 = std::min(order.size(), p0 + size_t(batch_));
+        Rng rng(seed, kBatchStream + batch_counter);
+        ws.users.clear();
+        ws.items.clear();
+        ws.targets.clear();
+        for (size_t k = p0; k < p1; ++k) {
+          const uint32_t p = order[k];
+          add_example(ws, x, pos_user[p], x.indices[p], x.values[p], implicit, rng);
+        }
+        loss_sum += train_batch(ws, rng, seed, batch_counter, &pool, adam_dense, adam_emb);
+      }
+      curve_.push_back(loss_sum / double(std::max<size_t>(1, n_batches)));
+      if (ctx.verbose)
+        std::fprintf(stderr, "%s %d/%d: loss %.5f%s, %.2f s\n", what, epoch + 1, epochs, curve_.back(),
+                     text_skip_active() ? (", text weight " + std::to_string(text_w_.data[0])).c_str() : "",
+                     timer.seconds());
+      if (ctx.progress) ctx.progress(size_t(epoch) + 1, size_t(epochs), what);
+    }
+  }
+
+  // Users and items without interactions in x have no learned id embedding: zero it, so they are represented
+  // by their text alone (like cold ones added later). Under DP the item table is released as trained (zeroing
+  // would tell which items had interactions).
+  void zero_untrained(const Csr& x) {
+    const Csr xt = x.transpose();
+    for (uint32_t u = 0; u < x.n_rows; ++u)
+      if (x.row_size(u) == 0) std::fill(user_emb_.table.row(u), user_emb_.table.row(u) + factors_, 0.0f);
+    for (uint32_t i = 0; i < x.n_cols && !dp_active(); ++i)
+      if (xt.row_size(i) == 0) std::fill(item_emb_.table.row(i), item_emb_.table.row(i) + factors_, 0.0f);
   }
 
   bool dp_active() const { return dp_.active(); }

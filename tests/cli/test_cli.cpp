@@ -331,6 +331,16 @@ TEST_F(CliTest, TrainResumeContinuesASavedModel) {
       run("train " + data + " --resume " + (dir / "h").string() + " --sweeps 1 -o " + (dir / "h2").string());
   ASSERT_EQ(hyb.status, 0) << hyb.out;
   EXPECT_NE(hyb.out.find("with text vectors from tfidf"), std::string::npos) << hyb.out;
+  ASSERT_EQ(run("train " + data + " -m twotower:factors=8,hidden=8,epochs=1 --encoder tfidf --quiet -o " +
+                (dir / "t").string())
+                .status,
+            0);
+  Result tt =
+      run("train " + data + " --resume " + (dir / "t").string() + " --sweeps 1 -o " + (dir / "t2").string());
+  ASSERT_EQ(tt.status, 0) << tt.out;
+  EXPECT_NE(tt.out.find("resumed from"), std::string::npos) << tt.out;
+  EXPECT_EQ(run("recommend --model " + (dir / "t2").string() + " --data " + data + " --user u1 -k 3").status,
+            0);
   ASSERT_EQ(run("train " + data + " -m popular --quiet -o " + (dir / "p").string()).status, 0);
   Result pop = run("train " + data + " --resume " + (dir / "p").string() + " -o " + (dir / "q").string());
   EXPECT_NE(pop.status, 0);
