@@ -681,7 +681,8 @@ TEST_F(ServeTest, CodedRetrievalAgreesWithExact) {
     ASSERT_EQ(after["items"].size(), 10u);
     for (auto& x : after["items"]) EXPECT_NE(x["item"], gone);
     q.domain = ds_->domains.name(1);
-    for (auto& x : svc.recommend(q)["items"]) EXPECT_EQ(x["domain"], q.domain);
+    const json in_domain = svc.recommend(q);
+    for (auto& x : in_domain["items"]) EXPECT_EQ(x["domain"], q.domain);
   }
   for (const std::string bad : {"pq:m=17", "pq:bits=9", "sq8:m=2", "pq8"}) {
     ServiceOptions so = options(*model_, db("codes_bad"), "none");
