@@ -9,6 +9,7 @@
 #include <nlohmann/json.hpp>
 
 #include "models/clustered.h"
+#include "models/ml100k.h"
 #include "test_util.h"
 #include "xdrec/metrics.h"
 #include "xdrec/readers.h"
@@ -103,14 +104,10 @@ TEST_F(Compression, FactorsWithinTheQuantisationStepAndFilesShrink) {
 
 // The quality gate of a compression: int8 and fp16 iALS on MovieLens 100k lose at most 0.005 NDCG@10.
 TEST_F(Compression, MovieLensNdcgGate) {
-  const std::string path = std::string(XDREC_SHARED_DATA) + "/movielens_ml-100k";
-  if (!fs::exists(path)) GTEST_SKIP() << "MovieLens 100k not found at " << path;
-  const Dataset ds = read_dataset(path);
-  SplitOptions so;
-  so.test_ratio = 0.2;
-  so.seed = 42;
-  const Split split = split_random(ds, so);
-  const Csr train = ds.user_item_matrix(split.train), test = ds.user_item_matrix(split.test);
+  const auto ml = testing_util::load_ml100k_split();
+  if (!ml) GTEST_SKIP() << "MovieLens 100k not found at " << testing_util::ml100k_path();
+  const Dataset& ds = ml->ds;
+  const Csr &train = ml->train, &test = ml->test;
   auto model = create_model("ials");
   FitContext ctx;
   ctx.threads = 2;

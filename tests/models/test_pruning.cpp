@@ -13,6 +13,7 @@
 #include <nlohmann/json.hpp>
 
 #include "models/clustered.h"
+#include "models/ml100k.h"
 #include "test_util.h"
 #include "xdrec/metrics.h"
 #include "xdrec/pipeline.h"
@@ -181,14 +182,11 @@ TEST_F(Pruning, BadFractionsAndModelsWithoutWeightsAreErrors) {
 // defaults). Slow: XDREC_SLOW_TESTS=1.
 TEST_F(Pruning, MovieLensNdcgGate) {
   if (!testing_util::slow_tests_enabled()) GTEST_SKIP() << "slow test (set XDREC_SLOW_TESTS=1)";
-  const std::string path = std::string(XDREC_SHARED_DATA) + "/movielens_ml-100k";
-  if (!fs::exists(path)) GTEST_SKIP() << "MovieLens 100k not found at " << path;
-  const Dataset ds = read_dataset(path);
-  SplitOptions so;
-  so.test_ratio = 0.2;
-  so.seed = 42;
-  const Split split = split_random(ds, so);
-  const Csr train = ds.user_item_matrix(split.train), test = ds.user_item_matrix(split.test);
+  const auto ml = testing_util::load_ml100k_split();
+  if (!ml) GTEST_SKIP() << "MovieLens 100k not found at " << testing_util::ml100k_path();
+  const Dataset& ds = ml->ds;
+  const Split& split = ml->split;
+  const Csr &train = ml->train, &test = ml->test;
   EvalOptions eo;
   eo.threads = 2;
   const Sequences seq = user_sequences(ds.n_users(), split.train);

@@ -7,6 +7,7 @@
 #include <cmath>
 #include <filesystem>
 
+#include "models/ml100k.h"
 #include "test_util.h"
 #include "xdrec/item_codes.h"
 #include "xdrec/metrics.h"
@@ -133,14 +134,9 @@ TEST(ItemCodes, RerankingEveryCandidateGivesTheExactList) {
 // by exact scores and through the codes (ties by lower index in both), recall@10 of the coded lists against
 // the exact ones and NDCG@10 against the test items.
 TEST(ItemCodes, MovieLensRecallAndNdcgGate) {
-  const std::string path = std::string(XDREC_SHARED_DATA) + "/movielens_ml-100k";
-  if (!std::filesystem::exists(path)) GTEST_SKIP() << "MovieLens 100k not found at " << path;
-  const Dataset ds = read_dataset(path);
-  SplitOptions so;
-  so.test_ratio = 0.2;
-  so.seed = 42;
-  const Split split = split_random(ds, so);
-  const Csr train = ds.user_item_matrix(split.train), test = ds.user_item_matrix(split.test);
+  const auto ml = testing_util::load_ml100k_split();
+  if (!ml) GTEST_SKIP() << "MovieLens 100k not found at " << testing_util::ml100k_path();
+  const Csr &train = ml->train, &test = ml->test;
   auto model = create_model("ials");
   FitContext ctx;
   ctx.threads = 2;
