@@ -3,7 +3,9 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <memory>
 #include <numeric>
+#include <string>
 #include <vector>
 
 #include "xdrec/common.h"
@@ -69,6 +71,25 @@ inline double held_out_auc(const Recommender& model, const Data& d) {
   std::vector<uint32_t> users(d.train.n_rows);
   std::iota(users.begin(), users.end(), 0u);
   return held_out_auc(model, d, users);
+}
+
+// A model of `spec` fitted on `train` (no text) with this seed and thread count.
+inline std::unique_ptr<Recommender> fit_spec(const std::string& spec, const Csr& train, int threads = 1,
+                                             uint64_t seed = 1) {
+  auto m = create_model(spec);
+  FitContext ctx;
+  ctx.seed = seed;
+  ctx.threads = threads;
+  m->fit(train, ctx);
+  return m;
+}
+
+// The manifest's "extra" a model saves.
+inline nlohmann::json saved_extra(const Recommender& m) {
+  TensorMap t;
+  nlohmann::json extra;
+  m.save(t, extra);
+  return extra;
 }
 
 }  // namespace xdrec::testing_util

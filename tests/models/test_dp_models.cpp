@@ -38,18 +38,11 @@ std::ostream& operator<<(std::ostream& os, const DpCase& c) {
 }
 
 std::unique_ptr<Recommender> fit(const std::string& spec, int threads = 1, uint64_t seed = 1) {
-  auto m = create_model(spec);
-  FitContext ctx;
-  ctx.seed = seed;
-  ctx.threads = threads;
-  m->fit(data().train, ctx);
-  return m;
+  return testing_util::fit_spec(spec, data().train, threads, seed);
 }
 
 nlohmann::json privacy_of(const Recommender& m) {
-  TensorMap t;
-  nlohmann::json extra;
-  m.save(t, extra);
+  const nlohmann::json extra = testing_util::saved_extra(m);
   return extra.contains("privacy") ? extra["privacy"] : nlohmann::json();
 }
 

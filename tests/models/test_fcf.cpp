@@ -26,19 +26,11 @@ const Data& data() {
 }
 
 std::unique_ptr<Recommender> fit(const std::string& spec, int threads = 1, uint64_t seed = 1) {
-  auto m = create_model(spec);
-  FitContext ctx;
-  ctx.seed = seed;
-  ctx.threads = threads;
-  m->fit(data().train, ctx);
-  return m;
+  return testing_util::fit_spec(spec, data().train, threads, seed);
 }
 
 nlohmann::json extra_of(const Recommender& m) {
-  TensorMap t;
-  nlohmann::json extra;
-  m.save(t, extra);
-  return extra;
+  return testing_util::saved_extra(m);
 }
 
 Matrix scores(const Recommender& m) {
